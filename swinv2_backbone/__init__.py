@@ -1,0 +1,15 @@
+"""swinv2_backbone: a Swin Transformer V2 backbone for OpenMMLab dense prediction.
+
+The model (:mod:`swinv2_backbone.models`) needs torch alone. When mmengine is installed, importing
+this package also registers ``Swinv2Backbone`` in mmengine's root ``MODELS`` registry, so mmdet and
+mmseg configs build it after ``custom_imports=dict(imports=['swinv2_backbone'])``.
+"""
+from importlib.util import find_spec
+
+from .models import ARCH_SETTINGS, Swinv2Backbone
+
+__version__ = "0.1.0"
+__all__ = ["ARCH_SETTINGS", "Swinv2Backbone", "__version__"]
+
+if find_spec("mmengine") is not None:
+    from . import openmmlab  # noqa: F401  (registers the backbone)

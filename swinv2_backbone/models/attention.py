@@ -1,0 +1,152 @@
+"""Window attention of Swin Transformer V2: scaled cosine attention with a log-spaced continuous
+position bias (CPB)."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import MASK_VALUE, relative_coords_table, relative_position_index, shift_window_mask
+
+#: Upper bound of the learned attention temperature, ``exp(logit_scale) <= 100`` (the paper's clamp).
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+_MASK_CACHE_SIZE = 8
+
+
+class WindowAttentionV2(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows, SwinV2 style.
+
+    ``attn = softmax(normalize(q) @ normalize(k)^T * exp(min(logit_scale, log 100)) + bias + mask) @ v``
+    with ``bias = 16 * sigmoid(cpb_mlp(log-spaced relative coordinates))``. The window size is a
+    forward argument: the coordinate tables are rebuilt for whatever window a feature map needs.
+
+    Args:
+        dim: Input and output channels.
+        num_heads: Number of attention heads; ``dim`` must be divisible by it.
+        pretrained_window_size: Window the weights were trained with; its ``size - 1`` normalises the
+            relative coordinates. 0 normalises by the current window instead.
+        qkv_bias: Learn q and v biases (the k bias is always zero, as in the paper).
+        attn_drop: Dropout on the attention probabilities.
+        proj_drop: Dropout after the output projection.
+        cpb_hidden: Hidden width of the continuous position bias MLP.
+        use_sdpa: ``'auto'`` (fused SDPA on CUDA, explicit matmul-softmax-matmul elsewhere, which is
+            faster on CPU for small windows), ``'always'`` or ``'never'``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        pretrained_window_size: int = 0,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        cpb_hidden: int = 512,
+        use_sdpa: str = "auto",
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if use_sdpa not in ("auto", "always", "never"):
+            raise ValueError(f"use_sdpa must be 'auto', 'always' or 'never', got {use_sdpa!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.pretrained_window_size = pretrained_window_size
+        self.use_sdpa = use_sdpa
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, cpb_hidden, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Linear(cpb_hidden, num_heads, bias=False),
+        )
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_parameter("q_bias", None)
+            self.register_parameter("v_bias", None)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        # Inference-only cache of the combined (position bias + shift) masks.
+        self._mask_cache: "OrderedDict[tuple, Optional[torch.Tensor]]" = OrderedDict()
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, "
+                f"pretrained_window_size={self.pretrained_window_size}")
+
+    def position_bias(self, window: int) -> torch.Tensor:
+        """``(heads, N, N)`` continuous position bias for a ``window x window`` window."""
+        device = self.logit_scale.device
+        table = relative_coords_table(window, self.pretrained_window_size).to(device)
+        index = relative_position_index(window).to(device)
+        bias = self.cpb_mlp(table.to(self.cpb_mlp[0].weight.dtype))  # ((2w-1)^2, heads)
+        n = window * window
+        bias = bias[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+        return 16.0 * torch.sigmoid(bias)
+
+    def attention_mask(
+        self, window: int, padded_hw: Tuple[int, int], shift: Tuple[int, int], dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Additive ``(nW or 1, heads, N, N)`` mask: position bias plus the shifted-window mask.
+
+        Cached at inference (no grad) per window, padded size, shift, dtype and device, and rebuilt
+        whenever a parameter of the position-bias MLP changes.
+        """
+        params = tuple(self.cpb_mlp.parameters())
+        key = None
+        if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            key = (window, padded_hw, shift, dtype, self.logit_scale.device,
+                   tuple((p.data_ptr(), p._version) for p in params))
+            cached = self._mask_cache.get(key)
+            if cached is not None:
+                self._mask_cache.move_to_end(key)
+                return cached
+        mask = self.position_bias(window).to(dtype).unsqueeze(0)  # (1, heads, N, N)
+        shift_mask = shift_window_mask(*padded_hw, window, shift, mask.device)
+        if shift_mask is not None:
+            mask = mask + shift_mask.unsqueeze(1).to(dtype) * MASK_VALUE
+        if key is not None:
+            self._mask_cache[key] = mask.detach()
+            while len(self._mask_cache) > _MASK_CACHE_SIZE:
+                self._mask_cache.popitem(last=False)
+        return mask
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``windows``: ``(B, nW, N, C)``; ``mask``: additive, broadcastable to ``(B, nW, heads, N, N)``
+        (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
+        b, nw, n, c = windows.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(windows, self.qkv.weight, bias)
+        qkv = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        # Cosine attention with the temperature folded into q: one multiply on N*d, not N*N.
+        q = F.normalize(q, dim=-1) * scale.to(q.dtype)
+        k = F.normalize(k, dim=-1)
+        if self._sdpa(windows):
+            out = F.scaled_dot_product_attention(
+                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
+                attn_mask=mask.to(q.dtype).expand(b, nw, -1, -1, -1).flatten(0, 1),
+                dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0,
+            ).view(b, nw, self.num_heads, n, -1)
+        else:
+            attn = torch.matmul(q, k.transpose(-2, -1))
+            attn = attn + mask.to(attn.dtype)
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            out = torch.matmul(attn, v)
+        out = out.transpose(2, 3).reshape(b, nw, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def _sdpa(self, x: torch.Tensor) -> bool:
+        if self.use_sdpa == "auto":
+            return x.is_cuda
+        return self.use_sdpa == "always"

@@ -1,0 +1,359 @@
+"""Swinv2Backbone: the Swin Transformer V2 encoder as a multi-scale dense-prediction backbone."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import BaseModule
+from .layers import SMALL_MAP_RULES, PatchEmbed, SwinV2Stage, stochastic_depth_schedule
+
+#: Official variants: embed_dims, depths, num_heads.
+ARCH_SETTINGS: Dict[str, Tuple[int, Tuple[int, ...], Tuple[int, ...]]] = {
+    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48)),
+}
+
+IntOrSeq = Union[int, Sequence[int]]
+
+
+def _per_stage(value: IntOrSeq, num_stages: int, name: str) -> Tuple[int, ...]:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a sequence of {num_stages} ints, got {value!r}")
+    if isinstance(value, int):
+        return (value,) * num_stages
+    values = tuple(value)
+    if len(values) != num_stages or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} must be an int or a sequence of {num_stages} ints "
+                         f"(one per stage), got {value!r}")
+    return values
+
+
+def resolve_outputs(
+    out_indices: Optional[Sequence[int]],
+    out_features: Optional[Sequence[str]],
+    num_stages: int,
+) -> Tuple[str, ...]:
+    """Validate ``out_indices`` / ``out_features`` and return the selected output names in order.
+
+    ``out_indices`` are 0-based stage indices (negatives count from the end); ``out_features`` are
+    names from ``('stem', 'stage1', ..., 'stageN')``. Either may be given; if both, they must select
+    the same stages. Neither selects every stage.
+    """
+    names = ("stem",) + tuple(f"stage{i + 1}" for i in range(num_stages))
+    from_indices = None
+    if out_indices is not None:
+        if isinstance(out_indices, (int, str)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in out_indices):
+            raise ValueError(f"out_indices must be a sequence of stage indices in "
+                             f"[{-num_stages}, {num_stages - 1}], got {out_indices!r}")
+        indices = list(out_indices)
+        if not indices:
+            raise ValueError("out_indices is empty; give at least one stage index in "
+                             f"[{-num_stages}, {num_stages - 1}]")
+        bad = [i for i in indices if not -num_stages <= i < num_stages]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range: valid stage indices are "
+                             f"{list(range(num_stages))} (or negatives from {-num_stages})")
+        indices = [i % num_stages for i in indices]
+        _check_order(indices, "out_indices", out_indices, list(range(num_stages)))
+        from_indices = tuple(names[i + 1] for i in indices)
+    if out_features is not None:
+        if isinstance(out_features, str) or not all(isinstance(n, str) for n in out_features):
+            raise ValueError(f"out_features must be a sequence of names from {list(names)}, "
+                             f"got {out_features!r}")
+        features = list(out_features)
+        if not features:
+            raise ValueError(f"out_features is empty; choose from {list(names)}")
+        unknown = [n for n in features if n not in names]
+        if unknown:
+            raise ValueError(f"unknown out_features {unknown}: valid names are {list(names)}")
+        _check_order([names.index(n) for n in features], "out_features", out_features, list(names))
+        if from_indices is not None and tuple(features) != from_indices:
+            raise ValueError(f"out_indices {tuple(out_indices)!r} selects {list(from_indices)} but "
+                             f"out_features selects {features}; give one of them, or make them agree")
+        return tuple(features)
+    return from_indices if from_indices is not None else names[1:]
+
+
+def _check_order(positions: List[int], arg: str, given, valid: list) -> None:
+    if len(set(positions)) != len(positions):
+        raise ValueError(f"{arg} {given!r} has duplicates; valid choices are {valid}, each at most once")
+    if positions != sorted(positions):
+        raise ValueError(f"{arg} {given!r} must be in stage order (shallow to deep); "
+                         f"valid choices are {valid}")
+
+
+class Swinv2Backbone(BaseModule):
+    """Swin Transformer V2 backbone returning multi-scale NCHW feature maps.
+
+    Numerically the official Microsoft SwinV2 / Hugging Face ``Swinv2Model`` encoder (res-post-norm,
+    scaled cosine attention, log-spaced continuous position bias, patch merging V2), with windows and
+    shifts decided from the actual feature-map size at every forward, so any input size works.
+    Stages after the last selected output are not built (no unused parameters under DDP).
+
+    Args:
+        arch: Preset ``'tiny' | 'small' | 'base' | 'large'`` (official embed dims, depths, heads).
+        embed_dims: Channels of stage 1 (doubled every stage); overrides the preset.
+        depths: Blocks per stage; overrides the preset.
+        num_heads: Attention heads per stage; overrides the preset.
+        in_channels: Input image channels.
+        patch_size: Patch-embedding stride and kernel.
+        window_size: Attention window, one int for all stages or one per stage.
+        pretrained_window_sizes: Window each stage's weights were trained with (0: none); they
+            normalise the position-bias coordinates. The ``*window12to16/24*`` checkpoints need
+            ``(12, 12, 12, 6)``.
+        mlp_ratio: MLP hidden width relative to the channels.
+        qkv_bias: Learn q and v biases.
+        drop_rate: Dropout after the patch embedding, the attention projection and in the MLPs.
+        attn_drop_rate: Dropout on the attention probabilities.
+        drop_path_rate: Final stochastic-depth rate of the linear schedule over all blocks.
+        use_abs_pos_embed: Add a learned absolute position embedding, bicubically interpolated from
+            the ``pretrain_img_size`` grid to the actual input.
+        pretrain_img_size: Image size the absolute position embedding is defined for.
+        patch_norm: LayerNorm after the patch embedding.
+        out_indices: 0-based stage indices to return (``(0, 1, 2, 3)`` = stage1..stage4, the
+            default; negatives count from the end).
+        out_features: Alternatively, output names from ``'stem', 'stage1', ..., 'stage4'``
+            (``'stem'`` is the patch-embedding output, stride 4). If both are given they must agree.
+        out_norm: LayerNorm on each returned stage output (``norm{i}``); ``False`` returns the raw
+            stage outputs (equal to HF ``Swinv2Backbone.feature_maps``).
+        frozen_stages: Freeze the patch embedding (0) and additionally the first k stages with
+            their output norms (k = 1..num_stages); -1 freezes nothing. Frozen parts stay in eval
+            mode and without gradients after ``train()``.
+        with_cp: Activation checkpointing of every block (``use_reentrant=False``).
+        small_map: Rule for maps not larger than the window: ``'pad'`` (default, dense prediction:
+            keep the window, pad the map, shift only along axes holding more than one window) or
+            ``'official'`` (window = min(H, W), no shift, as the official classifier).
+        use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
+            ``'always'`` or ``'never'``.
+        pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).
+        init_cfg: mmengine initialisation config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
+            through the checkpoint adapters (any supported format), strictly.
+    """
+
+    def __init__(
+        self,
+        arch: Optional[str] = "tiny",
+        embed_dims: Optional[int] = None,
+        depths: Optional[Sequence[int]] = None,
+        num_heads: Optional[Sequence[int]] = None,
+        in_channels: int = 3,
+        patch_size: int = 4,
+        window_size: IntOrSeq = 8,
+        pretrained_window_sizes: IntOrSeq = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        use_abs_pos_embed: bool = False,
+        pretrain_img_size: int = 256,
+        patch_norm: bool = True,
+        out_indices: Optional[Sequence[int]] = None,
+        out_features: Optional[Sequence[str]] = None,
+        out_norm: bool = True,
+        frozen_stages: int = -1,
+        with_cp: bool = False,
+        small_map: str = "pad",
+        use_sdpa: str = "auto",
+        pretrained: Optional[str] = None,
+        init_cfg: Optional[Union[dict, List[dict]]] = None,
+    ) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError("give either pretrained or init_cfg, not both")
+            if not isinstance(pretrained, str):
+                raise TypeError(f"pretrained must be a checkpoint path (str), got {type(pretrained)}")
+            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+        super().__init__(init_cfg=init_cfg)
+
+        if arch is not None and arch not in ARCH_SETTINGS:
+            raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCH_SETTINGS)} or give "
+                             "embed_dims, depths and num_heads")
+        preset = ARCH_SETTINGS.get(arch) if arch is not None else None
+        if preset is None and None in (embed_dims, depths, num_heads):
+            raise ValueError("arch=None needs embed_dims, depths and num_heads")
+        embed_dims = preset[0] if embed_dims is None else embed_dims
+        depths = tuple(preset[1] if depths is None else depths)
+        num_heads = tuple(preset[2] if num_heads is None else num_heads)
+        num_stages = len(depths)
+        if num_stages == 0 or len(num_heads) != num_stages:
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
+                             "equal length (one entry per stage)")
+        if not isinstance(embed_dims, int) or embed_dims < 1:
+            raise ValueError(f"embed_dims must be a positive int, got {embed_dims!r}")
+        if any(d < 1 for d in depths) or any(h < 1 for h in num_heads):
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must be positive")
+        dims = tuple(embed_dims * 2 ** i for i in range(num_stages))
+        for i, (dim, heads) in enumerate(zip(dims, num_heads)):
+            if dim % heads:
+                raise ValueError(f"stage {i + 1}: channels {dim} (embed_dims {embed_dims} * 2**{i}) "
+                                 f"not divisible by num_heads {heads}")
+        windows = _per_stage(window_size, num_stages, "window_size")
+        if any(w < 1 for w in windows):
+            raise ValueError(f"window_size must be >= 1, got {window_size!r}")
+        pretrained_windows = _per_stage(pretrained_window_sizes, num_stages, "pretrained_window_sizes")
+        if any(w < 0 for w in pretrained_windows):
+            raise ValueError(f"pretrained_window_sizes must be >= 0 (0: none), got "
+                             f"{pretrained_window_sizes!r}")
+        for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
+                           ("drop_path_rate", drop_path_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+        if small_map not in SMALL_MAP_RULES:
+            raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {small_map!r}")
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f"frozen_stages must be an int in [-1, {num_stages}] (-1: nothing, "
+                             f"0: patch embedding, k: also stages 1..k), got {frozen_stages!r}")
+        if patch_size < 1 or in_channels < 1:
+            raise ValueError(f"patch_size and in_channels must be >= 1, got {patch_size}, {in_channels}")
+
+        self.out_features = resolve_outputs(out_indices, out_features, num_stages)
+        self.out_indices = tuple(int(n[5:]) - 1 for n in self.out_features if n != "stem")
+        stage_count = max(self.out_indices) + 1 if self.out_indices else 0
+        self.arch = arch
+        self.embed_dims = embed_dims
+        self.depths = depths
+        self.num_heads = num_heads
+        self.in_channels = in_channels
+        self.window_size = windows
+        self.pretrained_window_sizes = pretrained_windows
+        self.frozen_stages = frozen_stages
+        self.out_norm = out_norm
+        self.num_stages = num_stages
+        self.stage_channels = dims
+        stage_strides = tuple(patch_size * 2 ** i for i in range(num_stages))
+        self.out_channels = [embed_dims if n == "stem" else dims[int(n[5:]) - 1]
+                             for n in self.out_features]
+        self.strides = [patch_size if n == "stem" else stage_strides[int(n[5:]) - 1]
+                        for n in self.out_features]
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
+        self.pretrain_grid = pretrain_img_size // patch_size
+        if use_abs_pos_embed:
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.pretrain_grid ** 2, embed_dims))
+        else:
+            self.register_parameter("absolute_pos_embed", None)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        schedule = stochastic_depth_schedule(depths, drop_path_rate)
+        self.layers = nn.ModuleList([
+            SwinV2Stage(dims[i], depths[i], num_heads[i], windows[i], pretrained_windows[i],
+                        schedule[i], downsample=i < stage_count - 1, with_cp=with_cp,
+                        mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
+                        attn_drop=attn_drop_rate, small_map=small_map, use_sdpa=use_sdpa)
+            for i in range(stage_count)
+        ])
+        if out_norm:
+            for i in self.out_indices:
+                self.add_module(f"norm{i}", nn.LayerNorm(dims[i]))
+        self._init_default()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ weights
+    def _init_default(self) -> None:
+        """The official initialisation: truncated normal (std 0.02) Linear weights, zero biases,
+        unit LayerNorms, ``logit_scale = log 10``, zero-mean absolute position embedding."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.absolute_pos_embed is not None:
+            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+
+    def init_weights(self) -> None:
+        """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
+        or re-apply the default initialisation (and any other mmengine ``init_cfg``)."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
+            from ..checkpoint import load_pretrained  # local: the adapters import this module
+
+            unknown = set(cfg) - {"type", "checkpoint", "prefix", "map_location"}
+            if unknown or "checkpoint" not in cfg:
+                raise ValueError(f"init_cfg Pretrained takes checkpoint (required), prefix and "
+                                 f"map_location; got {sorted(cfg)}")
+            load_pretrained(self, cfg["checkpoint"], prefix=cfg.get("prefix"))
+            self._is_init = True
+            return
+        self._init_default()
+        if cfg is not None:
+            super().init_weights()
+
+    # ------------------------------------------------------------------ freezing
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules: List[nn.Module] = [self.patch_embed]
+        for i in range(min(self.frozen_stages, len(self.layers))):
+            modules.append(self.layers[i])
+            if hasattr(self, f"norm{i}"):
+                modules.append(getattr(self, f"norm{i}"))
+        return modules
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0 and self.absolute_pos_embed is not None:
+            self.absolute_pos_embed.requires_grad_(False)
+        for module in self._frozen_modules():
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Swinv2Backbone":
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Swinv2Backbone expects a torch.Tensor (N, {self.in_channels}, H, W), "
+                            f"got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"Swinv2Backbone expects a 4-D (N, C, H, W) tensor, got shape "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Swinv2Backbone expects {self.in_channels} input channels, got "
+                             f"{x.shape[1]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"Swinv2Backbone expects a floating-point tensor, got {x.dtype}")
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"Swinv2Backbone expects a non-empty batch and spatial size, got "
+                             f"shape {tuple(x.shape)}")
+
+    def _abs_pos_embed(self, hw: Tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        g = self.pretrain_grid
+        pos = self.absolute_pos_embed.view(1, g, g, -1)
+        if hw != (g, g):
+            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=hw, mode="bicubic",
+                                align_corners=False).permute(0, 2, 3, 1)
+        return pos.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """``x``: ``(N, C, H, W)`` float images. Returns the selected maps, NCHW, in stage order;
+        stage i has ``ceil(H / (4 * 2**(i-1)))`` rows (likewise columns)."""
+        self._check_input(x)
+        x = self.patch_embed(x)
+        if self.absolute_pos_embed is not None:
+            x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
+        x = self.pos_drop(x)
+        outs = []
+        if "stem" in self.out_features:
+            outs.append(x.permute(0, 3, 1, 2).contiguous())
+        for i, layer in enumerate(self.layers):
+            out, x = layer(x)
+            if i in self.out_indices:
+                if self.out_norm:
+                    out = getattr(self, f"norm{i}")(out)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)

@@ -1,0 +1,261 @@
+"""Building blocks of the SwinV2 backbone: patch embedding, the res-post-norm transformer block,
+patch merging and a stage of blocks. All of them work on channels-last ``(B, H, W, C)`` maps."""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .attention import WindowAttentionV2
+from .ops import pad_to_multiple, window_partition, window_reverse
+
+#: Rules for feature maps smaller than (or not larger than) the window.
+SMALL_MAP_RULES = ("pad", "official")
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples with probability ``p`` and rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth module.
+
+    Args:
+        p: Probability of dropping a sample's residual branch.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def window_and_shift(
+    hw: Tuple[int, int], window: int, shifted: bool, rule: str
+) -> Tuple[int, Tuple[int, int]]:
+    """The window and (row, col) shift a block uses on an ``hw`` feature map.
+
+    ``'pad'`` keeps the window (the map is padded up to it) and shifts an axis only when its padded
+    length holds more than one window. ``'official'`` is the classification rule of the official
+    release: if the map is not larger than the window, the window becomes ``min(H, W)`` and nothing
+    is shifted.
+    """
+    h, w = hw
+    if rule == "official":
+        if min(h, w) <= window:
+            return min(h, w), (0, 0)
+        shift = window // 2 if shifted else 0
+        return window, (shift, shift)
+    if not shifted:
+        return window, (0, 0)
+    shift = window // 2
+    return window, (shift if h > window else 0, shift if w > window else 0)
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network ``fc2(drop(gelu(fc1(x))))``.
+
+    Args:
+        dim: Input and output channels.
+        hidden: Hidden channels.
+        drop: Dropout after the activation and after ``fc2``.
+    """
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class SwinV2Block(nn.Module):
+    """SwinV2 transformer block with res-post-norm:
+    ``x = x + drop_path(norm1(attn(x)))``, ``x = x + drop_path(norm2(mlp(x)))``.
+
+    Each forward pads the map to a window multiple, rolls it (shifted blocks), attends inside windows
+    with the combined position-bias/shift mask, reverses the roll and crops. The window and shift come
+    from the actual map size (see :func:`window_and_shift`).
+
+    Args:
+        dim: Channels.
+        num_heads: Attention heads.
+        window_size: Window side length.
+        shifted: Whether this block uses shifted windows (odd blocks of a stage).
+        pretrained_window_size: Window the weights were trained with (0: none).
+        mlp_ratio: Hidden width of the MLP relative to ``dim``.
+        qkv_bias: Learn q and v biases.
+        drop: Dropout after the attention projection and in the MLP.
+        attn_drop: Dropout on attention probabilities.
+        drop_path: Stochastic-depth probability of this block.
+        small_map: Rule for maps not larger than the window, one of :data:`SMALL_MAP_RULES`.
+        use_sdpa: Attention kernel choice, see :class:`WindowAttentionV2`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shifted: bool,
+        pretrained_window_size: int = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        small_map: str = "pad",
+        use_sdpa: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shifted = shifted
+        self.small_map = small_map
+        self.attn = WindowAttentionV2(dim, num_heads, pretrained_window_size, qkv_bias,
+                                      attn_drop, drop, use_sdpa=use_sdpa)
+        self.norm1 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, shifted={self.shifted}, small_map={self.small_map!r}"
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
+        x = pad_to_multiple(x, window)
+        hp, wp = x.shape[1:3]
+        if shift != (0, 0):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        mask = self.attn.attention_mask(window, (hp, wp), shift, x.dtype)
+        x = window_reverse(self.attn(window_partition(x, window), mask), window, hp, wp)
+        if shift != (0, 0):
+            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        return x[:, :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.norm1(self._attend(x)))
+        return x + self.drop_path(self.norm2(self.mlp(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: zero-pad to a patch multiple (bottom/right), strided conv,
+    LayerNorm. Returns a channels-last map.
+
+    Args:
+        in_channels: Image channels.
+        embed_dims: Output channels.
+        patch_size: Patch side length (kernel and stride of the convolution).
+        patch_norm: Apply LayerNorm after the projection.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, patch_norm: bool = True
+                 ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dims) if patch_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.patch_size, (-w) % self.patch_size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class PatchMergingV2(nn.Module):
+    """SwinV2 patch merging: concatenate each 2x2 neighbourhood in the official order
+    ``(0,0), (1,0), (0,1), (1,1)`` (row offset fastest), ``Linear(4C, 2C, bias=False)``, then
+    ``LayerNorm(2C)``. Odd sizes are zero-padded bottom/right.
+
+    Args:
+        dim: Input channels ``C``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_to_multiple(x, 2)
+        b, h, w, c = x.shape
+        # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+        return self.norm(self.reduction(x))
+
+
+class SwinV2Stage(nn.Module):
+    """A stage: ``depth`` blocks alternating regular and shifted windows, then (optionally) patch
+    merging. :meth:`forward` returns both the stage output and the downsampled map.
+
+    Args:
+        dim: Channels of the stage.
+        depth: Number of blocks.
+        num_heads: Attention heads.
+        window_size: Window side length.
+        pretrained_window_size: Window the weights were trained with (0: none).
+        drop_path: Per-block stochastic-depth probabilities (length ``depth``).
+        downsample: Append :class:`PatchMergingV2`.
+        with_cp: Activation checkpointing of each block while gradients are enabled.
+        **block_kwargs: Forwarded to :class:`SwinV2Block`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        pretrained_window_size: int,
+        drop_path: Sequence[float],
+        downsample: bool,
+        with_cp: bool = False,
+        **block_kwargs,
+    ) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.blocks = nn.ModuleList([
+            SwinV2Block(dim, num_heads, window_size, shifted=bool(i % 2),
+                        pretrained_window_size=pretrained_window_size, drop_path=drop_path[i],
+                        **block_kwargs)
+            for i in range(depth)
+        ])
+        self.downsample = PatchMergingV2(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        for block in self.blocks:
+            if self.with_cp and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+def stochastic_depth_schedule(depths: Sequence[int], rate: float) -> List[List[float]]:
+    """Linear drop-path schedule from 0 to ``rate`` over all blocks, split per stage."""
+    total = sum(depths)
+    rates = [rate * i / max(total - 1, 1) for i in range(total)]
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out

@@ -1,0 +1,22 @@
+"""OpenMMLab integration: registers :class:`Swinv2Backbone` in mmengine's root ``MODELS`` registry
+(found from mmdet and mmseg configs alike) and makes mmengine's own training checkpoints loadable
+with weights-only ``torch.load``. Imported automatically by ``swinv2_backbone`` when mmengine is
+installed."""
+from __future__ import annotations
+
+from mmengine.registry import MODELS
+
+from ..models import Swinv2Backbone
+from .safe_globals import register_safe_globals
+
+
+def register() -> None:
+    """Idempotently register the backbone and the checkpoint safe globals."""
+    if MODELS.get("Swinv2Backbone") is not Swinv2Backbone:
+        MODELS.register_module(name="Swinv2Backbone", module=Swinv2Backbone, force=True)
+    register_safe_globals()
+
+
+register()
+
+__all__ = ["register", "register_safe_globals"]
