@@ -102,7 +102,7 @@ class WindowAttentionV2(nn.Module):
         params = tuple(self.cpb_mlp.parameters())
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
-            key = (window, padded_hw, shift, dtype, self.logit_scale.device,
+            key = (window, self.pretrained_window_size, padded_hw, shift, dtype, self.logit_scale.device,
                    tuple((p.data_ptr(), p._version) for p in params))
             cached = self._mask_cache.get(key)
             if cached is not None:
@@ -130,8 +130,9 @@ class WindowAttentionV2(nn.Module):
         q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         # Cosine attention with the temperature folded into q: one multiply on N*d, not N*N.
-        q = F.normalize(q, dim=-1) * scale.to(q.dtype)
-        k = F.normalize(k, dim=-1)
+        eps = max(1e-12, torch.finfo(q.dtype).tiny)  # 1e-12 underflows to 0 in fp16
+        q = F.normalize(q, dim=-1, eps=eps) * scale.to(q.dtype)
+        k = F.normalize(k, dim=-1, eps=eps)
         if self._sdpa(windows):
             out = F.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),

@@ -279,11 +279,7 @@ class Swinv2Backbone(BaseModule):
         if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
             from ..checkpoint import load_pretrained  # local: the adapters import this module
 
-            unknown = set(cfg) - {"type", "checkpoint", "prefix", "map_location"}
-            if unknown or "checkpoint" not in cfg:
-                raise ValueError(f"init_cfg Pretrained takes checkpoint (required), prefix and "
-                                 f"map_location; got {sorted(cfg)}")
-            load_pretrained(self, cfg["checkpoint"], prefix=cfg.get("prefix"))
+            load_pretrained(self, **{k: v for k, v in cfg.items() if k != "type"})
             self._is_init = True
             return
         self._init_default()

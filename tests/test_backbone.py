@@ -1,0 +1,325 @@
+"""Swinv2Backbone behaviour: shapes, output selection, freezing, checkpointing, precision, state dict."""
+import math
+
+import pytest
+import torch
+
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models.layers import window_and_shift
+
+# A small but complete configuration: 4 stages, 2 blocks each (regular + shifted), several heads.
+SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
+             drop_path_rate=0.0)
+
+
+def small(**kw) -> Swinv2Backbone:
+    torch.manual_seed(0)
+    return Swinv2Backbone(**{**SMALL, **kw})
+
+
+@pytest.mark.parametrize("hw", [(112, 137), (224, 320), (256, 256), (33, 17)])
+def test_output_shapes_follow_ceil_of_strides(hw):
+    model = small().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *hw))
+    assert model.out_channels == [16, 32, 64, 128]
+    assert model.strides == [4, 8, 16, 32]
+    assert len(outs) == 4
+    for out, c, s in zip(outs, model.out_channels, model.strides):
+        assert out.shape == (2, c, math.ceil(hw[0] / s), math.ceil(hw[1] / s))
+        assert out.is_contiguous()
+        assert torch.isfinite(out).all()
+
+
+def test_tiny_preset_matches_official_sizes():
+    model = Swinv2Backbone(arch="tiny")
+    assert model.out_channels == [96, 192, 384, 768]
+    assert model.depths == (2, 2, 6, 2) and model.num_heads == (3, 6, 12, 24)
+    # 27.58 M: the official SwinV2-T encoder (28.35 M with head) minus the head plus 3 output norms.
+    n = sum(p.numel() for p in model.parameters())
+    assert n == 27_579_498
+    base = Swinv2Backbone(arch="base", depths=(2, 2, 2, 2))  # preset overridden by depths
+    assert base.out_channels == [128, 256, 512, 1024] and base.depths == (2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("kw, names, channels, strides", [
+    (dict(), ("stage1", "stage2", "stage3", "stage4"), [16, 32, 64, 128], [4, 8, 16, 32]),
+    (dict(out_indices=(1, 2, 3)), ("stage2", "stage3", "stage4"), [32, 64, 128], [8, 16, 32]),
+    (dict(out_indices=(-1,)), ("stage4",), [128], [32]),
+    (dict(out_indices=(0, -2)), ("stage1", "stage3"), [16, 64], [4, 16]),
+    (dict(out_features=("stem", "stage2")), ("stem", "stage2"), [16, 32], [4, 8]),
+    (dict(out_features=("stem",)), ("stem",), [16], [4]),
+    (dict(out_indices=(0, 3), out_features=("stage1", "stage4")), ("stage1", "stage4"), [16, 128],
+     [4, 32]),
+])
+def test_output_selection(kw, names, channels, strides):
+    model = small(**kw).eval()
+    assert model.out_features == names
+    assert model.out_channels == channels and model.strides == strides
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == channels
+    assert [64 // o.shape[2] for o in outs] == strides
+
+
+def test_selected_outputs_equal_full_model_outputs():
+    full = small().eval()
+    part = small(out_indices=(1, 2)).eval()
+    part.load_state_dict({k: v for k, v in full.state_dict().items() if k in part.state_dict()})
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        a, b = full(x), part(x)
+    torch.testing.assert_close(b[0], a[1], rtol=0, atol=0)
+    torch.testing.assert_close(b[1], a[2], rtol=0, atol=0)
+
+
+def test_unselected_stages_and_norms_are_not_built():
+    model = small(out_indices=(0, 1))
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(n.startswith(("layers.2", "layers.3", "norm2", "norm3")) for n in names)
+    assert "layers.0.downsample.reduction.weight" in names
+    assert not any(n.startswith("layers.1.downsample") for n in names)  # nothing consumes it
+    assert {"norm0.weight", "norm1.weight"} <= names
+    raw = small(out_norm=False)
+    assert not any(n.startswith("norm") for n, _ in raw.named_parameters())
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(out_indices=(4,)), r"out of range.*\[0, 1, 2, 3\]"),
+    (dict(out_indices=(-5,)), r"out of range"),
+    (dict(out_indices=(1, 1)), r"duplicates"),
+    (dict(out_indices=(2, 1)), r"stage order"),
+    (dict(out_indices=(-1, 0)), r"stage order"),
+    (dict(out_indices=()), r"empty"),
+    (dict(out_indices=3), r"sequence of stage indices"),
+    (dict(out_indices=(True,)), r"sequence of stage indices"),
+    (dict(out_features=("stage5",)), r"unknown out_features \['stage5'\].*'stem', 'stage1'"),
+    (dict(out_features="stage1"), r"sequence of names"),
+    (dict(out_features=("stage2", "stem")), r"stage order"),
+    (dict(out_features=("stage1", "stage1")), r"duplicates"),
+    (dict(out_indices=(0, 1), out_features=("stage1", "stage3")), r"out_features selects"),
+    (dict(out_indices=(0,), out_features=("stem", "stage1")), r"out_features selects"),
+])
+def test_output_selection_errors_name_valid_choices(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kw)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(arch="huge"), r"unknown arch 'huge'.*base.*large.*small.*tiny"),
+    (dict(depths=(2, 2, 2)), r"equal length"),
+    (dict(num_heads=(3, 2, 2, 4)), r"stage 1: channels 16 .* not divisible by num_heads 3"),
+    (dict(window_size=0), r"window_size must be >= 1"),
+    (dict(window_size=(4, 4)), r"one per stage"),
+    (dict(pretrained_window_sizes=-1), r"pretrained_window_sizes must be >= 0"),
+    (dict(drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
+    (dict(frozen_stages=5), r"frozen_stages must be an int in \[-1, 4\]"),
+    (dict(small_map="shrink"), r"small_map must be one of \('pad', 'official'\)"),
+    (dict(use_sdpa="yes"), r"use_sdpa must be"),
+])
+def test_bad_configuration_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kw)
+
+
+def test_unknown_keyword_is_an_error():
+    with pytest.raises(TypeError, match="window_szie"):
+        small(window_szie=7)
+
+
+@pytest.mark.parametrize("x, exc, match", [
+    (torch.randn(3, 32, 32), ValueError, r"4-D \(N, C, H, W\)"),
+    (torch.randn(1, 1, 32, 32), ValueError, r"expects 3 input channels, got 1"),
+    (torch.ones(1, 3, 32, 32, dtype=torch.int64), TypeError, r"floating-point tensor, got torch.int64"),
+    (torch.randn(1, 3, 0, 32), ValueError, r"non-empty"),
+    (torch.randn(0, 3, 32, 32), ValueError, r"non-empty"),
+    ([[1.0]], TypeError, r"expects a torch.Tensor"),
+])
+def test_bad_input_errors(x, exc, match):
+    with pytest.raises(exc, match=match):
+        small()(x)
+
+
+def test_train_returns_model_and_frozen_stages_stay_frozen():
+    model = small(frozen_stages=2)
+    assert model.train() is model
+    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.norm0, model.norm1]
+    for module in frozen:
+        assert not module.training
+        assert all(not p.requires_grad for p in module.parameters())
+    for module in (model.layers[2], model.layers[3], model.norm2, model.norm3):
+        assert module.training
+        assert all(p.requires_grad for p in module.parameters())
+    model.eval().train()
+    assert not model.layers[1].training and model.layers[2].training
+    out = model(torch.randn(1, 3, 64, 64))
+    sum(o.sum() for o in out).backward()
+    assert all(p.grad is None for m in frozen for p in m.parameters())
+    assert all(p.grad is not None for p in model.layers[2].parameters())
+
+
+def test_frozen_stage_zero_freezes_patch_embed_and_abs_pos_embed_only():
+    model = small(frozen_stages=0, use_abs_pos_embed=True, pretrain_img_size=64).train()
+    assert not model.patch_embed.training
+    assert not model.absolute_pos_embed.requires_grad
+    assert model.layers[0].training and all(p.requires_grad for p in model.layers[0].parameters())
+
+
+def test_with_cp_gives_same_outputs_and_gradients():
+    ref = small(drop_path_rate=0.0).train()
+    cp = small(drop_path_rate=0.0, with_cp=True).train()
+    cp.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 48, 40)
+    outs_ref, outs_cp = ref(x), cp(x)
+    for a, b in zip(outs_ref, outs_cp):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    sum((o ** 2).mean() for o in outs_ref).backward()
+    sum((o ** 2).mean() for o in outs_cp).backward()
+    for (name, p), q in zip(ref.named_parameters(), cp.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 4), (9, 1)])
+@pytest.mark.parametrize("window", [1, 3, 8])
+@pytest.mark.parametrize("rule", ["pad", "official"])
+def test_tiny_inputs_and_window_one_are_finite(hw, window, rule):
+    model = small(window_size=window, small_map=rule).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, *hw))
+    for out, s in zip(outs, model.strides):
+        assert out.shape[2:] == (math.ceil(hw[0] / s), math.ceil(hw[1] / s))
+        assert torch.isfinite(out).all()
+
+
+def test_window_one_position_bias_is_finite():
+    model = small(window_size=1, pretrained_window_sizes=1)
+    bias = model.layers[0].blocks[0].attn.position_bias(1)
+    assert bias.shape == (1, 1, 1) and torch.isfinite(bias).all()
+
+
+def test_window_and_shift_rules():
+    # 'pad': window kept; a shift only along axes whose padded length holds > 1 window.
+    assert window_and_shift((64, 64), 8, True, "pad") == (8, (4, 4))
+    assert window_and_shift((8, 8), 8, True, "pad") == (8, (0, 0))
+    assert window_and_shift((7, 10), 8, True, "pad") == (8, (0, 4))
+    assert window_and_shift((64, 64), 8, False, "pad") == (8, (0, 0))
+    # 'official': window = min(H, W) and no shift when the map is not larger than the window.
+    assert window_and_shift((8, 8), 16, True, "official") == (8, (0, 0))
+    assert window_and_shift((7, 10), 8, True, "official") == (7, (0, 0))
+    assert window_and_shift((16, 16), 8, True, "official") == (8, (4, 4))
+
+
+def test_rules_agree_at_trained_resolutions():
+    # At 256 px with window 8, or windows (16, 16, 16, 8), the two rules must give identical outputs.
+    for windows in (8, (16, 16, 16, 8)):
+        pad = small(window_size=windows).eval()
+        off = small(window_size=windows, small_map="official").eval()
+        off.load_state_dict(pad.state_dict())
+        x = torch.randn(1, 3, 256, 256)
+        with torch.no_grad():
+            for a, b in zip(pad(x), off(x)):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_window_is_decided_per_forward_not_at_construction():
+    model = small(window_size=8).eval()
+    with torch.no_grad():
+        big = model(torch.randn(1, 3, 256, 256))
+        tiny = model(torch.randn(1, 3, 20, 28))
+    assert big[0].shape[2:] == (64, 64) and tiny[0].shape[2:] == (5, 7)
+
+
+def test_state_dict_has_no_buffers():
+    model = small(use_abs_pos_embed=True)
+    assert list(model.buffers()) == []
+    assert set(model.state_dict()) == {n for n, _ in model.named_parameters()}
+    assert not any(k.endswith(("relative_coords_table", "relative_position_index", "attn_mask"))
+                   for k in model.state_dict())
+
+
+def test_absolute_pos_embed_is_interpolated_to_the_input():
+    model = small(use_abs_pos_embed=True, pretrain_img_size=64).eval()
+    with torch.no_grad():
+        model.absolute_pos_embed.normal_()
+        at_pretrain = model(torch.randn(1, 3, 64, 64))
+        other = model(torch.randn(1, 3, 96, 72))
+    assert at_pretrain[0].shape[2:] == (16, 16) and other[0].shape[2:] == (24, 18)
+    assert all(torch.isfinite(o).all() for o in other)
+    # at the pretraining grid the embedding is added as is (no resampling)
+    embed = model._abs_pos_embed((16, 16), torch.float32)
+    torch.testing.assert_close(embed.reshape(1, 256, -1), model.absolute_pos_embed)
+
+
+def test_sdpa_and_explicit_attention_paths_agree():
+    ref = small(use_sdpa="never").train()
+    fused = small(use_sdpa="always").train()
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 40, 56)
+    a, b = ref(x), fused(x)
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-5)
+    sum(o.square().mean() for o in a).backward()
+    sum(o.square().mean() for o in b).backward()
+    for (name, p), q in zip(ref.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_inference_mask_cache_follows_parameter_changes():
+    model = small().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(x)
+        again = model(x)
+        for a, b in zip(first, again):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert model.layers[0].blocks[1].attn._mask_cache  # cached at inference
+        model.layers[0].blocks[1].attn.cpb_mlp[2].weight.mul_(3.0)
+        changed = model(x)
+    assert not torch.equal(changed[0], first[0])
+    fresh = small().eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x)[0], changed[0], rtol=0, atol=0)
+
+
+def test_training_does_not_use_the_cache_and_cpb_gets_gradients():
+    model = small().train()
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    attn = model.layers[0].blocks[1].attn
+    assert not attn._mask_cache
+    assert attn.cpb_mlp[0].weight.grad is not None and attn.logit_scale.grad is not None
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.15), (torch.float16, 0.05)])
+def test_low_precision_models(dtype, tol):
+    # 72x64 pads stage maps to the window: zero keys must not turn into NaN (fp16 normalize eps).
+    model = small().eval()
+    x = torch.randn(1, 3, 72, 64)
+    with torch.no_grad():
+        ref = model(x)
+        low = model.to(dtype)(x.to(dtype))
+    for r, o in zip(ref, low):
+        assert o.dtype == dtype and torch.isfinite(o).all()
+        assert (o.float() - r).norm() / r.norm() < tol
+
+
+def test_bf16_autocast_forward_and_backward():
+    model = small().train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().square().mean() for o in outs)
+    loss.backward()
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_drop_path_schedule_is_linear_over_all_blocks():
+    model = small(drop_path_rate=0.3)
+    rates = [b.drop_path.p for layer in model.layers for b in layer.blocks]
+    assert rates == pytest.approx([0.3 * i / 7 for i in range(8)])
+
+
+def test_pretrained_and_init_cfg_are_exclusive():
+    with pytest.raises(ValueError, match="either pretrained or init_cfg"):
+        small(pretrained="a.pth", init_cfg=dict(type="Pretrained", checkpoint="b.pth"))
