@@ -63,17 +63,19 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
     # for >=77: downgrade for the build only; the trap puts the runtime version back.
     trap '"${PIP[@]}" -q "setuptools>=77.0.3"; rm -rf "$BUILD"' EXIT
     "${PIP[@]}" -q --no-deps "setuptools<70"
-    "$PY" -m pip download --no-deps --no-build-isolation --no-binary :all: --progress-bar off -d "$BUILD" "mmcv==$MMCV_VERSION"
+    "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$BUILD" \
+      "mmcv==$MMCV_VERSION"
     tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
     SRC="$BUILD/mmcv-$MMCV_VERSION"
     # torch 2.14 headers need C++20; mmcv's setup.py hardcodes c++17.
     sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     mkdir -p "$WHEEL_DIR"
-    (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" \
-      "$PY" -m pip wheel --no-build-isolation --no-deps -v -w "$BUILD/wheel" . 2>&1 \
-      | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error|Successfully' || true)
-    if ! ls "$BUILD"/wheel/mmcv-*.whl >/dev/null 2>&1; then
-      echo "setup: mmcv build failed (rerun with the log: cd $SRC && pip wheel --no-build-isolation -v .)" >&2
+    # Stream ninja's "[n/N]" counter as progress; keep the full log for a failure.
+    if ! (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" \
+          "$PY" setup.py bdist_wheel -d "$BUILD/wheel" 2>&1 | tee "$BUILD/build.log" \
+          | sed -un 's|^\[\([0-9]*\)/\([0-9]*\)\].*|[setup] mmcv ops: compiled \1 of \2|p'); then
+      tail -n 40 "$BUILD/build.log" >&2
+      echo "setup: the mmcv build failed (last 40 lines above)" >&2
       exit 1
     fi
     mv "$BUILD"/wheel/mmcv-*.whl "$WHEEL_DIR/"
