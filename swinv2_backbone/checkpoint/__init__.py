@@ -1,0 +1,36 @@
+"""Checkpoint adapters: load SwinV2 weights from Hugging Face, the official Microsoft release (and
+SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg models into
+``Swinv2Backbone``, and export them back to Hugging Face and timm.
+
+* :func:`load_checkpoint_file` reads files and HF/timm directories without running code from them.
+* :func:`convert_checkpoint` detects the format, maps it to native keys, validates it and reports
+  what it inferred (:class:`ConvertedCheckpoint`).
+* :func:`load_pretrained` fits the result to a model (used by ``init_cfg=dict(type='Pretrained')``
+  and ``pretrained=``).
+* :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export.
+"""
+from .common import CheckpointError
+from .convert import ConvertedCheckpoint, convert_checkpoint
+from .export import Exported, save_hf, save_native, save_timm, to_hf, to_timm
+from .io import CheckpointFile, load_checkpoint_file, save_state_dict
+from .load import load_pretrained
+from .registry import FORMATS, CheckpointFormat, detect_format
+
+__all__ = [
+    "FORMATS",
+    "CheckpointError",
+    "CheckpointFile",
+    "CheckpointFormat",
+    "ConvertedCheckpoint",
+    "Exported",
+    "convert_checkpoint",
+    "detect_format",
+    "load_checkpoint_file",
+    "load_pretrained",
+    "save_hf",
+    "save_native",
+    "save_state_dict",
+    "save_timm",
+    "to_hf",
+    "to_timm",
+]

@@ -1,12 +1,27 @@
-"""Hugging Face ``transformers`` SwinV2 (``Swinv2Model`` and friends) <-> native key layout."""
+"""Hugging Face ``transformers`` SwinV2 (``Swinv2Model`` and friends) <-> native key layout.
+
+HF splits the attention input projection into ``query``/``key``/``value`` (no key bias), calls the
+res-post-norms ``layernorm_before``/``layernorm_after``, puts patch merging at the end of stages like
+the official code, and keeps an unused [CLS] slot in front of the absolute position embedding.
+``Swinv2ForImageClassification`` and ``Swinv2ForMaskedImageModeling`` add the ``swinv2.`` prefix and
+a ``classifier`` / ``decoder`` head. The architecture and windows live in ``config.json``: one
+``window_size`` for all stages, clamped to each stage's map size at ``image_size``.
+"""
 from __future__ import annotations
 
 import re
-from typing import Dict, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
+from .common import CheckpointError, Mapped, Source, StageWindow, StateDict, num_stages, \
+    split_prefix
+
 Tensor = torch.Tensor
+
+NAME = "hf"
+DESCRIPTION = ("Hugging Face transformers Swinv2Model / ForImageClassification / Backbone / "
+               "ForMaskedImageModeling (directory with config.json)")
 
 #: HF sub-module names inside a block -> native names.
 _BLOCK_RENAMES = (
@@ -19,6 +34,18 @@ _BLOCK_RENAMES = (
     ("output.dense.", "mlp.fc2."),
 )
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
+_MIM_HEAD = ("decoder.", "embeddings.mask_token")
+#: Native structure field <- config.json key, checked against the tensors.
+_CLAIMS = (("embed_dims", "embed_dim"), ("depths", "depths"), ("num_heads", "num_heads"),
+           ("use_abs_pos_embed", "use_absolute_embeddings"))
+
+
+def detect(keys: Collection[str]) -> bool:
+    """HF names (``embeddings.patch_embeddings.`` or ``.attention.self.``), optionally under
+    ``swinv2.``."""
+    return any(k.startswith(("embeddings.patch_embeddings.", "swinv2.embeddings.patch_embeddings."))
+               or ".attention.self." in k for k in keys)
 
 
 def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
@@ -30,6 +57,7 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
     out: Dict[str, Tensor] = {}
     unmapped: Dict[str, str] = {}
     qkv: Dict[str, Dict[str, Tensor]] = {}
+    last = num_stages(state, r"^encoder\.layers\.(\d+)\.") - 1
     for key, value in state.items():
         m = _QKV.match(key)
         if m:
@@ -50,14 +78,16 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
                     break
             out[new] = value
         elif key.startswith("layernorm."):
-            out["norm3." + key.rsplit(".", 1)[1]] = value
+            out[f"norm{last}." + key.rsplit(".", 1)[1]] = value
         else:
             unmapped[key] = "not part of the SwinV2 encoder"
     for prefix, parts in qkv.items():
         new = prefix[len("encoder."):] + ".attn."
         missing = {"query.weight", "key.weight", "value.weight"} - set(parts)
         if missing:
-            raise KeyError(f"{prefix}.attention.self is missing {sorted(missing)}")
+            raise CheckpointError(f"{prefix}.attention.self is missing {sorted(missing)}")
+        if "key.bias" in parts:
+            unmapped[f"{prefix}.attention.self.key.bias"] = "SwinV2 has no key bias"
         out[new + "qkv.weight"] = torch.cat(
             [parts["query.weight"], parts["key.weight"], parts["value.weight"]])
         if "query.bias" in parts:
@@ -65,3 +95,171 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
         if "value.bias" in parts:
             out[new + "v_bias"] = parts["value.bias"]
     return out, unmapped
+
+
+def config_windows(config: Mapping[str, Any]) -> Dict[int, StageWindow]:
+    """Per-stage training windows from an HF ``config.json``: ``window_size`` clamped to each
+    stage's map size at ``image_size``, with ``pretrained_window_sizes``."""
+    depths = config.get("depths", (2, 2, 6, 2))
+    image = config.get("image_size", 224)
+    patch = config.get("patch_size", 4)
+    image = image[0] if isinstance(image, (list, tuple)) else image
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    window = int(config.get("window_size", 7))
+    pretrained = list(config.get("pretrained_window_sizes") or [0] * len(depths))
+    out = {}
+    for i in range(len(depths)):
+        stage_window = min(window, image // patch // 2 ** i)
+        p = int(pretrained[i]) if i < len(pretrained) else 0
+        out[i] = StageWindow(stage_window, 0 if p == stage_window else p)
+    return out
+
+
+def check_config(config: Mapping[str, Any], name: str) -> None:
+    """Refuse a ``config.json`` that is not a SwinV2 one."""
+    model_type = config.get("model_type")
+    if model_type != "swinv2":
+        raise CheckpointError(f"{name}: config.json has model_type {model_type!r}; only Hugging "
+                              "Face SwinV2 ('swinv2') is supported")
+
+
+def to_native(source: Source) -> Mapped:
+    """HF -> native: strip ``swinv2.``, drop the ``classifier`` and the MIM ``decoder``/mask token,
+    merge q/k/v, drop the [CLS] slot of the position embedding; windows from ``config.json``."""
+    mapped = Mapped()
+    state = source.state_dict
+    if any(k.startswith("swinv2.") for k in state):
+        inner, rest = split_prefix(state, "swinv2.")
+        for key in rest:
+            if key.startswith("classifier."):
+                mapped.drop("classification head", key)
+            elif key.startswith(_MIM_HEAD):
+                mapped.drop("masked-image-modeling head", key)
+            else:
+                inner[key] = rest[key]  # left for validation to report
+        state = inner
+    if "embeddings.mask_token" in state:
+        mapped.drop("masked-image-modeling head", "embeddings.mask_token")
+        state = {k: v for k, v in state.items() if k != "embeddings.mask_token"}
+    native, unmapped = hf_to_native(state)
+    for key, reason in unmapped.items():
+        if reason == "SwinV2 has no key bias":
+            raise CheckpointError(f"{source.name}: {key} is present but {reason}")
+        native[key] = state[key]  # left for validation to report
+    mapped.state_dict.update(native)
+    if source.config is not None:
+        check_config(source.config, source.name)
+        mapped.windows = config_windows(source.config)
+        mapped.windows_from = "config.json"
+        mapped.claimed = {k: source.config[c] for k, c in _CLAIMS if c in source.config}
+    return mapped
+
+
+def _hf_block_key(native_key: str) -> str:
+    new = native_key
+    for old, rep in _BLOCK_RENAMES:
+        if rep in new:
+            return "encoder." + new.replace(rep, old)
+    return "encoder." + new
+
+
+def from_native(state: StateDict) -> Tuple[StateDict, List[str]]:
+    """Native -> HF ``Swinv2Model`` keys, with notes on what changed.
+
+    q/k/v are split (the key gets no bias), the [CLS] slot of the position embedding is added back
+    (zeros), the last stage's output norm becomes ``layernorm`` (a default LayerNorm when missing);
+    other output norms have no HF counterpart and are left out.
+    """
+    last = num_stages(state) - 1
+    out: StateDict = {}
+    notes: List[str] = []
+    left_out = set()
+    for key, value in state.items():
+        qkv = _NATIVE_QKV.match(key)
+        if key.startswith("patch_embed.proj."):
+            out["embeddings.patch_embeddings.projection." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("patch_embed.norm."):
+            out["embeddings.norm." + key.rsplit(".", 1)[1]] = value
+        elif key == "absolute_pos_embed":
+            out["embeddings.position_embeddings"] = torch.cat([value.new_zeros(1, 1, value.shape[2]), value], 1)
+        elif qkv:
+            prefix = "encoder." + qkv.group(1) + ".attention.self."
+            if qkv.group(2) == "qkv.weight":
+                for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
+                    out[prefix + part + ".weight"] = chunk
+            else:
+                out[prefix + ("query" if qkv.group(2) == "q_bias" else "value") + ".bias"] = value
+        elif key.startswith(f"norm{last}."):
+            out["layernorm." + key.rsplit(".", 1)[1]] = value
+        elif re.match(r"^norm\d+\.", key):
+            left_out.add(key.split(".", 1)[0])
+        else:
+            out[_hf_block_key(key)] = value
+    if left_out:
+        notes.append(f"left out output norm(s) {sorted(left_out)} (Swinv2Model has one final layernorm, after the last stage)")
+    if "layernorm.weight" not in out:
+        dim = state["patch_embed.proj.weight"].shape[0] * 2 ** last
+        out["layernorm.weight"] = torch.ones(dim)
+        out["layernorm.bias"] = torch.zeros(dim)
+        notes.append(f"no norm{last} in the state dict: HF's layernorm is a default LayerNorm")
+    return out, notes
+
+
+def hf_config(
+    embed_dims: int,
+    depths: Sequence[int],
+    num_heads: Sequence[int],
+    window_sizes: Sequence[int],
+    pretrained_window_sizes: Sequence[int],
+    image_size: int,
+    patch_size: int = 4,
+    in_channels: int = 3,
+    mlp_ratio: float = 4.0,
+    qkv_bias: bool = True,
+    use_abs_pos_embed: bool = False,
+) -> Dict[str, Any]:
+    """``config.json`` content for an HF ``Swinv2Model`` with these weights.
+
+    HF has one ``window_size`` for all stages and clamps it to each stage's map size at
+    ``image_size``; per-stage ``window_sizes`` that this rule cannot produce are refused.
+
+    Args:
+        embed_dims: Channels of stage 1.
+        depths: Blocks per stage.
+        num_heads: Heads per stage.
+        window_sizes: Window of every stage.
+        pretrained_window_sizes: Pretrained window of every stage (0: none).
+        image_size: Input size the HF model is built for (it fixes windows and shifts from it).
+        patch_size: Patch-embedding stride.
+        in_channels: Image channels.
+        mlp_ratio: MLP hidden width ratio.
+        qkv_bias: Whether the q and v projections have biases.
+        use_abs_pos_embed: Whether the weights have an absolute position embedding.
+    """
+    window = max(window_sizes)
+    maps = [image_size // patch_size // 2 ** i for i in range(len(depths))]
+    clamped = [min(window, m) for m in maps]
+    if list(window_sizes) != clamped:
+        raise CheckpointError(
+            f"HF SwinV2 uses one window_size for all stages, clamped to the map size; windows "
+            f"{tuple(window_sizes)} at image_size {image_size} (maps {tuple(maps)}) cannot be "
+            f"expressed (window_size={window} gives {tuple(clamped)}); choose another image_size "
+            "or windows")
+    return {
+        "model_type": "swinv2",
+        "architectures": ["Swinv2Model"],
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "num_channels": in_channels,
+        "embed_dim": embed_dims,
+        "depths": list(depths),
+        "num_heads": list(num_heads),
+        "window_size": window,
+        "pretrained_window_sizes": list(pretrained_window_sizes),
+        "mlp_ratio": mlp_ratio,
+        "qkv_bias": qkv_bias,
+        "use_absolute_embeddings": use_abs_pos_embed,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "encoder_stride": 32,
+    }

@@ -1,0 +1,177 @@
+"""Shared pieces of the checkpoint adapters: the result of a layout mapping, key helpers, and reading
+the training windows back from the relative-coordinate tables some layouts store."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import torch
+
+Tensor = torch.Tensor
+StateDict = Dict[str, Tensor]
+
+#: Names of the recomputed buffers that some layouts keep in their state dicts.
+RECOMPUTED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint as read, before its layout is mapped.
+
+    Args:
+        state_dict: The tensors, unwrapped from any ``state_dict``/``model`` container.
+        name: Where it came from (a path, or ``'<state dict>'``), used in messages.
+        config: The ``config.json`` next to the weights (Hugging Face or timm directories), if any.
+        meta: This project's own metadata (see :mod:`swinv2_backbone.checkpoint.io`), if any.
+    """
+
+    state_dict: StateDict
+    name: str
+    config: Optional[Mapping[str, Any]] = None
+    meta: Optional[Mapping[str, Any]] = None
+
+
+@dataclass
+class StageWindow:
+    """The window one stage was trained with and the window normalising its position-bias
+    coordinates (the ``pretrained_window_size``; 0 when it is the training window itself).
+
+    Args:
+        window: Training window of the stage.
+        pretrained: Pretrained window (0: none, coordinates normalised by ``window``).
+    """
+
+    window: int
+    pretrained: int = 0
+
+
+@dataclass
+class Mapped:
+    """Result of mapping one layout to native keys.
+
+    Args:
+        state_dict: Native-layout tensors.
+        dropped: Reason -> source keys deliberately left out (recomputed buffers, heads, ...).
+        windows: Stage index -> training window read from the file, where the file tells.
+        windows_from: What told the windows (``'buffers'``, ``'config.json'``, ...), if anything.
+        notes: Extra facts for the summary line (e.g. the container that was unwrapped).
+        claimed: Architecture stated by the file's own metadata (``embed_dims``, ``depths``,
+            ``num_heads``, ``use_abs_pos_embed``), checked against the tensors.
+    """
+
+    state_dict: StateDict = field(default_factory=dict)
+    dropped: Dict[str, List[str]] = field(default_factory=dict)
+    windows: Dict[int, StageWindow] = field(default_factory=dict)
+    windows_from: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+    claimed: Dict[str, Any] = field(default_factory=dict)
+
+    def drop(self, reason: str, key: str) -> None:
+        """Record ``key`` as deliberately dropped for ``reason``."""
+        self.dropped.setdefault(reason, []).append(key)
+
+    def read_tables(self, tables: Mapping[int, Tensor]) -> None:
+        """Set :attr:`windows` from stage index -> relative-coordinate table (see
+        :func:`window_from_table`); stages whose table does not tell are left out."""
+        for stage, table in tables.items():
+            found = window_from_table(table)
+            if found is not None:
+                self.windows[stage] = found
+        if self.windows:
+            self.windows_from = "relative-coordinate buffers"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, recognised or fitted; the message names the file and keys."""
+
+
+def is_buffer_key(key: str) -> bool:
+    """Whether ``key`` names one of the recomputed buffers (:data:`RECOMPUTED_BUFFERS`)."""
+    return key.rsplit(".", 1)[-1] in RECOMPUTED_BUFFERS
+
+
+def split_prefix(state: Mapping[str, Tensor], prefix: str) -> Tuple[StateDict, StateDict]:
+    """Split ``state`` into the entries under ``prefix`` (prefix removed) and the others."""
+    inner: StateDict = {}
+    rest: StateDict = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            inner[key[len(prefix):]] = value
+        else:
+            rest[key] = value
+    return inner, rest
+
+
+def num_stages(keys: Iterable[str], pattern: str = r"^layers\.(\d+)\.") -> int:
+    """Number of stages, ``1 + max`` stage index matched by ``pattern`` in ``keys`` (0 if none)."""
+    regex = re.compile(pattern)
+    indices = [int(m.group(1)) for m in map(regex.match, keys) if m]
+    return max(indices) + 1 if indices else 0
+
+
+_GROUP = re.compile(r"^(layers\.\d+\.(?:blocks\.\d+|downsample)\.)")
+
+
+def format_keys(keys: Iterable[str], limit: int = 40, group: bool = True) -> str:
+    """``keys`` as a sorted, readable list. With ``group``, several keys of one block or patch
+    merging read ``layers.2.blocks.5.* (17 keys)``; after ``limit`` entries the rest is counted."""
+    entries: Dict[str, List[str]] = {}
+    for key in sorted(keys):
+        m = _GROUP.match(key) if group else None
+        entries.setdefault(m.group(1) + "*" if m else key, []).append(key)
+    shown = [members[0] if len(members) == 1 else f"{name} ({len(members)} keys)"
+             for name, members in entries.items()]
+    text = ", ".join(shown[:limit])
+    if len(shown) > limit:
+        text += f", ... ({len(shown) - limit} more)"
+    return f"[{text}]"
+
+
+def window_from_table(table: Tensor) -> Optional[StageWindow]:
+    """Read the window and pretrained window back from an official-style relative-coordinate table.
+
+    The table has shape ``(1, 2w-1, 2w-1, 2)`` and holds ``sign(t) * log2(|t| + 1) / 3`` with
+    ``t = 8 * d / (p - 1)`` for relative offsets ``d`` in ``[-(w-1), w-1]``, ``p`` being the
+    pretrained window (or ``w`` itself when there is none). The largest entry (``d = w - 1``) gives
+    ``p``. Returns ``None`` for a table of another shape, a window of 1 or non-finite values.
+    """
+    if table.ndim != 4 or table.shape[0] != 1 or table.shape[-1] != 2 or table.shape[1] != table.shape[2]:
+        return None
+    side = table.shape[1]
+    if side % 2 == 0 or side < 3:
+        return None
+    window = (side + 1) // 2
+    top = float(table[..., 0].max())
+    if not math.isfinite(top) or top <= 0:
+        return None
+    scaled = 2.0 ** (3.0 * top) - 1.0  # = 8 * (w - 1) / (p - 1)
+    pretrained = 1.0 + 8.0 * (window - 1) / scaled
+    if abs(pretrained - round(pretrained)) > 1e-3:
+        return None
+    pretrained = int(round(pretrained))
+    return StageWindow(window, 0 if pretrained == window else pretrained)
+
+
+def windows_from_name(name: str, stages: int, patch_size: int = 4) -> Dict[int, StageWindow]:
+    """Per-stage windows from a release name such as ``swinv2_base_patch4_window12to16_192to256``
+    (official), ``swinv2_base_window12to16_192to256`` (timm) or
+    ``swinv2-base-patch4-window12to16-192to256`` (Hugging Face): window ``16`` at ``256`` px,
+    pretrained with window ``12`` at ``192`` px. Each stage's window is clamped to its map size, as
+    the official code does. Returns ``{}`` when the name does not say."""
+    m = re.search(r"window(\d+)(?:to(\d+))?[_-](\d+)(?:to(\d+))?", name)
+    if not m:
+        return {}
+    first, second, size0, size1 = m.groups()
+    window = int(second or first)
+    image = int(size1 or size0)
+    out: Dict[int, StageWindow] = {}
+    for i in range(stages):
+        side = image // patch_size // 2 ** i
+        pretrained = 0
+        if second:
+            pretrained = min(int(first), int(size0) // patch_size // 2 ** i)
+        stage_window = min(window, side)
+        out[i] = StageWindow(stage_window, 0 if pretrained == stage_window else pretrained)
+    return out

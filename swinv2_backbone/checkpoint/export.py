@@ -1,0 +1,127 @@
+"""Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm.
+
+``to_hf`` / ``to_timm`` return the peer's state dict; ``save_hf`` writes a directory that
+``transformers.Swinv2Model.from_pretrained`` loads, ``save_timm`` a file that timm's
+``SwinTransformerV2`` (``num_classes=0``) loads with ``load_state_dict`` or through
+``pretrained_cfg_overlay=dict(file=...)``. Only the last stage's output norm has a counterpart in
+either peer (their final norm); the other output norms are left out and reported.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import hf, timm
+from .common import CheckpointError, StateDict
+from .convert import ConvertedCheckpoint
+from .io import PathLike, save_state_dict
+
+
+@dataclass
+class Exported:
+    """Weights in a peer's layout.
+
+    Args:
+        state_dict: The peer's keys and tensors.
+        config: Constructor arguments (timm) or ``config.json`` content (HF).
+        notes: What had no counterpart or was filled in.
+    """
+
+    state_dict: StateDict
+    config: Dict[str, Any]
+    notes: List[str] = field(default_factory=list)
+
+
+def known_windows(converted: ConvertedCheckpoint) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The per-stage training and pretrained windows, which an export needs; an error naming the
+    fix when the checkpoint does not record them."""
+    if not converted.windows_known:
+        raise CheckpointError(f"{converted.source} does not record its training windows; give them "
+                              "with converted.with_windows(...) (CLI: --window-size)")
+    return tuple(converted.window_sizes), tuple(converted.pretrained_window_sizes)
+
+
+def default_image_size(windows: Sequence[int], patch_size: int, grid: Optional[int] = None) -> int:
+    """The input size an exported model is built for: the position-embedding grid if any, else the
+    size whose last-stage map equals a last-stage window smaller than the others (the official
+    ``*_256``/``*_384`` releases), else 256."""
+    if grid is not None:
+        return grid * patch_size
+    if windows[-1] < max(windows):
+        return windows[-1] * patch_size * 2 ** (len(windows) - 1)
+    return 256
+
+
+def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
+    """Native weights -> HF ``Swinv2Model`` state dict and ``config.json``.
+
+    Args:
+        converted: Weights with known windows, e.g. from
+            :func:`~swinv2_backbone.checkpoint.convert_checkpoint` (``.with_windows(...)`` if the
+            file did not record them).
+        image_size: Input size of the HF model (HF fixes windows and shifts from it); default
+            :func:`default_image_size`.
+    """
+    s = converted.structure
+    windows, pretrained = known_windows(converted)
+    image_size = image_size or default_image_size(windows, s.patch_size, s.pos_embed_grid)
+    if s.pos_embed_grid is not None and image_size != s.pos_embed_grid * s.patch_size:
+        raise CheckpointError(f"the absolute position embedding is defined for "
+                              f"{s.pos_embed_grid * s.patch_size} px; HF needs image_size equal to it")
+    config = hf.hf_config(s.embed_dims, s.depths, s.num_heads, windows, pretrained, image_size,
+                          s.patch_size, s.in_channels, s.mlp_ratio, s.qkv_bias,
+                          s.pos_embed_grid is not None)
+    state, notes = hf.from_native(converted.state_dict)
+    return Exported(state, config, notes)
+
+
+def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
+    """Native weights -> timm ``SwinTransformerV2`` state dict and constructor arguments.
+
+    Args:
+        converted: Weights with known windows (see :func:`to_hf`).
+        image_size: ``img_size`` of the timm model; default :func:`default_image_size`.
+    """
+    s = converted.structure
+    if s.pos_embed_grid is not None:
+        raise CheckpointError("timm's SwinTransformerV2 has no absolute position embedding")
+    windows, pretrained = known_windows(converted)
+    config = {"img_size": image_size or default_image_size(windows, s.patch_size),
+              "patch_size": s.patch_size, "in_chans": s.in_channels, "num_classes": 0,
+              "embed_dim": s.embed_dims, "depths": s.depths, "num_heads": s.num_heads,
+              "window_size": windows, "pretrained_window_sizes": pretrained,
+              "mlp_ratio": s.mlp_ratio, "qkv_bias": s.qkv_bias}
+    state, notes = timm.from_native(converted.state_dict)
+    return Exported(state, config, notes)
+
+
+def save_hf(exported: Exported, directory: PathLike) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+    from safetensors.torch import save_file
+
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
+        json.dump(exported.config, handle, indent=2)
+    state = {k: v.detach().contiguous() for k, v in exported.state_dict.items()}
+    save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+
+def save_timm(exported: Exported, path: PathLike) -> None:
+    """Write the timm state dict as ``.safetensors`` or a plain ``torch.save`` dict (``.pth``)."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous() for k, v in exported.state_dict.items()}, path)
+    else:
+        import torch
+
+        torch.save({k: v.detach().contiguous() for k, v in exported.state_dict.items()}, path)
+
+
+def save_native(converted: ConvertedCheckpoint, path: PathLike) -> None:
+    """Write the converted weights as this project's backbone checkpoint (with metadata)."""
+    save_state_dict(converted.state_dict, path, converted.meta())

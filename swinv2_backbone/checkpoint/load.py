@@ -1,0 +1,206 @@
+"""Load any supported checkpoint into a :class:`~swinv2_backbone.Swinv2Backbone`.
+
+Policy when fitting the converted weights to the model:
+
+* Stages the model does not build (they come after its last ``out_indices``), and the patch merging
+  that would feed them, are dropped and named in the summary.
+* Output norms: a checkpoint's ``norm{i}`` that the model does not have (``out_norm=False`` or stage
+  not returned) is dropped; a model ``norm{i}`` the checkpoint lacks (classification checkpoints
+  only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
+  in the summary.
+* Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
+
+One summary line is logged (mmengine's current logger when mmengine is installed, and the
+``swinv2_backbone`` logger), naming the format, the architecture and the training windows. If the
+model normalises its position-bias coordinates with other windows than the checkpoint was trained
+with, a warning gives the ``pretrained_window_sizes`` to set; ``pretrained_window_sizes='checkpoint'``
+applies them instead.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from importlib.util import find_spec
+from typing import List, Mapping, Optional, Tuple, Union
+
+from torch import nn
+
+from .common import CheckpointError, StateDict, format_keys
+from .convert import ConvertedCheckpoint, convert_checkpoint
+from .io import PathLike
+from .native import describe_mismatch
+
+LOGGER_NAME = "swinv2_backbone"
+_STAGE = re.compile(r"^layers\.(\d+)\.")
+_OUT_NORM = re.compile(r"^norm(\d+)\.")
+
+
+def log(level: int, message: str) -> None:
+    """Log ``message`` to mmengine's current logger when mmengine is installed, and to the
+    ``swinv2_backbone`` logger (always without mmengine; with it, only if that logger has
+    handlers somewhere up its hierarchy, so that nothing is printed twice)."""
+    package_logger = logging.getLogger(LOGGER_NAME)
+    if find_spec("mmengine") is None:
+        package_logger.log(level, message)
+        return
+    from mmengine.logging import print_log
+
+    print_log(message, logger="current", level=level)
+    if package_logger.hasHandlers():
+        package_logger.log(level, message)
+
+
+def _stage_of(key: str) -> Optional[int]:
+    m = _STAGE.match(key)
+    return int(m.group(1)) if m else None
+
+
+def _unbuilt(state: StateDict, model: nn.Module) -> List[str]:
+    """Keys of stages that the model is configured with but does not build (after its last
+    output), plus the patch merging that would feed them."""
+    built = len(model.layers)
+    if built >= model.num_stages:
+        return []
+    keys = [k for k in state if (s := _stage_of(k)) is not None and built <= s < model.num_stages]
+    return keys + [k for k in state if k.startswith(f"layers.{built - 1}.downsample.")]
+
+
+def _arch_hint(converted: ConvertedCheckpoint, model: nn.Module) -> str:
+    ours = (model.embed_dims, tuple(model.depths), tuple(model.num_heads))
+    theirs = (converted.embed_dims, converted.depths, converted.num_heads)
+    if ours[0] == theirs[0] and ours[2] == theirs[2] and \
+            ours[1][:len(model.layers)] == theirs[1][:len(model.layers)]:
+        return ""
+    return (f" The checkpoint is {converted.describe_arch()}; the model has embed_dims {ours[0]}, "
+            f"depths {ours[1]}, num_heads {ours[2]}.")
+
+
+def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[StateDict, List[str]]:
+    """Fit converted weights to ``model`` following the module policy.
+
+    Returns the state dict to load (every model key except output norms that keep their default
+    initialisation) and the notes for the summary. Raises :class:`CheckpointError` listing missing,
+    unexpected and wrongly shaped keys otherwise.
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = dict(converted.state_dict)
+    notes: List[str] = []
+    unbuilt = _unbuilt(state, model)
+    if unbuilt:
+        stages = sorted({_stage_of(k) + 1 for k in unbuilt} - {len(model.layers)})
+        notes.append(f"skipped stage(s) {stages} and the patch merging before them ({len(unbuilt)} "
+                     f"tensors): not built by the model (out_indices {tuple(model.out_indices)})")
+        state = {k: v for k, v in state.items() if k not in unbuilt}
+    unused = sorted({m.group(0)[:-1] for k in state if (m := _OUT_NORM.match(k)) and k not in expected})
+    if unused:
+        notes.append(f"left out output norm(s) {unused}: the model has none there "
+                     f"(out_norm={model.out_norm}, out_indices {tuple(model.out_indices)})")
+        state = {k: v for k, v in state.items() if not (_OUT_NORM.match(k) and k not in expected)}
+    defaults = sorted({m.group(0)[:-1] for k in expected if (m := _OUT_NORM.match(k)) and k not in state})
+    if defaults:
+        notes.append(f"output norm(s) {defaults} not in the checkpoint: kept their default "
+                     "initialisation (weight 1, bias 0)")
+    required = {k: v for k, v in expected.items() if not (_OUT_NORM.match(k) and k not in state)}
+    problems = describe_mismatch(state, required, "checkpoint", "model", "unexpected keys")
+    if problems:
+        raise CheckpointError(f"{converted.source} ({converted.format}) does not fit the model: "
+                              + "; ".join(problems) + "." + _arch_hint(converted, model))
+    return state, notes
+
+
+def _attention_modules(model: nn.Module, stage: int) -> List[nn.Module]:
+    return [block.attn for block in model.layers[stage].blocks]
+
+
+def model_bias_windows(model: nn.Module) -> Tuple[int, ...]:
+    """Per built stage, the window the model normalises position-bias coordinates with: its
+    attention modules' ``pretrained_window_size``, or the stage window when that is 0."""
+    return tuple(_attention_modules(model, i)[0].pretrained_window_size or model.window_size[i]
+                 for i in range(len(model.layers)))
+
+
+def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[str]:
+    """A warning text when the model's coordinate normalisation differs from the checkpoint's
+    (for the stages whose training windows the checkpoint records), else ``None``."""
+    trained = converted.bias_windows()
+    ours = model_bias_windows(model)
+    current = [_attention_modules(model, i)[0].pretrained_window_size for i in range(len(ours))]
+    differ = [i for i, w in enumerate(ours) if i < len(trained) and trained[i] is not None
+              and trained[i] != w]
+    if not differ:
+        return None
+    advice = tuple(trained[i] if i < len(trained) and trained[i] is not None else current[i]
+                   for i in range(len(ours)))
+    advice += tuple(model.pretrained_window_sizes[len(ours):])
+    return (f"{converted.source} was trained with {converted.describe_windows()}, but the model "
+            f"uses window_size {tuple(model.window_size)} with pretrained_window_sizes "
+            f"{tuple(current)}, so the position bias of stage(s) {[i + 1 for i in differ]} is "
+            f"evaluated at other coordinates. Set pretrained_window_sizes={advice} in the backbone "
+            "config, or load with pretrained_window_sizes='checkpoint'.")
+
+
+def apply_checkpoint_windows(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[int, ...]:
+    """Set every attention module's ``pretrained_window_size`` to the window that normalised the
+    checkpoint's coordinates during training; returns the new per-stage values."""
+    trained = converted.bias_windows()
+    unknown = [i + 1 for i in range(len(model.layers)) if i >= len(trained) or trained[i] is None]
+    if unknown:
+        raise CheckpointError(
+            f"pretrained_window_sizes='checkpoint': {converted.source} does not record the training "
+            f"windows of stage(s) {unknown}; set pretrained_window_sizes in the backbone config")
+    values = tuple(trained[: len(model.layers)])
+    for i, value in enumerate(values):
+        for attn in _attention_modules(model, i):
+            attn.pretrained_window_size = value
+    model.pretrained_window_sizes = values + tuple(model.pretrained_window_sizes[len(values):])
+    return values
+
+
+def load_pretrained(
+    model: nn.Module,
+    checkpoint: Union[PathLike, Mapping],
+    prefix: Optional[str] = None,
+    pretrained_window_sizes: Optional[str] = None,
+    map_location: str = "cpu",
+    format: Optional[str] = None,
+) -> ConvertedCheckpoint:
+    """Convert ``checkpoint`` (any supported format) and load it into ``model``.
+
+    Args:
+        model: A ``Swinv2Backbone``.
+        checkpoint: Path, HF/timm directory, or an already loaded checkpoint dict.
+        prefix: Take only keys under this prefix (e.g. ``'backbone.'``).
+        pretrained_window_sizes: ``None`` (keep the model's, warn if they disagree with the
+            checkpoint) or ``'checkpoint'`` (take them from the checkpoint).
+        map_location: Device for tensors read from disk.
+        format: Force a source format instead of detecting it.
+
+    Returns:
+        The :class:`ConvertedCheckpoint`, for inspection.
+
+    Raises:
+        CheckpointError: Unreadable or unrecognised checkpoint, or weights that do not fit the
+            model (the message lists the keys).
+        ValueError: Invalid ``pretrained_window_sizes``.
+    """
+    if pretrained_window_sizes not in (None, "checkpoint"):
+        raise ValueError(f"pretrained_window_sizes must be None or 'checkpoint', got "
+                         f"{pretrained_window_sizes!r}; explicit values belong in the model config")
+    converted = convert_checkpoint(checkpoint, format=format, prefix=prefix, map_location=map_location)
+    state, notes = fit_state_dict(converted, model)
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - {
+            k for k in model.state_dict() if _OUT_NORM.match(k)}:
+        raise CheckpointError(f"{converted.source}: load_state_dict disagreed: missing "
+                              f"{format_keys(result.missing_keys)}, unexpected "
+                              f"{format_keys(result.unexpected_keys)}")
+    if pretrained_window_sizes == "checkpoint":
+        values = apply_checkpoint_windows(converted, model)
+        notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
+    log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary()] + notes))
+    if pretrained_window_sizes is None:
+        advice = window_advice(converted, model)
+        if advice:
+            log(logging.WARNING, advice)
+    return converted
+

@@ -1,0 +1,268 @@
+"""The native layout (this project's ``Swinv2Backbone`` state dict) and its validation.
+
+Native keys are the official Microsoft names without buffers: ``patch_embed.{proj,norm}.*``, optional
+``absolute_pos_embed``, ``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*`` (patch merging at
+the end of stage i, absent after the last stage) and one output LayerNorm ``norm{i}`` per returned
+stage. Every other layout is mapped to this one and then checked here with :func:`infer_structure`.
+
+As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
+part is taken and the other modules (neck, heads) are dropped.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Collection, Dict, List, Optional, Tuple
+
+from .common import CheckpointError, Mapped, Source, StageWindow, StateDict, format_keys, split_prefix
+
+NAME = "native"
+DESCRIPTION = ("this project's Swinv2Backbone checkpoints, and whole mmdet/mmseg model checkpoints "
+               "(the 'backbone.' part)")
+
+Shape = Tuple[int, ...]
+
+_STAGE = re.compile(r"^layers\.(\d+)\.")
+_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
+_OUT_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
+_BODY_MARK = re.compile(r"^layers\.\d+\.blocks\.\d+\.attn\.qkv\.weight$")
+#: Keys only the official layout has: its final norm, classifier and buffers.
+OFFICIAL_ONLY = re.compile(r"^(norm\.(weight|bias)|head\.(weight|bias))$|"
+                            r"\.(relative_coords_table|relative_position_index|attn_mask)$")
+
+
+def _block_shapes(dim: int, heads: int, hidden: int, cpb: int, qkv_bias: bool) -> Dict[str, Shape]:
+    shapes: Dict[str, Shape] = {
+        "norm1.weight": (dim,), "norm1.bias": (dim,),
+        "norm2.weight": (dim,), "norm2.bias": (dim,),
+        "attn.logit_scale": (heads, 1, 1),
+        "attn.qkv.weight": (3 * dim, dim),
+        "attn.proj.weight": (dim, dim), "attn.proj.bias": (dim,),
+        "attn.cpb_mlp.0.weight": (cpb, 2), "attn.cpb_mlp.0.bias": (cpb,),
+        "attn.cpb_mlp.2.weight": (heads, cpb),
+        "mlp.fc1.weight": (hidden, dim), "mlp.fc1.bias": (hidden,),
+        "mlp.fc2.weight": (dim, hidden), "mlp.fc2.bias": (dim,),
+    }
+    if qkv_bias:
+        shapes.update({"attn.q_bias": (dim,), "attn.v_bias": (dim,)})
+    return shapes
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Architecture read from a native state dict.
+
+    Args:
+        embed_dims: Channels of stage 1.
+        depths: Blocks per stage present in the file.
+        num_heads: Attention heads per stage.
+        patch_size: Patch-embedding kernel/stride.
+        in_channels: Input image channels.
+        mlp_ratio: MLP hidden width relative to the stage channels.
+        qkv_bias: Whether q and v biases are present.
+        patch_norm: Whether the patch embedding has a LayerNorm.
+        pos_embed_grid: Side of the absolute position embedding grid (``None``: no embedding).
+        out_norms: Stage indices that have an output LayerNorm ``norm{i}``.
+        cpb_hidden: Hidden width of the continuous position bias MLP.
+    """
+
+    embed_dims: int
+    depths: Tuple[int, ...]
+    num_heads: Tuple[int, ...]
+    patch_size: int = 4
+    in_channels: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    patch_norm: bool = True
+    pos_embed_grid: Optional[int] = None
+    out_norms: Tuple[int, ...] = ()
+    cpb_hidden: int = 512
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages present."""
+        return len(self.depths)
+
+    @property
+    def dims(self) -> Tuple[int, ...]:
+        """Channels of every stage."""
+        return tuple(self.embed_dims * 2 ** i for i in range(self.num_stages))
+
+    def expected_shapes(self) -> Dict[str, Shape]:
+        """Every native key this structure has, with its shape."""
+        c, p = self.embed_dims, self.patch_size
+        shapes: Dict[str, Shape] = {"patch_embed.proj.weight": (c, self.in_channels, p, p),
+                                    "patch_embed.proj.bias": (c,)}
+        if self.patch_norm:
+            shapes.update({"patch_embed.norm.weight": (c,), "patch_embed.norm.bias": (c,)})
+        if self.pos_embed_grid is not None:
+            shapes["absolute_pos_embed"] = (1, self.pos_embed_grid ** 2, c)
+        for i, (dim, depth, heads) in enumerate(zip(self.dims, self.depths, self.num_heads)):
+            block = _block_shapes(dim, heads, int(dim * self.mlp_ratio), self.cpb_hidden, self.qkv_bias)
+            for j in range(depth):
+                shapes.update({f"layers.{i}.blocks.{j}.{k}": v for k, v in block.items()})
+            if i < self.num_stages - 1:
+                shapes.update({f"layers.{i}.downsample.reduction.weight": (2 * dim, 4 * dim),
+                               f"layers.{i}.downsample.norm.weight": (2 * dim,),
+                               f"layers.{i}.downsample.norm.bias": (2 * dim,)})
+        for i in self.out_norms:
+            if i < self.num_stages:
+                shapes.update({f"norm{i}.weight": (self.dims[i],), f"norm{i}.bias": (self.dims[i],)})
+        return shapes
+
+
+def _shape(state: StateDict, key: str) -> Optional[Shape]:
+    return tuple(state[key].shape) if key in state else None
+
+
+def _stage_heads(state: StateDict, stage: int, depth: int) -> int:
+    for j in range(depth):
+        for key, axis in (("attn.logit_scale", 0), ("attn.cpb_mlp.2.weight", 0)):
+            shape = _shape(state, f"layers.{stage}.blocks.{j}.{key}")
+            if shape:
+                return shape[axis]
+    raise CheckpointError(f"stage {stage + 1} has no attention parameters (logit_scale or "
+                          f"cpb_mlp.2.weight) to read its number of heads from")
+
+
+def _first(state: StateDict, suffix: str) -> Optional[Shape]:
+    for key in sorted(state):
+        if key.endswith(suffix):
+            return tuple(state[key].shape)
+    return None
+
+
+def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
+    """Read the architecture from a native state dict and check every key and shape against it.
+
+    Raises :class:`CheckpointError` naming ``name`` and listing unknown keys, missing keys (e.g. a
+    missing block or patch merging) and shape mismatches.
+    """
+    proj = _shape(state, "patch_embed.proj.weight")
+    if proj is None or len(proj) != 4 or proj[2] != proj[3]:
+        raise CheckpointError(f"{name}: no usable patch_embed.proj.weight (got shape {proj}); this "
+                              "is not a SwinV2 encoder")
+    stage_ids = sorted({int(m.group(1)) for m in map(_STAGE.match, state) if m})
+    if not stage_ids:
+        raise CheckpointError(f"{name}: no 'layers.N.' keys; this is not a SwinV2 encoder")
+    blocks: Dict[int, int] = {}
+    for m in filter(None, map(_BLOCK.match, state)):
+        blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
+    stages = max(stage_ids) + 1
+    depths = tuple(blocks.get(i, 0) for i in range(stages))
+    empty = [f"layers.{i}" for i, d in enumerate(depths) if d == 0]
+    if empty:
+        raise CheckpointError(f"{name}: stages without blocks: {empty}; a checkpoint must hold "
+                              "stages 1..N completely")
+    embed_dims = proj[0]
+    fc1 = _shape(state, "layers.0.blocks.0.mlp.fc1.weight")
+    cpb = _first(state, ".attn.cpb_mlp.0.weight")
+    pos = _shape(state, "absolute_pos_embed")
+    grid = None
+    if pos is not None:
+        grid = math.isqrt(pos[1]) if len(pos) == 3 else -1
+        if grid < 1 or grid * grid != pos[1]:
+            raise CheckpointError(f"{name}: absolute_pos_embed has shape {pos}; expected "
+                                  "(1, G*G, embed_dims) for a square G x G patch grid")
+    structure = Structure(
+        embed_dims=embed_dims,
+        depths=depths,
+        num_heads=tuple(_stage_heads(state, i, d) for i, d in enumerate(depths)),
+        patch_size=proj[2],
+        in_channels=proj[1],
+        mlp_ratio=fc1[0] / embed_dims if fc1 else 4.0,
+        qkv_bias=any(k.endswith(".attn.q_bias") or k.endswith(".attn.v_bias") for k in state),
+        patch_norm="patch_embed.norm.weight" in state or "patch_embed.norm.bias" in state,
+        pos_embed_grid=grid,
+        out_norms=tuple(sorted({int(m.group(1)) for m in map(_OUT_NORM.match, state) if m})),
+        cpb_hidden=cpb[0] if cpb else 512,
+    )
+    check_against(state, structure.expected_shapes(), name)
+    return structure
+
+
+def check_against(state: StateDict, expected: Dict[str, Shape], name: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` has exactly the keys and shapes of
+    ``expected``; the message lists unknown keys, missing keys and shape mismatches."""
+    problems = describe_mismatch(state, expected)
+    if problems:
+        raise CheckpointError(f"{name} does not match a SwinV2 encoder: " + "; ".join(problems))
+
+
+def describe_mismatch(
+    state: StateDict,
+    expected: Dict[str, Shape],
+    have: str = "file",
+    want: str = "expected",
+    extra: str = "unknown keys",
+) -> List[str]:
+    """Human-readable list of differences between ``state`` and ``expected`` (empty if none).
+
+    Args:
+        state: Tensors found.
+        expected: Keys and shapes wanted.
+        have: Name of the side holding ``state`` in shape messages.
+        want: Name of the side holding ``expected`` in shape messages.
+        extra: Label for keys of ``state`` not in ``expected``.
+    """
+    problems = []
+    unknown = set(state) - set(expected)
+    missing = set(expected) - set(state)
+    wrong = [f"{k}: {have} {tuple(state[k].shape)} vs {want} {expected[k]}"
+             for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != expected[k]]
+    if unknown:
+        problems.append(f"{extra} ({len(unknown)}): {format_keys(unknown)}")
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {format_keys(missing)}")
+    if wrong:
+        problems.append(f"shape mismatches ({len(wrong)}): {format_keys(wrong, limit=10, group=False)}")
+    return problems
+
+
+def _body(keys: Collection[str]) -> List[str]:
+    inner = [k[len("backbone."):] for k in keys if k.startswith("backbone.")]
+    return inner or list(keys)
+
+
+def has_official_body(keys: Collection[str]) -> bool:
+    """Official/native block names with patch merging at the end of stages (``layers.0.downsample``
+    present whenever stage 2 exists)."""
+    keys = set(keys)
+    if "patch_embed.proj.weight" not in keys or not any(map(_BODY_MARK.match, keys)):
+        return False
+    multi_stage = any(k.startswith("layers.1.") for k in keys)
+    return not multi_stage or any(k.startswith("layers.0.downsample.") for k in keys)
+
+
+def detect(keys: Collection[str]) -> bool:
+    """Native layout (optionally under ``backbone.``) without official-only keys."""
+    body = _body(keys)
+    return has_official_body(body) and not any(map(OFFICIAL_ONLY.search, body))
+
+
+def _modules(keys: Collection[str]) -> str:
+    return ", ".join(sorted({k.split(".", 1)[0] for k in keys}))
+
+
+def to_native(source: Source) -> Mapped:
+    """Take the state dict as it is (its ``backbone.`` part for whole-model checkpoints) and the
+    training windows recorded in this project's metadata, if any."""
+    state = source.state_dict
+    mapped = Mapped()
+    if any(k.startswith("backbone.") for k in state):
+        inner, rest = split_prefix(state, "backbone.")
+        for key in rest:
+            mapped.drop("other modules of a whole model", key)
+        mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_modules(rest)}"
+                            if rest else "took 'backbone.*'")
+        state = inner
+    mapped.state_dict = dict(state)
+    windows = (source.meta or {}).get("window_size")
+    pretrained = (source.meta or {}).get("pretrained_window_sizes")
+    if windows is not None:
+        pretrained = pretrained or [0] * len(windows)
+        mapped.windows = {i: StageWindow(int(w), int(p))
+                          for i, (w, p) in enumerate(zip(windows, pretrained))}
+        mapped.windows_from = "checkpoint metadata"
+    return mapped

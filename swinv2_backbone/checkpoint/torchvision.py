@@ -1,0 +1,68 @@
+"""torchvision ``swin_v2_t/s/b`` state dicts -> native.
+
+torchvision keeps everything in ``features``: ``features.0`` is the patch embedding (conv ``0``,
+LayerNorm ``2``), ``features.{2i+1}.{j}`` is block j of stage i, ``features.{2i+2}`` the patch merging
+after stage i. Its ``mlp`` is a ``Sequential`` (``0`` = fc1, ``3`` = fc2) and ``attn.qkv.bias`` holds
+q, k and v biases in one ``3C`` vector whose k third torchvision zeroes at every forward. It has no
+pretrained-window setting: its coordinate tables are always normalised by its own window.
+"""
+from __future__ import annotations
+
+import re
+from typing import Collection
+
+from .common import Mapped, Source, is_buffer_key, num_stages
+
+NAME = "torchvision"
+DESCRIPTION = "torchvision swin_v2_t/s/b ('features.N', one 'qkv.bias' with an unused k third)"
+
+_EMBED = re.compile(r"^features\.0\.(0|2)\.(weight|bias)$")
+_BLOCK = re.compile(r"^features\.(\d+)\.(\d+)\.(.+)$")
+_MERGE = re.compile(r"^features\.(\d+)\.(reduction\.weight|norm\.(?:weight|bias))$")
+_RENAMES = (("mlp.0.", "mlp.fc1."), ("mlp.3.", "mlp.fc2."))
+
+
+def detect(keys: Collection[str]) -> bool:
+    """``features.0.0.weight`` plus SwinV2 attention (``features.N.M.attn.logit_scale``)."""
+    return "features.0.0.weight" in keys and any(
+        re.match(r"^features\.\d+\.\d+\.attn\.logit_scale$", k) for k in keys)
+
+
+def to_native(source: Source) -> Mapped:
+    """torchvision -> native: rename, split ``qkv.bias`` into ``q_bias``/``v_bias`` (the k third is
+    unused and dropped), final ``norm`` -> ``norm{last}``, drop buffers and ``head``."""
+    mapped = Mapped()
+    tables = {}
+    last = num_stages(source.state_dict, r"^features\.(\d+)\.\d+\.") // 2 - 1
+    for key, value in source.state_dict.items():
+        embed, block, merge = _EMBED.match(key), _BLOCK.match(key), _MERGE.match(key)
+        if embed:
+            part = "proj" if embed.group(1) == "0" else "norm"
+            mapped.state_dict[f"patch_embed.{part}.{embed.group(2)}"] = value
+        elif merge and int(merge.group(1)) % 2 == 0:
+            stage = int(merge.group(1)) // 2 - 1
+            mapped.state_dict[f"layers.{stage}.downsample.{merge.group(2)}"] = value
+        elif block and int(block.group(1)) % 2 == 1:
+            stage, rest = (int(block.group(1)) - 1) // 2, block.group(3)
+            prefix = f"layers.{stage}.blocks.{block.group(2)}."
+            if is_buffer_key(rest):
+                mapped.drop("recomputed buffers", key)
+                if rest == "attn.relative_coords_table" and block.group(2) == "0":
+                    tables[stage] = value
+            elif rest == "attn.qkv.bias":
+                q, _, v = value.chunk(3)
+                mapped.state_dict[prefix + "attn.q_bias"] = q
+                mapped.state_dict[prefix + "attn.v_bias"] = v
+                mapped.drop("unused k third of qkv.bias", key)
+            else:
+                for old, new in _RENAMES:
+                    rest = rest.replace(old, new) if rest.startswith(old) else rest
+                mapped.state_dict[prefix + rest] = value
+        elif key in ("norm.weight", "norm.bias"):
+            mapped.state_dict[f"norm{last}.{key[5:]}"] = value
+        elif key.startswith("head."):
+            mapped.drop("classification head", key)
+        else:
+            mapped.state_dict[key] = value  # left for validation to report
+    mapped.read_tables(tables)
+    return mapped
