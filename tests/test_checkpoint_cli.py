@@ -1,0 +1,165 @@
+"""tools/convert_checkpoint.py end to end: conversion with the printed report and config, export to
+Hugging Face and timm (which load it and reproduce our features), and exact round trips back."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import pytest
+import torch
+
+import peers
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.checkpoint import convert_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+TOL = 1e-4
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the tool in a fresh interpreter."""
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, TOOL, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def tool_main():
+    """The tool's ``main`` imported in-process (cheaper than a subprocess)."""
+    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def features(x: torch.Tensor, **kwargs: Any) -> List[torch.Tensor]:
+    model = Swinv2Backbone(**kwargs)
+    model.init_weights()
+    with torch.no_grad():
+        return list(model.eval()(x))
+
+
+@pytest.fixture(scope="module")
+def native_w16(tmp_path_factory) -> Dict[str, Any]:
+    """A 'fine-tuned' native backbone (random weights, every output norm) at windows
+    (16, 16, 16, 8) / (12, 12, 12, 6), saved with its windows in the metadata."""
+    kwargs = peers.ours(peers.MINI, peers.W16, out_norm=True)
+    model = peers.randomize_(Swinv2Backbone(**kwargs), seed=5)
+    directory = tmp_path_factory.mktemp("cli")
+    path = str(directory / "finetuned.pth")
+    torch.save({"state_dict": model.state_dict(),
+                "meta": {"swinv2_backbone": {"window_size": [16, 16, 16, 8],
+                                             "pretrained_window_sizes": [12, 12, 12, 6]}}}, path)
+    return {"path": path, "state": model.state_dict(), "kwargs": kwargs, "dir": directory}
+
+
+def _assert_round_trip(path: str, original: Dict[str, torch.Tensor]) -> None:
+    """Every tensor that came back is bit-identical; only the inner output norms were lost."""
+    back = convert_checkpoint(path).state_dict
+    assert set(original) - set(back) == {f"norm{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    assert set(back) <= set(original)
+    assert all(torch.equal(back[k], original[k]) for k in back)
+
+
+@pytest.mark.slow
+def test_convert_official_prints_report_and_config(tmp_path):
+    timm_model = peers.timm_model(peers.MINI, peers.W16, seed=6)
+    src = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
+    dst = str(tmp_path / "converted.safetensors")
+    done = cli(src, dst)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "detected format:  official" in out
+    assert "custom arch (embed_dims 32, depths (1, 1, 2, 1), num_heads (1, 2, 4, 8))" in out
+    assert "training windows (16, 16, 16, 8), pretrained windows (12, 12, 12, 6)" in out
+    assert "dropped:          classification head (2 keys); recomputed buffers" in out
+    config_line = [line for line in out.splitlines() if line.strip().startswith("backbone=dict(")]
+    assert len(config_line) == 1
+    namespace: Dict[str, Any] = {}
+    exec(config_line[0].strip(), {}, namespace)  # the pasted config line is valid Python
+    cfg = namespace["backbone"]
+    assert cfg["init_cfg"] == {"type": "Pretrained", "checkpoint": dst} and cfg.pop("type") == "Swinv2Backbone"
+    x = peers.image()
+    ours = features(x, **cfg, drop_path_rate=0.0, out_norm=False)
+    diffs = peers.max_abs_diffs(ours, peers.timm_features(timm_model, x)[0])
+    assert max(diffs) <= TOL, diffs
+
+
+@pytest.mark.slow
+def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16):
+    from transformers import Swinv2Backbone as HFBackbone
+    from transformers import Swinv2Model
+
+    out_dir = str(native_w16["dir"] / "hf")
+    done = cli(native_w16["path"], out_dir, "--to", "hf")
+    assert done.returncode == 0, done.stderr
+    assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in done.stdout
+    assert sorted(os.listdir(out_dir)) == ["config.json", "model.safetensors"]
+    x = peers.image()
+    hf_model = Swinv2Model.from_pretrained(out_dir).eval()
+    hf_backbone = HFBackbone.from_pretrained(out_dir, out_features=["stage1", "stage2", "stage3", "stage4"]).eval()
+    raw = features(x, **{**native_w16["kwargs"], "out_norm": False}, pretrained=native_w16["path"])
+    stages = peers.max_abs_diffs(raw, peers.hf_features(hf_backbone, x))
+    final = peers.max_abs_diffs([peers.final_norm(raw[3], native_w16["state"], "norm3")],
+                                [peers.hf_final(hf_model, x)])
+    print(f"PARITY export hf: final {final}, stages {stages}")
+    assert max(final + stages) <= TOL
+    back = str(native_w16["dir"] / "from_hf.pth")
+    assert tool_main()([out_dir, back]) == 0
+    _assert_round_trip(back, native_w16["state"])
+    assert convert_checkpoint(back).window_sizes == (16, 16, 16, 8)
+
+
+@pytest.mark.slow
+def test_export_to_timm_loads_in_timm_and_round_trips(native_w16):
+    import timm
+
+    out_file = str(native_w16["dir"] / "timm.safetensors")
+    done = cli(native_w16["path"], out_file, "--to", "timm")
+    assert done.returncode == 0, done.stderr
+    assert "window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)" in done.stdout
+    mini = peers.MINI
+    timm_model = timm.create_model(
+        "swinv2_tiny_window16_256", pretrained=True, pretrained_cfg_overlay=dict(file=out_file),
+        num_classes=0, embed_dim=mini.embed_dims, depths=mini.depths, num_heads=mini.num_heads,
+        pretrained_window_sizes=(12, 12, 12, 6)).eval()
+    x = peers.image()
+    raw = features(x, **{**native_w16["kwargs"], "out_norm": False}, pretrained=native_w16["path"])
+    timm_stages, timm_final = peers.timm_features(timm_model, x)
+    stages = peers.max_abs_diffs(raw, timm_stages)
+    final = peers.max_abs_diffs([peers.final_norm(raw[3], native_w16["state"], "norm3")], [timm_final])
+    print(f"PARITY export timm: final {final}, stages {stages}")
+    assert max(final + stages) <= TOL
+    back = str(native_w16["dir"] / "from_timm.safetensors")
+    assert tool_main()([out_file, back, "--window-size", "16", "16", "16", "8",
+                        "--pretrained-window-sizes", "12", "12", "12", "6"]) == 0
+    _assert_round_trip(back, native_w16["state"])
+
+
+def test_errors_are_reported_with_exit_status_2(native_w16, tmp_path, capsys):
+    main = tool_main()
+    assert main([str(tmp_path / "missing.pth"), str(tmp_path / "out.pth")]) == 2
+    assert "error: checkpoint not found" in capsys.readouterr().err
+    assert main([native_w16["path"], str(tmp_path / "o.pth"), "--format", "swin"]) == 2
+    assert "unknown checkpoint format 'swin'" in capsys.readouterr().err
+    plain = peers.save_torch(native_w16["state"], str(tmp_path), "plain.pth")
+    assert main([plain, str(tmp_path / "hf"), "--to", "hf"]) == 2
+    assert "does not record its training windows" in capsys.readouterr().err
+    assert main([plain, str(tmp_path / "hf"), "--to", "hf", "--window-size", "16", "16", "16", "8",
+                 "--image-size", "200"]) == 2
+    assert "cannot be expressed" in capsys.readouterr().err
+    assert main([plain, str(tmp_path / "ok.pth"), "--window-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "training windows (8, 8, 8, 8) (from given explicitly)" in out and "window_size=8" in out
+
+
+def test_help_lists_formats(capsys):
+    with pytest.raises(SystemExit) as done:
+        tool_main()(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("hf", "official", "simmim", "timm", "torchvision", "mmpretrain", "native"):
+        assert f"  {name}: " in out
