@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models import ARCH_SETTINGS
-from .common import CheckpointError, Source, StageWindow, StateDict, format_keys, windows_from_name
+from .common import CheckpointError, Mapped, Source, StateDict, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
 from .native import Structure, infer_structure
 from .registry import detect_format, get_format
@@ -175,7 +175,8 @@ def _per_stage(values: Union[int, Sequence[int]], stages: int, name: str) -> Tup
     values = (values,) * stages if isinstance(values, int) else tuple(values)
     if len(values) == 1:
         values = values * stages
-    if len(values) != stages or not all(isinstance(v, int) and v >= 0 for v in values):
+    if len(values) != stages or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                        for v in values):
         raise ValueError(f"{name} needs one non-negative int or {stages} (one per stage), got {values}")
     return values
 
@@ -215,14 +216,28 @@ def _take_prefix(state: StateDict, prefix: str, name: str) -> Tuple[StateDict, L
 
 
 def _name_hint(path: str, config: Optional[Mapping[str, Any]]) -> str:
+    """The release name of a file: timm's ``architecture`` from a hub ``config.json``, else the
+    file name (the directory name for a directory's weights)."""
     arch = (config or {}).get("architecture")
-    return arch if isinstance(arch, str) else os.path.basename(os.path.normpath(path))
+    if isinstance(arch, str):
+        return arch
+    return os.path.basename(os.path.dirname(path) if config is not None else path)
 
 
-def _stage_windows(windows: Dict[int, StageWindow], stages: int) -> Tuple[Tuple, Tuple]:
-    found = [windows.get(i) for i in range(stages)]
+def _stage_windows(
+    mapped: Mapped, structure: Structure, name_hint: Optional[str]
+) -> Tuple[Tuple[Optional[int], ...], Tuple[Optional[int], ...], Optional[str]]:
+    """Per-stage training and pretrained windows and their origin: what the mapping read from the
+    file, else what the release name says (``name_hint``), else unknown (``None`` entries)."""
+    windows, origin = mapped.windows, mapped.windows_from
+    if not windows and name_hint:
+        windows = windows_from_name(name_hint, structure.num_stages, structure.patch_size)
+        origin = "file name"
+    found = [windows.get(i) for i in range(structure.num_stages)]
+    if all(w is None for w in found):
+        origin = None
     return (tuple(w.window if w else None for w in found),
-            tuple(w.pretrained if w else None for w in found))
+            tuple(w.pretrained if w else None for w in found), origin)
 
 
 def check_claims(claimed: Mapping[str, Any], structure: Structure, name: str) -> None:
@@ -278,17 +293,12 @@ def convert_checkpoint(
     mapped = fmt.to_native(Source(state, name, config, meta))
     structure = infer_structure(mapped.state_dict, f"{name} (read as {fmt.name})")
     check_claims(mapped.claimed, structure, name)
-    windows, windows_from = mapped.windows, mapped.windows_from
-    if not windows and not isinstance(checkpoint, Mapping):
-        windows = windows_from_name(_name_hint(name if config is None else os.path.dirname(name),
-                                               config), structure.num_stages, structure.patch_size)
-        windows_from = "file name" if windows else None
-    window_sizes, pretrained = _stage_windows(windows, structure.num_stages)
+    hint = None if isinstance(checkpoint, Mapping) else _name_hint(name, config)
+    window_sizes, pretrained, windows_from = _stage_windows(mapped, structure, hint)
     dropped = dict(mapped.dropped)
     if outside:
         dropped[f"keys outside prefix {prefix!r}"] = outside
     return ConvertedCheckpoint(
         state_dict=mapped.state_dict, format=fmt.name, source=name, structure=structure,
-        window_sizes=window_sizes, pretrained_window_sizes=pretrained,
-        windows_from=windows_from if any(w is not None for w in window_sizes) else None,
+        window_sizes=window_sizes, pretrained_window_sizes=pretrained, windows_from=windows_from,
         dropped=dropped, notes=notes + mapped.notes)

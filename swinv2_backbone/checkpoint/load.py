@@ -68,11 +68,16 @@ def _unbuilt(state: StateDict, model: nn.Module) -> List[str]:
 def _arch_hint(converted: ConvertedCheckpoint, model: nn.Module) -> str:
     ours = (model.embed_dims, tuple(model.depths), tuple(model.num_heads))
     theirs = (converted.embed_dims, converted.depths, converted.num_heads)
-    if ours[0] == theirs[0] and ours[2] == theirs[2] and \
-            ours[1][:len(model.layers)] == theirs[1][:len(model.layers)]:
-        return ""
-    return (f" The checkpoint is {converted.describe_arch()}; the model has embed_dims {ours[0]}, "
-            f"depths {ours[1]}, num_heads {ours[2]}.")
+    built = len(model.layers)
+    hint = ""
+    if ours[0] != theirs[0] or ours[2][:built] != theirs[2][:built] or ours[1][:built] != theirs[1][:built]:
+        hint += (f" The checkpoint is {converted.describe_arch()}; the model has embed_dims {ours[0]}, "
+                 f"depths {ours[1]}, num_heads {ours[2]}.")
+    grid = converted.structure.pos_embed_grid
+    if grid is not None and getattr(model, "pretrain_grid", grid) != grid:
+        hint += (f" The checkpoint's absolute position embedding covers a {grid}x{grid} patch grid: "
+                 f"set use_abs_pos_embed=True, pretrain_img_size={grid * converted.structure.patch_size}.")
+    return hint
 
 
 def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[StateDict, List[str]]:
@@ -132,8 +137,7 @@ def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[
     advice = tuple(trained[i] if i < len(trained) and trained[i] is not None else current[i]
                    for i in range(len(ours)))
     advice += tuple(model.pretrained_window_sizes[len(ours):])
-    return (f"{converted.source} was trained with {converted.describe_windows()}, but the model "
-            f"uses window_size {tuple(model.window_size)} with pretrained_window_sizes "
+    return (f"{converted.source}: {converted.describe_windows()}, but the model uses window_size {tuple(model.window_size)} with pretrained_window_sizes "
             f"{tuple(current)}, so the position bias of stage(s) {[i + 1 for i in differ]} is "
             f"evaluated at other coordinates. Set pretrained_window_sizes={advice} in the backbone "
             "config, or load with pretrained_window_sizes='checkpoint'.")
