@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear_backend import linear
 from .ops import MASK_VALUE, relative_coords_table, relative_position_index, shift_window_mask
 
 #: Upper bound of the learned attention temperature, ``exp(logit_scale) <= 100`` (the paper's clamp).
@@ -125,7 +126,7 @@ class WindowAttentionV2(nn.Module):
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(windows, self.qkv.weight, bias)
+        qkv = linear(windows, self.qkv, bias=bias)
         qkv = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
@@ -145,7 +146,7 @@ class WindowAttentionV2(nn.Module):
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = torch.matmul(attn, v)
         out = out.transpose(2, 3).reshape(b, nw, n, c)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear(out, self.proj))
 
     def _sdpa(self, x: torch.Tensor) -> bool:
         if self.use_sdpa == "auto":

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
+from .linear_backend import linear
 from .ops import pad_to_multiple, window_partition, window_reverse
 
 #: Rules for feature maps smaller than (or not larger than) the window.
@@ -66,7 +67,8 @@ def window_and_shift(
 
 
 class Mlp(nn.Module):
-    """Two-layer feed-forward network ``fc2(drop(gelu(fc1(x))))``.
+    """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))`` (GELU fused into ``fc1`` where
+    the Linear backend allows).
 
     Args:
         dim: Input and output channels.
@@ -77,12 +79,11 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(linear(self.drop(linear(x, self.fc1, "gelu")), self.fc2))
 
 
 class SwinV2Block(nn.Module):
@@ -200,7 +201,7 @@ class PatchMergingV2(nn.Module):
         b, h, w, c = x.shape
         # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
         x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        return self.norm(self.reduction(x))
+        return self.norm(linear(x, self.reduction))
 
 
 class SwinV2Stage(nn.Module):

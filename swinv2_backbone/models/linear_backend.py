@@ -1,0 +1,103 @@
+"""Linear layers at inference on CPU through oneDNN with prepacked weights.
+
+On some CPUs (AMD EPYC among them) the fp32 GEMM behind ``F.linear`` takes an AVX2 path while oneDNN
+runs AVX-512. ``torch.ops.mkldnn`` exposes oneDNN's linear with a weight packed once for the kernel;
+these ops are private, so they are used only after a capability check and a numerical self-test, and
+only where no gradient is needed. Everything else, and any CPU without them, takes ``F.linear``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: ``'auto'``: oneDNN where available and valid (CPU, fp32/bf16, no grad); ``'torch'``: F.linear.
+BACKENDS = ("auto", "torch")
+_backend = "auto"
+
+
+def set_backend(name: str) -> None:
+    """Choose the Linear backend for inference: one of :data:`BACKENDS`."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"linear backend must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+def get_backend() -> str:
+    """The backend chosen with :func:`set_backend`."""
+    return _backend
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_available(dtype: torch.dtype) -> bool:
+    """Whether the private oneDNN linear ops exist here and agree with ``F.linear`` for ``dtype``."""
+    if dtype not in (torch.float32, torch.bfloat16) or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 48, generator=gen).to(dtype)
+        w = torch.randn(40, 48, generator=gen).to(dtype)
+        b = torch.randn(40, generator=gen).to(dtype)
+        got = onednn_linear(x, pack_weight(w, 64), b, "gelu")
+        want = F.gelu(F.linear(x.float(), w.float(), b.float()))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    return got.shape == want.shape and bool(((got.float() - want).abs() <= tol * (1 + want.abs())).all())
+
+
+def pack_weight(weight: torch.Tensor, batch_size: Optional[int] = None) -> torch.Tensor:
+    """``weight`` (out, in) reordered into oneDNN's blocked layout for its linear kernel."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, batch_size)
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor],
+                  activation: str = "none") -> torch.Tensor:
+    """``activation(x @ W^T + bias)`` with a packed weight; ``activation`` is 'none' or 'gelu'."""
+    shape = x.shape
+    out = torch.ops.mkldnn._linear_pointwise(
+        x.reshape(-1, shape[-1]), packed, bias, activation, [], "none" if activation == "gelu" else "")
+    return out.view(*shape[:-1], out.shape[-1])
+
+
+def _packed(module: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """The module's weight packed for oneDNN, cached until the weight changes."""
+    w = module.weight
+    key = (w.data_ptr(), w._version, dtype)
+    cache = module.__dict__.get("_onednn_cache")
+    if cache is None or cache[0] != key:
+        cache = (key, pack_weight(w.detach().to(dtype)))
+        module.__dict__["_onednn_cache"] = cache
+    return cache[1]
+
+
+def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
+    """Whether ``module(x)`` may run through oneDNN: CPU, fp32/bf16, no gradient needed, no autocast."""
+    return (_backend == "auto" and x.device.type == "cpu" and x.dtype == module.weight.dtype
+            and not (torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad))
+            and not torch.is_autocast_enabled("cpu") and onednn_available(x.dtype))
+
+
+def linear(x: torch.Tensor, module: nn.Linear, activation: str = "none",
+           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``activation(module(x))`` (``bias`` replaces the module's own when given), through oneDNN when
+    :func:`use_onednn` allows, else ``F.linear``."""
+    bias = module.bias if bias is None else bias
+    if use_onednn(x, module):
+        b = None if bias is None else bias.detach().to(x.dtype)
+        return onednn_linear(x, _packed(module, x.dtype), b, activation)
+    out = F.linear(x, module.weight, bias)
+    return F.gelu(out) if activation == "gelu" else out
+
+
+def describe() -> str:
+    """The Linear path used at CPU inference, for benchmark reports."""
+    if _backend == "torch":
+        return "F.linear (forced)"
+    if onednn_available(torch.float32):
+        return "oneDNN prepacked (torch.ops.mkldnn) at CPU inference, F.linear otherwise"
+    return "F.linear (oneDNN linear ops unavailable)"

@@ -1,0 +1,91 @@
+"""The oneDNN inference path for Linear layers and its public fallback give the same results."""
+import pytest
+import torch
+from torch import nn
+
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models import linear_backend
+from swinv2_backbone.models.linear_backend import linear, set_backend, use_onednn
+
+SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    yield
+    set_backend("auto")
+
+
+def test_onednn_is_available_on_this_cpu():
+    # CI runs on x86-64 with oneDNN in the torch wheel: the fast path must really be exercised.
+    assert linear_backend.onednn_available(torch.float32)
+    assert "oneDNN" in linear_backend.describe()
+
+
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_onednn_linear_matches_f_linear(activation, dtype, tol):
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 72).to(dtype)
+    x = torch.randn(5, 7, 48, dtype=dtype)
+    with torch.no_grad():
+        assert use_onednn(x, layer)
+        fast = linear(x, layer, activation)
+        set_backend("torch")
+        assert not use_onednn(x, layer)
+        ref = linear(x, layer, activation)
+    assert fast.shape == ref.shape == (5, 7, 72) and fast.dtype == dtype
+    torch.testing.assert_close(fast.float(), ref.float(), rtol=tol, atol=tol)
+
+
+def test_packed_weight_follows_weight_updates():
+    layer = nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        before = linear(x, layer)
+        layer.weight.add_(1.0)
+        after = linear(x, layer)
+        torch.testing.assert_close(after, nn.functional.linear(x, layer.weight, layer.bias))
+    assert not torch.allclose(before, after)
+
+
+def test_gradients_never_take_the_private_path():
+    layer = nn.Linear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+    assert not use_onednn(x, layer)
+    linear(x, layer, "gelu").sum().backward()
+    assert x.grad is not None and layer.weight.grad is not None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not use_onednn(x.detach(), layer)
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match=r"one of \('auto', 'torch'\)"):
+        set_backend("mkl")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])
+def test_backbone_outputs_agree_between_backends(dtype, tol):
+    torch.manual_seed(0)
+    model = Swinv2Backbone(**SMALL).eval().to(dtype)
+    x = torch.randn(2, 3, 72, 56, dtype=dtype)
+    with torch.no_grad():
+        fast = model(x)
+        set_backend("torch")
+        ref = model(x)
+    for a, b in zip(fast, ref):
+        assert ((a.float() - b.float()).norm() / b.float().norm()).item() < tol
+
+
+def test_training_gradients_are_the_same_whatever_the_inference_backend():
+    torch.manual_seed(0)
+    model = Swinv2Backbone(**SMALL, drop_path_rate=0.0)
+    x = torch.randn(1, 3, 32, 32)
+    grads = []
+    for backend in ("auto", "torch"):
+        set_backend(backend)
+        model.zero_grad()
+        sum(o.square().mean() for o in model(x)).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
