@@ -63,6 +63,7 @@ def digest(tensors: Dict[str, torch.Tensor]) -> str:
 
 
 def assert_bit_identical(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> None:
+    """Same names, every tensor bit-identical."""
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"

@@ -30,6 +30,7 @@ def _one_thread():
 
 
 def build(frozen_stages: int) -> Swinv2Backbone:
+    """The stochastic tiny backbone with ``frozen_stages``, same initialisation every time."""
     torch.manual_seed(0)
     return Swinv2Backbone(**CFG, frozen_stages=frozen_stages)
 
@@ -50,10 +51,12 @@ def is_frozen(name: str, frozen_stages: int) -> bool:
 
 
 def sgd(params) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum and weight decay (both move weights without fresh gradients)."""
     return torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
 
 
 def adamw(params) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay."""
     return torch.optim.AdamW(params, lr=1e-2, weight_decay=0.05)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 import pytest
 import torch
@@ -143,8 +143,8 @@ def test_channels_last_and_non_contiguous_inputs_match_contiguous(window, rule, 
 
 
 # ---------------------------------------------------------------------------------- invalid configs
-def _not(valid: st.SearchStrategy, pool: st.SearchStrategy) -> st.SearchStrategy:
-    """Values drawn from ``pool`` that are not valid (``valid`` is a predicate)."""
+def _not(valid: Callable[[Any], bool], pool: st.SearchStrategy) -> st.SearchStrategy:
+    """Values drawn from ``pool`` for which the predicate ``valid`` is false."""
     return pool.filter(lambda v: not valid(v))
 
 
@@ -154,6 +154,7 @@ _int_like = st.integers(-64, 64)
 
 
 def _is_int(v: Any) -> bool:
+    """An int that is not a bool."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -168,7 +169,7 @@ def _per_stage_ints(low: int) -> st.SearchStrategy:
     )
 
 
-def _stage_tuple(valid_element) -> st.SearchStrategy:
+def _stage_tuple(valid_element: Callable[[int, Any], bool]) -> st.SearchStrategy:
     """Invalid per-stage sequences: wrong length, or an element failing ``valid_element(stage, e)``."""
     element = st.one_of(st.integers(-2, 4), _WRONG_SCALARS)
     return st.one_of(
@@ -180,6 +181,7 @@ def _stage_tuple(valid_element) -> st.SearchStrategy:
 
 
 def _rates() -> st.SearchStrategy:
+    """Invalid dropout / drop-path rates: outside [0, 1), NaN, infinities, wrong types."""
     return st.one_of(
         st.floats(allow_nan=True, allow_infinity=True).filter(lambda r: not 0.0 <= r < 1.0),
         st.none(), st.text(max_size=3), st.lists(st.floats(0, 0.5), min_size=1, max_size=2))

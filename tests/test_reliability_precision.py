@@ -97,6 +97,7 @@ def test_degenerate_images_stay_finite_in_low_precision(dtype, image):
 
 
 def _set_logit_scales(model: nn.Module, value: float) -> List[nn.Parameter]:
+    """Set every attention's ``logit_scale`` to ``value``; return those parameters."""
     scales = [m.logit_scale for m in model.modules() if isinstance(m, WindowAttentionV2)]
     with torch.no_grad():
         for s in scales:
@@ -105,6 +106,7 @@ def _set_logit_scales(model: nn.Module, value: float) -> List[nn.Parameter]:
 
 
 def test_logit_scale_is_clamped_at_log_100():
+    """Above log(100) the temperature is capped: bit-equal outputs, no gradient to the scale."""
     x = torch.randn(1, 3, 64, 48)
     clamped = tiny().eval()
     _set_logit_scales(clamped, LOGIT_SCALE_MAX)
