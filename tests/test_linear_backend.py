@@ -38,15 +38,18 @@ def test_onednn_linear_matches_f_linear(activation, dtype, tol):
     torch.testing.assert_close(fast.float(), ref.float(), rtol=tol, atol=tol)
 
 
-def test_packed_weight_follows_weight_updates():
+def test_weight_updates_are_seen_at_once_whatever_the_update_path():
     layer = nn.Linear(8, 4)
     x = torch.randn(3, 8)
     with torch.no_grad():
         before = linear(x, layer)
-        layer.weight.add_(1.0)
+        layer.weight.add_(1.0)  # in place: bumps the version counter
         after = linear(x, layer)
         torch.testing.assert_close(after, nn.functional.linear(x, layer.weight, layer.bias))
-    assert not torch.allclose(before, after)
+        layer.weight.data.mul_(-1.0)  # through .data: no version bump (EMA swaps, mean teachers)
+        flipped = linear(x, layer)
+        torch.testing.assert_close(flipped, nn.functional.linear(x, layer.weight, layer.bias))
+    assert not torch.allclose(before, after) and not torch.allclose(after, flipped)
 
 
 def test_gradients_never_take_the_private_path():

@@ -186,7 +186,8 @@ def gemm_floor_seconds(run: Callable[[], None], dtype: torch.dtype, device: torc
         w = torch.randn(n, k, device=device, dtype=dtype)
         candidates = [lambda: torch.nn.functional.linear(a, w)]
         if device.type == "cpu" and linear_backend.onednn_available(dtype):
-            packed = linear_backend.pack_weight(w, m)
+            candidates.append(lambda: linear_backend.onednn_linear(a, w, None))
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
             candidates.append(lambda: linear_backend.onednn_linear(a, packed, None))
         total += count * min(_median_time(c, 2, 5, device) for c in candidates)
     return total

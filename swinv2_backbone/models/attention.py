@@ -75,8 +75,10 @@ class WindowAttentionV2(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        # Inference-only cache of the combined (position bias + shift) masks.
-        self._mask_cache: "OrderedDict[tuple, Optional[torch.Tensor]]" = OrderedDict()
+        # Cache of the combined (position bias + shift) masks where no gradient is needed:
+        # key -> (snapshot of the position-bias MLP's parameters, mask).
+        self._mask_cache: "OrderedDict[tuple, Tuple[Tuple[torch.Tensor, ...], torch.Tensor]]" = \
+            OrderedDict()
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_heads={self.num_heads}, "
@@ -97,24 +99,28 @@ class WindowAttentionV2(nn.Module):
     ) -> torch.Tensor:
         """Additive ``(nW or 1, heads, N, N)`` mask: position bias plus the shifted-window mask.
 
-        Cached at inference (no grad) per window, padded size, shift, dtype and device, and rebuilt
-        whenever a parameter of the position-bias MLP changes.
+        Cached where no gradient is needed, per window, shift (and padded size when shifted), dtype
+        and device. An entry is served only while the position-bias MLP's parameters still hold the
+        values it was built from: compared by value (a few thousand numbers), so no update path can
+        leave it stale (in-place edits through ``.data``, ``load_state_dict(assign=True)`` reusing
+        freed storage, EMA parameter swaps).
         """
         params = tuple(self.cpb_mlp.parameters())
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
-            key = (window, self.pretrained_window_size, padded_hw, shift, dtype, self.logit_scale.device,
-                   tuple((p.data_ptr(), p._version) for p in params))
-            cached = self._mask_cache.get(key)
-            if cached is not None:
+            key = (window, self.pretrained_window_size, shift, padded_hw if shift != (0, 0) else None,
+                   dtype, self.logit_scale.device)
+            entry = self._mask_cache.get(key)
+            if entry is not None and all(torch.equal(s, p) for s, p in zip(entry[0], params)):
                 self._mask_cache.move_to_end(key)
-                return cached
+                return entry[1]
         mask = self.position_bias(window).to(dtype).unsqueeze(0)  # (1, heads, N, N)
         shift_mask = shift_window_mask(*padded_hw, window, shift, mask.device)
         if shift_mask is not None:
             mask = mask + shift_mask.unsqueeze(1).to(dtype) * MASK_VALUE
         if key is not None:
-            self._mask_cache[key] = mask.detach()
+            self._mask_cache[key] = (tuple(p.detach().clone() for p in params), mask.detach())
+            self._mask_cache.move_to_end(key)
             while len(self._mask_cache) > _MASK_CACHE_SIZE:
                 self._mask_cache.popitem(last=False)
         return mask

@@ -1,9 +1,13 @@
-"""Linear layers at inference on CPU through oneDNN with prepacked weights.
+"""Linear layers at inference on CPU through oneDNN.
 
 On some CPUs (AMD EPYC among them) the fp32 GEMM behind ``F.linear`` takes an AVX2 path while oneDNN
-runs AVX-512. ``torch.ops.mkldnn`` exposes oneDNN's linear with a weight packed once for the kernel;
-these ops are private, so they are used only after a capability check and a numerical self-test, and
-only where no gradient is needed. Everything else, and any CPU without them, takes ``F.linear``.
+runs AVX-512. ``torch.ops.mkldnn._linear_pointwise`` is oneDNN's linear (with GELU fusable); the op is
+private, so it is used only after a capability check and a numerical self-test, and only where no
+gradient is needed. Everything else, and any CPU without it, takes ``F.linear``.
+
+Weights are passed as they are, never prepacked into a cached copy: a cache keyed on the weight's
+storage goes stale under in-place updates through ``.data`` (EMA swaps, mean teachers), and checking
+values would cost as much as packing. (Prepacking measured no faster on this path.)
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def onednn_available(dtype: torch.dtype) -> bool:
         x = torch.randn(64, 48, generator=gen).to(dtype)
         w = torch.randn(40, 48, generator=gen).to(dtype)
         b = torch.randn(40, generator=gen).to(dtype)
-        got = onednn_linear(x, pack_weight(w, 64), b, "gelu")
+        got = onednn_linear(x, w, b, "gelu")
         want = F.gelu(F.linear(x.float(), w.float(), b.float()))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
@@ -50,29 +54,13 @@ def onednn_available(dtype: torch.dtype) -> bool:
     return got.shape == want.shape and bool(((got.float() - want).abs() <= tol * (1 + want.abs())).all())
 
 
-def pack_weight(weight: torch.Tensor, batch_size: Optional[int] = None) -> torch.Tensor:
-    """``weight`` (out, in) reordered into oneDNN's blocked layout for its linear kernel."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight, batch_size)
-
-
-def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor],
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                   activation: str = "none") -> torch.Tensor:
-    """``activation(x @ W^T + bias)`` with a packed weight; ``activation`` is 'none' or 'gelu'."""
+    """``activation(x @ weight^T + bias)`` through oneDNN; ``activation`` is 'none' or 'gelu'."""
     shape = x.shape
     out = torch.ops.mkldnn._linear_pointwise(
-        x.reshape(-1, shape[-1]), packed, bias, activation, [], "none" if activation == "gelu" else "")
+        x.reshape(-1, shape[-1]), weight, bias, activation, [], "none" if activation == "gelu" else "")
     return out.view(*shape[:-1], out.shape[-1])
-
-
-def _packed(module: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-    """The module's weight packed for oneDNN, cached until the weight changes."""
-    w = module.weight
-    key = (w.data_ptr(), w._version, dtype)
-    cache = module.__dict__.get("_onednn_cache")
-    if cache is None or cache[0] != key:
-        cache = (key, pack_weight(w.detach().to(dtype)))
-        module.__dict__["_onednn_cache"] = cache
-    return cache[1]
 
 
 def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
@@ -88,8 +76,8 @@ def linear(x: torch.Tensor, module: nn.Linear, activation: str = "none",
     :func:`use_onednn` allows, else ``F.linear``."""
     bias = module.bias if bias is None else bias
     if use_onednn(x, module):
-        b = None if bias is None else bias.detach().to(x.dtype)
-        return onednn_linear(x, _packed(module, x.dtype), b, activation)
+        return onednn_linear(x, module.weight.detach(), None if bias is None else bias.detach(),
+                             activation)
     out = F.linear(x, module.weight, bias)
     return F.gelu(out) if activation == "gelu" else out
 
@@ -99,5 +87,5 @@ def describe() -> str:
     if _backend == "torch":
         return "F.linear (forced)"
     if onednn_available(torch.float32):
-        return "oneDNN prepacked (torch.ops.mkldnn) at CPU inference, F.linear otherwise"
+        return "oneDNN (torch.ops.mkldnn._linear_pointwise) at CPU inference, F.linear otherwise"
     return "F.linear (oneDNN linear ops unavailable)"
