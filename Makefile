@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup check test demo smoke benchmark
 
-$(STAMP): tools/setup_env.sh tools/constraints.txt setup.cfg pyproject.toml
+$(STAMP): tools/setup_env.sh tools/env/constraints.txt tools/env/mmpretrain_multimodal_stub.py \
+		setup.cfg pyproject.toml
 	VENV=$(VENV) bash tools/setup_env.sh
 	touch $(STAMP)
 

@@ -15,7 +15,7 @@ TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 CACHE_DIR="${SWINV2_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swinv2-backbone}"
-export PIP_CONSTRAINT="$ROOT/tools/constraints.txt"
+export PIP_CONSTRAINT="$ROOT/tools/env/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
@@ -91,6 +91,11 @@ fi
 
 say "installing the OpenMMLab stack, test tools, parity peers and swinv2_backbone (editable)"
 "${PIP[@]}" -e "$ROOT[all]"
+
+# mmpretrain 1.2 (a parity peer) breaks `import mmdet.models` with transformers 5: see the shim.
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp "$ROOT/tools/env/mmpretrain_multimodal_stub.py" "$SITE/_swinv2_mmpretrain_stub.py"
+echo "import _swinv2_mmpretrain_stub" > "$SITE/_swinv2_mmpretrain_stub.pth"
 
 say "checking the environment"
 "$PY" -m swinv2_backbone.env_check
