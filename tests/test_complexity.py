@@ -58,14 +58,16 @@ def test_analytic_flops_equal_flop_counter(name: str, hw: Tuple[int, int]):
     assert 2 * sum(macs.values()) == counted_flops(model, 2, hw)
 
 
-def test_position_bias_mlp_counted_once_and_cached_afterwards():
+def test_position_bias_mlp_counted_once_per_block_and_forward():
     model = meta_model()
     spec = ArchSpec.from_model(model)
     macs = count_macs(spec, (40, 40), batch=3)
     first = counted_flops(model, 3, (40, 40))
-    second = counted_flops(model, 3, (40, 40))  # masks cached: the bias MLP does not run again
-    assert first == 2 * sum(macs.values())
-    assert first - second == 2 * macs["cpb_mlp"] > 0
+    # Meta tensors hold no values to validate a cached mask against, so nothing is cached there:
+    # every forward counts the bias MLP once per block.
+    second = counted_flops(model, 3, (40, 40))
+    assert first == second == 2 * sum(macs.values())
+    assert macs["cpb_mlp"] > 0
     # Everything but the bias MLP scales with the batch.
     one = count_macs(spec, (40, 40), batch=1)
     assert all(macs[op] == 3 * one[op] for op in OPERATIONS if op != "cpb_mlp")

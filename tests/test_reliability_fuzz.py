@@ -188,7 +188,8 @@ def _rates() -> st.SearchStrategy:
 
 
 _flags = st.one_of(st.text(max_size=5), st.none(), st.integers(2, 9), st.floats(allow_nan=False))
-_known = set(inspect.signature(Swinv2Backbone.__init__).parameters) - {"self"}
+_known = {name for name, p in inspect.signature(Swinv2Backbone.__init__).parameters.items()
+          if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 #: argument -> strategy of values that are invalid for it (the rest of the config is BASE).
 INVALID_VALUES: Dict[str, st.SearchStrategy] = {

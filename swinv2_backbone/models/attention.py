@@ -107,7 +107,8 @@ class WindowAttentionV2(nn.Module):
         """
         params = tuple(self.cpb_mlp.parameters())
         key = None
-        if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+        if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)
+                or params[0].is_meta):  # meta tensors (shape/FLOP analysis) have no values
             key = (window, self.pretrained_window_size, shift, padded_hw if shift != (0, 0) else None,
                    dtype, self.logit_scale.device)
             entry = self._mask_cache.get(key)

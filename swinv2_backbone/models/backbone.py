@@ -1,6 +1,9 @@
 """Swinv2Backbone: the Swin Transformer V2 encoder as a multi-scale dense-prediction backbone."""
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,14 +24,56 @@ ARCH_SETTINGS: Dict[str, Tuple[int, Tuple[int, ...], Tuple[int, ...]]] = {
 IntOrSeq = Union[int, Sequence[int]]
 
 
+def _is_int(value: object) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, low: int, high: Optional[int] = None, note: str = "") -> int:
+    """``value`` if it is an int in ``[low, high]``; else a TypeError (not an int) or ValueError
+    (out of range) naming ``name`` and the allowed range (``note`` is appended to it)."""
+    allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+    if not _is_int(value):
+        raise TypeError(f"{name} must be {allowed}{note}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {allowed}{note}, got {value!r}")
+    return value
+
+
+def _check_stage_ints(name: str, value: object, low: int) -> Tuple[int, ...]:
+    """``value`` as a tuple of ints >= ``low`` (one per stage), or a clear TypeError/ValueError."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of ints >= {low} (one per stage), got {value!r}")
+    if not all(_is_int(v) and v >= low for v in value):
+        raise ValueError(f"{name} must be a sequence of ints >= {low} (one per stage), got {value!r}")
+    return tuple(value)
+
+
+def _check_number(name: str, value: object, allowed: str, valid) -> float:
+    """``value`` if it is a real number (not a bool) satisfying ``valid``; else a TypeError or
+    ValueError saying ``name`` must be ``allowed``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+    if not valid(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool, else a TypeError (a string such as 'False' would be truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _per_stage(value: IntOrSeq, num_stages: int, name: str) -> Tuple[int, ...]:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a sequence of {num_stages} ints, got {value!r}")
-    if isinstance(value, int):
+    if _is_int(value):
         return (value,) * num_stages
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be an int or a sequence of {num_stages} ints (one per stage), "
+                        f"got {value!r}")
     values = tuple(value)
-    if len(values) != num_stages or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values):
+    if len(values) != num_stages or not all(_is_int(v) for v in values):
         raise ValueError(f"{name} must be an int or a sequence of {num_stages} ints "
                          f"(one per stage), got {value!r}")
     return values
@@ -89,6 +134,16 @@ def _check_order(positions: List[int], arg: str, given, valid: list) -> None:
                          f"valid choices are {valid}")
 
 
+def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
+    """Names the unknown keywords, the closest valid one for each, and every valid keyword."""
+    known = [n for n in inspect.signature(Swinv2Backbone.__init__).parameters
+             if n not in ("self", "unknown")]
+    hints = "".join(f"; did you mean {m[0]!r} for {k!r}?" for k in unknown
+                    for m in [difflib.get_close_matches(k, known, n=1)] if m)
+    return (f"Swinv2Backbone got unknown keyword arguments {sorted(unknown)}{hints} "
+            f"Valid arguments: {known}")
+
+
 class Swinv2Backbone(BaseModule):
     """Swin Transformer V2 backbone returning multi-scale NCHW feature maps.
 
@@ -133,8 +188,12 @@ class Swinv2Backbone(BaseModule):
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).
-        init_cfg: mmengine initialisation config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
-            through the checkpoint adapters (any supported format), strictly.
+        init_cfg: mmengine initialisation config. ``dict(type='Pretrained', checkpoint=PATH)``
+            loads through the checkpoint adapters (any supported format, strictly); optional keys
+            ``prefix`` (take only keys under it, e.g. ``'backbone.'``), ``format`` (force a source
+            format), ``pretrained_window_sizes='checkpoint'`` (take the training windows from the
+            checkpoint) and ``map_location``.
+        **unknown: Refused: any other keyword raises a ``TypeError`` naming the closest valid one.
     """
 
     def __init__(
@@ -164,7 +223,10 @@ class Swinv2Backbone(BaseModule):
         use_sdpa: str = "auto",
         pretrained: Optional[str] = None,
         init_cfg: Optional[Union[dict, List[dict]]] = None,
+        **unknown: object,
     ) -> None:
+        if unknown:
+            raise TypeError(_unknown_arguments_message(unknown))
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError("give either pretrained or init_cfg, not both")
@@ -179,17 +241,13 @@ class Swinv2Backbone(BaseModule):
         preset = ARCH_SETTINGS.get(arch) if arch is not None else None
         if preset is None and None in (embed_dims, depths, num_heads):
             raise ValueError("arch=None needs embed_dims, depths and num_heads")
-        embed_dims = preset[0] if embed_dims is None else embed_dims
-        depths = tuple(preset[1] if depths is None else depths)
-        num_heads = tuple(preset[2] if num_heads is None else num_heads)
+        embed_dims = _check_int("embed_dims", preset[0] if embed_dims is None else embed_dims, 1)
+        depths = _check_stage_ints("depths", preset[1] if depths is None else depths, 1)
+        num_heads = _check_stage_ints("num_heads", preset[2] if num_heads is None else num_heads, 1)
         num_stages = len(depths)
         if num_stages == 0 or len(num_heads) != num_stages:
             raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
                              "equal length (one entry per stage)")
-        if not isinstance(embed_dims, int) or embed_dims < 1:
-            raise ValueError(f"embed_dims must be a positive int, got {embed_dims!r}")
-        if any(d < 1 for d in depths) or any(h < 1 for h in num_heads):
-            raise ValueError(f"depths {depths} and num_heads {num_heads} must be positive")
         dims = tuple(embed_dims * 2 ** i for i in range(num_stages))
         for i, (dim, heads) in enumerate(zip(dims, num_heads)):
             if dim % heads:
@@ -204,15 +262,20 @@ class Swinv2Backbone(BaseModule):
                              f"{pretrained_window_sizes!r}")
         for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
                            ("drop_path_rate", drop_path_rate)):
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
+            _check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
+        _check_number("mlp_ratio", mlp_ratio, f"a finite number >= {1 / embed_dims:g} (at least "
+                      f"one MLP channel with embed_dims {embed_dims})",
+                      lambda r: math.isfinite(r) and int(embed_dims * r) >= 1)
         if small_map not in SMALL_MAP_RULES:
             raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {small_map!r}")
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= num_stages:
-            raise ValueError(f"frozen_stages must be an int in [-1, {num_stages}] (-1: nothing, "
-                             f"0: patch embedding, k: also stages 1..k), got {frozen_stages!r}")
-        if patch_size < 1 or in_channels < 1:
-            raise ValueError(f"patch_size and in_channels must be >= 1, got {patch_size}, {in_channels}")
+        _check_int("frozen_stages", frozen_stages, -1, num_stages,
+                   " (-1: nothing, 0: patch embedding, k: also stages 1..k)")
+        _check_int("patch_size", patch_size, 1)
+        _check_int("in_channels", in_channels, 1)
+        _check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
+        for name, flag in (("qkv_bias", qkv_bias), ("use_abs_pos_embed", use_abs_pos_embed),
+                           ("patch_norm", patch_norm), ("out_norm", out_norm), ("with_cp", with_cp)):
+            _check_flag(name, flag)
 
         self.out_features = resolve_outputs(out_indices, out_features, num_stages)
         self.out_indices = tuple(int(n[5:]) - 1 for n in self.out_features if n != "stem")
@@ -290,7 +353,7 @@ class Swinv2Backbone(BaseModule):
     def _frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        modules: List[nn.Module] = [self.patch_embed]
+        modules: List[nn.Module] = [self.patch_embed, self.pos_drop]
         for i in range(min(self.frozen_stages, len(self.layers))):
             modules.append(self.layers[i])
             if hasattr(self, f"norm{i}"):
