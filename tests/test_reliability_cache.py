@@ -25,13 +25,7 @@ CFG = dict(arch=None, embed_dims=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2),
 ASSIGN_ROUNDS = 1000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP threads only add spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(seed: int, **kw) -> Swinv2Backbone:

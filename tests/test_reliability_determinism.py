@@ -21,13 +21,7 @@ STEPS = 3
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP threads only add spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def seeded_run(seed: int, steps: int = STEPS, **kw) -> Dict[str, torch.Tensor]:

@@ -25,13 +25,7 @@ SIZES = [(1536, 1536), (1535, 1283), (61, 47)]
 TRAIN_ITERS = 200
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: OpenMP threads only add spin-waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> Swinv2Backbone:
