@@ -8,6 +8,7 @@ from mmengine.registry import MODELS
 
 from ..models import Swinv2Backbone
 from .safe_globals import register_safe_globals
+from . import optim  # noqa: F401  (registers Swinv2LayerDecayOptimWrapperConstructor)
 
 
 def register() -> None:

@@ -22,6 +22,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 #: Instance classes (COCO category ids 1, 2, 3).
 CLASSES: Tuple[str, ...] = ("circle", "square", "triangle")
@@ -32,7 +33,6 @@ SEG_PALETTE: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (230, 60, 60), (60, 
                                                  (60, 100, 230))
 SPLITS: Tuple[str, ...] = ("train", "val")
 
-_SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision: polygons are drawn at 1/16 px
 _CIRCLE_VERTICES = 32
 _MIN_CONTRAST = 60.0  # minimum L1 distance (per channel mean) between a shape and the background
 
@@ -56,7 +56,7 @@ class Instance:
         return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
     def area(self) -> float:
-        """Polygon area (shoelace formula)."""
+        """Polygon area (shoelace formula), the ``area`` COCO stores for polygons."""
         x, y = self.polygon[:, 0], self.polygon[:, 1]
         return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
@@ -139,9 +139,16 @@ def sample_instances(rng: np.random.Generator, size: int, max_instances: int) ->
     return instances
 
 
-def _fill(canvas: np.ndarray, polygon: np.ndarray, value) -> None:
-    points = np.round(polygon * (1 << _SUBPIXEL_BITS)).astype(np.int32)
-    cv2.fillPoly(canvas, [points], value, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+def polygon_mask(polygon: np.ndarray, size: int) -> np.ndarray:
+    """``(size, size)`` bool mask of a polygon, rasterised by pycocotools exactly as COCO
+    evaluation rasterises the ground-truth polygons (so images, label maps and COCO masks agree).
+
+    Args:
+        polygon: ``(K, 2)`` ``(x, y)`` vertices in pixels.
+        size: Image side in pixels.
+    """
+    rle = mask_utils.frPyObjects([polygon.reshape(-1).tolist()], size, size)
+    return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
 
 
 def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> Tuple[int, int, int]:
@@ -170,8 +177,9 @@ def render_scene(rng: np.random.Generator, size: int, instances: Sequence[Instan
     image = np.ascontiguousarray(background)
     labels = np.zeros((size, size), np.uint8)
     for inst in instances:
-        _fill(image, inst.polygon, _contrasting_color(rng, (start + end) / 2))
-        _fill(labels, inst.polygon, inst.label + 1)
+        mask = polygon_mask(inst.polygon, size)
+        image[mask] = _contrasting_color(rng, (start + end) / 2)
+        labels[mask] = inst.label + 1
     image = image + rng.normal(0.0, 8.0, size=image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
 
