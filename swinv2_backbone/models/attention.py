@@ -136,11 +136,12 @@ class WindowAttentionV2(nn.Module):
         qkv = linear(windows, self.qkv, bias=bias)
         qkv = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        # Cosine attention with the temperature folded into q: one multiply on N*d, not N*N.
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().to(q.dtype)
+        # Cosine attention with the temperature folded into q's normalisation: q * (scale / |q|)
+        # costs one pass over q instead of a division and a multiplication.
         eps = max(1e-12, torch.finfo(q.dtype).tiny)  # 1e-12 underflows to 0 in fp16
-        q = F.normalize(q, dim=-1, eps=eps) * scale.to(q.dtype)
-        k = F.normalize(k, dim=-1, eps=eps)
+        q = q * (scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps))
+        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(eps)
         if self._sdpa(windows):
             out = F.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
@@ -149,7 +150,7 @@ class WindowAttentionV2(nn.Module):
             ).view(b, nw, self.num_heads, n, -1)
         else:
             attn = torch.matmul(q, k.transpose(-2, -1))
-            attn = attn + mask.to(attn.dtype)
+            attn.add_(mask.to(attn.dtype))  # in place: the matmul's backward does not need it
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = torch.matmul(attn, v)
         out = out.transpose(2, 3).reshape(b, nw, n, c)
