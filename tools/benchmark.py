@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import ctypes
 import importlib.util
 import json
 import os
@@ -220,7 +221,8 @@ def _rss_kib(field_name: str) -> int:
 
 def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
     """Peak memory a run adds: CUDA allocator peak, or on CPU the process's resident high-water mark
-    (reset through /proc/self/clear_refs) above its resident size before the run."""
+    (reset through /proc/self/clear_refs, after ``malloc_trim``) above its resident size before the
+    run."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -228,6 +230,8 @@ def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
         run()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    # Hand freed heap memory back first, or a run that reuses it would not raise the high-water mark.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
     before = _rss_kib("VmRSS")
     run()
@@ -311,8 +315,12 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             impl = Impl(impl.name, impl.module, torch.compile(impl.forward), impl.autocast,
                         impl.reference)
         steps[impl.name] = (impl, *make_step(impl, x, dtype, task))
+    outs = {}
     with torch.no_grad():
-        outs = {name: [o.float() for o in fwd()] for name, (_, fwd, _) in steps.items()}
+        for name, (impl, fwd, _) in steps.items():  # compared in eval mode: no dropout/drop path
+            impl.module.eval()
+            outs[name] = [o.float() for o in fwd()]
+            impl.module.train(task == "train")
     for _ in range(warmup):
         for _, _, step in steps.values():
             step()
