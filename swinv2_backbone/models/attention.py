@@ -137,11 +137,11 @@ class WindowAttentionV2(nn.Module):
         qkv = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().to(q.dtype)
-        # Cosine attention with the temperature folded into q's normalisation: q * (scale / |q|)
-        # costs one pass over q instead of a division and a multiplication.
+        # Cosine attention with the temperature applied to q (N*d values, not N*N). Not folded into
+        # the divisor: scale / eps overflows fp16 for the zero keys/queries of padded tokens.
         eps = max(1e-12, torch.finfo(q.dtype).tiny)  # 1e-12 underflows to 0 in fp16
-        q = q * (scale / torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(eps))
-        k = k / torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(eps)
+        q = F.normalize(q, dim=-1, eps=eps) * scale
+        k = F.normalize(k, dim=-1, eps=eps)
         if self._sdpa(windows):
             out = F.scaled_dot_product_attention(
                 q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
@@ -149,12 +149,23 @@ class WindowAttentionV2(nn.Module):
                 dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0,
             ).view(b, nw, self.num_heads, n, -1)
         else:
-            attn = torch.matmul(q, k.transpose(-2, -1))
-            attn.add_(mask.to(attn.dtype))  # in place: the matmul's backward does not need it
+            attn = self._scores(q, k, mask.to(q.dtype))
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = torch.matmul(attn, v)
         out = out.transpose(2, 3).reshape(b, nw, n, c)
         return self.proj_drop(linear(out, self.proj))
+
+    @staticmethod
+    def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``q @ k^T + mask`` for ``(B, nW, heads, N, d)`` inputs. For one image the mask is added
+        inside the GEMM (``baddbmm``), saving a pass over the ``N x N`` scores."""
+        b, nw, h, n, d = q.shape
+        if b == 1:
+            full = mask.expand(nw, h, n, n).reshape(nw * h, n, n)
+            return torch.baddbmm(full, q.reshape(nw * h, n, d),
+                                 k.reshape(nw * h, n, d).transpose(1, 2)).view(1, nw, h, n, n)
+        attn = torch.matmul(q, k.transpose(-2, -1))
+        return attn.add_(mask)  # in place: the matmul's backward does not need its output
 
     def _sdpa(self, x: torch.Tensor) -> bool:
         if self.use_sdpa == "auto":
