@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage,
+                   resolve_outputs)
 from .base import BaseModule
 from .layers import SMALL_MAP_RULES, PatchEmbed, SwinV2Stage, stochastic_depth_schedule
 
@@ -20,119 +22,6 @@ ARCH_SETTINGS: Dict[str, Tuple[int, Tuple[int, ...], Tuple[int, ...]]] = {
     "base": (128, (2, 2, 18, 2), (4, 8, 16, 32)),
     "large": (192, (2, 2, 18, 2), (6, 12, 24, 48)),
 }
-
-IntOrSeq = Union[int, Sequence[int]]
-
-
-def _is_int(value: object) -> bool:
-    """An int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: object, low: int, high: Optional[int] = None, note: str = "") -> int:
-    """``value`` if it is an int in ``[low, high]``; else a TypeError (not an int) or ValueError
-    (out of range) naming ``name`` and the allowed range (``note`` is appended to it)."""
-    allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-    if not _is_int(value):
-        raise TypeError(f"{name} must be {allowed}{note}, got {value!r}")
-    if value < low or (high is not None and value > high):
-        raise ValueError(f"{name} must be {allowed}{note}, got {value!r}")
-    return value
-
-
-def _check_stage_ints(name: str, value: object, low: int) -> Tuple[int, ...]:
-    """``value`` as a tuple of ints >= ``low`` (one per stage), or a clear TypeError/ValueError."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a sequence of ints >= {low} (one per stage), got {value!r}")
-    if not all(_is_int(v) and v >= low for v in value):
-        raise ValueError(f"{name} must be a sequence of ints >= {low} (one per stage), got {value!r}")
-    return tuple(value)
-
-
-def _check_number(name: str, value: object, allowed: str, valid) -> float:
-    """``value`` if it is a real number (not a bool) satisfying ``valid``; else a TypeError or
-    ValueError saying ``name`` must be ``allowed``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be {allowed}, got {value!r}")
-    if not valid(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _check_flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool, else a TypeError (a string such as 'False' would be truthy)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def _per_stage(value: IntOrSeq, num_stages: int, name: str) -> Tuple[int, ...]:
-    if _is_int(value):
-        return (value,) * num_stages
-    if isinstance(value, (str, bytes, bool)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be an int or a sequence of {num_stages} ints (one per stage), "
-                        f"got {value!r}")
-    values = tuple(value)
-    if len(values) != num_stages or not all(_is_int(v) for v in values):
-        raise ValueError(f"{name} must be an int or a sequence of {num_stages} ints "
-                         f"(one per stage), got {value!r}")
-    return values
-
-
-def resolve_outputs(
-    out_indices: Optional[Sequence[int]],
-    out_features: Optional[Sequence[str]],
-    num_stages: int,
-) -> Tuple[str, ...]:
-    """Validate ``out_indices`` / ``out_features`` and return the selected output names in order.
-
-    ``out_indices`` are 0-based stage indices (negatives count from the end); ``out_features`` are
-    names from ``('stem', 'stage1', ..., 'stageN')``. Either may be given; if both, they must select
-    the same stages. Neither selects every stage.
-    """
-    names = ("stem",) + tuple(f"stage{i + 1}" for i in range(num_stages))
-    from_indices = None
-    if out_indices is not None:
-        if isinstance(out_indices, (int, str)) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in out_indices):
-            raise ValueError(f"out_indices must be a sequence of stage indices in "
-                             f"[{-num_stages}, {num_stages - 1}], got {out_indices!r}")
-        indices = list(out_indices)
-        if not indices:
-            raise ValueError("out_indices is empty; give at least one stage index in "
-                             f"[{-num_stages}, {num_stages - 1}]")
-        bad = [i for i in indices if not -num_stages <= i < num_stages]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range: valid stage indices are "
-                             f"{list(range(num_stages))} (or negatives from {-num_stages})")
-        indices = [i % num_stages for i in indices]
-        _check_order(indices, "out_indices", out_indices, list(range(num_stages)))
-        from_indices = tuple(names[i + 1] for i in indices)
-    if out_features is not None:
-        if isinstance(out_features, str) or not all(isinstance(n, str) for n in out_features):
-            raise ValueError(f"out_features must be a sequence of names from {list(names)}, "
-                             f"got {out_features!r}")
-        features = list(out_features)
-        if not features:
-            raise ValueError(f"out_features is empty; choose from {list(names)}")
-        unknown = [n for n in features if n not in names]
-        if unknown:
-            raise ValueError(f"unknown out_features {unknown}: valid names are {list(names)}")
-        _check_order([names.index(n) for n in features], "out_features", out_features, list(names))
-        if from_indices is not None and tuple(features) != from_indices:
-            raise ValueError(f"out_indices {tuple(out_indices)!r} selects {list(from_indices)} but "
-                             f"out_features selects {features}; give one of them, or make them agree")
-        return tuple(features)
-    return from_indices if from_indices is not None else names[1:]
-
-
-def _check_order(positions: List[int], arg: str, given, valid: list) -> None:
-    if len(set(positions)) != len(positions):
-        raise ValueError(f"{arg} {given!r} has duplicates; valid choices are {valid}, each at most once")
-    if positions != sorted(positions):
-        raise ValueError(f"{arg} {given!r} must be in stage order (shallow to deep); "
-                         f"valid choices are {valid}")
-
 
 def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
     """Names the unknown keywords, the closest valid one for each, and every valid keyword."""
@@ -241,9 +130,9 @@ class Swinv2Backbone(BaseModule):
         preset = ARCH_SETTINGS.get(arch) if arch is not None else None
         if preset is None and None in (embed_dims, depths, num_heads):
             raise ValueError("arch=None needs embed_dims, depths and num_heads")
-        embed_dims = _check_int("embed_dims", preset[0] if embed_dims is None else embed_dims, 1)
-        depths = _check_stage_ints("depths", preset[1] if depths is None else depths, 1)
-        num_heads = _check_stage_ints("num_heads", preset[2] if num_heads is None else num_heads, 1)
+        embed_dims = check_int("embed_dims", preset[0] if embed_dims is None else embed_dims, 1)
+        depths = check_stage_ints("depths", preset[1] if depths is None else depths, 1)
+        num_heads = check_stage_ints("num_heads", preset[2] if num_heads is None else num_heads, 1)
         num_stages = len(depths)
         if num_stages == 0 or len(num_heads) != num_stages:
             raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
@@ -253,29 +142,29 @@ class Swinv2Backbone(BaseModule):
             if dim % heads:
                 raise ValueError(f"stage {i + 1}: channels {dim} (embed_dims {embed_dims} * 2**{i}) "
                                  f"not divisible by num_heads {heads}")
-        windows = _per_stage(window_size, num_stages, "window_size")
+        windows = per_stage(window_size, num_stages, "window_size")
         if any(w < 1 for w in windows):
             raise ValueError(f"window_size must be >= 1, got {window_size!r}")
-        pretrained_windows = _per_stage(pretrained_window_sizes, num_stages, "pretrained_window_sizes")
+        pretrained_windows = per_stage(pretrained_window_sizes, num_stages, "pretrained_window_sizes")
         if any(w < 0 for w in pretrained_windows):
             raise ValueError(f"pretrained_window_sizes must be >= 0 (0: none), got "
                              f"{pretrained_window_sizes!r}")
         for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
                            ("drop_path_rate", drop_path_rate)):
-            _check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
-        _check_number("mlp_ratio", mlp_ratio, f"a finite number >= {1 / embed_dims:g} (at least "
+            check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
+        check_number("mlp_ratio", mlp_ratio, f"a finite number >= {1 / embed_dims:g} (at least "
                       f"one MLP channel with embed_dims {embed_dims})",
                       lambda r: math.isfinite(r) and int(embed_dims * r) >= 1)
         if small_map not in SMALL_MAP_RULES:
             raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {small_map!r}")
-        _check_int("frozen_stages", frozen_stages, -1, num_stages,
+        check_int("frozen_stages", frozen_stages, -1, num_stages,
                    " (-1: nothing, 0: patch embedding, k: also stages 1..k)")
-        _check_int("patch_size", patch_size, 1)
-        _check_int("in_channels", in_channels, 1)
-        _check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
+        check_int("patch_size", patch_size, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
         for name, flag in (("qkv_bias", qkv_bias), ("use_abs_pos_embed", use_abs_pos_embed),
                            ("patch_norm", patch_norm), ("out_norm", out_norm), ("with_cp", with_cp)):
-            _check_flag(name, flag)
+            check_flag(name, flag)
 
         self.out_features = resolve_outputs(out_indices, out_features, num_stages)
         self.out_indices = tuple(int(n[5:]) - 1 for n in self.out_features if n != "stem")
