@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -115,7 +116,7 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[
         from mmpretrain.models.backbones import SwinTransformerV2
 
         model = SwinTransformerV2(arch=dict(embed_dims=embed, depths=list(depths),
-                                            num_heads=list(heads)),
+                                            num_heads=list(heads), extra_norm_every_n_blocks=0),
                                   img_size=hw, window_size=[window] * 4, out_indices=(0, 1, 2, 3),
                                   drop_path_rate=0.0)
         return Impl("mmpretrain", model, model), model.state_dict()
@@ -259,10 +260,8 @@ def environment() -> Dict[str, str]:
 
 
 def _onednn_version() -> str:
-    for line in torch.__config__.show().splitlines():
-        if "MKL-DNN" in line or "oneDNN" in line:
-            return line.split("(")[0].replace("- Intel(R) MKL-DNN", "").strip()
-    return "none"
+    found = re.search(r"(?:MKL-DNN|oneDNN) v(\d+(?:\.\d+)*)", torch.__config__.show())
+    return found.group(1) if found else "none"
 
 
 def _cpu_model() -> str:
