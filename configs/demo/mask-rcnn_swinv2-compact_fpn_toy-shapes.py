@@ -1,7 +1,8 @@
 # Compact SwinV2 Mask R-CNN trained from scratch on the toy shapes dataset
 # (swinv2_backbone/openmmlab/toy_data.py; `python tools/demo.py` generates it and runs this config).
 # Sized for a 2-core CPU: 128-px images, a 4-stage SwinV2 with 32..256 channels and window 8, a
-# 64-channel FPN and slim RoI heads.
+# 64-channel FPN and slim RoI heads, data
+# loaded in the main process (a worker process would compete for the two cores).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
@@ -58,8 +59,8 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(
         type='CocoDataset',
@@ -71,8 +72,8 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    num_workers=0,
+    persistent_workers=False,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(

@@ -1,0 +1,271 @@
+"""Every shipped config parses, names its checkpoint, builds its model with neck/head channels that
+match the backbone's, and runs a forward on CPU; the optimizer-wrapper constructor produces the
+intended parameter groups."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import pytest
+import torch
+
+from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import MODELS, OPTIM_WRAPPERS, init_default_scope
+from torch import nn
+
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.openmmlab.launch import config_task
+from swinv2_backbone.openmmlab.optim import (DEFAULT_NO_DECAY_KEYS,
+                                             Swinv2LayerDecayOptimWrapperConstructor,
+                                             backbone_layer_id)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+DET = sorted((CONFIGS / "det").glob("*.py"))
+SEG = sorted((CONFIGS / "seg").glob("*.py"))
+DEMO = sorted((CONFIGS / "demo").glob("*.py"))
+#: Official SwinV2 release files the configs may name (github.com/SwinTransformer/storage, v2.0.0).
+OFFICIAL_CHECKPOINTS = {
+    "swinv2_tiny_patch4_window16_256.pth",
+    "swinv2_small_patch4_window16_256.pth",
+    "swinv2_base_patch4_window16_256.pth",
+    "swinv2_base_patch4_window12_192_22k.pth",
+}
+#: Configs whose model builds and runs in about a second (the compact demo models).
+FAST = {p.name for p in DEMO}
+
+
+def ids(paths: List[Path]) -> List[str]:
+    return [p.stem for p in paths]
+
+
+def load(path: Path) -> Config:
+    """The config with its checkpoint loading switched off (tests must not load weights)."""
+    cfg = Config.fromfile(str(path))
+    cfg.model.backbone.init_cfg = None
+    return cfg
+
+
+def marks(paths: List[Path]) -> list:
+    return [pytest.param(p, id=p.stem, marks=() if p.name in FAST else pytest.mark.slow)
+            for p in paths]
+
+
+def test_the_issue_configs_exist():
+    names = {p.name for p in DET + SEG}
+    for algo, schedule, sizes in (("mask-rcnn", "1x", "tsb"), ("mask-rcnn", "ms-crop-3x", "tsb"),
+                                  ("cascade-mask-rcnn", "ms-crop-3x", "tsb"),
+                                  ("faster-rcnn", "1x", "t"), ("retinanet", "1x", "t")):
+        for size in sizes:
+            assert f"{algo}_swinv2-{size}-p4-w16_fpn_{schedule}_coco.py" in names
+    for size in ("tiny", "small", "base"):
+        assert f"swinv2-{size}-p4-w16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py" in names
+    assert "swinv2-tiny-p4-w16-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py" in names
+    assert len(DEMO) == 2
+
+
+@pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
+def test_config_names_an_official_checkpoint_under_checkpoints(path):
+    cfg = Config.fromfile(str(path))
+    backbone = cfg.model.backbone
+    assert backbone.type == "Swinv2Backbone"
+    assert cfg.custom_imports["imports"] == ["swinv2_backbone"]
+    init = backbone.init_cfg
+    assert init["type"] == "Pretrained"
+    folder, name = init["checkpoint"].split("/")
+    assert folder == "checkpoints" and name in OFFICIAL_CHECKPOINTS
+    assert name in (CONFIGS / "README.md").read_text(), "checkpoint not documented"
+    assert config_task(cfg) == ("det" if path.parent.name == "det" else "seg")
+    # Window 16 everywhere; pretrained windows describe what the checkpoint ran.
+    assert backbone.window_size == 16
+    expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
+    assert tuple(backbone.pretrained_window_sizes) == expected
+    # Larger variants trade compute for memory.
+    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base"))
+
+
+@pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
+def test_optimizer_is_adamw_without_decay_on_swinv2_specials(path):
+    cfg = Config.fromfile(str(path))
+    wrapper = cfg.optim_wrapper
+    assert wrapper.constructor == "Swinv2LayerDecayOptimWrapperConstructor"
+    assert wrapper.optimizer.type == "AdamW" and wrapper.optimizer.weight_decay > 0
+    assert wrapper.type == ("AmpOptimWrapper" if "amp" in path.name else "OptimWrapper")
+    expected_rate = 0.9 if "in22k" in path.name else 1.0
+    assert wrapper.paramwise_cfg.layer_decay_rate == expected_rate
+
+
+def _fake_det_batch(h: int, w: int) -> dict:
+    from mmdet.structures import DetDataSample
+
+    sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0),
+                                         img_id=0))
+    return dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)], data_samples=[sample])
+
+
+def _fake_seg_batch(h: int, w: int) -> dict:
+    from mmseg.structures import SegDataSample
+
+    sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+    return dict(inputs=[torch.randint(0, 256, (3, h, w), dtype=torch.uint8)], data_samples=[sample])
+
+
+def _check_channels(cfg: Config, backbone_channels: List[int]) -> None:
+    model = cfg.model
+    if "neck" in model:
+        assert list(model.neck.in_channels) == backbone_channels
+    if model.get("decode_head", {}).get("type") == "UPerHead":
+        head = model.decode_head
+        assert list(head.in_channels) == [backbone_channels[i] for i in head.in_index]
+    if "auxiliary_head" in model:
+        aux = model.auxiliary_head
+        assert aux.in_channels == backbone_channels[aux.in_index]
+
+
+@pytest.mark.parametrize("path", DET + SEG + DEMO, ids=ids(DET + SEG + DEMO))
+def test_neck_and_head_channels_equal_the_built_backbones(path):
+    cfg = load(path)
+    init_default_scope(cfg.default_scope)
+    with torch.device("meta"):  # the channels only: skip allocating and initialising weights
+        backbone = MODELS.build(cfg.model.backbone)
+    assert isinstance(backbone, Swinv2Backbone)
+    assert backbone.out_channels == [backbone.embed_dims * 2 ** i for i in backbone.out_indices]
+    _check_channels(cfg, backbone.out_channels)
+
+
+@pytest.mark.parametrize("path", marks(DET + SEG + DEMO))
+def test_config_builds_and_runs_forward_on_cpu(path):
+    cfg = load(path)
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    _check_channels(cfg, model.backbone.out_channels)
+    h, w = 64, 96
+    with torch.no_grad():
+        if config_task(cfg) == "det":
+            data = model.data_preprocessor(_fake_det_batch(h, w), training=False)
+            feats = model.extract_feat(data["inputs"])
+            assert len(feats) == cfg.model.neck.num_outs
+            assert all(f.shape[1] == cfg.model.neck.out_channels for f in feats)
+            pred = model.predict(data["inputs"], data["data_samples"])[0].pred_instances
+            assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.bboxes).all()
+            if "mask_head" in cfg.model.get("roi_head", {}):
+                assert pred.masks.shape[1:] == (h, w)
+        else:
+            data = model.data_preprocessor(_fake_seg_batch(h, w), training=False)
+            pred = model.predict(data["inputs"], data["data_samples"])[0]
+            num_classes = cfg.model.decode_head.num_classes
+            assert pred.seg_logits.data.shape == (num_classes, h, w)
+            assert pred.pred_sem_seg.data.shape == (1, h, w)
+            assert torch.isfinite(pred.seg_logits.data).all()
+
+
+# ----------------------------------------------------------------------------- optimizer groups
+class _Detector(nn.Module):
+    """A backbone plus a head with a GroupNorm, like the detectors' layout."""
+
+    def __init__(self, **backbone) -> None:
+        super().__init__()
+        self.backbone = Swinv2Backbone(arch=None, embed_dims=16, depths=(1, 1, 2, 1),
+                                       num_heads=(1, 2, 2, 4), drop_path_rate=0.0, **backbone)
+        self.head = nn.Sequential(nn.Conv2d(128, 8, 1), nn.GroupNorm(2, 8), nn.Conv2d(8, 4, 1))
+
+
+def _groups(model: nn.Module, **paramwise) -> List[dict]:
+    constructor = Swinv2LayerDecayOptimWrapperConstructor(
+        dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05)), paramwise or None)
+    return constructor(model).optimizer.param_groups
+
+
+def _by_name(groups: List[dict]) -> dict:
+    return {name: group for group in groups for name in group["param_names"]}
+
+
+def test_no_weight_decay_on_norms_cpb_logit_scale_and_pos_embed():
+    model = _Detector(use_abs_pos_embed=True, pretrain_img_size=64)
+    groups = _groups(model)
+    by_name = _by_name(groups)
+    assert set(by_name) == {n for n, _ in model.named_parameters()}
+    norm_modules = {n for n, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))}
+    for name, group in by_name.items():
+        owner = name.rsplit(".", 1)[0]
+        special = any(k in name for k in DEFAULT_NO_DECAY_KEYS)
+        assert group["weight_decay"] == (0.0 if owner in norm_modules or special else 0.05), name
+        assert group["lr"] == 1e-3
+    assert by_name["backbone.absolute_pos_embed"]["weight_decay"] == 0.0
+    assert by_name["backbone.layers.0.blocks.0.attn.logit_scale"]["weight_decay"] == 0.0
+    assert by_name["backbone.layers.0.blocks.0.attn.cpb_mlp.0.weight"]["weight_decay"] == 0.0
+    assert by_name["backbone.layers.0.downsample.norm.weight"]["weight_decay"] == 0.0
+    assert by_name["head.1.weight"]["weight_decay"] == 0.0  # GroupNorm outside the backbone
+    assert by_name["backbone.layers.0.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
+    assert by_name["backbone.layers.0.blocks.0.attn.q_bias"]["weight_decay"] == 0.05
+    assert by_name["head.0.weight"]["weight_decay"] == 0.05
+    assert len(groups) == 2  # one lr, decay / no decay
+    assert groups[0]["weight_decay"] == 0.05  # the logged lr is the first group's
+
+
+def test_layer_decay_scales_lr_by_depth():
+    model = _Detector()
+    by_name = _by_name(_groups(model, layer_decay_rate=0.5))
+    depths = (1, 1, 2, 1)
+    top = sum(depths) + 1  # 6
+    expected = {
+        "backbone.patch_embed.proj.weight": 0,
+        "backbone.layers.0.blocks.0.mlp.fc1.weight": 1,
+        "backbone.layers.0.downsample.reduction.weight": 1,  # end of stage 0 = its last block
+        "backbone.layers.1.blocks.0.attn.qkv.weight": 2,
+        "backbone.layers.2.blocks.0.norm1.weight": 3,
+        "backbone.layers.2.blocks.1.attn.cpb_mlp.2.weight": 4,
+        "backbone.layers.2.downsample.norm.bias": 4,
+        "backbone.layers.3.blocks.0.mlp.fc2.bias": 5,
+        "backbone.norm3.weight": top,
+        "head.0.weight": top,
+    }
+    for name, layer in expected.items():
+        assert by_name[name]["lr"] == pytest.approx(1e-3 * 0.5 ** (top - layer)), name
+        if name.startswith("backbone."):
+            assert backbone_layer_id(name[len("backbone."):], depths) == layer
+    # decay and no-decay stay separate within a layer
+    assert by_name["backbone.layers.2.blocks.0.norm1.weight"]["weight_decay"] == 0.0
+    assert by_name["backbone.layers.2.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
+
+
+def test_frozen_parameters_are_left_out():
+    model = _Detector(frozen_stages=1)
+    by_name = _by_name(_groups(model))
+    assert not any(n.startswith(("backbone.patch_embed", "backbone.layers.0.", "backbone.norm0"))
+                   for n in by_name)
+    assert "backbone.layers.1.blocks.0.attn.qkv.weight" in by_name
+
+
+@pytest.mark.parametrize("paramwise, message", [
+    (dict(custom_keys={"norm": dict(decay_mult=0.0)}), "unknown paramwise_cfg keys"),
+    (dict(layer_decay_rate=0.0), "layer_decay_rate must be"),
+    (dict(layer_decay_rate=1.5), "layer_decay_rate must be"),
+    (dict(no_decay_keys="cpb_mlp"), "no_decay_keys must be"),
+])
+def test_constructor_rejects_bad_paramwise_cfg(paramwise, message):
+    with pytest.raises(ValueError, match=message):
+        Swinv2LayerDecayOptimWrapperConstructor(
+            dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05)), paramwise)
+
+
+def test_layer_decay_needs_a_swinv2_backbone():
+    with pytest.raises(ValueError, match="exactly one Swinv2Backbone"):
+        _groups(nn.Linear(2, 2), layer_decay_rate=0.9)
+
+
+def test_backbone_layer_id_rejects_unknown_names():
+    with pytest.raises(ValueError, match="no layer id"):
+        backbone_layer_id("head.weight", (2, 2, 6, 2))
+
+
+def test_config_optim_wrapper_builds_from_the_registry():
+    cfg = Config.fromfile(str(CONFIGS / "det/mask-rcnn_swinv2-b-p4-w16-in22k-pre_fpn_ms-crop-3x_coco.py"))
+    init_default_scope("mmdet")
+    model = _Detector()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert isinstance(wrapper, OPTIM_WRAPPERS.get("OptimWrapper"))
+    lrs = sorted({g["lr"] for g in wrapper.optimizer.param_groups})
+    assert lrs[-1] == pytest.approx(1e-4) and lrs[0] == pytest.approx(1e-4 * 0.9 ** 6)
