@@ -1,7 +1,8 @@
 """Deterministic toy dataset of coloured shapes for the end-to-end demo and the pipeline tests.
 
-Each scene is a small RGB image with a few non-overlapping circles, squares and triangles on a
-noisy gradient background. The same scenes are written twice:
+Each scene is a small RGB image with a few non-overlapping circles, squares and triangles in
+saturated colours of any hue on a noisy, greyish gradient background: telling shapes from the
+background is a local colour cue, telling the classes apart takes their geometry. The same scenes are written twice:
 
 - detection / instance segmentation: COCO json (``annotations/instances_{split}.json``) with one
   polygon per instance, category ids 1..3 in :data:`CLASSES` order;
@@ -34,7 +35,6 @@ SEG_PALETTE: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (230, 60, 60), (60, 
 SPLITS: Tuple[str, ...] = ("train", "val")
 
 _CIRCLE_VERTICES = 32
-_MIN_CONTRAST = 60.0  # minimum L1 distance (per channel mean) between a shape and the background
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,14 @@ def sample_instances(rng: np.random.Generator, size: int, max_instances: int) ->
     boxes: List[np.ndarray] = []
     for _ in range(count):
         for _attempt in range(20):
-            radius = float(rng.uniform(0.08, 0.22) * size)
+            radius = float(rng.uniform(0.06, 0.14) * size)
             center = (float(rng.uniform(radius, size - radius)),
                       float(rng.uniform(radius, size - radius)))
             label = int(rng.integers(len(CLASSES)))
-            polygon = shape_polygon(label, center, radius, float(rng.uniform(0, 2 * np.pi)))
+            # vertices rounded as the COCO json stores them, so the image, the label map and
+            # COCO's own rasterisation of the json polygon agree pixel for pixel
+            polygon = np.round(shape_polygon(label, center, radius,
+                                             float(rng.uniform(0, 2 * np.pi))), 3)
             box = np.concatenate([polygon.min(axis=0), polygon.max(axis=0)])
             if not _overlaps(box, boxes, margin=2.0):
                 instances.append(Instance(label, polygon))
@@ -151,11 +154,11 @@ def polygon_mask(polygon: np.ndarray, size: int) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
 
 
-def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> Tuple[int, int, int]:
-    while True:
-        color = rng.integers(0, 256, size=3)
-        if np.abs(color - background).mean() >= _MIN_CONTRAST:
-            return tuple(int(c) for c in color)
+def _shape_color(rng: np.random.Generator) -> np.ndarray:
+    """A saturated RGB colour (HSV saturation and value in [0.6, 1], any hue)."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0.6, 1.0) * 255,
+                      rng.uniform(0.6, 1.0) * 255]]], np.float32)
+    return cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
 
 def render_scene(rng: np.random.Generator, size: int, instances: Sequence[Instance]
@@ -171,14 +174,15 @@ def render_scene(rng: np.random.Generator, size: int, instances: Sequence[Instan
         ``(image, label_map)``: ``(size, size, 3)`` uint8 RGB image and ``(size, size)`` uint8 map
         with 0 for background and ``label + 1`` inside each shape.
     """
-    start, end = rng.integers(0, 256, size=(2, 3)).astype(np.float64)
+    # a vertical ramp between two greyish colours: grey level plus a small tint per channel
+    start, end = rng.uniform(30, 220, size=(2, 1)) + rng.uniform(-15, 15, size=(2, 3))
     ramp = np.linspace(0.0, 1.0, size)[:, None, None]
     background = np.broadcast_to(start + (end - start) * ramp, (size, size, 3))
     image = np.ascontiguousarray(background)
     labels = np.zeros((size, size), np.uint8)
     for inst in instances:
         mask = polygon_mask(inst.polygon, size)
-        image[mask] = _contrasting_color(rng, (start + end) / 2)
+        image[mask] = _shape_color(rng)
         labels[mask] = inst.label + 1
     image = image + rng.normal(0.0, 8.0, size=image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
