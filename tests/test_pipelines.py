@@ -16,7 +16,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from swinv2_backbone.openmmlab.toy_data import CLASSES, SEG_CLASSES, write_toy_dataset
+from swinv2_backbone.openmmlab.toy_data import (CLASS_HUES, CLASSES, HUE_SPREAD, SEG_CLASSES,
+                                                write_toy_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
 DET_CONFIG = ROOT / "configs/demo/mask-rcnn_swinv2-compact_fpn_toy-shapes.py"
@@ -73,6 +74,27 @@ def test_toy_coco_polygons_agree_with_label_maps_and_images(tmp_path):
             inside = image[labels > 0].mean(axis=0)
             outside = image[labels == 0].mean(axis=0)
             assert np.abs(inside - outside).max() > 10
+
+
+def test_toy_shape_colours_come_from_their_class_hue_family(tmp_path):
+    data = write_toy_dataset(tmp_path, num_train=1, num_val=20, image_size=96)
+    seen = set()
+    for name in sorted(p.name for p in data.image_dir("val").iterdir()):
+        image = cv2.imread(str(data.image_dir("val") / name))  # BGR
+        labels = cv2.imread(str(data.label_dir("val") / name), cv2.IMREAD_UNCHANGED)
+        hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV_FULL).astype(np.float64)  # hue 0..255
+        for value in set(np.unique(labels)) - {0}:
+            # erode: the noisy border pixels mix with the background
+            inside = cv2.erode((labels == value).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            if not inside.any():
+                continue
+            angles = hsv[inside][:, 0] / 256.0 * 2 * np.pi  # circular mean of the hue
+            hue = np.degrees(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean())) % 360
+            centre = 2 * CLASS_HUES[value - 1]  # OpenCV half-degrees -> degrees
+            distance = min(abs(hue - centre), 360 - abs(hue - centre))
+            assert distance <= 2 * HUE_SPREAD + 6, (name, value, hue)
+            seen.add(int(value))
+    assert seen == {1, 2, 3}
 
 
 @pytest.mark.parametrize("kwargs, message", [

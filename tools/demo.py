@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import mmcv  # noqa: E402
+import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
@@ -167,7 +168,8 @@ def draw_predictions(runner: Runner, out_dir: Path, count: int) -> List[str]:
     model.eval()
     files = []
     for index in range(min(count, len(dataset))):
-        sample = model.test_step(pseudo_collate([dataset[index]]))[0]
+        with torch.no_grad():  # test_step leaves grad mode alone; the drawing needs plain arrays
+            sample = model.test_step(pseudo_collate([dataset[index]]))[0]
         image = mmcv.imread(sample.img_path, channel_order="rgb")
         out_file = out_dir / Path(sample.img_path).name
         runner.visualizer.add_datasample(out_file.stem, image, sample, draw_gt=True,

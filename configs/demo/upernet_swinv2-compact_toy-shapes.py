@@ -13,6 +13,9 @@ classes = ('background', 'circle', 'square', 'triangle')
 palette = [[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 100, 230]]
 image_size = 128
 head_norm = dict(type='GN', num_groups=8, requires_grad=True)
+# background covers ~90 % of the pixels: weighting it down makes the shapes' pixels count
+# (0.1 over-predicts the shapes at their borders, 1.0 left the triangles unlearnt in 400 iterations)
+class_weight = [0.5, 1.0, 1.0, 1.0]
 
 model = dict(
     data_preprocessor=dict(size=(image_size, image_size)),
@@ -27,9 +30,13 @@ model = dict(
         drop_path_rate=0.0,
         out_indices=(0, 1, 2, 3)),
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, dropout_ratio=0.0,
-                     num_classes=len(classes), norm_cfg=head_norm),
+                     num_classes=len(classes), norm_cfg=head_norm,
+                     loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                                      class_weight=class_weight)),
     auxiliary_head=dict(in_channels=128, in_index=2, channels=32, dropout_ratio=0.0,
-                        num_classes=len(classes), norm_cfg=head_norm))
+                        num_classes=len(classes), norm_cfg=head_norm,
+                        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4,
+                                         class_weight=class_weight)))
 
 dataset = dict(
     type='BaseSegDataset',

@@ -1,8 +1,12 @@
 """Deterministic toy dataset of coloured shapes for the end-to-end demo and the pipeline tests.
 
 Each scene is a small RGB image with a few non-overlapping circles, squares and triangles in
-saturated colours of any hue on a noisy, greyish gradient background: telling shapes from the
-background is a local colour cue, telling the classes apart takes their geometry. The same scenes are written twice:
+saturated colours on a noisy, greyish gradient background. Each class has its own hue family
+(:data:`CLASS_HUES`: reds, greens, blues, each 100 of the 360 hue degrees wide, saturation and brightness random), so
+colour and geometry both tell the classes apart. With geometry alone the compact UPerNet of the demo
+stayed near 0.55 mIoU after 1200 iterations (it has to classify every pixel of a uniformly
+coloured shape by the shape's outline), far beyond the demo's 15-minute budget; Mask R-CNN learns
+the geometric task within budget. The same scenes are written twice:
 
 - detection / instance segmentation: COCO json (``annotations/instances_{split}.json``) with one
   polygon per instance, category ids 1..3 in :data:`CLASSES` order;
@@ -33,6 +37,10 @@ SEG_CLASSES: Tuple[str, ...] = ("background",) + CLASSES
 SEG_PALETTE: Tuple[Tuple[int, int, int], ...] = ((0, 0, 0), (230, 60, 60), (60, 200, 60),
                                                  (60, 100, 230))
 SPLITS: Tuple[str, ...] = ("train", "val")
+#: Centre of each class's hue family (OpenCV hue units, 0..180 = 0..360 degrees); hues are drawn
+#: within +-:data:`HUE_SPREAD` of it (red wraps around 0).
+CLASS_HUES: Tuple[float, ...] = (0.0, 60.0, 120.0)
+HUE_SPREAD = 25.0
 
 _CIRCLE_VERTICES = 32
 
@@ -154,9 +162,10 @@ def polygon_mask(polygon: np.ndarray, size: int) -> np.ndarray:
     return mask_utils.decode(mask_utils.merge(rle)).astype(bool)
 
 
-def _shape_color(rng: np.random.Generator) -> np.ndarray:
-    """A saturated RGB colour (HSV saturation and value in [0.6, 1], any hue)."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(0.6, 1.0) * 255,
+def _shape_color(rng: np.random.Generator, label: int) -> np.ndarray:
+    """A saturated RGB colour of class ``label``'s hue family (HSV saturation and value in [0.6, 1])."""
+    hue = (CLASS_HUES[label] + rng.uniform(-HUE_SPREAD, HUE_SPREAD)) % 180.0
+    hsv = np.array([[[hue, rng.uniform(0.6, 1.0) * 255,
                       rng.uniform(0.6, 1.0) * 255]]], np.float32)
     return cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
 
@@ -182,7 +191,7 @@ def render_scene(rng: np.random.Generator, size: int, instances: Sequence[Instan
     labels = np.zeros((size, size), np.uint8)
     for inst in instances:
         mask = polygon_mask(inst.polygon, size)
-        image[mask] = _shape_color(rng)
+        image[mask] = _shape_color(rng, inst.label)
         labels[mask] = inst.label + 1
     image = image + rng.normal(0.0, 8.0, size=image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
