@@ -51,7 +51,7 @@ class LossProbeHook(Hook):
 
 def _config(tmp_path: Path, data_root: Path, batch_per_process: int, name: str) -> Path:
     """Deterministic training: no flips, fixed order, dropout and drop-path already 0 in the demo
-    config, GroupNorm heads (no batch statistics); no validation."""
+    config, GroupNorm heads (no batch statistics), unweighted loss; no validation."""
     out = tmp_path / f"{name}.json"
     text = f"""
 _base_ = {str(SEG_CONFIG)!r}
@@ -72,6 +72,11 @@ test_dataloader = None
 test_evaluator = None
 test_cfg = None
 custom_hooks = [dict(type='LossProbeHook', out_file={str(out)!r})]
+# unweighted cross-entropy: with class weights mmseg divides by the batch's summed pixel weights,
+# so the mean of per-process losses is not the loss of the whole batch (a real difference)
+model = dict(
+    decode_head=dict(loss_decode=dict(class_weight=None)),
+    auxiliary_head=dict(loss_decode=dict(class_weight=None)))
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ITERS}))
 """
     path = tmp_path / f"{name}.py"
