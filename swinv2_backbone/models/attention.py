@@ -99,7 +99,7 @@ class WindowAttentionV2(nn.Module):
     ) -> torch.Tensor:
         """Additive ``(nW or 1, heads, N, N)`` mask: position bias plus the shifted-window mask.
 
-        Cached where no gradient is needed, per window, shift (and padded size when shifted), dtype
+        Cached where no gradient is needed (outside ``torch.compile``), per window, shift (and padded size when shifted), dtype
         and device. An entry is served only while the position-bias MLP's parameters still hold the
         values it was built from: compared by value (a few thousand numbers), so no update path can
         leave it stale (in-place edits through ``.data``, ``load_state_dict(assign=True)`` reusing
@@ -108,7 +108,8 @@ class WindowAttentionV2(nn.Module):
         params = tuple(self.cpb_mlp.parameters())
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)
-                or params[0].is_meta):  # meta tensors (shape/FLOP analysis) have no values
+                or params[0].is_meta  # meta tensors (shape/FLOP analysis) have no values
+                or torch.compiler.is_compiling()):  # compiled graphs hold no Python-side state
             key = (window, self.pretrained_window_size, shift, padded_hw if shift != (0, 0) else None,
                    dtype, self.logit_scale.device)
             entry = self._mask_cache.get(key)

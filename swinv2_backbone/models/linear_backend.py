@@ -64,7 +64,11 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 
 
 def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
-    """Whether ``module(x)`` may run through oneDNN: CPU, fp32/bf16, no gradient needed, no autocast."""
+    """Whether ``module(x)`` may run through oneDNN: CPU, fp32/bf16, no gradient needed, no autocast,
+    not inside ``torch.compile`` (which chooses its own GEMMs; the capability check would break the
+    graph)."""
+    if torch.compiler.is_compiling():
+        return False
     return (_backend == "auto" and x.device.type == "cpu" and x.dtype == module.weight.dtype
             and not (torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad))
             and not torch.is_autocast_enabled("cpu") and onednn_available(x.dtype))
