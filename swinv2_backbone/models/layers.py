@@ -11,10 +11,13 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
 from .linear_backend import linear
-from .ops import pad_to_multiple, window_partition, window_reverse
+from .ops import pad_to_multiple, window_gather_index, window_partition, window_reverse
 
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official")
+
+#: Tokens per chunk of the inference path (:meth:`SwinV2Block._forward_chunked`).
+CHUNK_TOKENS = 4096
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -64,6 +67,16 @@ def window_and_shift(
         return window, (0, 0)
     shift = window // 2
     return window, (shift if h > window else 0, shift if w > window else 0)
+
+
+def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
+    """Rows ``start:stop`` of a ``(nW or 1, heads, N, N)`` mask repeated over the batch, for windows
+    flattened as ``(B * nW)``."""
+    if mask.shape[0] == 1:
+        return mask
+    if start // nw == (stop - 1) // nw:  # within one image: a view
+        return mask[start % nw:(stop - 1) % nw + 1]
+    return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
 
 
 class Mlp(nn.Module):
@@ -152,8 +165,47 @@ class SwinV2Block(nn.Module):
         return x[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._chunkable(x):
+            return self._forward_chunked(x)
         x = x + self.drop_path(self.norm1(self._attend(x)))
         return x + self.drop_path(self.norm2(self.mlp(x)))
+
+    def _chunkable(self, x: torch.Tensor) -> bool:
+        """Whether the chunked path applies: eval mode (no dropout, no drop path), nothing needs a
+        gradient, not inside ``torch.compile`` (which fuses the block its own way)."""
+        if self.training or torch.compiler.is_compiling():
+            return False
+        return not (torch.is_grad_enabled()
+                    and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
+
+    def _forward_chunked(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole block in window order, a few windows at a time (inference only).
+
+        Pad, roll and partition are one gather of token rows, reverse, roll back and crop another
+        (:func:`window_gather_index`). LayerNorm, the residuals and the MLP act per token, so they
+        run on the windowed tokens, in place, chunk by chunk: every temporary stays a few MiB
+        (reused by the allocator, cache-resident) instead of map-sized, which on CPU avoids fresh
+        page faults on every large temporary. Tokens of the padding are computed and dropped.
+        """
+        b, h, w, c = x.shape
+        window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
+        hp, wp = h + (-h) % window, w + (-w) % window
+        forward, inverse, padding = window_gather_index(b, h, w, window, shift, x.device)
+        tokens = x.reshape(-1, c).index_select(0, forward)
+        if padding is not None:
+            tokens.index_fill_(0, padding, 0)
+        mask = self.attn.attention_mask(window, (hp, wp), shift, x.dtype)
+        n = window * window
+        windows = tokens.view(-1, n, c)
+        nw = windows.shape[0] // b
+        step = max(1, CHUNK_TOKENS // n)
+        for start in range(0, windows.shape[0], step):
+            stop = min(start + step, windows.shape[0])
+            chunk = windows[start:stop]
+            attn = self.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
+            chunk.add_(self.norm1(attn))  # the attention has read the chunk already
+            chunk.add_(self.norm2(self.mlp(chunk)))
+        return tokens.index_select(0, inverse).view(b, h, w, c)
 
 
 class PatchEmbed(nn.Module):

@@ -5,8 +5,9 @@ Every function here is stateless; feature maps are channels-last ``(B, H, W, C)`
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,38 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
     b, _, _, c = windows.shape
     x = windows.view(b, h // window, w // window, window, window, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+@functools.lru_cache(maxsize=64)
+def window_gather_index(
+    batch: int, h: int, w: int, window: int, shift: Tuple[int, int], device: torch.device
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Row indices that do pad + roll + :func:`window_partition` (and back) as single gathers.
+
+    For a ``(B*h*w, C)`` token matrix of a ``(B, h, w, C)`` map, returns
+
+    - ``forward``: ``(B*nW*N,)`` rows such that ``tokens[forward]`` is the map zero-padded to window
+      multiples, rolled by ``-shift`` and partitioned (rows of padding point at row 0),
+    - ``inverse``: ``(B*h*w,)`` rows such that ``windows[inverse]`` undoes it (reverse, roll back,
+      crop),
+    - ``padding``: positions in window order that are padding (to be zeroed), or ``None``.
+
+    Cached: the result depends on sizes only. Callers must not modify the returned tensors.
+    """
+    hp, wp = h + (-h) % window, w + (-w) % window
+    rows = (torch.arange(hp, device=device) + shift[0]) % hp
+    cols = (torch.arange(wp, device=device) + shift[1]) % wp
+    valid = (rows[:, None] < h) & (cols[None, :] < w)
+    source = torch.where(valid, rows[:, None] * w + cols[None, :], 0)
+    source = window_partition(source.view(1, hp, wp, 1), window).reshape(-1)
+    valid = window_partition(valid.view(1, hp, wp, 1), window).reshape(-1)
+    offsets = torch.arange(batch, device=device)[:, None]
+    forward = (source[None] + offsets * (h * w)).reshape(-1)
+    valid = valid.repeat(batch)
+    inverse = torch.empty(batch * h * w, dtype=torch.int64, device=device)
+    inverse[forward[valid]] = torch.arange(forward.numel(), device=device)[valid]
+    padding = None if bool(valid.all()) else (~valid).nonzero().squeeze(1)
+    return forward, inverse, padding
 
 
 def _region_ids(length: int, window: int, shift: int, device: torch.device) -> torch.Tensor:

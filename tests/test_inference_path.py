@@ -1,0 +1,68 @@
+"""The chunked, gather-based inference path of the blocks gives the training path's outputs, and is
+taken exactly when nothing needs a gradient and no stochastic layer is active."""
+import pytest
+import torch
+
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models import layers
+from swinv2_backbone.models.linear_backend import set_backend
+from swinv2_backbone.models.ops import pad_to_multiple, window_gather_index, window_partition
+
+SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+
+
+@pytest.fixture(autouse=True)
+def _same_gemm_backend():
+    # Both paths through F.linear, so the comparison is not blurred by GEMM rounding differences.
+    set_backend("torch")
+    yield
+    set_backend("auto")
+
+
+@pytest.mark.parametrize("batch, h, w, window, shift", [
+    (1, 8, 8, 4, (0, 0)), (1, 8, 8, 4, (2, 2)), (2, 7, 10, 4, (2, 2)), (2, 5, 3, 4, (2, 0)),
+    (3, 9, 9, 3, (1, 1)), (1, 2, 2, 4, (0, 0)),
+])
+def test_gather_index_equals_pad_roll_partition_and_inverts_it(batch, h, w, window, shift):
+    x = torch.randn(batch, h, w, 5)
+    forward, inverse, padding = window_gather_index(batch, h, w, window, shift, x.device)
+    want = window_partition(torch.roll(pad_to_multiple(x, window), (-shift[0], -shift[1]), (1, 2)),
+                            window).reshape(-1, 5)
+    got = x.reshape(-1, 5).index_select(0, forward)
+    if padding is not None:
+        got.index_fill_(0, padding, 0)
+    assert torch.equal(got, want)
+    assert (padding is None) == (h % window == 0 and w % window == 0)
+    assert torch.equal(got.index_select(0, inverse), x.reshape(-1, 5))
+
+
+@pytest.mark.parametrize("chunk_tokens", [16, 48, 4096])  # 1 window, 3 (chunks cross images), all
+@pytest.mark.parametrize("size, rule", [((64, 64), "pad"), ((52, 76), "pad"), ((52, 76), "official"),
+                                        ((20, 36), "pad")])
+def test_chunked_inference_equals_the_training_path(monkeypatch, chunk_tokens, size, rule):
+    monkeypatch.setattr(layers, "CHUNK_TOKENS", chunk_tokens)
+    torch.manual_seed(0)
+    model = Swinv2Backbone(**SMALL, small_map=rule).eval()
+    for p in model.parameters():  # break the symmetry of the default init
+        p.data.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        fast = model(x)
+    ref = model(x.clone().requires_grad_())  # a gradient is needed: the unchunked path
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_path_only_where_no_gradient_and_no_stochastic_layer():
+    block = layers.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
+    x = torch.randn(1, 8, 8, 16)
+    with torch.no_grad():
+        assert block._chunkable(x)
+    assert not block._chunkable(x)  # parameters need gradients
+    assert not block._chunkable(x.requires_grad_())
+    block.requires_grad_(False)  # a frozen block (frozen_stages) inside a training step
+    assert block._chunkable(x.detach())
+    assert not block._chunkable(x)  # but the input needs a gradient
+    block.train()  # dropout / drop path active
+    with torch.no_grad():
+        assert not block._chunkable(x)
