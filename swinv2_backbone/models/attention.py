@@ -135,36 +135,36 @@ class WindowAttentionV2(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = linear(windows, self.qkv, bias=bias)
-        qkv = qkv.view(b, nw, n, 3, self.num_heads, c // self.num_heads).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.unbind(0)  # (B, nW, heads, N, d)
+        # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies.
+        h, d = self.num_heads, c // self.num_heads
+        q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().to(q.dtype)
         # Cosine attention with the temperature applied to q (N*d values, not N*N). Not folded into
         # the divisor: scale / eps overflows fp16 for the zero keys/queries of padded tokens.
         eps = max(1e-12, torch.finfo(q.dtype).tiny)  # 1e-12 underflows to 0 in fp16
-        q = F.normalize(q, dim=-1, eps=eps) * scale
+        q = F.normalize(q, dim=-1, eps=eps) * scale  # (B*nW, heads, N, d)
         k = F.normalize(k, dim=-1, eps=eps)
+        mask = mask.to(q.dtype)
         if self._sdpa(windows):
             out = F.scaled_dot_product_attention(
-                q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
-                attn_mask=mask.to(q.dtype).expand(b, nw, -1, -1, -1).flatten(0, 1),
-                dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0,
-            ).view(b, nw, self.num_heads, n, -1)
+                q, k, v, attn_mask=mask.expand(b, nw, -1, -1, -1).flatten(0, 1),
+                dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0)
         else:
-            attn = self._scores(q, k, mask.to(q.dtype))
+            attn = self._scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask)
             attn = self.attn_drop(attn.softmax(dim=-1))
-            out = torch.matmul(attn, v)
-        out = out.transpose(2, 3).reshape(b, nw, n, c)
+            out = torch.matmul(attn.view(b * nw, h, n, n), v)
+        out = out.view(b, nw, h, n, d).transpose(2, 3).reshape(b, nw, n, c)
         return self.proj_drop(linear(out, self.proj))
 
     @staticmethod
     def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``q @ k^T + mask`` for ``(B, nW, heads, N, d)`` inputs. For one image the mask is added
-        inside the GEMM (``baddbmm``), saving a pass over the ``N x N`` scores."""
+        """``q @ k^T + mask`` for contiguous ``(B, nW, heads, N, d)`` inputs. For one image the mask
+        is added inside the GEMM (``baddbmm``), saving a pass over the ``N x N`` scores."""
         b, nw, h, n, d = q.shape
         if b == 1:
             full = mask.expand(nw, h, n, n).reshape(nw * h, n, n)
-            return torch.baddbmm(full, q.reshape(nw * h, n, d),
-                                 k.reshape(nw * h, n, d).transpose(1, 2)).view(1, nw, h, n, n)
+            return torch.baddbmm(full, q.view(nw * h, n, d),
+                                 k.view(nw * h, n, d).transpose(1, 2)).view(1, nw, h, n, n)
         attn = torch.matmul(q, k.transpose(-2, -1))
         return attn.add_(mask)  # in place: the matmul's backward does not need its output
 
