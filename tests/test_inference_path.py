@@ -1,5 +1,6 @@
 """The chunked, gather-based inference path of the blocks gives the training path's outputs, and is
-taken exactly when nothing needs a gradient and no stochastic layer is active."""
+taken exactly when nothing needs a gradient and no stochastic layer is active; the training MLP
+that recomputes its GELU gives the plain MLP's outputs and gradients."""
 import pytest
 import torch
 
@@ -66,3 +67,32 @@ def test_chunked_path_only_where_no_gradient_and_no_stochastic_layer():
     block.train()  # dropout / drop path active
     with torch.no_grad():
         assert not block._chunkable(x)
+
+
+def _reference_mlp(mlp: layers.Mlp, x: torch.Tensor) -> torch.Tensor:
+    return mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_training_mlp_recomputes_gelu_with_the_same_outputs_and_gradients(autocast):
+    torch.manual_seed(0)
+    mlp = layers.Mlp(16, 64)
+    x = torch.randn(2, 5, 7, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got, want = mlp(x), _reference_mlp(mlp, x)
+    assert got.grad_fn.name().endswith("_GeluMlpBackward")  # the memory-saving path was taken
+    assert got.dtype == want.dtype == (torch.bfloat16 if autocast else torch.float32)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    grad = torch.randn_like(got)
+    inputs = [x, *mlp.parameters()]
+    for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_training_mlp_keeps_the_plain_path_with_dropout():
+    mlp = layers.Mlp(16, 64, drop=0.5).train()
+    out = mlp(torch.randn(3, 16, requires_grad=True))
+    assert not out.grad_fn.name().endswith("_GeluMlpBackward")
+    mlp.eval()
+    assert mlp(torch.randn(3, 16, requires_grad=True)).grad_fn.name().endswith("_GeluMlpBackward")

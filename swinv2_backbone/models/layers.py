@@ -2,11 +2,12 @@
 patch merging and a stage of blocks. All of them work on channels-last ``(B, H, W, C)`` maps."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
@@ -79,9 +80,42 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
     return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
 
 
+class _GeluMlp(torch.autograd.Function):
+    """``fc2(gelu(fc1(x)))`` whose backward recomputes the GELU output from the saved ``fc1``
+    output instead of keeping both (autograd would save ``4C`` more values per token and block).
+
+    Under autocast the forward's matmuls run in the autocast dtype; the backward computes in the
+    dtype of the saved ``fc1`` output (that same dtype) and returns gradients in the inputs' dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+                w2: torch.Tensor, b2: Optional[torch.Tensor]) -> torch.Tensor:
+        hidden = F.linear(x, w1, b1)
+        ctx.save_for_backward(x, w1, hidden, w2)
+        ctx.has_bias = (b1 is not None, b2 is not None)
+        return F.linear(F.gelu(hidden), w2, b2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, w1, hidden, w2 = ctx.saved_tensors
+        dtype = hidden.dtype
+        hidden2 = hidden.reshape(-1, hidden.shape[-1])
+        grad2 = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
+        grad_w2 = grad2.t().mm(F.gelu(hidden2))
+        grad_hidden = torch.ops.aten.gelu_backward(grad2.mm(w2.to(dtype)), hidden2)
+        grad_w1 = grad_hidden.t().mm(x.reshape(-1, x.shape[-1]).to(dtype))
+        grad_x = grad_hidden.mm(w1.to(dtype)).view(x.shape)
+        return (grad_x.to(x.dtype), grad_w1.to(w1.dtype),
+                grad_hidden.sum(0).to(w1.dtype) if ctx.has_bias[0] else None,
+                grad_w2.to(w2.dtype), grad2.sum(0).to(w2.dtype) if ctx.has_bias[1] else None)
+
+
 class Mlp(nn.Module):
-    """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))`` (GELU fused into ``fc1`` where
-    the Linear backend allows).
+    """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))``: GELU fused into ``fc1``
+    where the Linear backend allows; in training without dropout the GELU output is recomputed in
+    the backward pass rather than stored (less activation memory, same gradients).
 
     Args:
         dim: Input and output channels.
@@ -96,6 +130,9 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and not (self.training and self.drop.p > 0)):
+            return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
         return self.drop(linear(self.drop(linear(x, self.fc1, "gelu")), self.fc2))
 
 
