@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,15 @@ from .ops import MASK_VALUE, relative_coords_table, relative_position_index, shi
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 
 _MASK_CACHE_SIZE = 8
+
+
+def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32 and capped at ``x``'s
+    dtype range: for the all-zero rows of padded tokens it would overflow fp16, and a capped factor
+    still gives the zero row ``F.normalize`` gives."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
+    return inv.clamp_max(torch.finfo(x.dtype).max).to(x.dtype)
 
 
 class WindowAttentionV2(nn.Module):
@@ -138,12 +147,11 @@ class WindowAttentionV2(nn.Module):
         # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies.
         h, d = self.num_heads, c // self.num_heads
         q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp().to(q.dtype)
-        # Cosine attention with the temperature applied to q (N*d values, not N*N). Not folded into
-        # the divisor: scale / eps overflows fp16 for the zero keys/queries of padded tokens.
-        eps = max(1e-12, torch.finfo(q.dtype).tiny)  # 1e-12 underflows to 0 in fp16
-        q = F.normalize(q, dim=-1, eps=eps) * scale  # (B*nW, heads, N, d)
-        k = F.normalize(k, dim=-1, eps=eps)
+        # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
+        # each, so training keeps no normalised copy of q or k besides the scaled ones.
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        q = q * _inverse_norm(q, scale)  # (B*nW, heads, N, d)
+        k = k * _inverse_norm(k)
         mask = mask.to(q.dtype)
         if self._sdpa(windows):
             out = F.scaled_dot_product_attention(
