@@ -83,6 +83,7 @@ class Result:
     floor_pct: Optional[float] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
+    first_step_s: Optional[float] = None  # first call of the timed path: compilation under compile
     times_s: List[float] = field(default_factory=list)
 
 
@@ -315,14 +316,25 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
                         impl.reference)
         steps[impl.name] = (impl, *make_step(impl, x, dtype, task))
     outs = {}
+    first_forward: Dict[str, float] = {}  # compiles the inference graph under --mode compile
     with torch.no_grad():
         for name, (impl, fwd, _) in steps.items():  # compared in eval mode: no dropout/drop path
             impl.module.eval()
+            _sync(device)
+            start = time.perf_counter()
             outs[name] = [o.float() for o in fwd()]
+            _sync(device)
+            first_forward[name] = time.perf_counter() - start
             impl.module.train(task == "train")
-    for _ in range(warmup):
-        for _, _, step in steps.values():
+    first: Dict[str, float] = {}
+    for i in range(max(warmup, 1 if mode == "compile" else 0)):
+        for name, (_, _, step) in steps.items():
+            _sync(device)
+            start = time.perf_counter()
             step()
+            _sync(device)
+            if i == 0:
+                first[name] = time.perf_counter() - start
     times: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, (_, _, step) in steps.items():
@@ -338,7 +350,8 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             impl=name, size=tuple(x.shape[2:]), batch=x.shape[0], dtype=dtype_name, task=task,
             mode=mode, median_s=median, images_per_s=x.shape[0] / median, gflop=flops / 1e9,
             gflops_per_s=flops / median / 1e9, peak_mem_mib=peak_memory_mib(step, device),
-            times_s=times[name])
+            times_s=times[name],
+            first_step_s=first_forward[name] if task == "inference" else first.get(name))
         if name.startswith("ours") and floor and dtype != torch.float16:
             res.floor_pct = 100.0 * gemm_floor_seconds(step, dtype, device) / median
         if impl.reference is not None:
@@ -363,6 +376,28 @@ def markdown(results: List[Result]) -> str:
             f"{'' if r.floor_pct is None else f'{r.floor_pct:.0f}'} | {r.peak_mem_mib:.0f} | "
             f"{r.ratio_to_ours:.2f} | {'' if r.max_rel_diff is None else f'{r.max_rel_diff:.1e}'} |")
     return "\n".join(rows)
+
+
+def scaling(results: List[Result]) -> str:
+    """Our cost per pixel across the input sizes of one dtype/task: time and peak memory per
+    megapixel, each relative to the cheapest size (the spread is max/min; linear cost gives 1.0)."""
+    rows = ["| impl | dtype | input | ms / Mpx | MiB / Mpx | time/px vs best | mem/px vs best |",
+            "|" + "---|" * 7]
+    spreads = []
+    for impl in dict.fromkeys(r.impl for r in results if r.impl.startswith("ours")):
+        for dtype in dict.fromkeys(r.dtype for r in results):
+            case = [r for r in results if r.impl == impl and r.dtype == dtype]
+            if len(case) < 2:
+                continue
+            mpx = [r.batch * r.size[0] * r.size[1] / 1e6 for r in case]
+            per_t = [r.median_s * 1e3 / m for r, m in zip(case, mpx)]
+            per_m = [r.peak_mem_mib / m for r, m in zip(case, mpx)]
+            for r, t, mem in zip(case, per_t, per_m):
+                rows.append(f"| {impl} | {dtype} | {r.size[0]}x{r.size[1]} | {t:.0f} | {mem:.0f} | "
+                            f"{t / min(per_t):.2f} | {mem / min(per_m):.2f} |")
+            spreads.append(f"{impl} {dtype}: time/px spread {max(per_t) / min(per_t):.2f}x, "
+                           f"memory/px spread {max(per_m) / min(per_m):.2f}x")
+    return "\n".join(rows + [""] + spreads) if spreads else ""
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -411,6 +446,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     else:
         peers = [p for p in PEERS if importlib.util.find_spec(PEER_PACKAGES[p]) is not None]
     env = environment()
+    if args.mode == "compile":
+        import torch._inductor.config as inductor_config
+
+        # Freezing (weights as constants, prepacked for oneDNN) is inductor's CPU inference mode.
+        inductor_config.freezing = args.task == "inference"
+        env["inductor_freezing"] = str(inductor_config.freezing)
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     results: List[Result] = []
     for hw in args.sizes:
@@ -438,6 +479,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
                             args.repeats, not args.no_floor, flops)
             results += case
             print(markdown(case), flush=True)
+            if args.mode == "compile":
+                print("first step (compilation): " + ", ".join(
+                    f"{r.impl} {r.first_step_s:.0f} s" for r in case), flush=True)
+    if len(args.sizes) > 1:
+        print(scaling(results), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"environment": env,
                                          "results": [asdict(r) for r in results]}, indent=2))
