@@ -54,7 +54,7 @@ class ArchSpec:
         patch_norm: Whether the patch embedding has a LayerNorm.
         pos_embed_grid: Side of the absolute position embedding grid, or ``None``.
         out_norm_stages: Built stages (0-based) with an output LayerNorm ``norm{i}``.
-        small_map: Window rule for small maps (``'pad'`` or ``'official'``).
+        small_map: Window rule for small maps (one of ``SMALL_MAP_RULES``).
     """
 
     embed_dims: int

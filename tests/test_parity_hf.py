@@ -10,10 +10,10 @@ from swinv2_backbone.checkpoint.hf import hf_to_native
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 
-def hf_backbone(window: int, pretrained_windows, seed: int = 0):
+def hf_backbone(window: int, pretrained_windows, seed: int = 0, image_size=256):
     torch.manual_seed(seed)
     cfg = transformers.Swinv2Config(
-        image_size=256, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
+        image_size=image_size, embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24],
         window_size=window, pretrained_window_sizes=list(pretrained_windows), out_features=STAGES)
     model = transformers.Swinv2Backbone(cfg).eval()
     with torch.no_grad():  # non-trivial weights: a mapping error cannot hide behind defaults
@@ -44,6 +44,26 @@ def test_raw_stage_outputs_match_hf_feature_maps(hf_window, ours_window, pretrai
         diff = (g - e).abs().max().item()
         assert diff <= 1e-4, f"stage{i + 1}: max abs diff {diff}"
         assert e.abs().max() > 1.0  # the comparison is not between two near-zero maps
+
+
+@pytest.mark.parametrize("hw, rules_differ", [((192, 128), True), ((160, 96), True),
+                                               ((128, 192), False)])  # height is the min side
+def test_hf_rule_matches_hf_at_non_square_small_maps(hw, rules_differ):
+    """HF sizes its windows from the height alone: at stage maps like 6x4 it uses a 6x6 window where
+    the official rule (min side) uses 4x4. ``small_map='hf'`` reproduces it; 'official' does not."""
+    hf = hf_backbone(8, (0, 0, 0, 0), image_size=list(hw))
+    state, _ = hf_to_native(hf.state_dict())
+    x = torch.randn(1, 3, *hw)
+    with torch.no_grad():
+        expected = hf(x).feature_maps
+    diffs = {}
+    for rule in ("hf", "official"):
+        ours = Swinv2Backbone(arch="tiny", window_size=8, out_norm=False, small_map=rule).eval()
+        ours.load_state_dict(state, strict=True)
+        with torch.no_grad():
+            diffs[rule] = [(g - e).abs().max().item() for g, e in zip(ours(x), expected)]
+    assert max(diffs["hf"]) <= 1e-4, diffs["hf"]
+    assert (max(diffs["official"]) > 1e-2) == rules_differ
 
 
 def test_output_norms_apply_layernorm_to_the_raw_stage_outputs():

@@ -148,7 +148,7 @@ def ours_from(state: Optional[dict], source: Optional[str], arch: str, window: i
     small-map rule is HF's own (window = map size when the map is not larger), so that the outputs
     agree also at inputs where a stage map is smaller than the window."""
     model = Swinv2Backbone(arch=arch, window_size=window, out_norm=out_norm, drop_path_rate=0.0,
-                           with_cp=with_cp, small_map="official" if source == "hf" else "pad")
+                           with_cp=with_cp, small_map="hf" if source == "hf" else "pad")
     if state is not None:
         converted = convert_checkpoint(state, format=source).state_dict
         model.load_state_dict(converted, strict=out_norm)

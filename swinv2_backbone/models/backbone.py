@@ -73,7 +73,9 @@ class Swinv2Backbone(BaseModule):
         with_cp: Activation checkpointing of every block (``use_reentrant=False``).
         small_map: Rule for maps not larger than the window: ``'pad'`` (default, dense prediction:
             keep the window, pad the map, shift only along axes holding more than one window) or
-            ``'official'`` (window = min(H, W), no shift, as the official classifier).
+            ``'official'`` (window = min(H, W), no shift, as the official classifier) or ``'hf'``
+            (Hugging Face's variant of it, deciding by the height alone: its features at
+            non-square small maps).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).

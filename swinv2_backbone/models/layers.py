@@ -15,7 +15,7 @@ from .linear_backend import linear
 from .ops import pad_to_multiple, window_gather_index, window_partition, window_reverse
 
 #: Rules for feature maps smaller than (or not larger than) the window.
-SMALL_MAP_RULES = ("pad", "official")
+SMALL_MAP_RULES = ("pad", "official", "hf")
 
 #: Tokens per chunk of the inference path (:meth:`SwinV2Block._forward_chunked`).
 CHUNK_TOKENS = 4096
@@ -56,9 +56,16 @@ def window_and_shift(
     ``'pad'`` keeps the window (the map is padded up to it) and shifts an axis only when its padded
     length holds more than one window. ``'official'`` is the classification rule of the official
     release: if the map is not larger than the window, the window becomes ``min(H, W)`` and nothing
-    is shifted.
+    is shifted. ``'hf'`` is Hugging Face ``Swinv2Model``'s rule, which looks at the height only: the
+    window becomes ``min(H, window)`` (the width is padded up to it) and nothing is shifted when
+    ``H`` is not larger than the window; it equals ``'official'`` on square maps.
     """
     h, w = hw
+    if rule == "hf":
+        if h <= window:
+            return h, (0, 0)
+        shift = window // 2 if shifted else 0
+        return window, (shift, shift)
     if rule == "official":
         if min(h, w) <= window:
             return min(h, w), (0, 0)

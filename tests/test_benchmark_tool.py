@@ -1,0 +1,52 @@
+"""tools/benchmark.py: runs ours beside the peers with the same weights, checks that the outputs
+agree, reports ratios, the GEMM floor, the per-pixel scaling table and JSON; refuses bad input."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import benchmark  # noqa: E402
+
+QUICK = ["--repeats", "1", "--warmup", "0"]
+
+
+def test_compare_runs_peers_on_our_weights_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    results = benchmark.main(["--sizes", "64", "96x64", "--compare", "hf", "timm", "--no-floor",
+                              "--json", str(out), *QUICK])
+    names = ["ours", "ours (hf weights)", "hf", "ours (timm weights)", "timm"]
+    assert [r.impl for r in results] == names * 2
+    for r in results:
+        assert r.median_s > 0 and r.images_per_s == pytest.approx(1 / r.median_s)
+        assert r.peak_mem_mib >= 0 and r.floor_pct is None
+        if r.impl in ("hf", "timm"):  # the same function as ours with their weights
+            assert r.max_rel_diff < 1e-4
+    assert min(r.ratio_to_ours for r in results[:5]) == 1.0
+    data = json.loads(out.read_text())
+    assert len(data["results"]) == 10 and data["environment"]["threads"]
+    printed = capsys.readouterr().out
+    assert "| ours (hf weights) | 96x64 |" in printed
+    assert "ours fp32: time/px spread" in printed and "| ours | fp32 | 96x64 |" in printed
+
+
+def test_low_precision_and_training_cases(capsys):
+    results = benchmark.main(["--sizes", "64", "--dtypes", "bf16", "--task", "train", "--with-cp",
+                              "--batch", "2", *QUICK])
+    assert [r.impl for r in results] == ["ours", "ours (bf16 model)"]
+    assert all(r.task == "train" and r.batch == 2 and r.dtype == "bf16" for r in results)
+    assert 0 < results[0].floor_pct < 1000  # the GEMM floor was measured
+    assert results[1].max_rel_diff < 0.1  # bf16 model against the autocast run
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sizes", "0x64"], "size must be N or HxW"),
+    (["--batch", "0"], "--batch and --repeats must be >= 1"),
+    (["--dtypes", "fp8"], "invalid choice"),
+])
+def test_bad_arguments_are_refused(args, message, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(args)
+    assert message in capsys.readouterr().err
