@@ -7,7 +7,8 @@ import torch
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models import layers
 from swinv2_backbone.models.linear_backend import set_backend
-from swinv2_backbone.models.ops import pad_to_multiple, window_gather_index, window_partition
+from swinv2_backbone.models.ops import (from_windows, pad_to_multiple, to_windows, window_gather_index,
+                                        window_partition)
 
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
 
@@ -31,10 +32,34 @@ def test_gather_index_equals_pad_roll_partition_and_inverts_it(batch, h, w, wind
                             window).reshape(-1, 5)
     got = x.reshape(-1, 5).index_select(0, forward)
     if padding is not None:
-        got.index_fill_(0, padding, 0)
+        got[padding] = 0
     assert torch.equal(got, want)
     assert (padding is None) == (h % window == 0 and w % window == 0)
     assert torch.equal(got.index_select(0, inverse), x.reshape(-1, 5))
+
+
+@pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, (2, 2)), (7, 10, 4, (2, 2)),
+                                                 (5, 3, 4, (2, 0)), (9, 9, 3, (0, 0))])
+def test_window_gathers_match_roll_and_partition_with_gradients(h, w, window, shift):
+    x = torch.randn(2, h, w, 5, requires_grad=True)
+    hp, wp = h + (-h) % window, w + (-w) % window
+    want = window_partition(torch.roll(pad_to_multiple(x, window), (-shift[0], -shift[1]), (1, 2)),
+                            window)
+    got = to_windows(x, window, shift)
+    assert torch.equal(got, want)
+    up = torch.randn_like(got)
+    (gx,) = torch.autograd.grad(got, x, up)
+    (wx,) = torch.autograd.grad(want, x, up)
+    assert torch.equal(gx, wx)
+    # and back: reverse, roll back, crop; padding rows get no gradient
+    windows = torch.randn_like(want).requires_grad_()
+    back = from_windows(windows, h, w, shift)
+    ref = windows.view(2, hp // window, wp // window, window, window, 5)
+    ref = torch.roll(ref.permute(0, 1, 3, 2, 4, 5).reshape(2, hp, wp, 5), shift, (1, 2))[:, :h, :w]
+    assert torch.equal(back, ref)
+    up = torch.randn_like(back)
+    assert torch.equal(torch.autograd.grad(back, windows, up)[0],
+                       torch.autograd.grad(ref, windows, up)[0])
 
 
 @pytest.mark.parametrize("chunk_tokens", [16, 48, 4096])  # 1 window, 3 (chunks cross images), all

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
 from .linear_backend import linear
-from .ops import pad_to_multiple, window_gather_index, window_partition, window_reverse
+from .ops import from_windows, pad_to_multiple, to_windows
 
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official", "hf")
@@ -75,6 +75,11 @@ def window_and_shift(
         return window, (0, 0)
     shift = window // 2
     return window, (shift if h > window else 0, shift if w > window else 0)
+
+
+def _padded(hw: Tuple[int, int], window: int) -> Tuple[int, int]:
+    """``hw`` rounded up to multiples of ``window``."""
+    return hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window
 
 
 def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
@@ -198,15 +203,8 @@ class SwinV2Block(nn.Module):
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         _, h, w, _ = x.shape
         window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
-        x = pad_to_multiple(x, window)
-        hp, wp = x.shape[1:3]
-        if shift != (0, 0):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-        mask = self.attn.attention_mask(window, (hp, wp), shift, x.dtype)
-        x = window_reverse(self.attn(window_partition(x, window), mask), window, hp, wp)
-        if shift != (0, 0):
-            x = torch.roll(x, shifts=shift, dims=(1, 2))
-        return x[:, :h, :w]
+        mask = self.attn.attention_mask(window, _padded((h, w), window), shift, x.dtype)
+        return from_windows(self.attn(to_windows(x, window, shift), mask), h, w, shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._chunkable(x):
@@ -223,33 +221,32 @@ class SwinV2Block(nn.Module):
                     and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 
     def _forward_chunked(self, x: torch.Tensor) -> torch.Tensor:
-        """The whole block in window order, a few windows at a time (inference only).
+        """The block a few thousand tokens at a time, in place (inference only).
 
-        Pad, roll and partition are one gather of token rows, reverse, roll back and crop another
-        (:func:`window_gather_index`). LayerNorm, the residuals and the MLP act per token, so they
-        run on the windowed tokens, in place, chunk by chunk: every temporary stays a few MiB
-        (reused by the allocator, cache-resident) instead of map-sized, which on CPU avoids fresh
-        page faults on every large temporary. Tokens of the padding are computed and dropped.
+        The attention half runs in window order (:func:`to_windows` / :func:`from_windows` are
+        one gather each); the MLP half, after the crop, on the real tokens only, so no work is
+        spent on padding. Every temporary stays a few MiB (reused by the allocator,
+        cache-resident) instead of map-sized, which on CPU avoids fresh page faults on every large
+        temporary.
         """
         b, h, w, c = x.shape
         window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
-        hp, wp = h + (-h) % window, w + (-w) % window
-        forward, inverse, padding = window_gather_index(b, h, w, window, shift, x.device)
-        tokens = x.reshape(-1, c).index_select(0, forward)
-        if padding is not None:
-            tokens.index_fill_(0, padding, 0)
-        mask = self.attn.attention_mask(window, (hp, wp), shift, x.dtype)
-        n = window * window
-        windows = tokens.view(-1, n, c)
-        nw = windows.shape[0] // b
+        mask = self.attn.attention_mask(window, _padded((h, w), window), shift, x.dtype)
+        windows = to_windows(x, window, shift)  # a fresh tensor: updated chunk by chunk
+        nw, n = windows.shape[1:3]
+        flat = windows.view(b * nw, n, c)
         step = max(1, CHUNK_TOKENS // n)
-        for start in range(0, windows.shape[0], step):
-            stop = min(start + step, windows.shape[0])
-            chunk = windows[start:stop]
+        for start in range(0, b * nw, step):
+            stop = min(start + step, b * nw)
+            chunk = flat[start:stop]
             attn = self.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
             chunk.add_(self.norm1(attn))  # the attention has read the chunk already
+        x = from_windows(windows, h, w, shift)  # a fresh tensor as well
+        tokens = x.view(-1, c)
+        for start in range(0, tokens.shape[0], CHUNK_TOKENS):
+            chunk = tokens[start:start + CHUNK_TOKENS]
             chunk.add_(self.norm2(self.mlp(chunk)))
-        return tokens.index_select(0, inverse).view(b, h, w, c)
+        return x
 
 
 class PatchEmbed(nn.Module):

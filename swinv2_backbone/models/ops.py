@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
 #: purpose: the published weights were trained with it, so parity needs the same value.
@@ -37,13 +38,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C)`` -> ``(B, H, W, C)``."""
-    b, _, _, c = windows.shape
-    x = windows.view(b, h // window, w // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-
-
 @functools.lru_cache(maxsize=64)
 def window_gather_index(
     batch: int, h: int, w: int, window: int, shift: Tuple[int, int], device: torch.device
@@ -56,24 +50,77 @@ def window_gather_index(
       multiples, rolled by ``-shift`` and partitioned (rows of padding point at row 0),
     - ``inverse``: ``(B*h*w,)`` rows such that ``windows[inverse]`` undoes it (reverse, roll back,
       crop),
-    - ``padding``: positions in window order that are padding (to be zeroed), or ``None``.
+    - ``padding``: boolean ``(B*nW*N,)``, True at the padding rows (to be zeroed), or ``None``.
 
-    Cached: the result depends on sizes only. Callers must not modify the returned tensors.
+    Pure index arithmetic (no data-dependent shapes, so ``torch.compile`` traces it). Cached: the
+    result depends on sizes only; callers must not modify the returned tensors.
     """
     hp, wp = h + (-h) % window, w + (-w) % window
+    # forward: window-order position (row i, col j of the padded, rolled map) -> source token
     rows = (torch.arange(hp, device=device) + shift[0]) % hp
     cols = (torch.arange(wp, device=device) + shift[1]) % wp
     valid = (rows[:, None] < h) & (cols[None, :] < w)
     source = torch.where(valid, rows[:, None] * w + cols[None, :], 0)
     source = window_partition(source.view(1, hp, wp, 1), window).reshape(-1)
-    valid = window_partition(valid.view(1, hp, wp, 1), window).reshape(-1)
     offsets = torch.arange(batch, device=device)[:, None]
     forward = (source[None] + offsets * (h * w)).reshape(-1)
-    valid = valid.repeat(batch)
-    inverse = torch.empty(batch * h * w, dtype=torch.int64, device=device)
-    inverse[forward[valid]] = torch.arange(forward.numel(), device=device)[valid]
-    padding = None if bool(valid.all()) else (~valid).nonzero().squeeze(1)
+    # inverse: source token (r, c) sits at padded, rolled position ((r - s0) % hp, (c - s1) % wp)
+    i = (torch.arange(h, device=device)[:, None] + (hp - shift[0])) % hp  # non-negative operands:
+    j = (torch.arange(w, device=device)[None, :] + (wp - shift[1])) % wp  # inductor needs them
+    position = ((i // window) * (wp // window) + j // window) * window * window \
+        + (i % window) * window + j % window
+    inverse = (position.reshape(1, -1) + offsets * (hp * wp)).reshape(-1)
+    padding = None
+    if hp != h or wp != w:
+        padding = ~window_partition(valid.view(1, hp, wp, 1), window).reshape(-1).repeat(batch)
     return forward, inverse, padding
+
+
+class _GatherRows(torch.autograd.Function):
+    """``out = x[index]`` with the rows where ``zero_out`` is True zeroed, for an ``index`` that reaches every
+    row of ``x`` at most once outside ``zero_out``: its gradient is then itself a gather,
+    ``grad[back]`` with the rows where ``zero_back`` is True zeroed (no scatter-add needed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, back: torch.Tensor,
+                zero_out: Optional[torch.Tensor], zero_back: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.back, ctx.zero_back = back, zero_back
+        return _gather(x, index, zero_out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return _gather(grad, ctx.back, ctx.zero_back), None, None, None, None
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor, zero: Optional[torch.Tensor]) -> torch.Tensor:
+    out = x.index_select(0, index)
+    return out if zero is None else out.masked_fill_(zero.unsqueeze(1), 0)
+
+
+def _gather_index(*args) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`window_gather_index`; traced without its cache under ``torch.compile``."""
+    if torch.compiler.is_compiling():
+        return window_gather_index.__wrapped__(*args)
+    return window_gather_index(*args)
+
+
+def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int]) -> torch.Tensor:
+    """``(B, h, w, C)`` -> zero-padded to window multiples, rolled by ``-shift`` and partitioned
+    into ``(B, nW, window*window, C)``, as one gather (see :func:`window_gather_index`)."""
+    b, h, w, c = x.shape
+    forward, inverse, padding = _gather_index(b, h, w, window, shift, x.device)
+    rows = _GatherRows.apply(x.reshape(-1, c), forward, inverse, padding, None)
+    return rows.view(b, -1, window * window, c)
+
+
+def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_windows`: ``(B, nW, N, C)`` -> ``(B, h, w, C)`` (reverse, roll back,
+    crop), as one gather."""
+    b, _, n, c = windows.shape
+    window = math.isqrt(n)
+    forward, inverse, padding = _gather_index(b, h, w, window, shift, windows.device)
+    return _GatherRows.apply(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
 
 
 def _region_ids(length: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
