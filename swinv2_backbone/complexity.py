@@ -32,6 +32,7 @@ from torch import nn
 
 from .models import Swinv2Backbone
 from .models.layers import window_and_shift
+from .models.ops import padded_size
 
 #: Names of the counted operations, in the order they appear in a forward pass.
 OPERATIONS = ("patch_embed", "qkv", "attn_qk", "attn_v", "proj", "mlp", "cpb_mlp", "patch_merging")
@@ -149,10 +150,6 @@ def count_params(spec: ArchSpec) -> int:
     return total
 
 
-def _padded(length: int, window: int) -> int:
-    return math.ceil(length / window) * window
-
-
 def block_macs(spec: ArchSpec, stage: int, shifted: bool, hw: Tuple[int, int]) -> Dict[str, int]:
     """MACs of one block of ``stage`` on an ``hw`` map, per operation.
 
@@ -165,7 +162,7 @@ def block_macs(spec: ArchSpec, stage: int, shifted: bool, hw: Tuple[int, int]) -
     dim, heads = spec.dims[stage], spec.num_heads[stage]
     window, _ = window_and_shift(hw, spec.window_sizes[stage], shifted, spec.small_map)
     tokens = hw[0] * hw[1]
-    padded = _padded(hw[0], window) * _padded(hw[1], window)
+    padded = math.prod(padded_size(hw, window))
     table = (2 * window - 1) ** 2
     return {
         "qkv": padded * dim * 3 * dim,

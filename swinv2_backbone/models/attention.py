@@ -108,8 +108,8 @@ class WindowAttentionV2(nn.Module):
     ) -> torch.Tensor:
         """Additive ``(nW or 1, heads, N, N)`` mask: position bias plus the shifted-window mask.
 
-        Cached where no gradient is needed (outside ``torch.compile``), per window, shift (and padded size when shifted), dtype
-        and device. An entry is served only while the position-bias MLP's parameters still hold the
+        Cached where no gradient is needed (outside ``torch.compile``), per window, shift (and
+        padded size when shifted), dtype and device. An entry is served only while the position-bias MLP's parameters still hold the
         values it was built from: compared by value (a few thousand numbers), so no update path can
         leave it stale (in-place edits through ``.data``, ``load_state_dict(assign=True)`` reusing
         freed storage, EMA parameter swaps).

@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
 from .linear_backend import linear
-from .ops import from_windows, pad_to_multiple, to_windows
+from .ops import from_windows, pad_to_multiple, padded_size, to_windows
 
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official", "hf")
@@ -75,11 +75,6 @@ def window_and_shift(
         return window, (0, 0)
     shift = window // 2
     return window, (shift if h > window else 0, shift if w > window else 0)
-
-
-def _padded(hw: Tuple[int, int], window: int) -> Tuple[int, int]:
-    """``hw`` rounded up to multiples of ``window``."""
-    return hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window
 
 
 def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
@@ -200,11 +195,16 @@ class SwinV2Block(nn.Module):
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, shifted={self.shifted}, small_map={self.small_map!r}"
 
+    def _layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
+        """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""
+        hw = tuple(x.shape[1:3])
+        window, shift = window_and_shift(hw, self.window_size, self.shifted, self.small_map)
+        return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
+                                                       x.dtype)
+
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, _ = x.shape
-        window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
-        mask = self.attn.attention_mask(window, _padded((h, w), window), shift, x.dtype)
-        return from_windows(self.attn(to_windows(x, window, shift), mask), h, w, shift)
+        window, shift, mask = self._layout(x)
+        return from_windows(self.attn(to_windows(x, window, shift), mask), *x.shape[1:3], shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._chunkable(x):
@@ -230,8 +230,7 @@ class SwinV2Block(nn.Module):
         temporary.
         """
         b, h, w, c = x.shape
-        window, shift = window_and_shift((h, w), self.window_size, self.shifted, self.small_map)
-        mask = self.attn.attention_mask(window, _padded((h, w), window), shift, x.dtype)
+        window, shift, mask = self._layout(x)
         windows = to_windows(x, window, shift)  # a fresh tensor: updated chunk by chunk
         nw, n = windows.shape[1:3]
         flat = windows.view(b * nw, n, c)

@@ -18,6 +18,11 @@ from torch.autograd.function import once_differentiable
 MASK_VALUE = -100.0
 
 
+def padded_size(hw: Tuple[int, int], window: int) -> Tuple[int, int]:
+    """``(H, W)`` rounded up to multiples of ``window``: the map size windows are laid on."""
+    return hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window
+
+
 def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
     """Zero-pad a ``(B, H, W, C)`` map at the bottom/right so H and W are multiples of ``window``."""
     _, h, w, _ = x.shape
@@ -55,7 +60,7 @@ def window_gather_index(
     Pure index arithmetic (no data-dependent shapes, so ``torch.compile`` traces it). Cached: the
     result depends on sizes only; callers must not modify the returned tensors.
     """
-    hp, wp = h + (-h) % window, w + (-w) % window
+    hp, wp = padded_size((h, w), window)
     # forward: window-order position (row i, col j of the padded, rolled map) -> source token
     rows = (torch.arange(hp, device=device) + shift[0]) % hp
     cols = (torch.arange(wp, device=device) + shift[1]) % wp
@@ -77,9 +82,9 @@ def window_gather_index(
 
 
 class _GatherRows(torch.autograd.Function):
-    """``out = x[index]`` with the rows where ``zero_out`` is True zeroed, for an ``index`` that reaches every
-    row of ``x`` at most once outside ``zero_out``: its gradient is then itself a gather,
-    ``grad[back]`` with the rows where ``zero_back`` is True zeroed (no scatter-add needed)."""
+    """``out = x[index]`` with the rows where ``zero_out`` is True zeroed, for an ``index`` that
+    reaches every row of ``x`` at most once outside ``zero_out``: its gradient is then itself a
+    gather, ``grad[back]`` with the rows where ``zero_back`` is True zeroed (no scatter-add)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, index: torch.Tensor, back: torch.Tensor,
