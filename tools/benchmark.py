@@ -145,8 +145,8 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[
 def ours_from(state: Optional[dict], source: Optional[str], arch: str, window: int,
               out_norm: bool, with_cp: bool = False) -> Swinv2Backbone:
     """Our backbone, with the peer's weights converted through the checkpoint adapters. For HF the
-    small-map rule is HF's own (window = map size when the map is not larger), so that the outputs
-    agree also at inputs where a stage map is smaller than the window."""
+    small-map rule is HF's own (``small_map='hf'``: window = map height when the height is not
+    larger), so that the outputs agree also where a stage map is smaller than the window."""
     model = Swinv2Backbone(arch=arch, window_size=window, out_norm=out_norm, drop_path_rate=0.0,
                            with_cp=with_cp, small_map="hf" if source == "hf" else "pad")
     if state is not None:
@@ -201,17 +201,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _elapsed(fn: Callable[[], object], device: torch.device) -> Tuple[float, object]:
+    """Wall time of ``fn()`` (device-synchronised) and its result."""
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
 def _median_time(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_elapsed(fn, device)[0] for _ in range(repeats))
 
 
 def _rss_kib(field_name: str) -> int:
@@ -320,29 +322,19 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
     with torch.no_grad():
         for name, (impl, fwd, _) in steps.items():  # compared in eval mode: no dropout/drop path
             impl.module.eval()
-            _sync(device)
-            start = time.perf_counter()
-            outs[name] = [o.float() for o in fwd()]
-            _sync(device)
-            first_forward[name] = time.perf_counter() - start
+            first_forward[name], out = _elapsed(fwd, device)
+            outs[name] = [o.float() for o in out]
             impl.module.train(task == "train")
     first: Dict[str, float] = {}
     for i in range(max(warmup, 1 if mode == "compile" else 0)):
         for name, (_, _, step) in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
+            elapsed = _elapsed(step, device)[0]
             if i == 0:
-                first[name] = time.perf_counter() - start
+                first[name] = elapsed
     times: Dict[str, List[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, (_, _, step) in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(_elapsed(step, device)[0])
     results = []
     for name, (impl, _, step) in steps.items():
         median = statistics.median(times[name])
