@@ -28,8 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+# The profiler that measures CPU peak memory would log its start and stop at every run.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
+import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,7 +82,8 @@ class Result:
     images_per_s: float
     gflop: float
     gflops_per_s: float
-    peak_mem_mib: float
+    peak_mem_mib: float  # tensor memory (allocator level) the step adds at its peak
+    rss_peak_mib: Optional[float] = None  # CPU only: resident high-water mark the step adds
     floor_pct: Optional[float] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
@@ -216,17 +220,11 @@ def _median_time(fn: Callable[[], object], warmup: int, repeats: int, device: to
     return statistics.median(_elapsed(fn, device)[0] for _ in range(repeats))
 
 
-def _rss_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
 def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
-    """Peak memory a run adds: CUDA allocator peak, or on CPU the process's resident high-water mark
-    (reset through /proc/self/clear_refs, after ``malloc_trim``) above its resident size before the
-    run."""
+    """Peak tensor memory a run adds above what was allocated before it: the CUDA caching allocator's
+    peak, or on CPU the running sum of the allocator's events as the profiler records them (every
+    tensor allocation and free, in order). This is the CPU twin of ``max_memory_allocated``: it does
+    not move with glibc's heap state, and it leaves out what the process holds for other reasons."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -234,6 +232,30 @@ def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
         run()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        run()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak / 2 ** 20
+
+
+def _rss_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def rss_peak_mib(run: Callable[[], None]) -> float:
+    """The process's resident high-water mark during a run above its resident size before it
+    (reset through /proc/self/clear_refs, after ``malloc_trim``): what the OS sees, allocator
+    caching, libraries' own buffers and page-fault granularity included. Moves by up to ~15 %
+    between identical runs."""
     # Hand freed heap memory back first, or a run that reuses it would not raise the high-water mark.
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")
@@ -342,6 +364,7 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             impl=name, size=tuple(x.shape[2:]), batch=x.shape[0], dtype=dtype_name, task=task,
             mode=mode, median_s=median, images_per_s=x.shape[0] / median, gflop=flops / 1e9,
             gflops_per_s=flops / median / 1e9, peak_mem_mib=peak_memory_mib(step, device),
+            rss_peak_mib=rss_peak_mib(step) if device.type == "cpu" else None,
             times_s=times[name],
             first_step_s=first_forward[name] if task == "inference" else first.get(name))
         if name.startswith("ours") and floor and dtype != torch.float16:
@@ -359,13 +382,14 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
 def markdown(results: List[Result]) -> str:
     """Results as a markdown table."""
     head = ("| impl | input | batch | dtype | task | mode | median s | img/s | GFLOP/s | % GEMM floor"
-            " | peak MiB | time / ours | max rel diff |")
-    rows = [head, "|" + "---|" * 13]
+            " | peak MiB | RSS MiB | time / ours | max rel diff |")
+    rows = [head, "|" + "---|" * 14]
     for r in results:
         rows.append(
             f"| {r.impl} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.dtype} | {r.task} | {r.mode} | "
             f"{r.median_s:.3f} | {r.images_per_s:.2f} | {r.gflops_per_s:.0f} | "
             f"{'' if r.floor_pct is None else f'{r.floor_pct:.0f}'} | {r.peak_mem_mib:.0f} | "
+            f"{'' if r.rss_peak_mib is None else f'{r.rss_peak_mib:.0f}'} | "
             f"{r.ratio_to_ours:.2f} | {'' if r.max_rel_diff is None else f'{r.max_rel_diff:.1e}'} |")
     return "\n".join(rows)
 

@@ -143,10 +143,11 @@ class WindowAttentionV2(nn.Module):
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = linear(windows, self.qkv, bias=bias)
-        # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies.
+        # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies;
+        # the Linear's own output is not kept past it.
         h, d = self.num_heads, c // self.num_heads
-        q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        q, k, v = linear(windows, self.qkv, bias=bias).view(b * nw, n, 3, h, d).permute(
+            2, 0, 3, 1, 4).contiguous().unbind(0)
         # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
         # each, so training keeps no normalised copy of q or k besides the scaled ones.
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()

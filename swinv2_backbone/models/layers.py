@@ -17,8 +17,19 @@ from .ops import from_windows, pad_to_multiple, padded_size, to_windows
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official", "hf")
 
-#: Tokens per chunk of the inference path (:meth:`SwinV2Block._forward_chunked`).
-CHUNK_TOKENS = 4096
+#: The inference path (:meth:`SwinV2Block._forward_chunked`) runs at most ``CHUNK_TOKENS`` tokens
+#: at a time, and splits a map into at least ``CHUNK_SPLIT`` chunks unless that would make them
+#: smaller than ``MIN_CHUNK_TOKENS``: the chunk temporaries (about 5 KiB per token) then stay a small
+#: share of the map's own memory at every input size, so peak memory grows linearly with the pixels.
+CHUNK_TOKENS = 2048
+CHUNK_SPLIT = 8
+MIN_CHUNK_TOKENS = 256
+
+
+def chunk_rows(rows: int, row_tokens: int) -> int:
+    """Rows (windows of ``row_tokens`` tokens, or single tokens) per chunk of a map of ``rows``."""
+    tokens = min(CHUNK_TOKENS, max(MIN_CHUNK_TOKENS, -(-rows * row_tokens // CHUNK_SPLIT)))
+    return max(1, tokens // row_tokens)
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -234,7 +245,7 @@ class SwinV2Block(nn.Module):
         windows = to_windows(x, window, shift)  # a fresh tensor: updated chunk by chunk
         nw, n = windows.shape[1:3]
         flat = windows.view(b * nw, n, c)
-        step = max(1, CHUNK_TOKENS // n)
+        step = chunk_rows(b * nw, n)
         for start in range(0, b * nw, step):
             stop = min(start + step, b * nw)
             chunk = flat[start:stop]
@@ -242,8 +253,9 @@ class SwinV2Block(nn.Module):
             chunk.add_(self.norm1(attn))  # the attention has read the chunk already
         x = from_windows(windows, h, w, shift)  # a fresh tensor as well
         tokens = x.view(-1, c)
-        for start in range(0, tokens.shape[0], CHUNK_TOKENS):
-            chunk = tokens[start:start + CHUNK_TOKENS]
+        step = chunk_rows(tokens.shape[0], 1)
+        for start in range(0, tokens.shape[0], step):
+            chunk = tokens[start:start + step]
             chunk.add_(self.norm2(self.mlp(chunk)))
         return x
 
