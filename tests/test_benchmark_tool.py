@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -50,3 +51,15 @@ def test_bad_arguments_are_refused(args, message, capsys):
     with pytest.raises(SystemExit):
         benchmark.main(args)
     assert message in capsys.readouterr().err
+
+
+def test_cpu_peak_memory_counts_the_tensors_alive_together():
+    def run():
+        a = torch.ones(16 * 2 ** 20)  # 64 MiB, written: resident
+        b = torch.ones(8 * 2 ** 20)  # 32 MiB, while a is alive
+        del a, b
+        c = torch.ones(4 * 2 ** 20)  # 16 MiB after both were freed
+        del c
+
+    assert benchmark.peak_memory_mib(run, torch.device("cpu")) == pytest.approx(96, abs=0.1)
+    assert 90 < benchmark.rss_peak_mib(run) < 130
