@@ -306,4 +306,5 @@ class Swinv2Backbone(BaseModule):
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
+            del out  # the channels-last map is not needed while the next stage runs
         return tuple(outs)

@@ -238,8 +238,19 @@ class SwinV2Block(nn.Module):
         one gather each); the MLP half, after the crop, on the real tokens only, so no work is
         spent on padding. Every temporary stays a few MiB (reused by the allocator,
         cache-resident) instead of map-sized, which on CPU avoids fresh page faults on every large
-        temporary.
+        temporary. Each half is its own method so that its map-sized buffers are freed as it
+        returns.
         """
+        x = self._attention_chunked(x)  # a fresh tensor: updated in place by the MLP half
+        tokens = x.view(-1, x.shape[-1])
+        step = chunk_rows(tokens.shape[0], 1)
+        for start in range(0, tokens.shape[0], step):
+            chunk = tokens[start:start + step]
+            chunk.add_(self.norm2(self.mlp(chunk)))
+        return x
+
+    def _attention_chunked(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + norm1(attention(x))`` window chunk by window chunk, as a new map."""
         b, h, w, c = x.shape
         window, shift, mask = self._layout(x)
         windows = to_windows(x, window, shift)  # a fresh tensor: updated chunk by chunk
@@ -251,13 +262,7 @@ class SwinV2Block(nn.Module):
             chunk = flat[start:stop]
             attn = self.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
             chunk.add_(self.norm1(attn))  # the attention has read the chunk already
-        x = from_windows(windows, h, w, shift)  # a fresh tensor as well
-        tokens = x.view(-1, c)
-        step = chunk_rows(tokens.shape[0], 1)
-        for start in range(0, tokens.shape[0], step):
-            chunk = tokens[start:start + step]
-            chunk.add_(self.norm2(self.mlp(chunk)))
-        return x
+        return from_windows(windows, h, w, shift)
 
 
 class PatchEmbed(nn.Module):
