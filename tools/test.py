@@ -17,7 +17,7 @@ from mmengine.config import DictAction
 
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, add_prediction_dump,
                                               build_runner, enable_visualization, load_config,
-                                              setup_launcher)
+                                              setup_launcher, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -58,7 +58,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if args.out:
         add_prediction_dump(cfg, args.out)
     setup_launcher(cfg, args.launcher)
-    return build_runner(cfg).test()
+    metrics = build_runner(cfg).test()
+    shutdown_distributed()
+    return metrics
 
 
 if __name__ == "__main__":

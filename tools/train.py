@@ -17,7 +17,7 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, build_runner, enable_amp, load_config,
-                                              set_resume, setup_launcher)
+                                              set_resume, setup_launcher, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -62,6 +62,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     set_resume(cfg, args.resume)
     setup_launcher(cfg, args.launcher)
     build_runner(cfg).train()
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -148,6 +148,15 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+def shutdown_distributed() -> None:
+    """Wait for every process, then destroy the process group. Without it the processes tear gloo
+    down at exit while a peer may still be saving its checkpoint, which can abort one of them
+    ("terminate called without an active exception") after a successful run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def enable_visualization(cfg: Config, show_dir: str) -> None:
     """Make the test loop draw its predictions into ``show_dir`` (relative to the run's
     timestamped log directory, as mmdet and mmseg do).
