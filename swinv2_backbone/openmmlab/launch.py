@@ -152,7 +152,7 @@ def shutdown_distributed() -> None:
     """Wait for every process, then destroy the process group. Without it the processes tear gloo
     down at exit while a peer may still be saving its checkpoint, which can abort one of them
     ("terminate called without an active exception") after a successful run."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if is_distributed():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
