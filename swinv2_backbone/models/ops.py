@@ -26,10 +26,9 @@ def padded_size(hw: Tuple[int, int], window: int) -> Tuple[int, int]:
 def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
     """Zero-pad a ``(B, H, W, C)`` map at the bottom/right so H and W are multiples of ``window``."""
     _, h, w, _ = x.shape
-    pad_h = (-h) % window
-    pad_w = (-w) % window
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = padded_size((h, w), window)
+    if (hp, wp) != (h, w):
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     return x
 
 
