@@ -290,9 +290,10 @@ def test_training_does_not_use_the_cache_and_cpb_gets_gradients():
     assert attn.cpb_mlp[0].weight.grad is not None and attn.logit_scale.grad is not None
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.15), (torch.float16, 0.05)])
+@pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.1), (torch.float16, 0.02)])
 def test_low_precision_models(dtype, tol):
     # 72x64 pads stage maps to the window: zero keys must not turn into NaN (fp16 normalize eps).
+    # Worst stage (4) measured 0.081 in bf16 and 0.010 in fp16 (0.121 / 0.013 with bf16 logits).
     model = small().eval()
     x = torch.randn(1, 3, 72, 64)
     with torch.no_grad():

@@ -2,6 +2,7 @@
 position bias (CPB)."""
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import OrderedDict
 from typing import Optional, Tuple
@@ -19,13 +20,15 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 _MASK_CACHE_SIZE = 8
 
 
-def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32 and capped at ``x``'s
-    dtype range: for the all-zero rows of padded tokens it would overflow fp16, and a capped factor
-    still gives the zero row ``F.normalize`` gives."""
+def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
+                  range_of: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the range of
+    ``range_of`` (default ``x``'s dtype) and returned in ``x``'s dtype. For the all-zero rows of
+    padded tokens the factor would overflow fp16 (in the forward, or in the gradient once cast
+    back); a capped factor still gives the zero row ``F.normalize`` gives."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
     inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
-    return inv.clamp_max(torch.finfo(x.dtype).max).to(x.dtype)
+    return inv.clamp_max(torch.finfo(range_of or x.dtype).max).to(x.dtype)
 
 
 class WindowAttentionV2(nn.Module):
@@ -151,17 +154,25 @@ class WindowAttentionV2(nn.Module):
         # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
         # each, so training keeps no normalised copy of q or k besides the scaled ones.
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        q = q * _inverse_norm(q, scale)  # (B*nW, heads, N, d)
-        k = k * _inverse_norm(k)
-        mask = mask.to(q.dtype)
         if self._sdpa(windows):
+            q = q * _inverse_norm(q, scale)  # (B*nW, heads, N, d)
+            k = k * _inverse_norm(k)
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.expand(b, nw, -1, -1, -1).flatten(0, 1),
+                q, k, v, attn_mask=mask.to(q.dtype).expand(b, nw, -1, -1, -1).flatten(0, 1),
                 dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0)
         else:
-            attn = self._scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask)
-            attn = self.attn_drop(attn.softmax(dim=-1))
-            out = torch.matmul(attn.view(b * nw, h, n, n), v)
+            # Normalisation, logits and softmax in fp32 whatever the input dtype (only the
+            # probabilities go back to v's dtype): in bf16 a logit of up to 116 (cosine x 100 plus
+            # a bias of up to 16) keeps 8 significant bits, an error of up to 0.25 before the
+            # exponential. At fp32 the casts are no-ops.
+            with _autocast_off(windows):
+                low = q.dtype
+                q, k = q.float(), k.float()
+                q = q * _inverse_norm(q, scale, low)
+                k = k * _inverse_norm(k, None, low)
+                attn = self._scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask.float())
+                attn = self.attn_drop(attn.softmax(dim=-1)).to(v.dtype)
+                out = torch.matmul(attn.view(b * nw, h, n, n), v)
         out = out.view(b, nw, h, n, d).transpose(2, 3).reshape(b, nw, n, c)
         return self.proj_drop(linear(out, self.proj))
 
@@ -181,3 +192,15 @@ class WindowAttentionV2(nn.Module):
         if self.use_sdpa == "auto":
             return x.is_cuda
         return self.use_sdpa == "always"
+
+    def mask_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The dtype :meth:`forward` wants the mask in for input ``x``: fp32 on the explicit path
+        (whose logits are fp32), ``x``'s dtype for SDPA."""
+        return x.dtype if self._sdpa(x) else torch.float32
+
+
+def _autocast_off(x: torch.Tensor):
+    """A context that disables autocast on ``x``'s device where it is on (else a no-op)."""
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()

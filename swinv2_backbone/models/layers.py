@@ -211,7 +211,7 @@ class SwinV2Block(nn.Module):
         hw = tuple(x.shape[1:3])
         window, shift = window_and_shift(hw, self.window_size, self.shifted, self.small_map)
         return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
-                                                       x.dtype)
+                                                       self.attn.mask_dtype(x))
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         window, shift, mask = self._layout(x)
