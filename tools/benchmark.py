@@ -4,7 +4,8 @@ transformers, timm, mmpretrain, torchvision) on the same input with the same wei
 For every case (input size x dtype x task) it reports the median time, images/s, achieved GFLOP/s,
 the share of the machine's measured GEMM floor (every Linear-type matrix product of the run timed in
 isolation with the fastest kernel available), peak memory and, with ``--compare``, each peer's time
-ratio to ours and the largest output difference. Runs of the implementations alternate in one
+ratio to ours and the largest output difference; in bf16/fp16 also each implementation's relative
+error against its own fp32 output. Runs of the implementations alternate in one
 process so that machine noise hits all of them alike.
 
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare
@@ -87,6 +88,8 @@ class Result:
     floor_pct: Optional[float] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
+    # low precision: ||out - out_fp32|| / ||out_fp32|| of the same weights in fp32, worst stage
+    fp32_rel_err: Optional[float] = None
     first_step_s: Optional[float] = None  # first call of the timed path: compilation under compile
     times_s: List[float] = field(default_factory=list)
 
@@ -327,6 +330,25 @@ def make_step(impl: Impl, x: torch.Tensor, dtype: torch.dtype, task: str
     return forward, step
 
 
+def fp32_outputs(impls: List[Impl], eager: Dict[str, Forward], x: torch.Tensor
+                 ) -> Dict[str, List[torch.Tensor]]:
+    """Each implementation's fp32 output on ``x`` (eager, eval mode, no autocast): the yardstick of
+    its low-precision output. A model cast to the low dtype is measured against its reference's
+    fp32 output (the same weights before the cast)."""
+    outs = {}
+    with torch.no_grad():
+        for impl in impls:
+            if impl.autocast:
+                training = impl.module.training
+                impl.module.eval()
+                outs[impl.name] = [o.float() for o in eager[impl.name](x)]
+                impl.module.train(training)
+    for impl in impls:
+        if not impl.autocast and impl.reference in outs:
+            outs[impl.name] = outs[impl.reference]
+    return outs
+
+
 def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
              warmup: int, repeats: int, floor: bool, flops: float) -> List[Result]:
     """Time all implementations on one case, alternating their runs. ``flops`` is the work of one
@@ -334,6 +356,7 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
     dtype = DTYPES[dtype_name]
     device = x.device
     steps = {}
+    eager = {impl.name: impl.forward for impl in impls}
     for impl in impls:
         if mode == "compile":
             impl = Impl(impl.name, impl.module, torch.compile(impl.forward), impl.autocast,
@@ -347,6 +370,7 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             first_forward[name], out = _elapsed(fwd, device)
             outs[name] = [o.float() for o in out]
             impl.module.train(task == "train")
+    fp32_outs = fp32_outputs(impls, eager, x) if dtype != torch.float32 else {}
     first: Dict[str, float] = {}
     for i in range(max(warmup, 1 if mode == "compile" else 0)):
         for name, (_, _, step) in steps.items():
@@ -369,6 +393,9 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             first_step_s=first_forward[name] if task == "inference" else first.get(name))
         if name.startswith("ours") and floor and dtype != torch.float16:
             res.floor_pct = 100.0 * gemm_floor_seconds(step, dtype, device) / median
+        if name in fp32_outs:
+            res.fp32_rel_err = max((a - b).norm().item() / b.norm().item()
+                                   for a, b in zip(outs[name], fp32_outs[name]))
         if impl.reference is not None:
             res.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
                                    for a, b in zip(outs[name], outs[impl.reference]))
@@ -382,15 +409,16 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
 def markdown(results: List[Result]) -> str:
     """Results as a markdown table."""
     head = ("| impl | input | batch | dtype | task | mode | median s | img/s | GFLOP/s | % GEMM floor"
-            " | peak MiB | RSS MiB | time / ours | max rel diff |")
-    rows = [head, "|" + "---|" * 14]
+            " | peak MiB | RSS MiB | time / ours | max rel diff | rel err vs fp32 |")
+    rows = [head, "|" + "---|" * 15]
     for r in results:
         rows.append(
             f"| {r.impl} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.dtype} | {r.task} | {r.mode} | "
             f"{r.median_s:.3f} | {r.images_per_s:.2f} | {r.gflops_per_s:.0f} | "
             f"{'' if r.floor_pct is None else f'{r.floor_pct:.0f}'} | {r.peak_mem_mib:.0f} | "
             f"{'' if r.rss_peak_mib is None else f'{r.rss_peak_mib:.0f}'} | "
-            f"{r.ratio_to_ours:.2f} | {'' if r.max_rel_diff is None else f'{r.max_rel_diff:.1e}'} |")
+            f"{r.ratio_to_ours:.2f} | {'' if r.max_rel_diff is None else f'{r.max_rel_diff:.1e}'} | "
+            f"{'' if r.fp32_rel_err is None else f'{r.fp32_rel_err:.1e}'} |")
     return "\n".join(rows)
 
 
