@@ -2,9 +2,9 @@
 that peer's own format, and read its features, so that checkpoint conversion can be checked
 against the implementation that produced the weights.
 
-Weights are perturbed everywhere a mapping error could hide: LayerNorm weights and biases,
-``logit_scale`` (per head), q/v biases, the unused k third of torchvision's ``qkv.bias`` and the
-position-bias MLP. The official format is not pip-installable, so :func:`official_checkpoint` writes
+Weights are perturbed everywhere a mapping error could hide (:func:`swinv2_backbone.testing.randomize_`):
+LayerNorm weights and biases, ``logit_scale`` (per head), q/v biases, the unused k third of
+torchvision's ``qkv.bias`` and the position-bias MLP. The official format is not pip-installable, so :func:`official_checkpoint` writes
 the official key layout (buffers, final ``norm``, ``head``) from a timm model, following the
 layout table in ``/work/shared/reference``; its features are timm's.
 """
@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from swinv2_backbone.testing import randomize_
 
 Tensor = torch.Tensor
 IMAGE_SIZE = 256
@@ -66,35 +68,6 @@ BASE_SHALLOW = Variant("base-shallow", 128, (2, 2, 2, 2), (4, 8, 16, 32))
 MINI = Variant("mini", 32, (1, 1, 2, 1), (1, 2, 4, 8))
 W8 = Windows("w8", 8, (0, 0, 0, 0), (8, 8, 8, 8))
 W16 = Windows("w16-pre12", 16, (12, 12, 12, 6), (16, 16, 16, 8))
-
-
-def randomize_(module: nn.Module, seed: int) -> nn.Module:
-    """Overwrite every parameter with seeded random, non-trivial values (in place).
-
-    Linear/conv weights ~ N(0, 1/fan_in); LayerNorm weights 1 + N(0, 0.3²), biases N(0, 0.2²);
-    ``logit_scale`` uniform in [log 3, log 60] per head; every other parameter N(0, 0.2²).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            noise = torch.randn(param.shape, generator=gen)
-            if name.endswith("logit_scale"):
-                low, high = math.log(3.0), math.log(60.0)
-                value = low + (high - low) * torch.rand(param.shape, generator=gen)
-            elif param.ndim >= 2 and not name.endswith(("pos_embed", "position_embeddings", "mask_token")):
-                value = noise / math.sqrt(param[0].numel())
-            elif _is_norm_weight(module, name):
-                value = 1.0 + 0.3 * noise
-            else:
-                value = 0.2 * noise
-            param.copy_(value)
-    return module
-
-
-def _is_norm_weight(root: nn.Module, name: str) -> bool:
-    owner, _, leaf = name.rpartition(".")
-    module = root.get_submodule(owner) if owner else root
-    return isinstance(module, nn.LayerNorm) and leaf == "weight"
 
 
 def image(seed: int = 0, size: int = IMAGE_SIZE) -> Tensor:

@@ -41,6 +41,7 @@ from swinv2_backbone import ARCH_SETTINGS, Swinv2Backbone  # noqa: E402
 from swinv2_backbone.checkpoint import convert_checkpoint  # noqa: E402
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.models import linear_backend  # noqa: E402
+from swinv2_backbone.testing import randomize_  # noqa: E402
 
 PEERS = ("hf", "timm", "mmpretrain", "torchvision")
 PEER_PACKAGES = {"hf": "transformers", "timm": "timm", "mmpretrain": "mmpretrain",
@@ -99,8 +100,17 @@ def _nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
-def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[Impl, dict]:
-    """The peer ``name`` with random weights and its state dict (in the peer's own layout)."""
+def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int, seed: int = 0
+               ) -> Tuple[Impl, dict]:
+    """The peer ``name`` with seeded random, non-trivial weights (:func:`randomize_`: fresh
+    initialisations zero timm's res-post-norm weights, which makes every block the identity, and
+    agreement then proves little) and its state dict in the peer's own layout."""
+    impl = _peer(name, arch, hw, window)
+    randomize_(impl.module, seed)
+    return impl, impl.module.state_dict()
+
+
+def _peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Impl:
     embed, depths, heads = ARCH_SETTINGS[arch]
     if name == "hf":
         from transformers import Swinv2Backbone as HFBackbone, Swinv2Config
@@ -109,14 +119,14 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[
                            num_heads=list(heads), window_size=window,
                            out_features=["stage1", "stage2", "stage3", "stage4"])
         model = HFBackbone(cfg)
-        return Impl("hf", model, lambda x: model(x).feature_maps), model.state_dict()
+        return Impl("hf", model, lambda x: model(x).feature_maps)
     if name == "timm":
         import timm
 
         model = timm.create_model("swinv2_tiny_window8_256", pretrained=False, features_only=True,
                                   img_size=hw, window_size=window, embed_dim=embed,
                                   depths=depths, num_heads=heads)
-        return Impl("timm", model, lambda x: [_nhwc(t) for t in model(x)]), model.state_dict()
+        return Impl("timm", model, lambda x: [_nhwc(t) for t in model(x)])
     if name == "mmpretrain":
         import types
 
@@ -127,7 +137,7 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[
                                             num_heads=list(heads), extra_norm_every_n_blocks=0),
                                   img_size=hw, window_size=[window] * 4, out_indices=(0, 1, 2, 3),
                                   drop_path_rate=0.0)
-        return Impl("mmpretrain", model, model), model.state_dict()
+        return Impl("mmpretrain", model, model)
     if name == "torchvision":
         import torchvision
 
@@ -145,21 +155,41 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Tuple[
                     outs.append(_nhwc(x))
             return outs
 
-        return Impl("torchvision", model, forward), model.state_dict()
+        return Impl("torchvision", model, forward)
     raise ValueError(f"unknown peer {name!r}; choose from {PEERS}")
 
 
 def ours_from(state: Optional[dict], source: Optional[str], arch: str, window: int,
-              out_norm: bool, with_cp: bool = False) -> Swinv2Backbone:
-    """Our backbone, with the peer's weights converted through the checkpoint adapters. For HF the
-    small-map rule is HF's own (``small_map='hf'``: window = map height when the height is not
-    larger), so that the outputs agree also where a stage map is smaller than the window."""
+              out_norm: bool, with_cp: bool = False, hw: Tuple[int, int] = (0, 0)
+              ) -> Swinv2Backbone:
+    """Our backbone, with the peer's weights converted through the checkpoint adapters, and the
+    peer's rule for stage maps not larger than the window at input size ``hw``
+    (:func:`small_map_rule`)."""
     model = Swinv2Backbone(arch=arch, window_size=window, out_norm=out_norm, drop_path_rate=0.0,
-                           with_cp=with_cp, small_map="hf" if source == "hf" else "pad")
+                           with_cp=with_cp, small_map=small_map_rule(source, hw, window))
     if state is not None:
         converted = convert_checkpoint(state, format=source).state_dict
         model.load_state_dict(converted, strict=out_norm)
     return model
+
+
+def small_map_rule(source: Optional[str], hw: Tuple[int, int], window: int) -> str:
+    """Our ``small_map`` rule that reproduces ``source`` at input size ``hw``. HF: ``'hf'`` (window =
+    map height when the height is not larger). timm shrinks the window per axis to the map, and
+    shifts only the axes longer than the window: ``'pad'`` does the same while every stage map is
+    at least a window on both axes, ``'official'`` on square maps; a non-square map shorter than the
+    window on an axis (a rectangular timm window) is not reproduced. Nor is a shifted map that is
+    not a window multiple: timm rolls it before padding, the others after. The outputs then differ
+    (the report's ``max rel diff`` shows it). The others pad to the window (``'pad'``)."""
+    if source == "hf":
+        return "hf"
+    if source == "timm":
+        h, w = -(-hw[0] // 4), -(-hw[1] // 4)
+        for _ in range(4):
+            if min(h, w) < window:
+                return "official"
+            h, w = -(-h // 2), -(-w // 2)
+    return "pad"
 
 
 # ---------------------------------------------------------------------------------------- measuring
@@ -503,16 +533,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
         x = torch.randn(args.batch, 3, *hw, device=device)
         for dtype_name in args.dtypes:
             impls: List[Impl] = []
-            ours = ours_from(None, None, args.arch, args.window, True, args.with_cp).to(device)
+            ours = randomize_(ours_from(None, None, args.arch, args.window, True, args.with_cp),
+                              args.seed).to(device)
             impls.append(Impl("ours", ours, ours))
             if dtype_name != "fp32":
                 low = copy.deepcopy(ours).to(DTYPES[dtype_name])
                 impls.append(Impl(f"ours ({dtype_name} model)", low, low, autocast=False,
                                   reference="ours"))
             for peer in peers:
-                impl, state = build_peer(peer, args.arch, hw, args.window)
+                impl, state = build_peer(peer, args.arch, hw, args.window, args.seed)
                 mine = ours_from(state, peer, args.arch, args.window, peer == "mmpretrain",
-                                 args.with_cp).to(device)
+                                 args.with_cp, hw).to(device)
                 impl.module.to(device)
                 impl.reference = f"ours ({peer} weights)"
                 impls += [Impl(impl.reference, mine, mine), impl]
