@@ -114,7 +114,7 @@ def test_output_selection_errors_name_valid_choices(kw, match):
     (dict(pretrained_window_sizes=-1), r"pretrained_window_sizes must be >= 0"),
     (dict(drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
     (dict(frozen_stages=5), r"frozen_stages must be an int in \[-1, 4\]"),
-    (dict(small_map="shrink"), r"small_map must be one of \('pad', 'official', 'hf'\)"),
+    (dict(small_map="shrink"), r"small_map must be one of \('pad', 'official', 'hf', 'timm'\)"),
     (dict(use_sdpa="yes"), r"use_sdpa must be"),
 ])
 def test_bad_configuration_errors(kw, match):
@@ -207,6 +207,11 @@ def test_window_and_shift_rules():
     assert window_and_shift((8, 8), 16, True, "official") == (8, (0, 0))
     assert window_and_shift((7, 10), 8, True, "official") == (7, (0, 0))
     assert window_and_shift((16, 16), 8, True, "official") == (8, (4, 4))
+    # 'timm': shifts like 'pad' (its blocks roll before padding); a side < window shrinks it.
+    assert window_and_shift((10, 8), 8, True, "timm") == (8, (4, 0))
+    assert window_and_shift((8, 8), 8, True, "timm") == (8, (0, 0))
+    assert window_and_shift((4, 4), 8, True, "timm") == (4, (0, 0))
+    assert window_and_shift((7, 10), 8, True, "timm") == (7, (0, 0))
 
 
 def test_rules_agree_at_trained_resolutions():

@@ -38,6 +38,21 @@ def test_gather_index_equals_pad_roll_partition_and_inverts_it(batch, h, w, wind
     assert torch.equal(got.index_select(0, inverse), x.reshape(-1, 5))
 
 
+@pytest.mark.parametrize("batch, h, w, window, shift", [
+    (1, 8, 8, 4, (2, 2)), (2, 7, 10, 4, (2, 2)), (2, 10, 5, 4, (2, 0)), (3, 9, 9, 3, (1, 1)),
+])
+def test_roll_first_gathers_equal_roll_then_pad_and_invert_it(batch, h, w, window, shift):
+    # timm's order: roll the h x w map, then pad (differs from pad-then-roll unless no padding)
+    x = torch.randn(batch, h, w, 5)
+    want = window_partition(pad_to_multiple(torch.roll(x, (-shift[0], -shift[1]), (1, 2)), window),
+                            window)
+    got = to_windows(x, window, shift, roll_first=True)
+    assert torch.equal(got, want)
+    padded = bool(h % window or w % window)
+    assert padded == (not torch.equal(got, to_windows(x, window, shift)))
+    assert torch.equal(from_windows(got, h, w, shift, roll_first=True), x)
+
+
 @pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, (2, 2)), (7, 10, 4, (2, 2)),
                                                  (5, 3, 4, (2, 0)), (9, 9, 3, (0, 0))])
 def test_window_gathers_match_roll_and_partition_with_gradients(h, w, window, shift):

@@ -160,36 +160,23 @@ def _peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Impl:
 
 
 def ours_from(state: Optional[dict], source: Optional[str], arch: str, window: int,
-              out_norm: bool, with_cp: bool = False, hw: Tuple[int, int] = (0, 0)
-              ) -> Swinv2Backbone:
+              out_norm: bool, with_cp: bool = False) -> Swinv2Backbone:
     """Our backbone, with the peer's weights converted through the checkpoint adapters, and the
-    peer's rule for stage maps not larger than the window at input size ``hw``
-    (:func:`small_map_rule`)."""
+    peer's rule for small or padded stage maps (:func:`small_map_rule`)."""
     model = Swinv2Backbone(arch=arch, window_size=window, out_norm=out_norm, drop_path_rate=0.0,
-                           with_cp=with_cp, small_map=small_map_rule(source, hw, window))
+                           with_cp=with_cp, small_map=small_map_rule(source))
     if state is not None:
         converted = convert_checkpoint(state, format=source).state_dict
         model.load_state_dict(converted, strict=out_norm)
     return model
 
 
-def small_map_rule(source: Optional[str], hw: Tuple[int, int], window: int) -> str:
-    """Our ``small_map`` rule that reproduces ``source`` at input size ``hw``. HF: ``'hf'`` (window =
-    map height when the height is not larger). timm shrinks the window per axis to the map, and
-    shifts only the axes longer than the window: ``'pad'`` does the same while every stage map is
-    at least a window on both axes, ``'official'`` on square maps; a non-square map shorter than the
-    window on an axis (a rectangular timm window) is not reproduced. Nor is a shifted map that is
-    not a window multiple: timm rolls it before padding, the others after. The outputs then differ
-    (the report's ``max rel diff`` shows it). The others pad to the window (``'pad'``)."""
-    if source == "hf":
-        return "hf"
-    if source == "timm":
-        h, w = -(-hw[0] // 4), -(-hw[1] // 4)
-        for _ in range(4):
-            if min(h, w) < window:
-                return "official"
-            h, w = -(-h // 2), -(-w // 2)
-    return "pad"
+def small_map_rule(source: Optional[str]) -> str:
+    """Our ``small_map`` rule that reproduces ``source``: ``'hf'`` and ``'timm'`` have their own
+    (window size, shift and roll order on maps that are small or not window multiples), the others
+    pad to the window (``'pad'``). timm's rectangular window on a non-square map shorter than the
+    window on one side is not reproduced: the report's ``max rel diff`` then shows it."""
+    return source if source in ("hf", "timm") else "pad"
 
 
 # ---------------------------------------------------------------------------------------- measuring
@@ -543,7 +530,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
             for peer in peers:
                 impl, state = build_peer(peer, args.arch, hw, args.window, args.seed)
                 mine = ours_from(state, peer, args.arch, args.window, peer == "mmpretrain",
-                                 args.with_cp, hw).to(device)
+                                 args.with_cp).to(device)
                 impl.module.to(device)
                 impl.reference = f"ours ({peer} weights)"
                 impls += [Impl(impl.reference, mine, mine), impl]

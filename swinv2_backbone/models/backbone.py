@@ -75,7 +75,9 @@ class Swinv2Backbone(BaseModule):
             keep the window, pad the map, shift only along axes holding more than one window) or
             ``'official'`` (window = min(H, W), no shift, as the official classifier) or ``'hf'``
             (Hugging Face's variant of it, deciding by the height alone: its features at
-            non-square small maps).
+            non-square small maps) or ``'timm'`` (timm's: shift like ``'pad'`` but roll a map
+            before padding it, window = min(H, W) when a side is shorter than the window: its
+            features wherever a shifted map is not a window multiple, 800x1344 included).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).

@@ -15,7 +15,7 @@ from .linear_backend import linear
 from .ops import from_windows, pad_to_multiple, padded_size, to_windows
 
 #: Rules for feature maps smaller than (or not larger than) the window.
-SMALL_MAP_RULES = ("pad", "official", "hf")
+SMALL_MAP_RULES = ("pad", "official", "hf", "timm")
 
 #: The inference path (:meth:`SwinV2Block._forward_chunked`) runs at most ``CHUNK_TOKENS`` tokens
 #: at a time, and splits a map into at least ``CHUNK_SPLIT`` chunks unless that would make them
@@ -69,9 +69,14 @@ def window_and_shift(
     release: if the map is not larger than the window, the window becomes ``min(H, W)`` and nothing
     is shifted. ``'hf'`` is Hugging Face ``Swinv2Model``'s rule, which looks at the height only: the
     window becomes ``min(H, window)`` (the width is padded up to it) and nothing is shifted when
-    ``H`` is not larger than the window; it equals ``'official'`` on square maps.
+    ``H`` is not larger than the window; it equals ``'official'`` on square maps. ``'timm'`` shifts
+    like ``'pad'`` (only the axes longer than the window; the block then rolls the map before
+    padding it, as timm does) and shrinks the window to ``min(H, W)`` when a side is shorter than
+    the window; timm's rectangular window for a non-square such map is not reproduced.
     """
     h, w = hw
+    if rule == "timm" and min(h, w) < window:
+        return min(h, w), (0, 0)
     if rule == "hf":
         if h <= window:
             return h, (0, 0)
@@ -196,6 +201,7 @@ class SwinV2Block(nn.Module):
         self.window_size = window_size
         self.shifted = shifted
         self.small_map = small_map
+        self.roll_first = small_map == "timm"  # timm rolls a map before padding it, others after
         self.attn = WindowAttentionV2(dim, num_heads, pretrained_window_size, qkv_bias,
                                       attn_drop, drop, use_sdpa=use_sdpa)
         self.norm1 = nn.LayerNorm(dim)
@@ -215,7 +221,8 @@ class SwinV2Block(nn.Module):
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         window, shift, mask = self._layout(x)
-        return from_windows(self.attn(to_windows(x, window, shift), mask), *x.shape[1:3], shift)
+        windows = to_windows(x, window, shift, self.roll_first)
+        return from_windows(self.attn(windows, mask), *x.shape[1:3], shift, self.roll_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._chunkable(x):
@@ -253,7 +260,7 @@ class SwinV2Block(nn.Module):
         """``x + norm1(attention(x))`` window chunk by window chunk, as a new map."""
         b, h, w, c = x.shape
         window, shift, mask = self._layout(x)
-        windows = to_windows(x, window, shift)  # a fresh tensor: updated chunk by chunk
+        windows = to_windows(x, window, shift, self.roll_first)  # fresh: updated chunk by chunk
         nw, n = windows.shape[1:3]
         flat = windows.view(b * nw, n, c)
         step = chunk_rows(b * nw, n)
@@ -262,7 +269,7 @@ class SwinV2Block(nn.Module):
             chunk = flat[start:stop]
             attn = self.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
             chunk.add_(self.norm1(attn))  # the attention has read the chunk already
-        return from_windows(windows, h, w, shift)
+        return from_windows(windows, h, w, shift, self.roll_first)
 
 
 class PatchEmbed(nn.Module):

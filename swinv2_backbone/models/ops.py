@@ -44,14 +44,16 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=64)
 def window_gather_index(
-    batch: int, h: int, w: int, window: int, shift: Tuple[int, int], device: torch.device
+    batch: int, h: int, w: int, window: int, shift: Tuple[int, int], device: torch.device,
+    roll_first: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """Row indices that do pad + roll + :func:`window_partition` (and back) as single gathers.
 
     For a ``(B*h*w, C)`` token matrix of a ``(B, h, w, C)`` map, returns
 
     - ``forward``: ``(B*nW*N,)`` rows such that ``tokens[forward]`` is the map zero-padded to window
-      multiples, rolled by ``-shift`` and partitioned (rows of padding point at row 0),
+      multiples, rolled by ``-shift`` and partitioned (rows of padding point at row 0); with
+      ``roll_first`` the map is rolled before it is padded (timm's order),
     - ``inverse``: ``(B*h*w,)`` rows such that ``windows[inverse]`` undoes it (reverse, roll back,
       crop),
     - ``padding``: boolean ``(B*nW*N,)``, True at the padding rows (to be zeroed), or ``None``.
@@ -60,17 +62,22 @@ def window_gather_index(
     result depends on sizes only; callers must not modify the returned tensors.
     """
     hp, wp = padded_size((h, w), window)
+    # The roll is cyclic over the padded length, or over the map's own with roll_first.
+    period_h, period_w = (h, w) if roll_first else (hp, wp)
     # forward: window-order position (row i, col j of the padded, rolled map) -> source token
-    rows = (torch.arange(hp, device=device) + shift[0]) % hp
-    cols = (torch.arange(wp, device=device) + shift[1]) % wp
-    valid = (rows[:, None] < h) & (cols[None, :] < w)
+    i, j = torch.arange(hp, device=device), torch.arange(wp, device=device)
+    rows, cols = (i + shift[0]) % period_h, (j + shift[1]) % period_w
+    if roll_first:
+        valid = (i[:, None] < h) & (j[None, :] < w)
+    else:
+        valid = (rows[:, None] < h) & (cols[None, :] < w)
     source = torch.where(valid, rows[:, None] * w + cols[None, :], 0)
     source = window_partition(source.view(1, hp, wp, 1), window).reshape(-1)
     offsets = torch.arange(batch, device=device)[:, None]
     forward = (source[None] + offsets * (h * w)).reshape(-1)
-    # inverse: source token (r, c) sits at padded, rolled position ((r - s0) % hp, (c - s1) % wp)
-    i = (torch.arange(h, device=device)[:, None] + (hp - shift[0])) % hp  # non-negative operands:
-    j = (torch.arange(w, device=device)[None, :] + (wp - shift[1])) % wp  # inductor needs them
+    # inverse: source token (r, c) sits at padded, rolled position ((r - s0) % period, ...)
+    i = (torch.arange(h, device=device)[:, None] + (period_h - shift[0])) % period_h  # operands
+    j = (torch.arange(w, device=device)[None, :] + (period_w - shift[1])) % period_w  # >= 0: inductor
     position = ((i // window) * (wp // window) + j // window) * window * window \
         + (i % window) * window + j % window
     inverse = (position.reshape(1, -1) + offsets * (hp * wp)).reshape(-1)
@@ -109,21 +116,24 @@ def _gather_index(*args) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Ten
     return window_gather_index(*args)
 
 
-def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int]) -> torch.Tensor:
-    """``(B, h, w, C)`` -> zero-padded to window multiples, rolled by ``-shift`` and partitioned
-    into ``(B, nW, window*window, C)``, as one gather (see :func:`window_gather_index`)."""
+def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int], roll_first: bool = False
+               ) -> torch.Tensor:
+    """``(B, h, w, C)`` -> zero-padded to window multiples, rolled by ``-shift`` (before the padding
+    with ``roll_first``) and partitioned into ``(B, nW, window*window, C)``, as one gather (see
+    :func:`window_gather_index`)."""
     b, h, w, c = x.shape
-    forward, inverse, padding = _gather_index(b, h, w, window, shift, x.device)
+    forward, inverse, padding = _gather_index(b, h, w, window, shift, x.device, roll_first)
     rows = _GatherRows.apply(x.reshape(-1, c), forward, inverse, padding, None)
     return rows.view(b, -1, window * window, c)
 
 
-def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int]) -> torch.Tensor:
+def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int],
+                 roll_first: bool = False) -> torch.Tensor:
     """Inverse of :func:`to_windows`: ``(B, nW, N, C)`` -> ``(B, h, w, C)`` (reverse, roll back,
     crop), as one gather."""
     b, _, n, c = windows.shape
     window = math.isqrt(n)
-    forward, inverse, padding = _gather_index(b, h, w, window, shift, windows.device)
+    forward, inverse, padding = _gather_index(b, h, w, window, shift, windows.device, roll_first)
     return _GatherRows.apply(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
 
 
