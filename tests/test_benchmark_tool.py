@@ -25,14 +25,18 @@ def test_compare_runs_peers_on_our_weights_and_writes_json(tmp_path, capsys):
         assert r.median_s > 0 and r.images_per_s == pytest.approx(1 / r.median_s)
         assert r.peak_mem_mib >= 0 and r.floor_pct is None and r.fp32_rel_err is None
         if r.impl == "hf" or r.impl == "timm" and r.size == (64, 64):
-            assert r.max_rel_diff < 1e-4  # the same function as ours with their weights
+            assert r.max_rel_diff < 1e-4 and r.agrees  # the same function as ours
         elif r.impl == "timm":  # timm's rectangular 6x4 / 3x2 windows are not reproduced
-            assert r.max_rel_diff > 1e-2
+            assert r.max_rel_diff > 1e-2 and r.agrees is False
+        else:
+            assert r.agrees is None  # ours: nothing to agree with
     assert min(r.ratio_to_ours for r in results[:5]) == 1.0
     data = json.loads(out.read_text())
     assert len(data["results"]) == 10 and data["environment"]["threads"]
     printed = capsys.readouterr().out
     assert "| ours (hf weights) | 96x64 |" in printed
+    warnings = [line for line in printed.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "timm disagrees with ours on the same weights at 96x64" in warnings[0]
     assert "ours fp32: time/px spread" in printed and "| ours | fp32 | 96x64 |" in printed
 
 

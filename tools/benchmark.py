@@ -47,6 +47,10 @@ PEERS = ("hf", "timm", "mmpretrain", "torchvision")
 PEER_PACKAGES = {"hf": "transformers", "timm": "timm", "mmpretrain": "mmpretrain",
                  "torchvision": "torchvision"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Largest max-abs-difference / max-abs an implementation may show against its reference (the
+#: same weights) and still count as computing the same function: fp32 rounding, or two low-precision
+#: runs whose roundings differ (measured up to 5e-2 in bf16).
+AGREE_TOL = {"fp32": 1e-4, "bf16": 0.1, "fp16": 0.1}
 Forward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
@@ -89,6 +93,7 @@ class Result:
     floor_pct: Optional[float] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
+    agrees: Optional[bool] = None  # max_rel_diff within AGREE_TOL of the case's dtype
     # low precision: ||out - out_fp32|| / ||out_fp32|| of the same weights in fp32, worst stage
     fp32_rel_err: Optional[float] = None
     first_step_s: Optional[float] = None  # first call of the timed path: compilation under compile
@@ -416,6 +421,7 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
         if impl.reference is not None:
             res.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
                                    for a, b in zip(outs[name], outs[impl.reference]))
+            res.agrees = res.max_rel_diff <= AGREE_TOL[dtype_name]
         results.append(res)
     best_ours = min(r.median_s for r in results if r.impl.startswith("ours"))
     for r in results:
@@ -541,6 +547,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
                             args.repeats, not args.no_floor, flops)
             results += case
             print(markdown(case), flush=True)
+            for r in case:
+                if r.agrees is False:
+                    print(f"WARNING: {r.impl} disagrees with ours on the same weights at "
+                          f"{r.size[0]}x{r.size[1]} {r.dtype}: max rel diff {r.max_rel_diff:.1e} > "
+                          f"{AGREE_TOL[r.dtype]:g}", flush=True)
             if args.mode == "compile":
                 print("first step (compilation): " + ", ".join(
                     f"{r.impl} {r.first_step_s:.0f} s" for r in case), flush=True)
