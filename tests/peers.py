@@ -124,11 +124,12 @@ def hf_final(model: nn.Module, x: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- timm / official
-def timm_model(variant: Variant, windows: Windows, seed: int, num_classes: int = 10) -> nn.Module:
-    """A randomised timm ``SwinTransformerV2`` at 256 px."""
+def timm_model(variant: Variant, windows: Windows, seed: int, num_classes: int = 10,
+               img_size: Any = IMAGE_SIZE) -> nn.Module:
+    """A randomised timm ``SwinTransformerV2`` for ``img_size`` inputs (256 px by default)."""
     from timm.models.swin_transformer_v2 import SwinTransformerV2
 
-    model = SwinTransformerV2(img_size=IMAGE_SIZE, embed_dim=variant.embed_dims, depths=variant.depths,
+    model = SwinTransformerV2(img_size=img_size, embed_dim=variant.embed_dims, depths=variant.depths,
                               num_heads=variant.num_heads, window_size=windows.window,
                               pretrained_window_sizes=windows.pretrained, num_classes=num_classes,
                               drop_path_rate=0.0)

@@ -102,6 +102,28 @@ def test_timm_parity(variant, windows, tmp_path):
                  [peers.final_norm(raw[3], converted.state_dict, "norm3")], [final])
 
 
+@pytest.mark.parametrize("rule", ["timm", "pad"])
+def test_timm_features_at_padded_shifted_maps_need_the_timm_rule(rule, tmp_path, caplog):
+    """At 288x256 stage 3 is 18x16: padded to 24x16 and shifted. timm rolls it before padding, the
+    default ('pad') after, which differs unless the padding equals the shift (stage 2's 36 rows: 4);
+    loading timm weights says so unless small_map='timm'."""
+    timm_model = peers.timm_model(peers.MINI, peers.W8, seed=5, img_size=(288, 256))
+    path = peers.save_torch(timm_model.state_dict(), str(tmp_path), "timm.pth")
+    x = torch.randn(1, 3, 288, 256, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.INFO, logger="swinv2_backbone"):
+        ours = run(x, **peers.ours(peers.MINI, peers.W8, out_norm=False, pretrained=path,
+                                   small_map=rule))
+    stages, _ = peers.timm_features(timm_model, x)
+    hint = [r for r in caplog.records if "small_map='timm' gives timm's own features" in r.getMessage()]
+    if rule == "timm":
+        check_parity("timm 288x256 small_map='timm'", ours, stages)
+        assert not hint
+    else:
+        diffs = peers.max_abs_diffs(ours, stages)
+        assert max(diffs[:2]) <= TOL and diffs[2] > 100 * TOL, diffs  # stages 1-2 are multiples
+        assert len(hint) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("feature_cls", ["list", "getter"])
 def test_timm_features_only_parity(feature_cls, tmp_path):

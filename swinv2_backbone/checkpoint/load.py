@@ -201,6 +201,9 @@ def load_pretrained(
     if pretrained_window_sizes == "checkpoint":
         values = apply_checkpoint_windows(converted, model)
         notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
+    if converted.format == "timm" and model.small_map != "timm":
+        notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
+                     "features where a stage map is not a window multiple")
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary()] + notes))
     if pretrained_window_sizes is None:
         advice = window_advice(converted, model)

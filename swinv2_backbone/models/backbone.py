@@ -77,7 +77,7 @@ class Swinv2Backbone(BaseModule):
             (Hugging Face's variant of it, deciding by the height alone: its features at
             non-square small maps) or ``'timm'`` (timm's: shift like ``'pad'`` but roll a map
             before padding it, window = min(H, W) when a side is shorter than the window: its
-            features wherever a shifted map is not a window multiple, 800x1344 included).
+            features where a shifted map is padded by other than the shift, 800x1344 included).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).
@@ -180,6 +180,7 @@ class Swinv2Backbone(BaseModule):
         self.in_channels = in_channels
         self.window_size = windows
         self.pretrained_window_sizes = pretrained_windows
+        self.small_map = small_map
         self.frozen_stages = frozen_stages
         self.out_norm = out_norm
         self.num_stages = num_stages
