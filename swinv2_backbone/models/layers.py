@@ -201,7 +201,6 @@ class SwinV2Block(nn.Module):
         self.window_size = window_size
         self.shifted = shifted
         self.small_map = small_map
-        self.roll_first = small_map == "timm"  # timm rolls a map before padding it, others after
         self.attn = WindowAttentionV2(dim, num_heads, pretrained_window_size, qkv_bias,
                                       attn_drop, drop, use_sdpa=use_sdpa)
         self.norm1 = nn.LayerNorm(dim)
@@ -211,6 +210,11 @@ class SwinV2Block(nn.Module):
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, shifted={self.shifted}, small_map={self.small_map!r}"
+
+    @property
+    def roll_first(self) -> bool:
+        """Roll a shifted map before padding it (timm's order) rather than after."""
+        return self.small_map == "timm"
 
     def _layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
         """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""

@@ -75,9 +75,10 @@ def window_gather_index(
     source = window_partition(source.view(1, hp, wp, 1), window).reshape(-1)
     offsets = torch.arange(batch, device=device)[:, None]
     forward = (source[None] + offsets * (h * w)).reshape(-1)
-    # inverse: source token (r, c) sits at padded, rolled position ((r - s0) % period, ...)
-    i = (torch.arange(h, device=device)[:, None] + (period_h - shift[0])) % period_h  # operands
-    j = (torch.arange(w, device=device)[None, :] + (period_w - shift[1])) % period_w  # >= 0: inductor
+    # inverse: source token (r, c) sits at padded, rolled position ((r - s0) % period, ...),
+    # written with non-negative operands (inductor needs them)
+    i = (torch.arange(h, device=device)[:, None] + (period_h - shift[0])) % period_h
+    j = (torch.arange(w, device=device)[None, :] + (period_w - shift[1])) % period_w
     position = ((i // window) * (wp // window) + j // window) * window * window \
         + (i % window) * window + j % window
     inverse = (position.reshape(1, -1) + offsets * (hp * wp)).reshape(-1)
