@@ -203,7 +203,7 @@ def load_pretrained(
         notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
     if converted.format == "timm" and model.small_map != "timm":
         notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
-                     "features where a stage map is not a window multiple")
+                     "features where a shifted stage map is padded by other than the shift")
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary()] + notes))
     if pretrained_window_sizes is None:
         advice = window_advice(converted, model)
