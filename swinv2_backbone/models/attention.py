@@ -2,7 +2,6 @@
 position bias (CPB)."""
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import OrderedDict
 from typing import Optional, Tuple
@@ -12,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .linear_backend import linear
-from .ops import MASK_VALUE, relative_coords_table, relative_position_index, shift_window_mask
+from .ops import (MASK_VALUE, autocast_off, relative_coords_table, relative_position_index,
+                  shift_window_mask)
 
 #: Upper bound of the learned attention temperature, ``exp(logit_scale) <= 100`` (the paper's clamp).
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
@@ -165,7 +165,7 @@ class WindowAttentionV2(nn.Module):
             # probabilities go back to v's dtype): in bf16 a logit of up to 116 (cosine x 100 plus
             # a bias of up to 16) keeps 8 significant bits, an error of up to 0.25 before the
             # exponential. At fp32 the casts are no-ops.
-            with _autocast_off(windows):
+            with autocast_off(windows):
                 low = q.dtype
                 q, k = q.float(), k.float()
                 q = q * _inverse_norm(q, scale, low)
@@ -198,9 +198,3 @@ class WindowAttentionV2(nn.Module):
         (whose logits are fp32), ``x``'s dtype for SDPA."""
         return x.dtype if self._sdpa(x) else torch.float32
 
-
-def _autocast_off(x: torch.Tensor):
-    """A context that disables autocast on ``x``'s device where it is on (else a no-op)."""
-    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()

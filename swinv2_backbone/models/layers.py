@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
 from .linear_backend import linear
-from .ops import from_windows, pad_to_multiple, padded_size, to_windows
+from .ops import autocast_off, from_windows, pad_to_multiple, padded_size, to_windows
 
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm")
@@ -103,36 +103,95 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
     return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
 
 
-class _GeluMlp(torch.autograd.Function):
-    """``fc2(gelu(fc1(x)))`` whose backward recomputes the GELU output from the saved ``fc1``
-    output instead of keeping both (autograd would save ``4C`` more values per token and block).
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a Linear on ``x`` computes in: the autocast dtype where autocast is on."""
+    device = x.device.type
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
 
-    Under autocast the forward's matmuls run in the autocast dtype; the backward computes in the
-    dtype of the saved ``fc1`` output (that same dtype) and returns gradients in the inputs' dtypes.
+
+def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b``, in place, with ``acc`` possibly wider than ``a`` and ``b``."""
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+    else:
+        acc.add_(a.mm(b))
+
+
+def _affine(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], out: torch.Tensor) -> None:
+    """``out = x @ w^T + b``, written into ``out``."""
+    if b is None:
+        torch.mm(x, w.t(), out=out)
+    else:
+        torch.addmm(b, x, w.t(), out=out)
+
+
+class _GeluMlp(torch.autograd.Function):
+    """``fc2(gelu(fc1(x)))`` for training: only the ``fc1`` output is saved (the GELU output is
+    recomputed in the backward pass: ``4C`` fewer values per token and block), and both passes run
+    ``step`` tokens at a time, so the ``4C``-wide temporaries (GELU output, its gradient) stay a few
+    MiB, reused and cache-resident, rather than map-sized; on CPU every fresh map-sized temporary
+    costs page faults (the GELU into a fresh 50 MiB tensor takes 4x as long as into a reused one).
+
+    Under autocast both passes compute in the autocast dtype, as ``F.linear`` would; weight and bias
+    gradients are accumulated over the chunks in fp32 and returned in the parameters' dtypes.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
-                w2: torch.Tensor, b2: Optional[torch.Tensor]) -> torch.Tensor:
-        hidden = F.linear(x, w1, b1)
+                w2: torch.Tensor, b2: Optional[torch.Tensor], step: int) -> torch.Tensor:
+        dtype = _compute_dtype(x)
+        rows = x.numel() // x.shape[-1]
+        x2 = x.reshape(rows, x.shape[-1]).to(dtype)
+        w1c, w2c = w1.to(dtype), w2.to(dtype)
+        b1c = None if b1 is None else b1.to(dtype)
+        b2c = None if b2 is None else b2.to(dtype)
+        hidden = x2.new_empty(rows, w1.shape[0])
+        out = x2.new_empty(rows, w2.shape[0])
+        with autocast_off(x):
+            for start in range(0, rows, step):
+                chunk = hidden[start:start + step]
+                _affine(x2[start:start + step], w1c, b1c, chunk)
+                _affine(F.gelu(chunk), w2c, b2c, out[start:start + step])
         ctx.save_for_backward(x, w1, hidden, w2)
         ctx.has_bias = (b1 is not None, b2 is not None)
-        return F.linear(F.gelu(hidden), w2, b2)
+        ctx.step = step
+        return out.view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         x, w1, hidden, w2 = ctx.saved_tensors
-        dtype = hidden.dtype
-        hidden2 = hidden.reshape(-1, hidden.shape[-1])
-        grad2 = grad_out.reshape(-1, grad_out.shape[-1]).to(dtype)
-        grad_w2 = grad2.t().mm(F.gelu(hidden2))
-        grad_hidden = torch.ops.aten.gelu_backward(grad2.mm(w2.to(dtype)), hidden2)
-        grad_w1 = grad_hidden.t().mm(x.reshape(-1, x.shape[-1]).to(dtype))
-        grad_x = grad_hidden.mm(w1.to(dtype)).view(x.shape)
-        return (grad_x.to(x.dtype), grad_w1.to(w1.dtype),
-                grad_hidden.sum(0).to(w1.dtype) if ctx.has_bias[0] else None,
-                grad_w2.to(w2.dtype), grad2.sum(0).to(w2.dtype) if ctx.has_bias[1] else None)
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        dtype, (rows, wide), step = hidden.dtype, hidden.shape, ctx.step
+        x2 = x.reshape(rows, x.shape[-1]).to(dtype)
+        grad2 = grad_out.reshape(rows, grad_out.shape[-1]).to(dtype)
+        w1c, w2c = w1.to(dtype), w2.to(dtype)
+        acc = dict(dtype=torch.float32, device=x.device)
+        grad_w1 = torch.zeros(w1.shape, **acc) if need_w1 else None
+        grad_w2 = torch.zeros(w2.shape, **acc) if need_w2 else None
+        grad_b1 = torch.zeros(wide, **acc) if need_b1 and ctx.has_bias[0] else None
+        grad_x = x2.new_empty(x2.shape) if need_x else None
+        for start in range(0, rows, step):
+            hid, grad = hidden[start:start + step], grad2[start:start + step]
+            if grad_w2 is not None:
+                _accumulate(grad_w2, grad.t(), F.gelu(hid))
+            if not (need_x or need_w1 or need_b1):
+                continue
+            grad_hid = torch.ops.aten.gelu_backward(grad.mm(w2c), hid)
+            if grad_w1 is not None:
+                _accumulate(grad_w1, grad_hid.t(), x2[start:start + step])
+            if grad_b1 is not None:
+                grad_b1.add_(grad_hid.sum(0, dtype=torch.float32))
+            if grad_x is not None:
+                torch.mm(grad_hid, w1c, out=grad_x[start:start + step])
+        grad_b2 = grad2.sum(0, dtype=torch.float32) if need_b2 and ctx.has_bias[1] else None
+        return (None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
+                None if grad_w1 is None else grad_w1.to(w1.dtype),
+                None if grad_b1 is None else grad_b1.to(w1.dtype),
+                None if grad_w2 is None else grad_w2.to(w2.dtype),
+                None if grad_b2 is None else grad_b2.to(w2.dtype), None)
 
 
 class Mlp(nn.Module):
@@ -155,7 +214,9 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
                 and not (self.training and self.drop.p > 0)):
-            return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+            step = CHUNK_TOKENS if x.device.type == "cpu" else max(x.numel() // x.shape[-1], 1)
+            return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                                  step)
         return self.drop(linear(self.drop(linear(x, self.fc1, "gelu")), self.fc2))
 
 

@@ -5,6 +5,7 @@ Every function here is stateless; feature maps are channels-last ``(B, H, W, C)`
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Optional, Tuple
@@ -182,3 +183,10 @@ def relative_position_index(window: int) -> torch.Tensor:
     ).flatten(1)  # (2, N)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def autocast_off(x: torch.Tensor):
+    """A context that disables autocast on ``x``'s device where it is on (else a no-op)."""
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
