@@ -1,4 +1,5 @@
-"""The oneDNN inference path for Linear layers and its public fallback give the same results."""
+"""The oneDNN path for Linear layers (forward and backward) and its public fallback give the same
+results."""
 import pytest
 import torch
 from torch import nn
@@ -52,14 +53,43 @@ def test_weight_updates_are_seen_at_once_whatever_the_update_path():
     assert not torch.allclose(before, after) and not torch.allclose(after, flipped)
 
 
-def test_gradients_never_take_the_private_path():
+@pytest.mark.parametrize("activation", ["none", "gelu"])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_gradients_through_onednn_match_f_linear(activation, with_bias, dtype, tol):
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 72, bias=with_bias).to(dtype)
+    x = torch.randn(5, 7, 48, dtype=dtype, requires_grad=True)
+    grad = torch.randn(5, 7, 72, dtype=dtype)
+    results = []
+    for backend in ("auto", "torch"):
+        set_backend(backend)
+        out = linear(x, layer, activation)
+        assert ("_OnednnLinearBackward" in repr(out.grad_fn.next_functions) or
+                out.grad_fn.name() == "_OnednnLinearBackward") == (backend == "auto")
+        results.append([out, *torch.autograd.grad(out, [x, *layer.parameters()], grad)])
+    for fast, ref in zip(*results):
+        assert fast.shape == ref.shape and fast.dtype == ref.dtype == dtype
+        assert ((fast.float() - ref.float()).norm() / ref.float().norm()).item() < tol
+
+
+def test_only_the_gradients_asked_for():
+    layer = nn.Linear(8, 4)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(3, 8)
+    out = linear(x, layer)
+    assert out.grad_fn.name() == "_OnednnLinearBackward"
+    out.sum().backward()
+    assert layer.weight.grad is None and x.grad is None
+    torch.testing.assert_close(layer.bias.grad, torch.full((4,), 3.0))
+
+
+def test_autocast_takes_f_linear():
     layer = nn.Linear(8, 4)
     x = torch.randn(3, 8, requires_grad=True)
-    assert not use_onednn(x, layer)
-    linear(x, layer, "gelu").sum().backward()
-    assert x.grad is not None and layer.weight.grad is not None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not use_onednn(x.detach(), layer)
+        assert not use_onednn(x, layer)
+        assert linear(x, layer).dtype == torch.bfloat16
 
 
 def test_unknown_backend_is_an_error():
@@ -80,15 +110,18 @@ def test_backbone_outputs_agree_between_backends(dtype, tol):
         assert ((a.float() - b.float()).norm() / b.float().norm()).item() < tol
 
 
-def test_training_gradients_are_the_same_whatever_the_inference_backend():
+def test_training_gradients_agree_between_backends():
     torch.manual_seed(0)
     model = Swinv2Backbone(**SMALL, drop_path_rate=0.0)
-    x = torch.randn(1, 3, 32, 32)
+    x = torch.randn(2, 3, 40, 32)
+    # A random projection of the outputs: a loss like o.square().mean() of LayerNorm'd outputs is
+    # nearly constant, and its gradient rounding noise.
+    projections = [torch.randn(o.shape) for o in model(x)]
     grads = []
     for backend in ("auto", "torch"):
         set_backend(backend)
         model.zero_grad()
-        sum(o.square().mean() for o in model(x)).backward()
+        sum((o * p).sum() for o, p in zip(model(x), projections)).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert ((a - b).norm() / b.norm()).item() < 1e-4

@@ -11,7 +11,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
-from .linear_backend import linear
+from .linear_backend import dense, linear
 from .ops import autocast_off, from_windows, pad_to_multiple, padded_size, to_windows
 
 #: Rules for feature maps smaller than (or not larger than) the window.
@@ -119,14 +119,6 @@ def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
         acc.add_(a.mm(b))
 
 
-def _affine(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor], out: torch.Tensor) -> None:
-    """``out = x @ w^T + b``, written into ``out``."""
-    if b is None:
-        torch.mm(x, w.t(), out=out)
-    else:
-        torch.addmm(b, x, w.t(), out=out)
-
-
 class _GeluMlp(torch.autograd.Function):
     """``fc2(gelu(fc1(x)))`` for training: only the ``fc1`` output is saved (the GELU output is
     recomputed in the backward pass: ``4C`` fewer values per token and block), and both passes run
@@ -147,14 +139,13 @@ class _GeluMlp(torch.autograd.Function):
         w1c, w2c = w1.to(dtype), w2.to(dtype)
         b1c = None if b1 is None else b1.to(dtype)
         b2c = None if b2 is None else b2.to(dtype)
-        hidden = x2.new_empty(rows, w1.shape[0])
         out = x2.new_empty(rows, w2.shape[0])
+        hidden = []
         with autocast_off(x):
             for start in range(0, rows, step):
-                chunk = hidden[start:start + step]
-                _affine(x2[start:start + step], w1c, b1c, chunk)
-                _affine(F.gelu(chunk), w2c, b2c, out[start:start + step])
-        ctx.save_for_backward(x, w1, hidden, w2)
+                hidden.append(dense(x2[start:start + step], w1c, b1c))
+                out[start:start + step] = dense(F.gelu(hidden[-1]), w2c, b2c)
+        ctx.save_for_backward(x, w1, w2, *hidden)
         ctx.has_bias = (b1 is not None, b2 is not None)
         ctx.step = step
         return out.view(*x.shape[:-1], w2.shape[0])
@@ -162,30 +153,32 @@ class _GeluMlp(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        x, w1, hidden, w2 = ctx.saved_tensors
+        x, w1, w2, *hidden = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        dtype, (rows, wide), step = hidden.dtype, hidden.shape, ctx.step
+        dtype, step = hidden[0].dtype, ctx.step
+        rows = x.numel() // x.shape[-1]
         x2 = x.reshape(rows, x.shape[-1]).to(dtype)
         grad2 = grad_out.reshape(rows, grad_out.shape[-1]).to(dtype)
-        w1c, w2c = w1.to(dtype), w2.to(dtype)
+        # dense() takes (out, in) weights: these give hidden @ w2 and hidden @ w1
+        w1t, w2t = w1.to(dtype).t().contiguous(), w2.to(dtype).t().contiguous()
         acc = dict(dtype=torch.float32, device=x.device)
         grad_w1 = torch.zeros(w1.shape, **acc) if need_w1 else None
         grad_w2 = torch.zeros(w2.shape, **acc) if need_w2 else None
-        grad_b1 = torch.zeros(wide, **acc) if need_b1 and ctx.has_bias[0] else None
+        grad_b1 = torch.zeros(w1.shape[0], **acc) if need_b1 and ctx.has_bias[0] else None
         grad_x = x2.new_empty(x2.shape) if need_x else None
-        for start in range(0, rows, step):
-            hid, grad = hidden[start:start + step], grad2[start:start + step]
+        for hid, start in zip(hidden, range(0, rows, step)):
+            grad = grad2[start:start + step]
             if grad_w2 is not None:
                 _accumulate(grad_w2, grad.t(), F.gelu(hid))
             if not (need_x or need_w1 or need_b1):
                 continue
-            grad_hid = torch.ops.aten.gelu_backward(grad.mm(w2c), hid)
+            grad_hid = torch.ops.aten.gelu_backward(dense(grad, w2t), hid)
             if grad_w1 is not None:
                 _accumulate(grad_w1, grad_hid.t(), x2[start:start + step])
             if grad_b1 is not None:
                 grad_b1.add_(grad_hid.sum(0, dtype=torch.float32))
             if grad_x is not None:
-                torch.mm(grad_hid, w1c, out=grad_x[start:start + step])
+                grad_x[start:start + step] = dense(grad_hid, w1t)
         grad_b2 = grad2.sum(0, dtype=torch.float32) if need_b2 and ctx.has_bias[1] else None
         return (None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
                 None if grad_w1 is None else grad_w1.to(w1.dtype),

@@ -1,9 +1,11 @@
-"""Linear layers at inference on CPU through oneDNN.
+"""Linear layers on CPU through oneDNN, forward and backward.
 
 On some CPUs (AMD EPYC among them) the fp32 GEMM behind ``F.linear`` takes an AVX2 path while oneDNN
 runs AVX-512. ``torch.ops.mkldnn._linear_pointwise`` is oneDNN's linear (with GELU fusable); the op is
-private, so it is used only after a capability check and a numerical self-test, and only where no
-gradient is needed. Everything else, and any CPU without it, takes ``F.linear``.
+private, so it is used only after a capability check and a numerical self-test. Where a gradient is
+needed, :class:`_OnednnLinear` runs the forward and the input gradient through it and the weight
+gradient as one ``mm``. Autocast, ``torch.compile``, other devices, and any CPU without the op take
+``F.linear``.
 
 Weights are passed as they are, never prepacked into a cached copy: a cache keyed on the weight's
 storage goes stale under in-place updates through ``.data`` (EMA swaps, mean teachers), and checking
@@ -17,14 +19,15 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-#: ``'auto'``: oneDNN where available and valid (CPU, fp32/bf16, no grad); ``'torch'``: F.linear.
+#: ``'auto'``: oneDNN where available and valid (CPU, fp32/bf16, no autocast); ``'torch'``: F.linear.
 BACKENDS = ("auto", "torch")
 _backend = "auto"
 
 
 def set_backend(name: str) -> None:
-    """Choose the Linear backend for inference: one of :data:`BACKENDS`."""
+    """Choose the Linear backend: one of :data:`BACKENDS`."""
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"linear backend must be one of {BACKENDS}, got {name!r}")
@@ -63,33 +66,78 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     return out.view(*shape[:-1], out.shape[-1])
 
 
-def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
-    """Whether ``module(x)`` may run through oneDNN: CPU, fp32/bf16, no gradient needed, no autocast,
-    not inside ``torch.compile`` (which chooses its own GEMMs; the capability check would break the
-    graph)."""
+def onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``x @ weight^T`` may run through oneDNN: CPU, fp32/bf16 with ``x`` in the weight's
+    dtype, no autocast, not inside ``torch.compile`` (which chooses its own GEMMs; the capability
+    check would break the graph)."""
     if torch.compiler.is_compiling():
         return False
-    return (_backend == "auto" and x.device.type == "cpu" and x.dtype == module.weight.dtype
-            and not (torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad))
+    return (_backend == "auto" and x.device.type == "cpu" and x.dtype == weight.dtype
             and not torch.is_autocast_enabled("cpu") and onednn_available(x.dtype))
+
+
+def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
+    """Whether ``linear(x, module)`` runs through oneDNN (see :func:`onednn_usable`)."""
+    return onednn_usable(x, module.weight)
+
+
+def dense(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+          activation: str = "none") -> torch.Tensor:
+    """``activation(x @ weight^T + bias)`` outside autograd (inference, or inside an autograd
+    Function): oneDNN where :func:`onednn_usable` allows, else ``F.linear``."""
+    if onednn_usable(x, weight):
+        return onednn_linear(x, weight.contiguous(), bias, activation)
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if activation == "gelu" else out
+
+
+class _OnednnLinear(torch.autograd.Function):
+    """``x @ weight^T + bias`` through oneDNN with its backward: the input gradient through oneDNN
+    too, the weight gradient as one ``mm`` (which takes the transposed operands as they are)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+                ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if need_x:
+            grad_x = onednn_linear(grad2, weight.t().contiguous(), None).view(x.shape)
+        if need_w:
+            grad_w = grad2.t().mm(x.reshape(-1, x.shape[-1]))
+        if need_b and ctx.has_bias:
+            grad_b = grad2.sum(0)
+        return grad_x, grad_w, grad_b
 
 
 def linear(x: torch.Tensor, module: nn.Linear, activation: str = "none",
            bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``activation(module(x))`` (``bias`` replaces the module's own when given), through oneDNN when
-    :func:`use_onednn` allows, else ``F.linear``."""
+    """``activation(module(x))`` (``bias`` replaces the module's own when given), through oneDNN
+    (forward and backward) when :func:`use_onednn` allows, else ``F.linear``."""
     bias = module.bias if bias is None else bias
-    if use_onednn(x, module):
+    if not use_onednn(x, module):
+        out = F.linear(x, module.weight, bias)
+    elif torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad
+                                      or (bias is not None and bias.requires_grad)):
+        out = _OnednnLinear.apply(x, module.weight, bias)
+    else:
         return onednn_linear(x, module.weight.detach(), None if bias is None else bias.detach(),
                              activation)
-    out = F.linear(x, module.weight, bias)
     return F.gelu(out) if activation == "gelu" else out
 
 
 def describe() -> str:
-    """The Linear path used at CPU inference, for benchmark reports."""
+    """The Linear path used on CPU, for benchmark reports."""
     if _backend == "torch":
         return "F.linear (forced)"
     if onednn_available(torch.float32):
-        return "oneDNN (torch.ops.mkldnn._linear_pointwise) at CPU inference, F.linear otherwise"
+        return "oneDNN (torch.ops.mkldnn._linear_pointwise) on CPU without autocast, F.linear otherwise"
     return "F.linear (oneDNN linear ops unavailable)"
