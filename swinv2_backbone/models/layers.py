@@ -12,7 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttentionV2
 from .linear_backend import dense, linear
-from .ops import autocast_off, from_windows, pad_to_multiple, padded_size, to_windows
+from .ops import (autocast_off, compute_dtype, from_windows, pad_to_multiple, padded_size,
+                  to_windows)
 
 #: Rules for feature maps smaller than (or not larger than) the window.
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm")
@@ -103,14 +104,6 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
     return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a Linear on ``x`` computes in: the autocast dtype where autocast is on."""
-    device = x.device.type
-    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
-
-
 def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc += a @ b``, in place, with ``acc`` possibly wider than ``a`` and ``b``."""
     if a.dtype == acc.dtype:
@@ -133,7 +126,7 @@ class _GeluMlp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
                 w2: torch.Tensor, b2: Optional[torch.Tensor], step: int) -> torch.Tensor:
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         rows = x.numel() // x.shape[-1]
         x2 = x.reshape(rows, x.shape[-1]).to(dtype)
         w1c, w2c = w1.to(dtype), w2.to(dtype)
@@ -147,7 +140,6 @@ class _GeluMlp(torch.autograd.Function):
                 out[start:start + step] = dense(F.gelu(hidden[-1]), w2c, b2c)
         ctx.save_for_backward(x, w1, w2, *hidden)
         ctx.has_bias = (b1 is not None, b2 is not None)
-        ctx.step = step
         return out.view(*x.shape[:-1], w2.shape[0])
 
     @staticmethod
@@ -155,7 +147,7 @@ class _GeluMlp(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, w1, w2, *hidden = ctx.saved_tensors
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        dtype, step = hidden[0].dtype, ctx.step
+        dtype, step = hidden[0].dtype, hidden[0].shape[0]  # every chunk but the last has step rows
         rows = x.numel() // x.shape[-1]
         x2 = x.reshape(rows, x.shape[-1]).to(dtype)
         grad2 = grad_out.reshape(rows, grad_out.shape[-1]).to(dtype)

@@ -123,15 +123,12 @@ def linear(x: torch.Tensor, module: nn.Linear, activation: str = "none",
     """``activation(module(x))`` (``bias`` replaces the module's own when given), through oneDNN
     (forward and backward) when :func:`use_onednn` allows, else ``F.linear``."""
     bias = module.bias if bias is None else bias
-    if not use_onednn(x, module):
-        out = F.linear(x, module.weight, bias)
-    elif torch.is_grad_enabled() and (x.requires_grad or module.weight.requires_grad
-                                      or (bias is not None and bias.requires_grad)):
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or module.weight.requires_grad or (bias is not None and bias.requires_grad))
+    if needs_grad and use_onednn(x, module):
         out = _OnednnLinear.apply(x, module.weight, bias)
-    else:
-        return onednn_linear(x, module.weight.detach(), None if bias is None else bias.detach(),
-                             activation)
-    return F.gelu(out) if activation == "gelu" else out
+        return F.gelu(out) if activation == "gelu" else out
+    return dense(x, module.weight, bias, activation)
 
 
 def describe() -> str:

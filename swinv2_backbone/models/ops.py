@@ -185,8 +185,15 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
+def _autocast_on(x: torch.Tensor) -> bool:
+    return x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+
+
 def autocast_off(x: torch.Tensor):
     """A context that disables autocast on ``x``'s device where it is on (else a no-op)."""
-    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False) if _autocast_on(x) else contextlib.nullcontext()
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a Linear on ``x`` computes in: the autocast dtype where autocast is on."""
+    return torch.get_autocast_dtype(x.device.type) if _autocast_on(x) else x.dtype
