@@ -2,31 +2,58 @@
 # One-command environment: a virtual environment with torch, the real OpenMMLab stack (mmcv 2.1.0
 # built from source with its compiled ops), the parity peers and this package in editable mode.
 # Idempotent: a second run only checks and fills what is missing. The mmcv wheel is built once per
-# machine and cached outside the clone, keyed by the torch and Python versions.
+# machine and cached outside the clone, keyed by the torch and Python versions; the compiler's
+# objects are cached too (ccache), so a build with an empty wheel cache takes a minute or two.
 #
-#   bash tools/setup_env.sh            # everything (runtime + tests + peers)
-#   VENV=/path/to/venv bash tools/setup_env.sh
+#   bash tools/setup_env.sh                     # everything (runtime + tests + peers)
+#   VENV=path/to/venv bash tools/setup_env.sh   # relative paths are taken from the current directory
+#   PYTHON=python3.12 bash tools/setup_env.sh   # another supported interpreter (3.10-3.13)
+#   SWINV2_CACHE_DIR=dir                        # where the mmcv wheel is cached
+#   CCACHE_DIR=dir                              # ccache's own variable (default ~/.cache/ccache)
 set -euo pipefail
 
+# Every path is made absolute here, once: later steps change directory (the mmcv build does).
+abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
-PYTHON="${PYTHON:-python3.11}"
+VENV="$(abspath "${VENV:-$ROOT/.venv}")"
+CACHE_DIR="$(abspath "${SWINV2_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swinv2-backbone}")"
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
-CACHE_DIR="${SWINV2_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swinv2-backbone}"
+# mmcv's C++ ops: 77 translation units, each about 50 CPU-seconds without a compiler cache (2026-12-01,
+# AMD EPYC, -g0 -O3); with ccache hits the whole build is linking and packaging.
+MMCV_UNITS=77 MMCV_CPU_SECONDS_PER_UNIT=50
+JOBS="${MAX_JOBS:-$(nproc)}"
 export PIP_CONSTRAINT="$ROOT/tools/env/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { echo "setup: $*" >&2; exit 1; }
 START=$SECONDS
 
-if ! command -v "$PYTHON" >/dev/null; then
-  echo "setup: $PYTHON not found; Python 3.11 is required (set PYTHON=/path/to/python3.11)" >&2
-  exit 1
+# --- interpreter: PYTHON if given, else the first supported one found (3.11 is the tested one) ---
+usable_python() {  # a supported version with venv and ensurepip (Debian ships them separately)
+  "$1" - <<'PYEOF' 2>/dev/null
+import sys, venv, ensurepip
+sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)
+PYEOF
+}
+if [ -n "${PYTHON:-}" ]; then
+  command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found"
+  usable_python "$PYTHON" || die "PYTHON=$PYTHON is not Python 3.10-3.13 with the venv module \
+(on Debian/Ubuntu: apt-get install python3-venv)"
+else
+  for cand in python3.11 python3.12 python3.10 python3.13 python3; do
+    if command -v "$cand" >/dev/null && usable_python "$cand"; then PYTHON=$cand; break; fi
+  done
+  [ -n "${PYTHON:-}" ] || die "no Python 3.10-3.13 with the venv module found. On Debian 12:
+  apt-get install python3.11 python3.11-venv
+on Ubuntu 22.04: apt-get install python3.10 python3.10-venv (or python3.11 from the deadsnakes PPA);
+then run this again, or point PYTHON=/path/to/python3.11 at another installation."
 fi
+
 if [ ! -x "$VENV/bin/python" ]; then
-  say "creating virtual environment $VENV"
+  say "creating virtual environment $VENV with $("$PYTHON" -V)"
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
@@ -46,51 +73,99 @@ for spec in sys.argv[1:]:
 PYEOF
 }
 
-if ! have "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "setuptools" "wheel"; then
+if ! have "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "setuptools" "wheel" "ninja"; then
   say "installing torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION (about a minute)"
-  "${PIP[@]}" "setuptools>=77.0.3" wheel ninja "numpy<2" \
+  "${PIP[@]}" -q "setuptools>=77.0.3" wheel ninja "numpy<2" \
     "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
+# --- ccache: Debian's package; without it (not root, no apt) the build is only slower ------------
+if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing ccache (Debian package) so that later mmcv builds reuse compiled objects"
+  { apt-get install -y -qq ccache || { apt-get update -qq && apt-get install -y -qq ccache; }; } \
+    >/dev/null 2>&1 || say "could not install ccache; building without a compiler cache"
+fi
+CCACHE_BIN=""
+for d in /usr/lib/ccache /usr/lib64/ccache; do [ -x "$d/c++" ] && CCACHE_BIN=$d && break; done
+
+# --- mmcv: cached wheel, else a build that the other installs overlap ------------------------------
 PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
 WHEEL_DIR="$CACHE_DIR/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$PYTAG"
+STAGE="$(abspath "${TMPDIR:-/tmp}")/swinv2-backbone-mmcv-build-$(id -u)"
+
+# Builds the wheel into $WHEEL_DIR. The build runs from a fixed directory and sees the venv's
+# site-packages through a fixed link, so every compiler command line is the same whatever the clone
+# and venv paths are: that is what lets ccache hit across fresh clones. A lock serialises builds.
+build_mmcv() {
+  mkdir -p "$STAGE"
+  exec 9>"$STAGE.lock"
+  flock 9
+  rm -rf "$STAGE"/{src,overlay,wheel,build.log,site,bin}
+  mkdir -p "$STAGE/src" "$STAGE/bin"
+  ln -s "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" "$STAGE/site"
+  ln -s "$VENV/bin/ninja" "$STAGE/bin/ninja"
+  # mmcv's setup.py imports pkg_resources (setuptools < 70); the venv keeps its newer setuptools,
+  # the build sees the old one first on PYTHONPATH.
+  "${PIP[@]}" -q --no-deps --target "$STAGE/overlay" "setuptools<70"
+  "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$STAGE/src" \
+    "mmcv==$MMCV_VERSION"
+  tar -xzf "$STAGE/src/mmcv-$MMCV_VERSION.tar.gz" -C "$STAGE/src"
+  local src="$STAGE/src/mmcv-$MMCV_VERSION"
+  # torch 2.14 headers need C++20; mmcv's setup.py hardcodes c++17.
+  sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+  # -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
+  ( cd "$src" && \
+    PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/bin:$PATH" PYTHONPATH="$STAGE/overlay:$STAGE/site" \
+    CFLAGS="-g0" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros \
+    MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$JOBS" \
+    "$PY" setup.py bdist_wheel -d "$STAGE/wheel" >"$STAGE/build.log" 2>&1 ) || {
+      tail -n 40 "$STAGE/build.log" >&2; echo "setup: the mmcv build failed (last 40 lines above; \
+full log $STAGE/build.log)" >&2; return 1; }
+  mkdir -p "$WHEEL_DIR"
+  mv "$STAGE"/wheel/mmcv-*.whl "$WHEEL_DIR/"
+  rm -rf "$STAGE"/{src,overlay,wheel,site,bin}
+}
+
+# Streams ninja's "[n/N]" counter from the build log while the build runs.
+show_progress() {
+  local pid=$1 last=""
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 3
+    local now
+    now=$(grep -o '^\[[0-9]*/[0-9]*\]' "$STAGE/build.log" 2>/dev/null | tail -n 1 || true)
+    if [ -n "$now" ] && [ "$now" != "$last" ]; then say "mmcv ops: compiled ${now//[\[\]]/} units"; last=$now; fi
+  done
+}
+
 if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; then
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR."
-    say "this takes 10-15 minutes on 2 cores and happens once per machine; the compiler's progress follows"
-    BUILD="$(mktemp -d)"
-    # mmcv's setup.py needs setuptools<70 (pkg_resources, no build isolation) while torch 2.14 asks
-    # for >=77: downgrade for the build only; the trap puts the runtime version back.
-    trap '"${PIP[@]}" -q "setuptools>=77.0.3"; rm -rf "$BUILD"' EXIT
-    "${PIP[@]}" -q --no-deps "setuptools<70"
-    "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$BUILD" \
-      "mmcv==$MMCV_VERSION"
-    tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
-    SRC="$BUILD/mmcv-$MMCV_VERSION"
-    # torch 2.14 headers need C++20; mmcv's setup.py hardcodes c++17.
-    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-    mkdir -p "$WHEEL_DIR"
-    # Stream ninja's "[n/N]" counter as progress; keep the full log for a failure.
-    if ! (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-2}" \
-          "$PY" setup.py bdist_wheel -d "$BUILD/wheel" 2>&1 | tee "$BUILD/build.log" \
-          | sed -un 's|^\[\([0-9]*\)/\([0-9]*\)\].*|[setup] mmcv ops: compiled \1 of \2|p'); then
-      tail -n 40 "$BUILD/build.log" >&2
-      echo "setup: the mmcv build failed (last 40 lines above)" >&2
-      exit 1
+    minutes=$(( (MMCV_UNITS * MMCV_CPU_SECONDS_PER_UNIT / JOBS + 59) / 60 ))
+    say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
+    cached=$( [ -n "$CCACHE_BIN" ] && ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' )
+    if [ "${cached:-0}" -gt 0 ]; then
+      say "ccache holds $cached objects from earlier builds: expect 1-3 minutes (up to $minutes without hits)"
+    else
+      say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs; \
+this happens once per machine"
     fi
-    mv "$BUILD"/wheel/mmcv-*.whl "$WHEEL_DIR/"
-    say "cached $(ls "$WHEEL_DIR")"
-    "${PIP[@]}" -q "setuptools>=77.0.3"
-    rm -rf "$BUILD"
+    build_mmcv &
+    BUILD_PID=$!
+    trap 'kill $BUILD_PID 2>/dev/null || true' EXIT
+    # Meanwhile install what does not need mmcv (mostly unpacking, so it overlaps the compile).
+    say "installing the packages that do not need mmcv while it compiles"
+    "${PIP[@]}" -q -r "$ROOT/tools/env/without-mmcv.txt"
+    show_progress "$BUILD_PID"
+    wait "$BUILD_PID" || die "the mmcv build failed"
     trap - EXIT
+    say "cached $(ls "$WHEEL_DIR")"
   else
     say "using cached mmcv wheel from $WHEEL_DIR"
   fi
-  "${PIP[@]}" "$WHEEL_DIR"/mmcv-*.whl
+  "${PIP[@]}" -q "$WHEEL_DIR"/mmcv-*.whl
 fi
 
 say "installing the OpenMMLab stack, test tools, parity peers and swinv2_backbone (editable)"
-"${PIP[@]}" -e "$ROOT[all]"
+"${PIP[@]}" -q -e "$ROOT[all]"
 
 # mmpretrain 1.2 (a parity peer) breaks `import mmdet.models` with transformers 5: see the shim.
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
