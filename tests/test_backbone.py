@@ -295,6 +295,7 @@ def test_training_does_not_use_the_cache_and_cpb_gets_gradients():
     assert attn.cpb_mlp[0].weight.grad is not None and attn.logit_scale.grad is not None
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("dtype, tol", [(torch.bfloat16, 0.1), (torch.float16, 0.02)])
 def test_low_precision_models(dtype, tol):
     # 72x64 pads stage maps to the window: zero keys must not turn into NaN (fp16 normalize eps).
@@ -309,6 +310,7 @@ def test_low_precision_models(dtype, tol):
         assert (o.float() - r).norm() / r.norm() < tol
 
 
+@pytest.mark.isa
 def test_bf16_autocast_forward_and_backward():
     model = small().train()
     x = torch.randn(2, 3, 64, 64)

@@ -113,6 +113,7 @@ def _reference_mlp(mlp: layers.Mlp, x: torch.Tensor) -> torch.Tensor:
     return mlp.fc2(torch.nn.functional.gelu(mlp.fc1(x)))
 
 
+@pytest.mark.isa
 @pytest.mark.parametrize("chunk", [16, 2048])  # 70 tokens: five chunks (the last one short), or one
 @pytest.mark.parametrize("autocast", [False, True])
 def test_training_mlp_recomputes_gelu_with_the_same_outputs_and_gradients(autocast, chunk, monkeypatch):

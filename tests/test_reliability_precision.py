@@ -25,7 +25,7 @@ SIZES = [(1536, 1536), (1535, 1283), (61, 47)]
 TRAIN_ITERS = 200
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.isa]
 
 
 def tiny(**kw) -> Swinv2Backbone:

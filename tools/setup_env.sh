@@ -93,17 +93,16 @@ PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1
 WHEEL_DIR="$CACHE_DIR/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$PYTAG"
 STAGE="$(abspath "${TMPDIR:-/tmp}")/swinv2-backbone-mmcv-build-$(id -u)"
 
-# Builds the wheel into $WHEEL_DIR. The build runs from a fixed directory and sees the venv's
-# site-packages through a fixed link, so every compiler command line is the same whatever the clone
-# and venv paths are: that is what lets ccache hit across fresh clones. A lock serialises builds.
+# Builds the wheel into $WHEEL_DIR. The build runs in a fixed directory with the venv seen through a
+# fixed link ($STAGE/venv), so every compiler command line is the same whatever the clone and venv
+# paths are: that is what lets ccache hit across fresh clones. A lock serialises builds.
 build_mmcv() {
   mkdir -p "$STAGE"
   exec 9>"$STAGE.lock"
   flock 9
-  rm -rf "$STAGE"/{src,overlay,wheel,build.log,site,bin}
-  mkdir -p "$STAGE/src" "$STAGE/bin"
-  ln -s "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" "$STAGE/site"
-  ln -s "$VENV/bin/ninja" "$STAGE/bin/ninja"
+  rm -rf "$STAGE"/{src,overlay,wheel,build.log,venv}
+  mkdir -p "$STAGE/src"
+  ln -s "$VENV" "$STAGE/venv"
   # mmcv's setup.py imports pkg_resources (setuptools < 70); the venv keeps its newer setuptools,
   # the build sees the old one first on PYTHONPATH.
   "${PIP[@]}" -q --no-deps --target "$STAGE/overlay" "setuptools<70"
@@ -115,15 +114,15 @@ build_mmcv() {
   sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
   # -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
   ( cd "$src" && \
-    PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/bin:$PATH" PYTHONPATH="$STAGE/overlay:$STAGE/site" \
+    PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/venv/bin:$PATH" PYTHONPATH="$STAGE/overlay" \
     CFLAGS="-g0" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros \
     MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$JOBS" \
-    "$PY" setup.py bdist_wheel -d "$STAGE/wheel" >"$STAGE/build.log" 2>&1 ) || {
+    "$STAGE/venv/bin/python" setup.py bdist_wheel -d "$STAGE/wheel" >"$STAGE/build.log" 2>&1 ) || {
       tail -n 40 "$STAGE/build.log" >&2; echo "setup: the mmcv build failed (last 40 lines above; \
 full log $STAGE/build.log)" >&2; return 1; }
   mkdir -p "$WHEEL_DIR"
   mv "$STAGE"/wheel/mmcv-*.whl "$WHEEL_DIR/"
-  rm -rf "$STAGE"/{src,overlay,wheel,site,bin}
+  rm -rf "$STAGE"/{src,overlay,wheel,venv}
 }
 
 # Streams ninja's "[n/N]" counter from the build log while the build runs.
