@@ -1,24 +1,37 @@
 # Single entry point. Every target sets the environment up first (idempotent; the first time on a
-# machine it compiles mmcv, 10-20 minutes; afterwards the setup step is a quick check).
+# machine it compiles mmcv, see the README's Quick start; afterwards the setup step is a quick check).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
+# The oldest supported stack (torch 2.1), in its own venv: `make test-oldest`.
+OLDEST_VENV ?= .venv-torch2.1
+OLDEST_STAMP := $(OLDEST_VENV)/.setup-done
+SETUP_INPUTS := tools/setup_env.sh tools/env/without-mmcv.txt tools/env/mmpretrain_multimodal_stub.py \
+	setup.cfg pyproject.toml
 
-.PHONY: setup check test demo smoke benchmark
+.PHONY: setup setup-oldest check test test-oldest demo smoke benchmark
 
-$(STAMP): tools/setup_env.sh tools/env/constraints.txt tools/env/mmpretrain_multimodal_stub.py \
-		setup.cfg pyproject.toml
+$(STAMP): $(SETUP_INPUTS) tools/env/constraints.txt
 	VENV=$(VENV) bash tools/setup_env.sh
 	touch $(STAMP)
 
+$(OLDEST_STAMP): $(SETUP_INPUTS) tools/env/constraints-torch2.1.txt
+	VENV=$(OLDEST_VENV) SWINV2_CONSTRAINTS=tools/env/constraints-torch2.1.txt bash tools/setup_env.sh
+	touch $(OLDEST_STAMP)
+
 setup: $(STAMP)
+
+setup-oldest: $(OLDEST_STAMP)
 
 check: $(STAMP)
 	$(PY) -m swinv2_backbone.env_check
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-oldest: $(OLDEST_STAMP)
+	$(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
 
 smoke: $(STAMP)
 	$(PY) tools/smoke.py

@@ -9,26 +9,32 @@
 #   VENV=path/to/venv bash tools/setup_env.sh   # relative paths are taken from the current directory
 #   PYTHON=python3.12 bash tools/setup_env.sh   # another supported interpreter (3.10-3.13)
 #   SWINV2_CACHE_DIR=dir                        # where the mmcv wheel is cached
+#   SWINV2_CONSTRAINTS=tools/env/constraints-torch2.1.txt   # the versions to install (torch, mm*)
 #   CCACHE_DIR=dir                              # ccache's own variable (default ~/.cache/ccache)
 set -euo pipefail
+
+say() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { echo "setup: $*" >&2; exit 1; }
 
 # Every path is made absolute here, once: later steps change directory (the mmcv build does).
 abspath() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(abspath "${VENV:-$ROOT/.venv}")"
 CACHE_DIR="$(abspath "${SWINV2_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/swinv2-backbone}")"
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
-MMCV_VERSION=2.1.0
-# mmcv's C++ ops: 77 translation units, each about 50 CPU-seconds without a compiler cache (2026-12-01,
-# AMD EPYC, -g0 -O3); with ccache hits the whole build is linking and packaging.
-MMCV_UNITS=77 MMCV_CPU_SECONDS_PER_UNIT=50
+# The versions come from one constraints file, held through every install step.
+CONSTRAINTS="$(abspath "${SWINV2_CONSTRAINTS:-$ROOT/tools/env/constraints.txt}")"
+[ -f "$CONSTRAINTS" ] || die "no constraints file $CONSTRAINTS"
+pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
+TORCH_VERSION=$(pinned torch) TORCHVISION_VERSION=$(pinned torchvision) MMCV_VERSION=$(pinned mmcv)
+[ -n "$TORCH_VERSION" ] && [ -n "$TORCHVISION_VERSION" ] && [ -n "$MMCV_VERSION" ] \
+  || die "$CONSTRAINTS must pin torch==, torchvision== and mmcv=="
+# mmcv's C++ ops: 77 translation units, about 13 CPU-seconds each without a compiler cache (8 min on
+# 2 cores, 2026-12-01, AMD EPYC); with ccache hits the build is mostly linking and packaging.
+MMCV_UNITS=77 MMCV_CPU_SECONDS_PER_UNIT=13
 JOBS="${MAX_JOBS:-$(nproc)}"
-export PIP_CONSTRAINT="$ROOT/tools/env/constraints.txt"
+export PIP_CONSTRAINT="$CONSTRAINTS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-say() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
-die() { echo "setup: $*" >&2; exit 1; }
 START=$SECONDS
 
 # --- interpreter: PYTHON if given, else the first supported one found (3.11 is the tested one) ---
@@ -110,8 +116,11 @@ build_mmcv() {
     "mmcv==$MMCV_VERSION"
   tar -xzf "$STAGE/src/mmcv-$MMCV_VERSION.tar.gz" -C "$STAGE/src"
   local src="$STAGE/src/mmcv-$MMCV_VERSION"
-  # torch 2.14 headers need C++20; mmcv's setup.py hardcodes c++17.
-  sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+  # mmcv's setup.py hardcodes c++17; torch's own extension builder says which standard its headers
+  # need (C++20 for torch 2.14, C++17 for torch 2.1).
+  if grep -q -- "-std=c++20" "$STAGE/venv/lib/python"*/site-packages/torch/utils/cpp_extension.py; then
+    sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+  fi
   # -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
   ( cd "$src" && \
     PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/venv/bin:$PATH" PYTHONPATH="$STAGE/overlay" \

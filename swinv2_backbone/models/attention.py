@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import is_compiling
 from .linear_backend import linear
 from .ops import (MASK_VALUE, autocast_off, relative_coords_table, relative_position_index,
                   shift_window_mask)
@@ -121,7 +122,7 @@ class WindowAttentionV2(nn.Module):
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)
                 or params[0].is_meta  # meta tensors (shape/FLOP analysis) have no values
-                or torch.compiler.is_compiling()):  # compiled graphs hold no Python-side state
+                or is_compiling()):  # compiled graphs hold no Python-side state
             key = (window, self.pretrained_window_size, shift, padded_hw if shift != (0, 0) else None,
                    dtype, self.logit_scale.device)
             entry = self._mask_cache.get(key)

@@ -10,6 +10,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from ..compat import is_compiling
 from .attention import WindowAttentionV2
 from .linear_backend import dense, linear
 from .ops import (autocast_off, compute_dtype, from_windows, pad_to_multiple, padded_size,
@@ -197,7 +198,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if (torch.is_grad_enabled() and not is_compiling()
                 and not (self.training and self.drop.p > 0)):
             step = CHUNK_TOKENS if x.device.type == "cpu" else max(x.numel() // x.shape[-1], 1)
             return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
@@ -283,7 +284,7 @@ class SwinV2Block(nn.Module):
     def _chunkable(self, x: torch.Tensor) -> bool:
         """Whether the chunked path applies: eval mode (no dropout, no drop path), nothing needs a
         gradient, not inside ``torch.compile`` (which fuses the block its own way)."""
-        if self.training or torch.compiler.is_compiling():
+        if self.training or is_compiling():
             return False
         return not (torch.is_grad_enabled()
                     and (x.requires_grad or any(p.requires_grad for p in self.parameters())))

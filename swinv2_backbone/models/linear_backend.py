@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..compat import autocast_enabled, is_compiling
+
 #: ``'auto'``: oneDNN where available and valid (CPU, fp32/bf16, no autocast); ``'torch'``: F.linear.
 BACKENDS = ("auto", "torch")
 _backend = "auto"
@@ -70,10 +72,10 @@ def onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight^T`` may run through oneDNN: CPU, fp32/bf16 with ``x`` in the weight's
     dtype, no autocast, not inside ``torch.compile`` (which chooses its own GEMMs; the capability
     check would break the graph)."""
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return False
     return (_backend == "auto" and x.device.type == "cpu" and x.dtype == weight.dtype
-            and not torch.is_autocast_enabled("cpu") and onednn_available(x.dtype))
+            and not autocast_enabled("cpu") and onednn_available(x.dtype))
 
 
 def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:

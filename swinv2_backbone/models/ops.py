@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..compat import autocast_dtype, autocast_enabled, is_compiling
+
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
 #: purpose: the published weights were trained with it, so parity needs the same value.
 MASK_VALUE = -100.0
@@ -113,7 +115,7 @@ def _gather(x: torch.Tensor, index: torch.Tensor, zero: Optional[torch.Tensor]) 
 
 def _gather_index(*args) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """:func:`window_gather_index`; traced without its cache under ``torch.compile``."""
-    if torch.compiler.is_compiling():
+    if is_compiling():
         return window_gather_index.__wrapped__(*args)
     return window_gather_index(*args)
 
@@ -186,7 +188,7 @@ def relative_position_index(window: int) -> torch.Tensor:
 
 
 def _autocast_on(x: torch.Tensor) -> bool:
-    return x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
+    return x.device.type in ("cpu", "cuda") and autocast_enabled(x.device.type)
 
 
 def autocast_off(x: torch.Tensor):
@@ -196,4 +198,4 @@ def autocast_off(x: torch.Tensor):
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype a Linear on ``x`` computes in: the autocast dtype where autocast is on."""
-    return torch.get_autocast_dtype(x.device.type) if _autocast_on(x) else x.dtype
+    return autocast_dtype(x.device.type) if _autocast_on(x) else x.dtype

@@ -1,5 +1,6 @@
 """Allow-list the few non-tensor types that mmengine training checkpoints hold, so that torch >= 2.6
-loads them (resume, test after train) with ``weights_only=True`` left on.
+loads them (resume, test after train) with ``weights_only=True`` left on. Older torch loads them
+without an allow-list, since there ``torch.load``'s default is ``weights_only=False``.
 
 mmengine 0.10.7's ``torch.load`` calls pass no ``weights_only``; since torch 2.6 that means True, and its
 own checkpoints then fail on ``HistoryBuffer`` (message hub) and numpy arrays/scalars/dtypes. Those are
@@ -13,7 +14,8 @@ import pickle
 from typing import Any, List
 
 import numpy as np
-import torch
+
+from ..compat import add_safe_globals
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -53,8 +55,9 @@ def safe_globals() -> List[Any]:
 
 
 def register_safe_globals() -> None:
-    """Register the allow-list with ``torch.serialization`` once per process."""
+    """Register the allow-list with ``torch.serialization`` once per process (where torch has the
+    weights-only default: :func:`swinv2_backbone.compat.add_safe_globals`)."""
     global _registered
     if not _registered:
-        torch.serialization.add_safe_globals(safe_globals())
+        add_safe_globals(safe_globals())
         _registered = True
