@@ -46,8 +46,8 @@ PYEOF
 }
 if [ -n "${PYTHON:-}" ]; then
   command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found"
-  usable_python "$PYTHON" || die "PYTHON=$PYTHON is not Python 3.10-3.13 with the venv module \
-(on Debian/Ubuntu: apt-get install python3-venv)"
+  usable_python "$PYTHON" || die "PYTHON=$PYTHON is $("$PYTHON" -V 2>&1 | head -n 1); supported are Python \
+3.10-3.13 with the venv module (on Debian/Ubuntu: apt-get install python3.11 python3.11-venv)"
 else
   for cand in python3.11 python3.12 python3.10 python3.13 python3; do
     if command -v "$cand" >/dev/null && usable_python "$cand"; then PYTHON=$cand; break; fi
@@ -151,7 +151,8 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
     say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
     cached=$( [ -n "$CCACHE_BIN" ] && ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' )
     if [ "${cached:-0}" -gt 0 ]; then
-      say "ccache holds $cached objects from earlier builds: expect 1-3 minutes (up to $minutes without hits)"
+      say "ccache holds $cached objects from earlier builds: 1-3 minutes where they were compiled \
+against this torch, else about $minutes"
     else
       say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs; \
 this happens once per machine"
