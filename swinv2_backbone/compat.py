@@ -6,8 +6,11 @@ range is handled in one place (tests/test_compat.py checks the branch this torch
 """
 from __future__ import annotations
 
+import _compat_pickle
+import pickle
 import re
-from typing import Any, Iterable, Tuple
+import types
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
@@ -24,15 +27,22 @@ def _release(version: str) -> Tuple[int, int]:
 TORCH_RELEASE = _release(torch.__version__)
 
 
-def is_compiling() -> bool:
-    """Whether the caller is being traced by ``torch.compile`` (``torch.compiler.is_compiling``
-    from torch 2.3; ``torch._dynamo.is_compiling`` before)."""
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and hasattr(compiler, "is_compiling"):
-        return compiler.is_compiling()
-    import torch._dynamo
+if hasattr(getattr(torch, "compiler", None), "is_compiling"):
+    is_compiling = torch.compiler.is_compiling
+else:
+    def is_compiling() -> bool:
+        """Whether the caller is being traced by ``torch.compile`` (``torch.compiler.is_compiling``
+        from torch 2.3; ``torch._dynamo.is_compiling`` before, imported on first use)."""
+        from torch._dynamo import is_compiling as dynamo_is_compiling
 
-    return torch._dynamo.is_compiling()
+        return dynamo_is_compiling()
+
+
+#: Whether ``torch.compile`` traces custom autograd Functions that keep index tensors on ``ctx``.
+#: torch 2.1's dynamo fails on them ("lift_tracked_freevar_to_input should not be called on root
+#: SubgraphTracer"); torch 2.14 traces them. Both are tested in CI; the releases between are taken to
+#: behave like 2.14.
+DYNAMO_TRACES_AUTOGRAD_FUNCTIONS = TORCH_RELEASE >= (2, 2)
 
 
 def autocast_enabled(device_type: str) -> bool:
@@ -59,12 +69,71 @@ def weights_only_is_default() -> bool:
     return TORCH_RELEASE >= (2, 6)
 
 
+#: Objects allow-listed with :func:`add_safe_globals` on torch < 2.6, by pickled name.
+_EXTRA_SAFE: Dict[str, Any] = {}
+
+
 def add_safe_globals(items: Iterable[Any]) -> bool:
     """Allow-list ``items`` (objects, or ``(object, 'module.name')`` pairs) for weights-only loading.
-    Returns False, registering nothing, where ``torch.load``'s weights-only default does not exist
-    yet (torch < 2.6: see :func:`weights_only_is_default`), which is also where the pair form is
-    missing."""
-    if not weights_only_is_default():
-        return False
-    torch.serialization.add_safe_globals(list(items))
-    return True
+    On torch >= 2.6 they are registered with torch, so every ``torch.load`` (mmengine's too) accepts
+    them; on older torch they are kept for :func:`load_weights_only` only, and False is returned."""
+    items = list(items)
+    if weights_only_is_default():
+        torch.serialization.add_safe_globals(items)
+        return True
+    for item in items:
+        obj, name = item if isinstance(item, tuple) else (item, f"{item.__module__}.{item.__qualname__}")
+        _EXTRA_SAFE[name] = obj
+    return False
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only torch's weights-only allow-list and :data:`_EXTRA_SAFE`:
+    every global a pickle can call or build goes through ``find_class``, so nothing else runs."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        # Protocol-2 pickles (torch.save's) use Python 2 names such as __builtin__.getattr.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        full = f"{module}.{name}"
+        allowed = _EXTRA_SAFE.get(full) or _get_allowed_globals().get(full)
+        if allowed is None:
+            raise pickle.UnpicklingError(f"Unsupported class {full}")
+        return allowed
+
+
+def _allow_list_load(file: Any, **kwargs: Any) -> Any:
+    return _AllowListUnpickler(file, **kwargs).load()
+
+
+#: ``pickle_module`` for torch.load on torch < 2.6 (torch subclasses ``Unpickler`` and calls ``load``).
+_ALLOW_LIST_PICKLE = types.SimpleNamespace(__name__=__name__, Unpickler=_AllowListUnpickler,
+                                           load=_allow_list_load)
+
+
+def load_weights_only(file: Any, map_location: Any = None) -> Any:
+    """``torch.load`` that accepts tensors, plain containers and the allow-listed types only
+    (:func:`add_safe_globals`), refusing any other pickled object with ``pickle.UnpicklingError``.
+    torch >= 2.6 does this with ``weights_only=True`` and its registered allow-list. Older torch
+    cannot extend its weights-only list (and cannot rebuild such objects), so there the same list is
+    enforced by an unpickler whose ``find_class`` resolves nothing else."""
+    if weights_only_is_default():
+        return torch.load(file, map_location=map_location, weights_only=True)
+    return torch.load(file, map_location=map_location, weights_only=False,
+                      pickle_module=_ALLOW_LIST_PICKLE)
+
+
+def refused_global(message: str) -> Optional[str]:
+    """The Python object named in a weights-only ``torch.load``'s refusal, or None where the error
+    is of another kind (a truncated file). torch >= 2.4 says ``GLOBAL module.name``, older torch
+    ``Unsupported class module.name``."""
+    found = re.search(r"(?:GLOBAL|Unsupported class) ([\w.]+)", message)
+    return found.group(1) if found else None
+
+
+def event_start_ns(event: Any) -> int:
+    """Start time of a profiler (Kineto) event in ns (``start_ns`` from torch 2.2, ``start_us``
+    before)."""
+    return event.start_ns() if hasattr(event, "start_ns") else event.start_us() * 1000

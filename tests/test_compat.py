@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from swinv2_backbone import compat
+from capabilities import needs_cpu_fp16
 
 
 class _Opaque:
@@ -41,7 +42,7 @@ def test_is_compiling_is_true_only_under_torch_compile():
     assert torch.equal(torch.compile(f, backend="eager")(x), x + 1)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=needs_cpu_fp16)])
 def test_autocast_state_and_dtype_on_cpu(dtype):
     assert not compat.autocast_enabled("cpu")
     with torch.autocast("cpu", dtype=dtype):

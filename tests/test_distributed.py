@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from swinv2_backbone.openmmlab.toy_data import write_toy_dataset
+from swinv2_backbone.compat import load_weights_only
 
 ROOT = Path(__file__).resolve().parents[1]
 SEG_CONFIG = ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"
@@ -122,8 +123,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_total_batch(tmp_path
     assert one["losses"][-1] < one["losses"][0]
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4, abs=1e-5)
 
-    w1 = torch.load(tmp_path / "w1" / f"iter_{ITERS}.pth", map_location="cpu", weights_only=True)
-    w2 = torch.load(tmp_path / "w2" / f"iter_{ITERS}.pth", map_location="cpu", weights_only=True)
+    w1 = load_weights_only(tmp_path / "w1" / f"iter_{ITERS}.pth", map_location="cpu")
+    w2 = load_weights_only(tmp_path / "w2" / f"iter_{ITERS}.pth", map_location="cpu")
     assert w1["state_dict"].keys() == w2["state_dict"].keys()
     for key, value in w1["state_dict"].items():
         torch.testing.assert_close(w2["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)

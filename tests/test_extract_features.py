@@ -18,6 +18,7 @@ from PIL import Image
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageReadError,
+from capabilities import needs_cpu_fp16
                                       batches_by_size, build_backbone, find_images, image_size,
                                       load_features, parse_device, parse_dtype, pca_rgb, read_image,
                                       save_features, target_size, upsample_to_image)
@@ -128,7 +129,7 @@ def test_config_dict_gives_random_weights_and_overrides_checkpoint_windows(data)
     torch.testing.assert_close(bare(x)["stage4"], reference(x)[3], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype, tol", [("bf16", 0.1), ("fp16", 0.05)])
+@pytest.mark.parametrize("dtype, tol", [("bf16", 0.1), pytest.param("fp16", 0.05, marks=needs_cpu_fp16)])
 def test_low_precision_on_cpu_is_close_to_fp32(data, dtype: str, tol: float):
     x = pixels(data["images"] / "d.png")[None]
     low = FeatureExtractor(checkpoint=data["checkpoint"], dtype=dtype, out_features=("stage1", "stage4"))

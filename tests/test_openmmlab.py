@@ -12,6 +12,7 @@ from torch import nn
 
 import swinv2_backbone
 from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.compat import load_weights_only
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(type="Swinv2Backbone", arch=None, embed_dims=16, depths=(1, 1, 2, 1),
@@ -108,8 +109,8 @@ def test_runner_checkpoint_resumes_with_weights_only_loading(tmp_path):
     _runner(tmp_path, max_iters=2).train()
     ckpt = tmp_path / "iter_2.pth"
     assert ckpt.is_file()
-    # the file holds mmengine/numpy objects; it loads with weights_only=True (nothing switched off)
-    state = torch.load(ckpt, weights_only=True)
+    # the file holds mmengine/numpy objects; it passes the weights-only loader (nothing switched off)
+    state = load_weights_only(ckpt)
     assert state["meta"]["iter"] == 2 and "message_hub" in state
     resumed = _runner(tmp_path, max_iters=4, resume=True)
     resumed.train()
@@ -129,6 +130,8 @@ def test_weights_only_loading_still_refuses_code(tmp_path):
     torch.save({"x": _Exploit()}, path)
     with pytest.raises(pickle.UnpicklingError, match="system"):
         torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        load_weights_only(path)
 
 
 def test_the_getattr_stand_in_only_resolves_history_buffer_statistics():

@@ -17,6 +17,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from swinv2_backbone.openmmlab.toy_data import (CLASS_HUES, CLASSES, HUE_SPREAD, SEG_CLASSES,
+from swinv2_backbone.compat import load_weights_only
                                                 write_toy_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +167,7 @@ def test_train_resume_then_test_the_checkpoint(tmp_path, task, base, metric_keys
     ckpt2 = work / "iter_2.pth"
     assert ckpt2.is_file() and (work / "last_checkpoint").read_text().strip().endswith("iter_2.pth")
     # read now: the demo configs keep one checkpoint, so iter_3 replaces iter_2
-    resumed = torch.load(ckpt2, map_location="cpu", weights_only=True)  # safe globals: imported
+    resumed = load_weights_only(ckpt2, map_location="cpu")  # safe globals: imported
 
     # resume (weights-only loading of the whole training state) and train one more iteration
     second = _run(["tools/train.py", str(config), "--work-dir", str(work), "--resume",
@@ -174,7 +175,7 @@ def test_train_resume_then_test_the_checkpoint(tmp_path, task, base, metric_keys
     assert "resumed" in second.lower() and "Iter(train) [3/3]" in second
     assert "Iter(train) [1/3]" not in second and "Iter(train) [2/3]" not in second
     ckpt3 = work / "iter_3.pth"
-    state = torch.load(ckpt3, map_location="cpu", weights_only=True)
+    state = load_weights_only(ckpt3, map_location="cpu")
     assert state["meta"]["iter"] == 3 and resumed["meta"]["iter"] == 2
     assert any(not torch.equal(state["state_dict"][k], resumed["state_dict"][k])
                for k in resumed["state_dict"]), "the resumed iteration did not update weights"

@@ -31,6 +31,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from swinv2_backbone import Swinv2Backbone
+from capabilities import needs_cpu_fsdp, needs_fully_shard
 
 WORLD = 2
 STEPS = 3
@@ -290,7 +291,9 @@ def test_ddp_control_with_an_unused_parameter_fails(outcomes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", ["fsdp1", "fsdp2", "mmengine_fsdp"])
+@needs_cpu_fsdp
+@pytest.mark.parametrize("scenario", ["fsdp1", pytest.param("fsdp2", marks=needs_fully_shard),
+                                      "mmengine_fsdp"])
 def test_fsdp_training_steps_on_cpu_match_single_process_training(outcomes, scenario):
     assert_ok(outcomes, scenario)
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swinv2_backbone import ARCH_SETTINGS, Swinv2Backbone  # noqa: E402
 from swinv2_backbone.checkpoint import convert_checkpoint  # noqa: E402
+from swinv2_backbone.compat import event_start_ns  # noqa: E402
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.models import linear_backend  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
@@ -260,7 +261,7 @@ def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                 profile_memory=True) as prof:
         run()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+    events = sorted((event_start_ns(e), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]")
     current = peak = 0
     for _, nbytes in events:

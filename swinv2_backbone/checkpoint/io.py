@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from ..compat import load_weights_only, refused_global
 from .common import CheckpointError, StateDict
 
 PathLike = Union[str, os.PathLike]
@@ -70,12 +70,12 @@ def _read_safetensors(path: str, map_location: str) -> CheckpointFile:
 
 def _read_torch(path: str, map_location: str) -> CheckpointFile:
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        data = load_weights_only(path, map_location=map_location)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL (\S+)", str(exc))
-        if found:
+        refused = refused_global(str(exc))
+        if refused:
             raise CheckpointError(
-                f"refusing to load {path}: it references the Python object {found.group(1)}, which "
+                f"refusing to load {path}: it references the Python object {refused}, which "
                 "a weights-only load does not allow, and unpickling it could run code from the file. "
                 "Re-save the weights from a trusted environment as a plain state dict "
                 "(torch.save(model.state_dict())) or as .safetensors.") from exc

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ..compat import DYNAMO_TRACES_AUTOGRAD_FUNCTIONS, autocast_dtype, autocast_enabled, is_compiling
+
 from ..compat import autocast_dtype, autocast_enabled, is_compiling
 
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
@@ -113,6 +115,15 @@ def _gather(x: torch.Tensor, index: torch.Tensor, zero: Optional[torch.Tensor]) 
     return out if zero is None else out.masked_fill_(zero.unsqueeze(1), 0)
 
 
+def _gather_rows(x: torch.Tensor, index: torch.Tensor, back: torch.Tensor,
+                 zero_out: Optional[torch.Tensor], zero_back: Optional[torch.Tensor]) -> torch.Tensor:
+    """:class:`_GatherRows`, or the plain differentiable gather where ``torch.compile`` cannot trace
+    the Function (:data:`~swinv2_backbone.compat.DYNAMO_TRACES_AUTOGRAD_FUNCTIONS`)."""
+    if not DYNAMO_TRACES_AUTOGRAD_FUNCTIONS and is_compiling():
+        return _gather(x, index, zero_out)
+    return _GatherRows.apply(x, index, back, zero_out, zero_back)
+
+
 def _gather_index(*args) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """:func:`window_gather_index`; traced without its cache under ``torch.compile``."""
     if is_compiling():
@@ -127,7 +138,7 @@ def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int], roll_first:
     :func:`window_gather_index`)."""
     b, h, w, c = x.shape
     forward, inverse, padding = _gather_index(b, h, w, window, shift, x.device, roll_first)
-    rows = _GatherRows.apply(x.reshape(-1, c), forward, inverse, padding, None)
+    rows = _gather_rows(x.reshape(-1, c), forward, inverse, padding, None)
     return rows.view(b, -1, window * window, c)
 
 
@@ -138,7 +149,7 @@ def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int],
     b, _, n, c = windows.shape
     window = math.isqrt(n)
     forward, inverse, padding = _gather_index(b, h, w, window, shift, windows.device, roll_first)
-    return _GatherRows.apply(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
+    return _gather_rows(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
 
 
 def _region_ids(length: int, window: int, shift: int, device: torch.device) -> torch.Tensor:

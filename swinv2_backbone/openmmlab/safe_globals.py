@@ -10,6 +10,7 @@ is registered under that name that resolves only those methods.
 """
 from __future__ import annotations
 
+import _codecs
 import pickle
 from typing import Any, List
 
@@ -48,6 +49,7 @@ def safe_globals() -> List[Any]:
         (_history_buffer_getattr, "builtins.getattr"),
         np.ndarray,
         np.dtype,
+        _codecs.encode,  # arrays' bytes at pickle protocol 2 (torch.save's); torch >= 2.4 lists it too
         _multiarray._reconstruct,
         _multiarray.scalar,
         *{type(np.dtype(t)) for t in _DTYPES},
