@@ -30,7 +30,10 @@ def test_compare_runs_peers_on_our_weights_and_writes_json(tmp_path, capsys):
             assert r.max_rel_diff > 1e-2 and r.agrees is False
         else:
             assert r.agrees is None  # ours: nothing to agree with
-    assert min(r.ratio_to_ours for r in results[:5]) == 1.0
+    # ratios are relative to ours at the same size (which is faster is the benchmark's finding, not
+    # something a test may assume: on torch 2.1, under load, a peer won at 64x64)
+    assert min(r.ratio_to_ours for r in results[:5] if r.impl.startswith("ours")) == 1.0
+    assert all(r.ratio_to_ours > 0 for r in results)
     data = json.loads(out.read_text())
     assert len(data["results"]) == 10 and data["environment"]["threads"]
     printed = capsys.readouterr().out

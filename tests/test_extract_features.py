@@ -15,10 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+from capabilities import needs_cpu_fp16
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageReadError,
-from capabilities import needs_cpu_fp16
                                       batches_by_size, build_backbone, find_images, image_size,
                                       load_features, parse_device, parse_dtype, pca_rgb, read_image,
                                       save_features, target_size, upsample_to_image)

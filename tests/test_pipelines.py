@@ -16,8 +16,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from swinv2_backbone.openmmlab.toy_data import (CLASS_HUES, CLASSES, HUE_SPREAD, SEG_CLASSES,
 from swinv2_backbone.compat import load_weights_only
+from swinv2_backbone.openmmlab.toy_data import (CLASS_HUES, CLASSES, HUE_SPREAD, SEG_CLASSES,
                                                 write_toy_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
