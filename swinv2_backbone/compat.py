@@ -98,7 +98,7 @@ class _AllowListUnpickler(pickle.Unpickler):
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f"{module}.{name}"
-        allowed = _EXTRA_SAFE.get(full) or _get_allowed_globals().get(full)
+        allowed = _EXTRA_SAFE[full] if full in _EXTRA_SAFE else _get_allowed_globals().get(full)
         if allowed is None:
             raise pickle.UnpicklingError(f"Unsupported class {full}")
         return allowed

@@ -65,16 +65,33 @@ def test_weights_only_default_matches_torch_load():
         torch.load(blob, weights_only=True)
 
 
-def test_safe_globals_are_registered_where_torch_loads_weights_only_by_default():
+def test_load_weights_only_takes_allow_listed_objects_only():
     blob = io.BytesIO()
-    torch.save({"x": _Opaque(5)}, blob)
+    torch.save({"x": _Opaque(5), "t": torch.arange(3)}, blob)
+    blob.seek(0)
+    with pytest.raises(pickle.UnpicklingError) as refused:
+        compat.load_weights_only(blob)
+    name = f"{_Opaque.__module__}._Opaque"
+    assert compat.refused_global(str(refused.value)) == name
     before = torch.serialization.get_safe_globals() if compat.weights_only_is_default() else None
     registered = compat.add_safe_globals([_Opaque])
     try:
         assert registered == compat.weights_only_is_default()
         blob.seek(0)
-        assert torch.load(blob)["x"].value == 5  # either allow-listed or not weights-only at all
-    finally:
-        if registered:  # leave the process's allow-list as it was
+        loaded = compat.load_weights_only(blob)
+        assert loaded["x"].value == 5 and torch.equal(loaded["t"], torch.arange(3))
+    finally:  # leave the process's allow-list as it was
+        if registered:
             torch.serialization.clear_safe_globals()
             torch.serialization.add_safe_globals(before)
+        else:
+            del compat._EXTRA_SAFE[name]
+
+
+@pytest.mark.parametrize("message, name", [
+    ("Weights only load failed. Unsupported global: GLOBAL posix.system was not an allowed global",
+     "posix.system"),
+    ("Weights only load failed. WeightsUnpickler error: Unsupported class posix.system", "posix.system"),
+    ("Weights only load failed. Unpickling error: pickle data was truncated", None)])
+def test_refused_global_reads_both_message_forms(message, name):
+    assert compat.refused_global(message) == name

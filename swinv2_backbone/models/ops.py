@@ -16,8 +16,6 @@ from torch.autograd.function import once_differentiable
 
 from ..compat import DYNAMO_TRACES_AUTOGRAD_FUNCTIONS, autocast_dtype, autocast_enabled, is_compiling
 
-from ..compat import autocast_dtype, autocast_enabled, is_compiling
-
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
 #: purpose: the published weights were trained with it, so parity needs the same value.
 MASK_VALUE = -100.0

@@ -1,6 +1,7 @@
 """Allow-list the few non-tensor types that mmengine training checkpoints hold, so that torch >= 2.6
-loads them (resume, test after train) with ``weights_only=True`` left on. Older torch loads them
-without an allow-list, since there ``torch.load``'s default is ``weights_only=False``.
+loads them (resume, test after train) with ``weights_only=True`` left on. On older torch mmengine's
+loads need no list (``torch.load`` defaults to ``weights_only=False`` there), and this project's own
+loaders enforce the same list (:func:`swinv2_backbone.compat.load_weights_only`).
 
 mmengine 0.10.7's ``torch.load`` calls pass no ``weights_only``; since torch 2.6 that means True, and its
 own checkpoints then fail on ``HistoryBuffer`` (message hub) and numpy arrays/scalars/dtypes. Those are
