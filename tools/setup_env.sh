@@ -86,10 +86,15 @@ if ! have "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" "setuptool
 fi
 
 # --- ccache: Debian's package; without it (not root, no apt) the build is only slower ------------
-if ! command -v ccache >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  say "installing ccache (Debian package) so that later mmcv builds reuse compiled objects"
-  { apt-get install -y -qq ccache || { apt-get update -qq && apt-get install -y -qq ccache; }; } \
-    >/dev/null 2>&1 || say "could not install ccache; building without a compiler cache"
+if ! command -v ccache >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ccache (Debian package) so that later mmcv builds reuse compiled objects"
+    { apt-get install -y -qq ccache || { apt-get update -qq && apt-get install -y -qq ccache; }; } \
+      >/dev/null 2>&1 || say "could not install ccache; building without a compiler cache"
+  else
+    say "no ccache (and no root/apt to install it): every mmcv build compiles from scratch; \
+install ccache to make later builds take a minute or two"
+  fi
 fi
 CCACHE_BIN=""
 for d in /usr/lib/ccache /usr/lib64/ccache; do [ -x "$d/c++" ] && CCACHE_BIN=$d && break; done
