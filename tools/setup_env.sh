@@ -156,8 +156,8 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
     say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
     cached=$( [ -n "$CCACHE_BIN" ] && ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' )
     if [ "${cached:-0}" -gt 0 ]; then
-      say "ccache holds $cached files from earlier builds: 1-3 minutes where they were compiled \
-against this torch, else about $minutes"
+      say "ccache holds $cached files from earlier builds: 1-3 minutes where they were compiled against \
+this torch and Python, else about $minutes"
     else
       say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs; \
 this happens once per machine"
