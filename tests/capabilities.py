@@ -5,6 +5,7 @@ on the oldest supported torch (2.1) and on the pinned newest, so each of these r
 """
 import pytest
 import torch
+import torch.distributed.fsdp as fsdp
 import torch.nn.functional as F
 
 from swinv2_backbone.compat import TORCH_RELEASE
@@ -34,7 +35,7 @@ needs_cpu_fp16 = pytest.mark.skipif(
 needs_cpu_fsdp = pytest.mark.skipif(
     not _cpu_fsdp(), reason=f"torch {torch.__version__}'s FSDP needs CUDA (Stream() on CPU fails)")
 needs_fully_shard = pytest.mark.skipif(
-    not hasattr(__import__("torch.distributed.fsdp", fromlist=["fsdp"]), "fully_shard"),
+    not hasattr(fsdp, "fully_shard"),
     reason=f"torch {torch.__version__} has no torch.distributed.fsdp.fully_shard (FSDP2, torch 2.6)")
 needs_inductor_index_math = pytest.mark.skipif(
     TORCH_RELEASE < (2, 2),

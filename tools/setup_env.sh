@@ -154,7 +154,10 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     minutes=$(( (MMCV_UNITS * MMCV_CPU_SECONDS_PER_UNIT / JOBS + 59) / 60 ))
     say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
-    cached=$( [ -n "$CCACHE_BIN" ] && ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' )
+    cached=0
+    if [ -n "$CCACHE_BIN" ]; then
+      cached=$(ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' || true)
+    fi
     if [ "${cached:-0}" -gt 0 ]; then
       say "ccache holds $cached files from earlier builds: 1-3 minutes where they were compiled against \
 this torch and Python, else about $minutes"
