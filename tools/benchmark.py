@@ -117,7 +117,8 @@ def build_peer(name: str, arch: str, hw: Tuple[int, int], window: int, seed: int
 
 
 def _peer(name: str, arch: str, hw: Tuple[int, int], window: int) -> Impl:
-    embed, depths, heads = ARCH_SETTINGS[arch]
+    preset = ARCH_SETTINGS[arch]
+    embed, depths, heads = preset.embed_dims, preset.depths, preset.num_heads
     if name == "hf":
         from transformers import Swinv2Backbone as HFBackbone, Swinv2Config
 

@@ -50,7 +50,7 @@ def smoke_detector(arch: str, size: int) -> str:
     from swinv2_backbone import ARCH_SETTINGS
 
     register_all_modules()
-    embed = ARCH_SETTINGS[arch][0]
+    embed = ARCH_SETTINGS[arch].embed_dims
     cfg = _load_cfg(DET_CFG.format(arch=arch, channels=[embed * 2 ** i for i in range(4)]))
     model = MODELS.build(cfg.model).eval()
     sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
@@ -71,7 +71,7 @@ def smoke_segmentor(arch: str, size: int) -> str:
     from swinv2_backbone import ARCH_SETTINGS
 
     register_all_modules()
-    embed = ARCH_SETTINGS[arch][0]
+    embed = ARCH_SETTINGS[arch].embed_dims
     cfg = _load_cfg(SEG_CFG.format(arch=arch, size=size, channels=[embed * 2 ** i for i in range(4)],
                                    aux_channels=embed * 4))
     model = MODELS.build(cfg.model).eval()

@@ -5,8 +5,8 @@ SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg model
 * :func:`load_checkpoint_file` reads files and HF/timm directories without running code from them.
 * :func:`convert_checkpoint` detects the format, maps it to native keys, validates it and reports
   what it inferred (:class:`ConvertedCheckpoint`).
-* :func:`load_pretrained` fits the result to a model (used by ``init_cfg=dict(type='Pretrained')``
-  and ``pretrained=``).
+* :func:`load_pretrained` fits the result to a model; importing this package registers it as the
+  backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader.
 * :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export.
 """
 from .common import CheckpointError
@@ -15,6 +15,9 @@ from .export import Exported, save_hf, save_native, save_timm, to_hf, to_timm
 from .io import CheckpointFile, load_checkpoint_file, save_state_dict
 from .load import load_pretrained
 from .registry import FORMATS, CheckpointFormat, detect_format
+from ..models import WEIGHT_LOADERS
+
+WEIGHT_LOADERS["Pretrained"] = load_pretrained
 
 __all__ = [
     "FORMATS",

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..models import ARCH_SETTINGS
+from ..models.presets import ARCH_SETTINGS
 from .common import CheckpointError, Mapped, Source, StateDict, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
 from .native import Structure, infer_structure
@@ -63,8 +63,9 @@ class ConvertedCheckpoint:
     @property
     def arch(self) -> Optional[str]:
         """The preset (``'tiny'``, ...) these weights are, or ``None`` for a custom architecture."""
-        for name, (dims, depths, heads) in ARCH_SETTINGS.items():
-            if (dims, tuple(depths), tuple(heads)) == (self.embed_dims, self.depths, self.num_heads):
+        for name, preset in ARCH_SETTINGS.items():
+            if (preset.embed_dims, preset.depths, preset.num_heads) == (
+                    self.embed_dims, self.depths, self.num_heads):
                 return name
         return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,14 +14,15 @@ from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_in
                    resolve_outputs)
 from .base import BaseModule
 from .layers import SMALL_MAP_RULES, PatchEmbed, SwinV2Stage, stochastic_depth_schedule
+from .presets import ARCH_SETTINGS
 
-#: Official variants: embed_dims, depths, num_heads.
-ARCH_SETTINGS: Dict[str, Tuple[int, Tuple[int, ...], Tuple[int, ...]]] = {
-    "tiny": (96, (2, 2, 6, 2), (3, 6, 12, 24)),
-    "small": (96, (2, 2, 18, 2), (3, 6, 12, 24)),
-    "base": (128, (2, 2, 18, 2), (4, 8, 16, 32)),
-    "large": (192, (2, 2, 18, 2), (6, 12, 24, 48)),
-}
+
+#: Loaders for the ``init_cfg`` types the backbone handles itself: ``loader(model, **cfg)`` for
+#: ``init_cfg=dict(type=name, **cfg)``. :mod:`swinv2_backbone.checkpoint` registers ``'Pretrained'``
+#: when imported (as ``import swinv2_backbone`` does): it imports this module, so this module must
+#: not import it.
+WEIGHT_LOADERS: Dict[str, Callable[..., object]] = {}
+
 
 def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
     """Names the unknown keywords, the closest valid one for each, and every valid keyword."""
@@ -134,9 +135,10 @@ class Swinv2Backbone(BaseModule):
         preset = ARCH_SETTINGS.get(arch) if arch is not None else None
         if preset is None and None in (embed_dims, depths, num_heads):
             raise ValueError("arch=None needs embed_dims, depths and num_heads")
-        embed_dims = check_int("embed_dims", preset[0] if embed_dims is None else embed_dims, 1)
-        depths = check_stage_ints("depths", preset[1] if depths is None else depths, 1)
-        num_heads = check_stage_ints("num_heads", preset[2] if num_heads is None else num_heads, 1)
+        embed_dims = check_int("embed_dims", preset.embed_dims if embed_dims is None else embed_dims, 1)
+        depths = check_stage_ints("depths", preset.depths if depths is None else depths, 1)
+        num_heads = check_stage_ints("num_heads", preset.num_heads if num_heads is None else num_heads,
+                                     1)
         num_stages = len(depths)
         if num_stages == 0 or len(num_heads) != num_stages:
             raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
@@ -233,10 +235,8 @@ class Swinv2Backbone(BaseModule):
         """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
         or re-apply the default initialisation (and any other mmengine ``init_cfg``)."""
         cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
-            from ..checkpoint import load_pretrained  # local: the adapters import this module
-
-            load_pretrained(self, **{k: v for k, v in cfg.items() if k != "type"})
+        if isinstance(cfg, dict) and cfg.get("type") in WEIGHT_LOADERS:
+            WEIGHT_LOADERS[cfg["type"]](self, **{k: v for k, v in cfg.items() if k != "type"})
             self._is_init = True
             return
         self._init_default()

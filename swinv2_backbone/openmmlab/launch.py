@@ -2,9 +2,10 @@
 detection from segmentation, CPU multi-process set-up, and building mmengine runners.
 
 The task comes from the config's ``default_scope`` (``'mmdet'`` → ``'det'``, ``'mmseg'`` → ``'seg'``),
-which the mmdet / mmseg ``default_runtime`` bases set. Importing this module imports
-``swinv2_backbone`` first, so the backbone is registered and mmengine checkpoints load with
-weights-only ``torch.load`` before any runner touches a checkpoint.
+which the mmdet / mmseg ``default_runtime`` bases set. Importing this module runs
+``swinv2_backbone/__init__`` and this subpackage's first (Python imports the parents), so the backbone
+is registered and mmengine checkpoints load with weights-only ``torch.load`` before any runner
+touches a checkpoint.
 """
 from __future__ import annotations
 
@@ -19,8 +20,6 @@ from mmengine.dist import init_dist, is_distributed
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
-
-import swinv2_backbone  # noqa: F401  (registers the backbone and the checkpoint safe globals)
 
 #: ``default_scope`` of a config → task name.
 TASKS: Dict[str, str] = {"mmdet": "det", "mmseg": "seg"}
