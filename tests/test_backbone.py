@@ -63,6 +63,36 @@ def test_output_selection(kw, names, channels, strides):
     assert [64 // o.shape[2] for o in outs] == strides
 
 
+def test_feature_info_records_every_output():
+    model = small(out_features=("stem", "stage2", "stage4"))
+    assert [(f.name, f.stage, f.channels, f.stride) for f in model.feature_info] == [
+        ("stem", None, 16, 4), ("stage2", 1, 32, 8), ("stage4", 3, 128, 32)]
+    assert model.out_indices == (1, 3)
+    with pytest.raises(AttributeError):
+        model.feature_info[0].stride = 2  # frozen
+
+
+def test_set_window_size_changes_every_block_and_matches_a_model_built_with_it():
+    model = small(out_indices=(0, 1, 2)).eval()
+    want = small(out_indices=(0, 1, 2), window_size=(3, 4, 5, 6),
+                 pretrained_window_sizes=(8, 0, 8, 8)).eval()
+    model.set_window_size(window_size=(3, 4, 5, 6), pretrained_window_sizes=(8, 0, 8, 8))
+    assert model.window_size == (3, 4, 5, 6) and model.pretrained_window_sizes == (8, 0, 8, 8)
+    assert model.bias_windows() == (8, 4, 8)  # built stages only; 0 normalises by the window
+    assert [(b.window_size, b.attn.pretrained_window_size) for b in model.layers[2].blocks] == [
+        (5, 8), (5, 8)]
+    x = torch.randn(1, 3, 72, 88)
+    with torch.no_grad():
+        for got, ref in zip(model(x), want(x)):
+            assert torch.equal(got, ref)
+    model.set_window_size(pretrained_window_sizes=4)  # the windows stay
+    assert model.window_size == (3, 4, 5, 6) and model.bias_windows() == (4, 4, 4)
+    with pytest.raises(ValueError, match="window_size must be >= 1"):
+        model.set_window_size(window_size=0)
+    with pytest.raises(ValueError, match="pretrained_window_sizes must be"):
+        model.set_window_size(pretrained_window_sizes=(1, 2))
+
+
 def test_selected_outputs_equal_full_model_outputs():
     full = small().eval()
     part = small(out_indices=(1, 2)).eval()

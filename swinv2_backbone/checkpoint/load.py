@@ -113,23 +113,12 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[St
     return state, notes
 
 
-def _attention_modules(model: nn.Module, stage: int) -> List[nn.Module]:
-    return [block.attn for block in model.layers[stage].blocks]
-
-
-def model_bias_windows(model: nn.Module) -> Tuple[int, ...]:
-    """Per built stage, the window the model normalises position-bias coordinates with: its
-    attention modules' ``pretrained_window_size``, or the stage window when that is 0."""
-    return tuple(_attention_modules(model, i)[0].pretrained_window_size or model.window_size[i]
-                 for i in range(len(model.layers)))
-
-
 def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[str]:
     """A warning text when the model's coordinate normalisation differs from the checkpoint's
     (for the stages whose training windows the checkpoint records), else ``None``."""
     trained = converted.bias_windows()
-    ours = model_bias_windows(model)
-    current = [_attention_modules(model, i)[0].pretrained_window_size for i in range(len(ours))]
+    ours = model.bias_windows()
+    current = model.pretrained_window_sizes[:len(ours)]
     differ = [i for i, w in enumerate(ours) if i < len(trained) and trained[i] is not None
               and trained[i] != w]
     if not differ:
@@ -144,8 +133,8 @@ def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[
 
 
 def apply_checkpoint_windows(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[int, ...]:
-    """Set every attention module's ``pretrained_window_size`` to the window that normalised the
-    checkpoint's coordinates during training; returns the new per-stage values."""
+    """Set the model's ``pretrained_window_sizes`` of its built stages to the windows that normalised
+    the checkpoint's coordinates during training; returns the new per-stage values."""
     trained = converted.bias_windows()
     unknown = [i + 1 for i in range(len(model.layers)) if i >= len(trained) or trained[i] is None]
     if unknown:
@@ -153,10 +142,7 @@ def apply_checkpoint_windows(converted: ConvertedCheckpoint, model: nn.Module) -
             f"pretrained_window_sizes='checkpoint': {converted.source} does not record the training "
             f"windows of stage(s) {unknown}; set pretrained_window_sizes in the backbone config")
     values = tuple(trained[: len(model.layers)])
-    for i, value in enumerate(values):
-        for attn in _attention_modules(model, i):
-            attn.pretrained_window_size = value
-    model.pretrained_window_sizes = values + tuple(model.pretrained_window_sizes[len(values):])
+    model.set_window_size(pretrained_window_sizes=values + model.pretrained_window_sizes[len(values):])
     return values
 
 

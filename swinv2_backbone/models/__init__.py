@@ -1,8 +1,8 @@
 """The SwinV2 model: pure torch (mmengine optional)."""
-from .args import resolve_outputs
 from .backbone import WEIGHT_LOADERS, Swinv2Backbone
 from .layers import SMALL_MAP_RULES
+from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
 
-__all__ = ["ARCH_SETTINGS", "ArchPreset", "SMALL_MAP_RULES", "Swinv2Backbone", "WEIGHT_LOADERS",
-           "resolve_outputs"]
+__all__ = ["ARCH_SETTINGS", "ArchPreset", "FeatureInfo", "SMALL_MAP_RULES", "Swinv2Backbone",
+           "WEIGHT_LOADERS", "resolve_outputs"]

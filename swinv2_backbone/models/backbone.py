@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage,
-                   resolve_outputs)
+from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
 from .base import BaseModule
 from .layers import SMALL_MAP_RULES, PatchEmbed, SwinV2Stage, stochastic_depth_schedule
+from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
 
 
@@ -22,6 +22,20 @@ from .presets import ARCH_SETTINGS
 #: when imported (as ``import swinv2_backbone`` does): it imports this module, so this module must
 #: not import it.
 WEIGHT_LOADERS: Dict[str, Callable[..., object]] = {}
+
+
+def _stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
+    windows = per_stage(window_size, num_stages, "window_size")
+    if any(w < 1 for w in windows):
+        raise ValueError(f"window_size must be >= 1, got {window_size!r}")
+    return windows
+
+
+def _stage_pretrained_windows(sizes: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
+    windows = per_stage(sizes, num_stages, "pretrained_window_sizes")
+    if any(w < 0 for w in windows):
+        raise ValueError(f"pretrained_window_sizes must be >= 0 (0: none), got {sizes!r}")
+    return windows
 
 
 def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
@@ -148,13 +162,8 @@ class Swinv2Backbone(BaseModule):
             if dim % heads:
                 raise ValueError(f"stage {i + 1}: channels {dim} (embed_dims {embed_dims} * 2**{i}) "
                                  f"not divisible by num_heads {heads}")
-        windows = per_stage(window_size, num_stages, "window_size")
-        if any(w < 1 for w in windows):
-            raise ValueError(f"window_size must be >= 1, got {window_size!r}")
-        pretrained_windows = per_stage(pretrained_window_sizes, num_stages, "pretrained_window_sizes")
-        if any(w < 0 for w in pretrained_windows):
-            raise ValueError(f"pretrained_window_sizes must be >= 0 (0: none), got "
-                             f"{pretrained_window_sizes!r}")
+        windows = _stage_windows(window_size, num_stages)
+        pretrained_windows = _stage_pretrained_windows(pretrained_window_sizes, num_stages)
         for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
                            ("drop_path_rate", drop_path_rate)):
             check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
@@ -172,8 +181,13 @@ class Swinv2Backbone(BaseModule):
                            ("patch_norm", patch_norm), ("out_norm", out_norm), ("with_cp", with_cp)):
             check_flag(name, flag)
 
-        self.out_features = resolve_outputs(out_indices, out_features, num_stages)
-        self.out_indices = tuple(int(n[5:]) - 1 for n in self.out_features if n != "stem")
+        #: One record per returned map, in order; the attributes below are views of it.
+        self.feature_info: Tuple[FeatureInfo, ...] = output_records(
+            resolve_outputs(out_indices, out_features, num_stages), num_stages, embed_dims, patch_size)
+        self.out_features = tuple(f.name for f in self.feature_info)
+        self.out_indices = tuple(f.stage for f in self.feature_info if f.stage is not None)
+        self.out_channels = [f.channels for f in self.feature_info]
+        self.strides = [f.stride for f in self.feature_info]
         stage_count = max(self.out_indices) + 1 if self.out_indices else 0
         self.arch = arch
         self.embed_dims = embed_dims
@@ -187,11 +201,6 @@ class Swinv2Backbone(BaseModule):
         self.out_norm = out_norm
         self.num_stages = num_stages
         self.stage_channels = dims
-        stage_strides = tuple(patch_size * 2 ** i for i in range(num_stages))
-        self.out_channels = [embed_dims if n == "stem" else dims[int(n[5:]) - 1]
-                             for n in self.out_features]
-        self.strides = [patch_size if n == "stem" else stage_strides[int(n[5:]) - 1]
-                        for n in self.out_features]
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
         self.pretrain_grid = pretrain_img_size // patch_size
@@ -242,6 +251,33 @@ class Swinv2Backbone(BaseModule):
         self._init_default()
         if cfg is not None:
             super().init_weights()
+
+    # ------------------------------------------------------------------ windows
+    def set_window_size(self, window_size: Optional[IntOrSeq] = None,
+                        pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
+        """Change the attention windows and/or the windows that normalise the position-bias
+        coordinates (see the constructor's arguments of the same names), on every built block.
+        No parameter changes shape: the continuous position bias is evaluated for any window.
+
+        Args:
+            window_size: New window, one int or one per stage; ``None`` keeps the current ones.
+            pretrained_window_sizes: New training windows, one int or one per stage (0: none);
+                ``None`` keeps the current ones.
+        """
+        if window_size is not None:
+            self.window_size = _stage_windows(window_size, self.num_stages)
+        if pretrained_window_sizes is not None:
+            self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
+                                                                     self.num_stages)
+        for stage, window, pretrained in zip(self.layers, self.window_size,
+                                             self.pretrained_window_sizes):
+            stage.set_window_size(window, pretrained)
+
+    def bias_windows(self) -> Tuple[int, ...]:
+        """Per built stage, the window its position-bias coordinates are normalised by: the
+        pretrained window, or the stage's own window where that is 0."""
+        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.layers)],
+                                            self.window_size))
 
     # ------------------------------------------------------------------ freezing
     def _frozen_modules(self) -> List[nn.Module]:
@@ -300,14 +336,18 @@ class Swinv2Backbone(BaseModule):
         if self.absolute_pos_embed is not None:
             x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
         x = self.pos_drop(x)
+        wanted = iter(self.feature_info)
+        info = next(wanted)
         outs = []
-        if "stem" in self.out_features:
+        if info.stage is None:
             outs.append(x.permute(0, 3, 1, 2).contiguous())
+            info = next(wanted, None)
         for i, layer in enumerate(self.layers):
             out, x = layer(x)
-            if i in self.out_indices:
+            if info is not None and info.stage == i:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
+                info = next(wanted, None)
             del out  # the channels-last map is not needed while the next stage runs
         return tuple(outs)

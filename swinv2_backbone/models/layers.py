@@ -409,6 +409,12 @@ class SwinV2Stage(nn.Module):
         ])
         self.downsample = PatchMergingV2(dim) if downsample else None
 
+    def set_window_size(self, window_size: int, pretrained_window_size: int) -> None:
+        """Set the attention window and the position-bias normalisation window of every block."""
+        for block in self.blocks:
+            block.window_size = window_size
+            block.attn.pretrained_window_size = pretrained_window_size
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
