@@ -17,7 +17,7 @@ inference); it is counted once per block and not per image.
 To cross-check with :class:`~torch.utils.flop_counter.FlopCounterMode`, run the model on the
 ``'meta'`` device (free, and exact: see ``tools/analyze_complexity.py --measure``). On real CPU
 tensors the counter misses work: at inference the model's Linear layers may run through oneDNN
-(``mkldnn._linear_pointwise``, see :mod:`swinv2_backbone.models.linear_backend`) and
+(``mkldnn._linear_pointwise``, see :mod:`swinv2_backbone.models.fast.onednn`) and
 ``scaled_dot_product_attention`` through a CPU kernel, neither of which the counter knows, and a
 second forward reuses the cached position-bias masks.
 """

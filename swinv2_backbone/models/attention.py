@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compat import is_compiling
-from .linear_backend import linear
+from .fast import active
 from .ops import (MASK_VALUE, autocast_off, relative_coords_table, relative_position_index,
                   shift_window_mask)
 
@@ -143,6 +143,7 @@ class WindowAttentionV2(nn.Module):
     def forward(self, windows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``windows``: ``(B, nW, N, C)``; ``mask``: additive, broadcastable to ``(B, nW, heads, N, N)``
         (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
+        kernels = active()
         b, nw, n, c = windows.shape
         bias = None
         if self.q_bias is not None:
@@ -150,7 +151,7 @@ class WindowAttentionV2(nn.Module):
         # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies;
         # the Linear's own output is not kept past it.
         h, d = self.num_heads, c // self.num_heads
-        q, k, v = linear(windows, self.qkv, bias=bias).view(b * nw, n, 3, h, d).permute(
+        q, k, v = kernels.linear(windows, self.qkv.weight, bias).view(b * nw, n, 3, h, d).permute(
             2, 0, 3, 1, 4).contiguous().unbind(0)
         # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
         # each, so training keeps no normalised copy of q or k besides the scaled ones.
@@ -167,27 +168,15 @@ class WindowAttentionV2(nn.Module):
             # a bias of up to 16) keeps 8 significant bits, an error of up to 0.25 before the
             # exponential. At fp32 the casts are no-ops.
             with autocast_off(windows):
-                low = q.dtype
+                in_dtype = q.dtype
                 q, k = q.float(), k.float()
-                q = q * _inverse_norm(q, scale, low)
-                k = k * _inverse_norm(k, None, low)
-                attn = self._scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask.float())
+                q = q * _inverse_norm(q, scale, in_dtype)
+                k = k * _inverse_norm(k, None, in_dtype)
+                attn = kernels.scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask.float())
                 attn = self.attn_drop(attn.softmax(dim=-1)).to(v.dtype)
                 out = torch.matmul(attn.view(b * nw, h, n, n), v)
         out = out.view(b, nw, h, n, d).transpose(2, 3).reshape(b, nw, n, c)
-        return self.proj_drop(linear(out, self.proj))
-
-    @staticmethod
-    def _scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``q @ k^T + mask`` for contiguous ``(B, nW, heads, N, d)`` inputs. For one image the mask
-        is added inside the GEMM (``baddbmm``), saving a pass over the ``N x N`` scores."""
-        b, nw, h, n, d = q.shape
-        if b == 1:
-            full = mask.expand(nw, h, n, n).reshape(nw * h, n, n)
-            return torch.baddbmm(full, q.view(nw * h, n, d),
-                                 k.view(nw * h, n, d).transpose(1, 2)).view(1, nw, h, n, n)
-        attn = torch.matmul(q, k.transpose(-2, -1))
-        return attn.add_(mask)  # in place: the matmul's backward does not need its output
+        return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
 
     def _sdpa(self, x: torch.Tensor) -> bool:
         if self.use_sdpa == "auto":

@@ -86,13 +86,9 @@ class Swinv2Backbone(BaseModule):
             their output norms (k = 1..num_stages); -1 freezes nothing. Frozen parts stay in eval
             mode and without gradients after ``train()``.
         with_cp: Activation checkpointing of every block (``use_reentrant=False``).
-        small_map: Rule for maps not larger than the window: ``'pad'`` (default, dense prediction:
-            keep the window, pad the map, shift only along axes holding more than one window) or
-            ``'official'`` (window = min(H, W), no shift, as the official classifier) or ``'hf'``
-            (Hugging Face's variant of it, deciding by the height alone: its features at
-            non-square small maps) or ``'timm'`` (timm's: shift like ``'pad'`` but roll a map
-            before padding it, window = min(H, W) when a side is shorter than the window: its
-            features where a shifted map is padded by other than the shift, 800x1344 included).
+        small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
+            prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``).
+            The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).

@@ -2,36 +2,19 @@
 patch merging and a stage of blocks. All of them work on channels-last ``(B, H, W, C)`` maps."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
-from ..compat import is_compiling
 from .attention import WindowAttentionV2
-from .linear_backend import dense, linear
-from .ops import (autocast_off, compute_dtype, from_windows, pad_to_multiple, padded_size,
-                  to_windows)
+from .fast import active
+from .ops import pad_to_multiple, padded_size
 
-#: Rules for feature maps smaller than (or not larger than) the window.
+#: Rules for feature maps not larger than the window (defined at :func:`window_and_shift`).
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm")
-
-#: The inference path (:meth:`SwinV2Block._forward_chunked`) runs at most ``CHUNK_TOKENS`` tokens
-#: at a time, and splits a map into at least ``CHUNK_SPLIT`` chunks unless that would make them
-#: smaller than ``MIN_CHUNK_TOKENS``: the chunk temporaries (about 5 KiB per token) then stay a small
-#: share of the map's own memory at every input size, so peak memory grows linearly with the pixels.
-CHUNK_TOKENS = 2048
-CHUNK_SPLIT = 8
-MIN_CHUNK_TOKENS = 256
-
-
-def chunk_rows(rows: int, row_tokens: int) -> int:
-    """Rows (windows of ``row_tokens`` tokens, or single tokens) per chunk of a map of ``rows``."""
-    tokens = min(CHUNK_TOKENS, max(MIN_CHUNK_TOKENS, -(-rows * row_tokens // CHUNK_SPLIT)))
-    return max(1, tokens // row_tokens)
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -95,95 +78,8 @@ def window_and_shift(
     return window, (shift if h > window else 0, shift if w > window else 0)
 
 
-def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
-    """Rows ``start:stop`` of a ``(nW or 1, heads, N, N)`` mask repeated over the batch, for windows
-    flattened as ``(B * nW)``."""
-    if mask.shape[0] == 1:
-        return mask
-    if start // nw == (stop - 1) // nw:  # within one image: a view
-        return mask[start % nw:(stop - 1) % nw + 1]
-    return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
-
-
-def _accumulate(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
-    """``acc += a @ b``, in place, with ``acc`` possibly wider than ``a`` and ``b``."""
-    if a.dtype == acc.dtype:
-        acc.addmm_(a, b)
-    else:
-        acc.add_(a.mm(b))
-
-
-class _GeluMlp(torch.autograd.Function):
-    """``fc2(gelu(fc1(x)))`` for training: only the ``fc1`` output is saved (the GELU output is
-    recomputed in the backward pass: ``4C`` fewer values per token and block), and both passes run
-    ``step`` tokens at a time, so the ``4C``-wide temporaries (GELU output, its gradient) stay a few
-    MiB, reused and cache-resident, rather than map-sized; on CPU every fresh map-sized temporary
-    costs page faults (the GELU into a fresh 50 MiB tensor takes 4x as long as into a reused one).
-
-    Under autocast both passes compute in the autocast dtype, as ``F.linear`` would; weight and bias
-    gradients are accumulated over the chunks in fp32 and returned in the parameters' dtypes.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
-                w2: torch.Tensor, b2: Optional[torch.Tensor], step: int) -> torch.Tensor:
-        dtype = compute_dtype(x)
-        rows = x.numel() // x.shape[-1]
-        x2 = x.reshape(rows, x.shape[-1]).to(dtype)
-        w1c, w2c = w1.to(dtype), w2.to(dtype)
-        b1c = None if b1 is None else b1.to(dtype)
-        b2c = None if b2 is None else b2.to(dtype)
-        out = x2.new_empty(rows, w2.shape[0])
-        hidden = []
-        with autocast_off(x):
-            for start in range(0, rows, step):
-                hidden.append(dense(x2[start:start + step], w1c, b1c))
-                out[start:start + step] = dense(F.gelu(hidden[-1]), w2c, b2c)
-        ctx.save_for_backward(x, w1, w2, *hidden)
-        ctx.has_bias = (b1 is not None, b2 is not None)
-        return out.view(*x.shape[:-1], w2.shape[0])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):
-        x, w1, w2, *hidden = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        dtype, step = hidden[0].dtype, hidden[0].shape[0]  # every chunk but the last has step rows
-        rows = x.numel() // x.shape[-1]
-        x2 = x.reshape(rows, x.shape[-1]).to(dtype)
-        grad2 = grad_out.reshape(rows, grad_out.shape[-1]).to(dtype)
-        # dense() takes (out, in) weights: these give hidden @ w2 and hidden @ w1
-        w1t, w2t = w1.to(dtype).t().contiguous(), w2.to(dtype).t().contiguous()
-        acc = dict(dtype=torch.float32, device=x.device)
-        grad_w1 = torch.zeros(w1.shape, **acc) if need_w1 else None
-        grad_w2 = torch.zeros(w2.shape, **acc) if need_w2 else None
-        grad_b1 = torch.zeros(w1.shape[0], **acc) if need_b1 and ctx.has_bias[0] else None
-        grad_x = x2.new_empty(x2.shape) if need_x else None
-        for hid, start in zip(hidden, range(0, rows, step)):
-            grad = grad2[start:start + step]
-            if grad_w2 is not None:
-                _accumulate(grad_w2, grad.t(), F.gelu(hid))
-            if not (need_x or need_w1 or need_b1):
-                continue
-            grad_hid = torch.ops.aten.gelu_backward(dense(grad, w2t), hid)
-            if grad_w1 is not None:
-                _accumulate(grad_w1, grad_hid.t(), x2[start:start + step])
-            if grad_b1 is not None:
-                grad_b1.add_(grad_hid.sum(0, dtype=torch.float32))
-            if grad_x is not None:
-                grad_x[start:start + step] = dense(grad_hid, w1t)
-        grad_b2 = grad2.sum(0, dtype=torch.float32) if need_b2 and ctx.has_bias[1] else None
-        return (None if grad_x is None else grad_x.view(x.shape).to(x.dtype),
-                None if grad_w1 is None else grad_w1.to(w1.dtype),
-                None if grad_b1 is None else grad_b1.to(w1.dtype),
-                None if grad_w2 is None else grad_w2.to(w2.dtype),
-                None if grad_b2 is None else grad_b2.to(w2.dtype), None)
-
-
 class Mlp(nn.Module):
-    """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))``: GELU fused into ``fc1``
-    where the Linear backend allows; in training without dropout the GELU output is recomputed in
-    the backward pass rather than stored (less activation memory, same gradients).
+    """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))``.
 
     Args:
         dim: Input and output channels.
@@ -198,12 +94,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() and not is_compiling()
-                and not (self.training and self.drop.p > 0)):
-            step = CHUNK_TOKENS if x.device.type == "cpu" else max(x.numel() // x.shape[-1], 1)
-            return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-                                  step)
-        return self.drop(linear(self.drop(linear(x, self.fc1, "gelu")), self.fc2))
+        return active().mlp(self, x)
 
 
 class SwinV2Block(nn.Module):
@@ -212,7 +103,9 @@ class SwinV2Block(nn.Module):
 
     Each forward pads the map to a window multiple, rolls it (shifted blocks), attends inside windows
     with the combined position-bias/shift mask, reverses the roll and crops. The window and shift come
-    from the actual map size (see :func:`window_and_shift`).
+    from the actual map size (see :func:`window_and_shift`). :meth:`forward` is the specification;
+    how each step executes is the active kernels' business (:mod:`swinv2_backbone.models.kernels`,
+    :mod:`swinv2_backbone.models.fast`), and a fast strategy may replace the whole block at inference.
 
     Args:
         dim: Channels.
@@ -225,7 +118,7 @@ class SwinV2Block(nn.Module):
         drop: Dropout after the attention projection and in the MLP.
         attn_drop: Dropout on attention probabilities.
         drop_path: Stochastic-depth probability of this block.
-        small_map: Rule for maps not larger than the window, one of :data:`SMALL_MAP_RULES`.
+        small_map: Rule for maps not larger than the window (see :func:`window_and_shift`).
         use_sdpa: Attention kernel choice, see :class:`WindowAttentionV2`.
     """
 
@@ -263,64 +156,26 @@ class SwinV2Block(nn.Module):
         """Roll a shifted map before padding it (timm's order) rather than after."""
         return self.small_map == "timm"
 
-    def _layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
+    def window_layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
         """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""
         hw = tuple(x.shape[1:3])
         window, shift = window_and_shift(hw, self.window_size, self.shifted, self.small_map)
         return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
                                                        self.attn.mask_dtype(x))
 
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        window, shift, mask = self._layout(x)
-        windows = to_windows(x, window, shift, self.roll_first)
-        return from_windows(self.attn(windows, mask), *x.shape[1:3], shift, self.roll_first)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._chunkable(x):
-            return self._forward_chunked(x)
-        x = x + self.drop_path(self.norm1(self._attend(x)))
+        kernels = active()
+        if kernels.block is not None:
+            out = kernels.block(self, x)
+            if out is not None:
+                return out
+        h, w = x.shape[1:3]
+        window, shift, mask = self.window_layout(x)
+        windows = kernels.to_windows(x, window, shift, self.roll_first)  # pad, roll, partition
+        attn = self.attn(windows, mask)
+        attn = kernels.from_windows(attn, h, w, shift, self.roll_first)  # merge, roll back, crop
+        x = x + self.drop_path(self.norm1(attn))
         return x + self.drop_path(self.norm2(self.mlp(x)))
-
-    def _chunkable(self, x: torch.Tensor) -> bool:
-        """Whether the chunked path applies: eval mode (no dropout, no drop path), nothing needs a
-        gradient, not inside ``torch.compile`` (which fuses the block its own way)."""
-        if self.training or is_compiling():
-            return False
-        return not (torch.is_grad_enabled()
-                    and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
-
-    def _forward_chunked(self, x: torch.Tensor) -> torch.Tensor:
-        """The block a few thousand tokens at a time, in place (inference only).
-
-        The attention half runs in window order (:func:`to_windows` / :func:`from_windows` are
-        one gather each); the MLP half, after the crop, on the real tokens only, so no work is
-        spent on padding. Every temporary stays a few MiB (reused by the allocator,
-        cache-resident) instead of map-sized, which on CPU avoids fresh page faults on every large
-        temporary. Each half is its own method so that its map-sized buffers are freed as it
-        returns.
-        """
-        x = self._attention_chunked(x)  # a fresh tensor: updated in place by the MLP half
-        tokens = x.view(-1, x.shape[-1])
-        step = chunk_rows(tokens.shape[0], 1)
-        for start in range(0, tokens.shape[0], step):
-            chunk = tokens[start:start + step]
-            chunk.add_(self.norm2(self.mlp(chunk)))
-        return x
-
-    def _attention_chunked(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + norm1(attention(x))`` window chunk by window chunk, as a new map."""
-        b, h, w, c = x.shape
-        window, shift, mask = self._layout(x)
-        windows = to_windows(x, window, shift, self.roll_first)  # fresh: updated chunk by chunk
-        nw, n = windows.shape[1:3]
-        flat = windows.view(b * nw, n, c)
-        step = chunk_rows(b * nw, n)
-        for start in range(0, b * nw, step):
-            stop = min(start + step, b * nw)
-            chunk = flat[start:stop]
-            attn = self.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
-            chunk.add_(self.norm1(attn))  # the attention has read the chunk already
-        return from_windows(windows, h, w, shift, self.roll_first)
 
 
 class PatchEmbed(nn.Module):
@@ -368,7 +223,7 @@ class PatchMergingV2(nn.Module):
         b, h, w, c = x.shape
         # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
         x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        return self.norm(linear(x, self.reduction))
+        return self.norm(active().linear(x, self.reduction.weight, None))
 
 
 class SwinV2Stage(nn.Module):

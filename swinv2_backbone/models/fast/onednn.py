@@ -5,11 +5,11 @@ runs AVX-512. ``torch.ops.mkldnn._linear_pointwise`` is oneDNN's linear (with GE
 private, so it is used only after a capability check and a numerical self-test. Where a gradient is
 needed, :class:`_OnednnLinear` runs the forward and the input gradient through it and the weight
 gradient as one ``mm``. Autocast, ``torch.compile``, other devices, and any CPU without the op take
-``F.linear``.
+``F.linear``. Reference: :func:`swinv2_backbone.models.kernels.linear`.
 
 Weights are passed as they are, never prepacked into a cached copy: a cache keyed on the weight's
 storage goes stale under in-place updates through ``.data`` (EMA swaps, mean teachers), and checking
-values would cost as much as packing. (Prepacking measured no faster on this path.)
+values would cost as much as packing.
 """
 from __future__ import annotations
 
@@ -18,28 +18,9 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..compat import autocast_enabled, is_compiling
-
-#: ``'auto'``: oneDNN where available and valid (CPU, fp32/bf16, no autocast); ``'torch'``: F.linear.
-BACKENDS = ("auto", "torch")
-_backend = "auto"
-
-
-def set_backend(name: str) -> None:
-    """Choose the Linear backend: one of :data:`BACKENDS`."""
-    global _backend
-    if name not in BACKENDS:
-        raise ValueError(f"linear backend must be one of {BACKENDS}, got {name!r}")
-    _backend = name
-
-
-def get_backend() -> str:
-    """The backend chosen with :func:`set_backend`."""
-    return _backend
-
+from ...compat import autocast_enabled, is_compiling
 
 @functools.lru_cache(maxsize=None)
 def onednn_available(dtype: torch.dtype) -> bool:
@@ -74,17 +55,12 @@ def onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     check would break the graph)."""
     if is_compiling():
         return False
-    return (_backend == "auto" and x.device.type == "cpu" and x.dtype == weight.dtype
-            and not autocast_enabled("cpu") and onednn_available(x.dtype))
+    return (x.device.type == "cpu" and x.dtype == weight.dtype and not autocast_enabled("cpu")
+            and onednn_available(x.dtype))
 
 
-def use_onednn(x: torch.Tensor, module: nn.Linear) -> bool:
-    """Whether ``linear(x, module)`` runs through oneDNN (see :func:`onednn_usable`)."""
-    return onednn_usable(x, module.weight)
-
-
-def dense(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-          activation: str = "none") -> torch.Tensor:
+def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   activation: str = "none") -> torch.Tensor:
     """``activation(x @ weight^T + bias)`` outside autograd (inference, or inside an autograd
     Function): oneDNN where :func:`onednn_usable` allows, else ``F.linear``."""
     if onednn_usable(x, weight):
@@ -120,23 +96,13 @@ class _OnednnLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def linear(x: torch.Tensor, module: nn.Linear, activation: str = "none",
-           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``activation(module(x))`` (``bias`` replaces the module's own when given), through oneDNN
-    (forward and backward) when :func:`use_onednn` allows, else ``F.linear``."""
-    bias = module.bias if bias is None else bias
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+           activation: str = "none") -> torch.Tensor:
+    """:attr:`Kernels.linear <swinv2_backbone.models.kernels.Kernels>` through oneDNN (forward and
+    backward) where :func:`onednn_usable` allows, else ``F.linear``."""
     needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or module.weight.requires_grad or (bias is not None and bias.requires_grad))
-    if needs_grad and use_onednn(x, module):
-        out = _OnednnLinear.apply(x, module.weight, bias)
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+    if needs_grad and onednn_usable(x, weight):
+        out = _OnednnLinear.apply(x, weight, bias)
         return F.gelu(out) if activation == "gelu" else out
-    return dense(x, module.weight, bias, activation)
-
-
-def describe() -> str:
-    """The Linear path used on CPU, for benchmark reports."""
-    if _backend == "torch":
-        return "F.linear (forced)"
-    if onednn_available(torch.float32):
-        return "oneDNN (torch.ops.mkldnn._linear_pointwise) on CPU without autocast, F.linear otherwise"
-    return "F.linear (oneDNN linear ops unavailable)"
+    return linear_forward(x, weight, bias, activation)

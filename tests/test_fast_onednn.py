@@ -1,22 +1,25 @@
-"""The oneDNN path for Linear layers (forward and backward) and its public fallback give the same
-results. Which path a dtype takes depends on the CPU (bf16 needs AVX-512 BF16 or AMX): each test
+"""The oneDNN path for Linear layers (forward and backward) gives the reference's results. Which path a dtype takes depends on the CPU (bf16 needs AVX-512 BF16 or AMX): each test
 asserts the path this CPU's capability check selects, and CI runs this file again with oneDNN capped
 at AVX2 (``ONEDNN_MAX_CPU_ISA``) so that both paths are exercised whatever the machine."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.models import linear_backend
-from swinv2_backbone.models.linear_backend import linear, set_backend, use_onednn
+from swinv2_backbone.models import fast, kernels
+from swinv2_backbone.models.fast import onednn
 
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
 
 
-@pytest.fixture(autouse=True)
-def _restore_backend():
-    yield
-    set_backend("auto")
+def linear(x, layer, activation="none"):
+    return onednn.linear(x, layer.weight, layer.bias, activation)
+
+
+def reference(x, layer, activation="none"):
+    return kernels.linear(x, layer.weight, layer.bias, activation)
 
 
 pytestmark = pytest.mark.isa
@@ -25,9 +28,11 @@ pytestmark = pytest.mark.isa
 def test_onednn_is_available_on_this_cpu():
     # CI runs on x86-64 with oneDNN in the torch wheel (AVX2 at least): the fp32 fast path must really
     # be exercised; bf16 exactly where oneDNN says the CPU supports it.
-    assert linear_backend.onednn_available(torch.float32)
-    assert "oneDNN" in linear_backend.describe()
-    assert linear_backend.onednn_available(torch.bfloat16) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert onednn.onednn_available(torch.float32)
+    assert "oneDNN" in fast.describe()
+    assert onednn.onednn_available(torch.bfloat16) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    with fast.fast_paths(False):
+        assert fast.describe() == "reference kernels (F.linear)"
 
 
 @pytest.mark.parametrize("activation", ["none", "gelu"])
@@ -37,13 +42,11 @@ def test_onednn_linear_matches_f_linear(activation, dtype, tol):
     layer = nn.Linear(48, 72).to(dtype)
     x = torch.randn(5, 7, 48, dtype=dtype)
     with torch.no_grad():
-        assert use_onednn(x, layer) == linear_backend.onednn_available(dtype)
-        fast = linear(x, layer, activation)
-        set_backend("torch")
-        assert not use_onednn(x, layer)
-        ref = linear(x, layer, activation)
-    assert fast.shape == ref.shape == (5, 7, 72) and fast.dtype == dtype
-    torch.testing.assert_close(fast.float(), ref.float(), rtol=tol, atol=tol)
+        assert onednn.onednn_usable(x, layer.weight) == onednn.onednn_available(dtype)
+        got = linear(x, layer, activation)
+        ref = reference(x, layer, activation)
+    assert got.shape == ref.shape == (5, 7, 72) and got.dtype == dtype
+    torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
 
 
 def test_weight_updates_are_seen_at_once_whatever_the_update_path():
@@ -69,16 +72,15 @@ def test_gradients_through_onednn_match_f_linear(activation, with_bias, dtype, t
     x = torch.randn(5, 7, 48, dtype=dtype, requires_grad=True)
     grad = torch.randn(5, 7, 72, dtype=dtype)
     results = []
-    for backend in ("auto", "torch"):
-        set_backend(backend)
-        out = linear(x, layer, activation)
+    for op in (linear, reference):
+        out = op(x, layer, activation)
         assert ("_OnednnLinearBackward" in repr(out.grad_fn.next_functions) or
                 out.grad_fn.name() == "_OnednnLinearBackward") == (
-                    backend == "auto" and linear_backend.onednn_available(dtype))
+                    op is linear and onednn.onednn_available(dtype))
         results.append([out, *torch.autograd.grad(out, [x, *layer.parameters()], grad)])
-    for fast, ref in zip(*results):
-        assert fast.shape == ref.shape and fast.dtype == ref.dtype == dtype
-        assert ((fast.float() - ref.float()).norm() / ref.float().norm()).item() < tol
+    for got, ref in zip(*results):
+        assert got.shape == ref.shape and got.dtype == ref.dtype == dtype
+        assert ((got.float() - ref.float()).norm() / ref.float().norm()).item() < tol
 
 
 def test_only_the_gradients_asked_for():
@@ -96,29 +98,37 @@ def test_autocast_takes_f_linear():
     layer = nn.Linear(8, 4)
     x = torch.randn(3, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not use_onednn(x, layer)
-        assert linear(x, layer).dtype == torch.bfloat16
+        assert not onednn.onednn_usable(x, layer.weight)
+        out = linear(x, layer)
+        assert out.dtype == torch.bfloat16 and out.grad_fn.name() != "_OnednnLinearBackward"
 
 
-def test_unknown_backend_is_an_error():
-    with pytest.raises(ValueError, match=r"one of \('auto', 'torch'\)"):
-        set_backend("mkl")
+def test_the_switch_refuses_what_is_not_a_flag_or_kernels():
+    with pytest.raises(TypeError, match="True or False"):
+        fast.set_fast_paths("off")
+    with pytest.raises(TypeError, match="expected a Kernels"):
+        fast.use("reference")
+    assert fast.active() is fast.FAST
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 0.15)])
-def test_backbone_outputs_agree_between_backends(dtype, tol):
+def test_backbone_outputs_agree_with_onednn_alone(dtype, tol):
     torch.manual_seed(0)
     model = Swinv2Backbone(**SMALL).eval().to(dtype)
     x = torch.randn(2, 3, 72, 56, dtype=dtype)
     with torch.no_grad():
-        fast = model(x)
-        set_backend("torch")
-        ref = model(x)
-    for a, b in zip(fast, ref):
+        with fast.fast_paths(False):
+            ref = model(x)
+        fast.use(dataclasses.replace(kernels.REFERENCE, linear=onednn.linear))
+        try:
+            got = model(x)
+        finally:
+            fast.set_fast_paths(True)
+    for a, b in zip(got, ref):
         assert ((a.float() - b.float()).norm() / b.float().norm()).item() < tol
 
 
-def test_training_gradients_agree_between_backends():
+def test_training_gradients_agree_with_onednn_alone():
     torch.manual_seed(0)
     model = Swinv2Backbone(**SMALL, drop_path_rate=0.0)
     x = torch.randn(2, 3, 40, 32)
@@ -126,10 +136,13 @@ def test_training_gradients_agree_between_backends():
     # nearly constant, and its gradient rounding noise.
     projections = [torch.randn(o.shape) for o in model(x)]
     grads = []
-    for backend in ("auto", "torch"):
-        set_backend(backend)
-        model.zero_grad()
-        sum((o * p).sum() for o, p in zip(model(x), projections)).backward()
+    for ops in (dataclasses.replace(kernels.REFERENCE, linear=onednn.linear), kernels.REFERENCE):
+        fast.use(ops)
+        try:
+            model.zero_grad()
+            sum((o * p).sum() for o, p in zip(model(x), projections)).backward()
+        finally:
+            fast.set_fast_paths(True)
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         assert ((a - b).norm() / b.norm()).item() < 1e-4

@@ -1,0 +1,74 @@
+"""Faster execution strategies for the model's replaceable operations
+(:class:`~swinv2_backbone.models.kernels.Kernels`), and the one switch between them and the
+reference implementations.
+
+* :mod:`.chunked`: inference of a block a few thousand tokens at a time, in place;
+* :mod:`.onednn`: Linear layers through oneDNN on CPU, forward and backward;
+* :mod:`.mlp`: the training MLP that recomputes its GELU output in the backward pass;
+* :mod:`.windows`: pad + roll + partition (and back) as single row gathers;
+* :mod:`.attention`: the mask added inside the score GEMM for one image.
+
+Each applies only where it is valid and otherwise falls back to plain torch by itself. They are on by
+default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from ..kernels import REFERENCE, Kernels
+from . import attention, chunked, mlp, onednn, windows
+
+#: The fast strategies (the default).
+FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
+               from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
+               block=chunked.block_inference)
+
+_active = FAST
+
+
+def active() -> Kernels:
+    """The kernels the model runs with now."""
+    return _active
+
+
+def set_fast_paths(enabled: bool) -> None:
+    """Run the model with :data:`FAST` (``True``, the default) or the reference kernels."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"set_fast_paths takes True or False, got {enabled!r}")
+    use(FAST if enabled else REFERENCE)
+
+
+def use(kernels: Kernels) -> None:
+    """Run the model with ``kernels`` (a :class:`Kernels`: tests combine single fast operations
+    with the reference)."""
+    global _active
+    if not isinstance(kernels, Kernels):
+        raise TypeError(f"expected a Kernels, got {type(kernels).__name__}")
+    _active = kernels
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool) -> Iterator[None]:
+    """:func:`set_fast_paths` for the duration of a ``with`` block."""
+    previous = _active
+    set_fast_paths(enabled)
+    try:
+        yield
+    finally:
+        use(previous)
+
+
+def describe() -> str:
+    """The kernels in use and the Linear path they take on CPU, for benchmark reports."""
+    if _active is not FAST:
+        return f"{_active.name} kernels (F.linear)"
+    if onednn.onednn_available(torch.float32):
+        return ("fast kernels; Linear through oneDNN (torch.ops.mkldnn._linear_pointwise) on CPU "
+                "without autocast, F.linear otherwise")
+    return "fast kernels; F.linear (oneDNN linear ops unavailable)"
+
+
+__all__ = ["FAST", "REFERENCE", "Kernels", "active", "describe", "fast_paths", "set_fast_paths", "use"]

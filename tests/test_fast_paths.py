@@ -1,0 +1,246 @@
+"""Every fast path (:mod:`swinv2_backbone.models.fast`) against the reference kernels
+(:mod:`swinv2_backbone.models.kernels`): outputs and gradients, each strategy alone and all together,
+and each taken exactly where it applies. oneDNN's own tests are in ``test_fast_onednn.py``."""
+import dataclasses
+
+import pytest
+import torch
+
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models import fast, kernels, layers
+from swinv2_backbone.models.fast import attention, chunked, mlp, windows
+from swinv2_backbone.models.ops import pad_to_multiple, window_partition
+
+SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+
+
+@pytest.fixture
+def alone():
+    """``alone(op=fn)``: the reference kernels with one fast operation (so that comparisons are not
+    blurred by another strategy's GEMM rounding); the default is restored afterwards."""
+    def use(**ops):
+        fast.use(dataclasses.replace(kernels.REFERENCE, **ops))
+    yield use
+    fast.set_fast_paths(True)
+
+
+def random_model(**kw) -> Swinv2Backbone:
+    torch.manual_seed(0)
+    model = Swinv2Backbone(**{**SMALL, **kw})
+    for p in model.parameters():  # break the symmetry of the default init
+        p.data.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 difference (0 for two zero tensors: e.g. the gradient of a temperature whose
+    windows see a single token)."""
+    diff, norm = (a.float() - b.float()).norm().item(), b.float().norm().item()
+    return diff / norm if norm else diff
+
+
+def test_the_switch():
+    assert fast.active() is fast.FAST  # the default
+    with fast.fast_paths(False):
+        assert fast.active() is kernels.REFERENCE
+        with fast.fast_paths(True):
+            assert fast.active() is fast.FAST
+        assert fast.active() is kernels.REFERENCE
+    assert fast.active() is fast.FAST
+
+
+@pytest.mark.parametrize("batch, h, w, window, shift", [
+    (1, 8, 8, 4, (0, 0)), (1, 8, 8, 4, (2, 2)), (2, 7, 10, 4, (2, 2)), (2, 5, 3, 4, (2, 0)),
+    (3, 9, 9, 3, (1, 1)), (1, 2, 2, 4, (0, 0)),
+])
+def test_gather_index_equals_pad_roll_partition_and_inverts_it(batch, h, w, window, shift):
+    x = torch.randn(batch, h, w, 5)
+    forward, inverse, padding = windows.window_gather_index(batch, h, w, window, shift, x.device)
+    want = window_partition(torch.roll(pad_to_multiple(x, window), (-shift[0], -shift[1]), (1, 2)),
+                            window).reshape(-1, 5)
+    got = x.reshape(-1, 5).index_select(0, forward)
+    if padding is not None:
+        got[padding] = 0
+    assert torch.equal(got, want)
+    assert (padding is None) == (h % window == 0 and w % window == 0)
+    assert torch.equal(got.index_select(0, inverse), x.reshape(-1, 5))
+
+
+@pytest.mark.parametrize("roll_first", [False, True])
+@pytest.mark.parametrize("h, w, window, shift", [(8, 8, 4, (2, 2)), (7, 10, 4, (2, 2)),
+                                                 (5, 3, 4, (2, 0)), (10, 5, 4, (2, 0)),
+                                                 (9, 9, 3, (1, 1)), (9, 9, 3, (0, 0))])
+def test_window_gathers_equal_the_reference_with_gradients(h, w, window, shift, roll_first):
+    x = torch.randn(2, h, w, 5, requires_grad=True)
+    got = windows.to_windows(x, window, shift, roll_first)
+    want = kernels.to_windows(x, window, shift, roll_first)
+    assert torch.equal(got, want)
+    up = torch.randn_like(got)
+    assert torch.equal(torch.autograd.grad(got, x, up)[0], torch.autograd.grad(want, x, up)[0])
+    # and back: merge, roll back, crop; padding rows get no gradient
+    wins = torch.randn_like(want).requires_grad_()
+    back = windows.from_windows(wins, h, w, shift, roll_first)
+    ref = kernels.from_windows(wins, h, w, shift, roll_first)
+    assert torch.equal(back, ref)
+    assert torch.equal(kernels.from_windows(want, h, w, shift, roll_first), x)  # an inverse
+    up = torch.randn_like(back)
+    assert torch.equal(torch.autograd.grad(back, wins, up)[0], torch.autograd.grad(ref, wins, up)[0])
+
+
+def test_roll_first_differs_exactly_where_the_map_is_padded():
+    x = torch.randn(1, 7, 10, 3)
+    assert not torch.equal(kernels.to_windows(x, 4, (2, 2), True), kernels.to_windows(x, 4, (2, 2)))
+    x = torch.randn(1, 8, 8, 3)
+    assert torch.equal(kernels.to_windows(x, 4, (2, 2), True), kernels.to_windows(x, 4, (2, 2)))
+
+
+@pytest.mark.parametrize("batch", [1, 3])  # one image: the mask is added inside the GEMM
+def test_scores_equal_the_reference_with_gradients(batch):
+    q = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
+    k = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
+    mask = torch.randn(4, 2, 16, 16)
+    got, want = attention.scores(q, k, mask), kernels.scores(q, k, mask)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    up = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, (q, k), up), torch.autograd.grad(want, (q, k), up)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_tokens", [16, 48, 4096])  # 1 window, 3 (chunks cross images), all
+@pytest.mark.parametrize("size, rule", [((64, 64), "pad"), ((52, 76), "pad"), ((52, 76), "official"),
+                                        ((20, 36), "pad"), ((52, 76), "timm")])
+def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens, size, rule):
+    monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk_tokens)
+    model = random_model(small_map=rule).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        with fast.fast_paths(False):
+            ref = model(x)
+        alone(block=chunked.block_inference)
+        got = model(x)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_path_only_where_no_gradient_and_no_stochastic_layer():
+    block = layers.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
+    x = torch.randn(1, 8, 8, 16)
+    with torch.no_grad():
+        assert chunked.chunkable(block, x)
+        assert chunked.block_inference(block, x) is not None
+    assert not chunked.chunkable(block, x)  # parameters need gradients
+    assert chunked.block_inference(block, x) is None
+    assert not chunked.chunkable(block, x.requires_grad_())
+    block.requires_grad_(False)  # a frozen block (frozen_stages) inside a training step
+    assert chunked.chunkable(block, x.detach())
+    assert not chunked.chunkable(block, x)  # but the input needs a gradient
+    block.train()  # dropout / drop path active
+    with torch.no_grad():
+        assert not chunked.chunkable(block, x)
+
+
+@pytest.mark.isa
+@pytest.mark.parametrize("chunk", [16, 2048])  # 70 tokens: five chunks (the last one short), or one
+@pytest.mark.parametrize("autocast", [False, True])
+def test_training_mlp_recomputes_gelu_with_the_reference_outputs_and_gradients(autocast, chunk,
+                                                                                monkeypatch):
+    monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk)
+    torch.manual_seed(0)
+    module = layers.Mlp(16, 64)
+    x = torch.randn(2, 5, 7, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        got, want = mlp.mlp(module, x), kernels.mlp(module, x)
+    assert got.grad_fn.name().endswith("_GeluMlpBackward")  # the memory-saving path was taken
+    assert got.dtype == want.dtype == (torch.bfloat16 if autocast else torch.float32)
+    torch.testing.assert_close(got, want)  # a chunk's GEMM may round differently: 1 ulp
+    grad = torch.randn_like(got)
+    inputs = [x, *module.parameters()]
+    for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        assert a.dtype == b.dtype == torch.float32
+        if autocast:  # weight and bias gradients summed in fp32 over chunks (autograd: one bf16 GEMM)
+            assert rel(a, b) < 1e-2
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_training_mlp_computes_only_the_gradients_asked_for():
+    module = layers.Mlp(16, 64)
+    module.fc1.requires_grad_(False)
+    x = torch.randn(40, 16)
+    out = mlp.mlp(module, x)
+    assert out.grad_fn.name().endswith("_GeluMlpBackward")
+    out.square().sum().backward()
+    assert module.fc1.weight.grad is None and module.fc1.bias.grad is None and x.grad is None
+    want = torch.nn.functional.gelu(module.fc1(x)).t() @ (2 * out.detach())
+    torch.testing.assert_close(module.fc2.weight.grad, want.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_training_mlp_keeps_the_plain_path_with_dropout():
+    module = layers.Mlp(16, 64, drop=0.5).train()
+    out = module(torch.randn(3, 16, requires_grad=True))
+    assert not out.grad_fn.name().endswith("_GeluMlpBackward")
+    module.eval()
+    assert module(torch.randn(3, 16, requires_grad=True)).grad_fn.name().endswith("_GeluMlpBackward")
+    with fast.fast_paths(False):
+        assert not module(torch.randn(3, 16, requires_grad=True)).grad_fn.name().endswith(
+            "_GeluMlpBackward")
+
+
+@pytest.mark.parametrize("rows, row_tokens, want", [
+    (16384, 1, 2048),  # a large map: at most CHUNK_TOKENS tokens
+    (4096, 1, 512),  # split into CHUNK_SPLIT chunks
+    (1024, 1, 256),  # not below MIN_CHUNK_TOKENS
+    (100, 1, 256),  # a map smaller than the minimum: one chunk
+    (256, 64, 32),  # 64-token windows: 32 windows = 2048 tokens
+    (64, 64, 8),  # 4096 tokens in 8 chunks of 8 windows
+    (2, 64, 4),  # at least the minimum's worth of whole windows
+    (3, 1024, 1),  # windows larger than a chunk: one at a time
+])
+def test_chunk_rows(rows, row_tokens, want):
+    assert chunked.chunk_rows(rows, row_tokens) == want
+
+
+@pytest.mark.parametrize("size, rule", [((52, 76), "pad"), ((40, 32), "timm")])
+def test_all_fast_paths_together_equal_the_reference(size, rule):
+    """Outputs (inference: chunked) and training gradients of the whole backbone."""
+    model = random_model(small_map=rule, drop_path_rate=0.0)
+    x = torch.randn(2, 3, *size)
+    # A random projection of the outputs: a loss like o.square().mean() of LayerNorm'd outputs is
+    # nearly constant, and its gradient rounding noise.
+    projections = [torch.randn(o.shape) for o in model(x)]
+    results = []
+    for enabled in (True, False):
+        with fast.fast_paths(enabled):
+            with torch.no_grad():
+                outs = model.eval()(x)
+            model.train().zero_grad()
+            sum((o * p).sum() for o, p in zip(model(x), projections)).backward()
+        results.append((outs, [p.grad.clone() for p in model.parameters()]))
+    (outs, grads), (ref_outs, ref_grads) = results
+    for a, b in zip(outs, ref_outs):
+        assert rel(a, b) < 1e-5
+    for a, b in zip(grads, ref_grads):
+        assert rel(a, b) < 1e-4
+
+
+def test_inference_peak_memory_grows_linearly_with_the_pixels():
+    """Chunk temporaries scale with the map (down to a minimum), so small inputs cost no more per
+    pixel than large ones."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from benchmark import peak_memory_mib
+
+    model = Swinv2Backbone(arch="tiny").eval()
+    per_mpx = []
+    for side in (256, 512):
+        x = torch.randn(1, 3, side, side)
+
+        def run():
+            with torch.no_grad():
+                model(x)
+
+        run()  # fills the mask caches
+        per_mpx.append(peak_memory_mib(run, x.device) / (side * side / 1e6))
+    assert max(per_mpx) / min(per_mpx) < 1.3, per_mpx
