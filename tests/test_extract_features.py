@@ -281,6 +281,13 @@ def test_wrong_checkpoint_for_the_requested_arch(data):
         build_backbone(dict(SMALL, embed_dims=8), checkpoint=data["checkpoint"])
 
 
+def test_build_backbone_is_still_importable_from_features():
+    """It moved to checkpoint/build.py; callers of the former single module keep working."""
+    import swinv2_backbone.features as features
+
+    assert features.build_backbone is build_backbone
+
+
 def test_hugging_face_directory_gives_the_features_of_the_hf_model(tmp_path: Path):
     """A checkpoint in another format: an HF Swinv2Backbone saved with save_pretrained."""
     import transformers  # a test dependency (tools/setup_env.sh installs it): fail, never skip
