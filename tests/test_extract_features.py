@@ -18,10 +18,11 @@ from PIL import Image
 from capabilities import needs_cpu_fp16
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import save_state_dict
+from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageReadError,
-                                      batches_by_size, build_backbone, find_images, image_size,
-                                      load_features, parse_device, parse_dtype, pca_rgb, read_image,
-                                      save_features, target_size, upsample_to_image)
+                                      batches_by_size, find_images, image_size, load_features,
+                                      parse_device, parse_dtype, pca_rgb, read_image, save_features,
+                                      target_size, upsample_to_image)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
@@ -278,6 +279,13 @@ def test_bad_arguments_are_refused(data, monkeypatch: pytest.MonkeyPatch):
 def test_wrong_checkpoint_for_the_requested_arch(data):
     with pytest.raises(ValueError, match="does not fit the model"):
         build_backbone(dict(SMALL, embed_dims=8), checkpoint=data["checkpoint"])
+
+
+def test_build_backbone_is_still_importable_from_features():
+    """It moved to checkpoint/build.py; callers of the former single module keep working."""
+    import swinv2_backbone.features as features
+
+    assert features.build_backbone is build_backbone
 
 
 def test_hugging_face_directory_gives_the_features_of_the_hf_model(tmp_path: Path):

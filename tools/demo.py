@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other work, spinning threads
-# of torch's thread pool slowed training 3-10x here; on an idle machine it makes no difference.
+# of torch's thread pool take the cores the training needs; on an idle machine it makes no difference.
 # Must be set before torch is imported (an explicit setting of the caller wins).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -80,14 +80,24 @@ class Phases:
         self._start = time.perf_counter()
         self._phase_start = self._start
 
-    def begin(self, name: str, what: str) -> None:
-        """Announce phase ``name``."""
+    def begin(self, what: str) -> None:
+        """Announce the next phase; :meth:`end` names it when it is done.
+
+        Args:
+            what: What the phase does, for the progress line.
+        """
         self.index += 1
         self._phase_start = time.perf_counter()
         print(f"[demo {self.index}/{self.total}] {what} ...", flush=True)
 
     def end(self, name: str, summary: str) -> None:
-        """Record phase ``name``'s time and print its summary."""
+        """Record the phase's time under ``name`` (a key of ``metrics.json``'s ``times_s``) and
+        print its summary.
+
+        Args:
+            name: Key of the phase's time.
+            summary: Its result, for the progress line.
+        """
         self.times[name] = round(time.perf_counter() - self._phase_start, 1)
         print(f"[demo {self.index}/{self.total}] {summary} ({self.times[name]:.0f} s; "
               f"{self.elapsed():.0f} s total)", flush=True)
@@ -189,33 +199,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else work_dir / "data"
     phases = Phases(PHASES)
 
-    phases.begin("data", f"generating the toy dataset in {data_dir}")
+    phases.begin(f"generating the toy dataset in {data_dir}")
     dataset = write_toy_dataset(data_dir, num_train=args.num_train, num_val=args.num_val)
     phases.end("data", f"toy dataset: {args.num_train} train + {args.num_val} val images of "
                f"{dataset.image_size} px")
 
     det_cfg = demo_config(DET_CONFIG, data_dir, work_dir / "det", args.det_iters)
-    phases.begin("det_train", f"training Mask R-CNN for {det_cfg.train_cfg.max_iters} iterations")
+    phases.begin(f"training Mask R-CNN for {det_cfg.train_cfg.max_iters} iterations")
     det_ckpt = train(det_cfg)
     phases.end("det_train", f"Mask R-CNN trained: {det_ckpt}")
 
-    phases.begin("det_test", "evaluating the Mask R-CNN checkpoint (COCO mAP)")
+    phases.begin("evaluating the Mask R-CNN checkpoint (COCO mAP)")
     det_runner, det_metrics = test(det_cfg, det_ckpt)
     bbox_map = float(det_metrics["coco/bbox_mAP"])
     segm_map = float(det_metrics["coco/segm_mAP"])
     phases.end("det_test", f"bbox mAP {bbox_map:.3f}, segm mAP {segm_map:.3f}")
 
     seg_cfg = demo_config(SEG_CONFIG, data_dir, work_dir / "seg", args.seg_iters)
-    phases.begin("seg_train", f"training UPerNet for {seg_cfg.train_cfg.max_iters} iterations")
+    phases.begin(f"training UPerNet for {seg_cfg.train_cfg.max_iters} iterations")
     seg_ckpt = train(seg_cfg)
     phases.end("seg_train", f"UPerNet trained: {seg_ckpt}")
 
-    phases.begin("seg_test", "evaluating the UPerNet checkpoint (mIoU)")
+    phases.begin("evaluating the UPerNet checkpoint (mIoU)")
     seg_runner, seg_metrics = test(seg_cfg, seg_ckpt)
     miou = float(seg_metrics["mIoU"]) / 100.0  # mmseg reports percent
     phases.end("seg_test", f"mIoU {miou:.3f}")
 
-    phases.begin("pictures", "drawing predictions and writing metrics.json")
+    phases.begin("drawing predictions and writing metrics.json")
     pictures = {
         "det": draw_predictions(det_runner, work_dir / "predictions/det", args.num_pictures),
         "seg": draw_predictions(seg_runner, work_dir / "predictions/seg", args.num_pictures),

@@ -1,0 +1,43 @@
+"""Feature extraction for downstream heads: multi-scale SwinV2 features of tensors or image files.
+
+* :mod:`.extractor`: :class:`FeatureExtractor` (normalisation, device, dtype, files batched by size)
+  and :class:`ImageFeatures`, one image's result;
+* :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
+* :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
+* :mod:`.storage`: one image's features with their geometry as ``.safetensors``.
+
+The model itself is built by :func:`swinv2_backbone.checkpoint.build.build_backbone` (re-exported
+here for the callers of the former single module).
+"""
+from ..checkpoint.build import build_backbone
+from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageFeatures,
+                        dtype_name, parse_device, parse_dtype)
+from .images import (IMAGE_EXTENSIONS, ImageReadError, batches_by_size, find_images, image_size,
+                     read_image, target_size)
+from .pictures import pca_rgb, save_png, upsample_to_image
+from .storage import feature_metadata, load_features, save_features
+
+__all__ = [
+    "DTYPES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "FeatureExtractor",
+    "ImageFeatures",
+    "ImageReadError",
+    "batches_by_size",
+    "build_backbone",
+    "dtype_name",
+    "feature_metadata",
+    "find_images",
+    "image_size",
+    "load_features",
+    "parse_device",
+    "parse_dtype",
+    "pca_rgb",
+    "read_image",
+    "save_features",
+    "save_png",
+    "target_size",
+    "upsample_to_image",
+]

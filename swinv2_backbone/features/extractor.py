@@ -1,0 +1,277 @@
+"""Multi-scale SwinV2 features of image tensors and image files.
+
+:class:`FeatureExtractor` wraps a :class:`~swinv2_backbone.Swinv2Backbone` (given, or built from a
+config and/or any supported checkpoint by :func:`~swinv2_backbone.checkpoint.build.build_backbone`)
+with ImageNet normalisation, a device and a dtype, and maps a batch to
+``{stage name: (N, C, ceil(H / stride), ceil(W / stride))}``.
+
+For files, :meth:`FeatureExtractor.iter_files` reads images (:mod:`.images`), optionally resizes
+them, and **batches images of equal size only**. Padding different sizes to a common one would
+change the features: padded pixels pass through the patch embedding (conv bias, LayerNorm) and then
+take part in window attention and in the shifted-window regions, so the result of an image would
+depend on its batch neighbours. Batching by size keeps every image's features equal to those of a
+batch of one.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ..checkpoint.build import ModelOrCfg, build_backbone
+from ..models import Swinv2Backbone
+from .images import PathLike, Size, batches_by_size, image_size, read_image, target_size
+
+#: ImageNet mean and std of RGB values in [0, 1] (the SwinV2 checkpoints were trained with them).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Accepted dtype names (short and torch spellings).
+DTYPES: Dict[str, torch.dtype] = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+# ---------------------------------------------------------------------------------------- options
+def parse_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """``'fp32' | 'bf16' | 'fp16'`` (or ``float32``/``bfloat16``/``float16``, or the torch dtype)
+    -> torch dtype. All three are allowed on every device, fp16 on CPU included (slower than fp32
+    there, but supported by every op of the model).
+
+    Args:
+        dtype: The requested dtype.
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+    elif isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise ValueError(f"unsupported dtype {dtype!r}: choose from 'fp32', 'bf16', 'fp16' (or "
+                     "torch.float32, torch.bfloat16, torch.float16)")
+
+
+def dtype_name(dtype: Union[str, torch.dtype]) -> str:
+    """Short name (``'fp32'``, ``'bf16'``, ``'fp16'``) of a supported dtype.
+
+    Args:
+        dtype: A dtype accepted by :func:`parse_dtype`.
+    """
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[parse_dtype(dtype)]
+
+
+def parse_device(device: Union[str, torch.device]) -> torch.device:
+    """Validate a device: it must parse, and CUDA must be available for ``cuda`` devices.
+
+    Args:
+        device: ``'cpu'``, ``'cuda'``, ``'cuda:1'`` or a ``torch.device``.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: use 'cpu', 'cuda' or 'cuda:N' ({err})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here "
+                             "(torch.cuda.is_available() is False); use device 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} "
+                             "CUDA device(s) exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def _channel_stats(values: Sequence[float], name: str) -> torch.Tensor:
+    """``values`` as a float32 ``(3,)`` tensor; raises unless they are 3 finite numbers."""
+    stats = torch.as_tensor(values, dtype=torch.float32)
+    if stats.shape != (3,) or not torch.isfinite(stats).all():
+        raise ValueError(f"{name} must be 3 finite numbers (R, G, B, for pixel values in [0, 1]), "
+                         f"got {values!r}")
+    return stats
+
+
+# ---------------------------------------------------------------------------------------- extractor
+@dataclass
+class ImageFeatures:
+    """Features of one image file.
+
+    Args:
+        index: Position of the file in the list given to :meth:`FeatureExtractor.iter_files`.
+        path: The file.
+        features: Stage name -> ``(C, ceil(h / stride), ceil(w / stride))`` tensor on the CPU, in the
+            extractor's dtype, for the model input size ``(h, w)``.
+        original_size: Size of the decoded image (rows, columns), EXIF orientation applied.
+        input_size: Size fed to the model after any resizing.
+        padded_size: ``input_size`` rounded up to a multiple of the largest returned stride: the area
+            the deepest returned map covers (a map of stride ``s`` covers ``ceil(h / s) * s`` rows).
+    """
+
+    index: int
+    path: Path
+    features: Dict[str, torch.Tensor]
+    original_size: Size
+    input_size: Size
+    padded_size: Size
+
+
+class FeatureExtractor:
+    """Multi-scale features from a SwinV2 backbone, as ``{stage name: tensor}``.
+
+    Args:
+        model: A ``Swinv2Backbone``, a config dict of its keyword arguments, or ``None`` to take the
+            architecture from ``checkpoint`` (see
+            :func:`~swinv2_backbone.checkpoint.build.build_backbone`). A given model is moved to
+            ``device``/``dtype`` and put in eval mode in place.
+        checkpoint: Any supported checkpoint file or HF directory, or ``None``.
+        out_features: Stage names to return (``'stem'``, ``'stage1'``...``'stage4'``); default: the
+            model's outputs (all four stages for a config).
+        device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
+        dtype: ``'fp32'``, ``'bf16'``, ``'fp16'`` or the torch dtype; weights and inputs are cast to it
+            (normalisation happens in fp32 first), features come back in it.
+        mean: Per-channel RGB mean for pixel values in [0, 1] (ImageNet by default).
+        std: Per-channel RGB std for pixel values in [0, 1] (ImageNet by default).
+    """
+
+    def __init__(
+        self,
+        model: ModelOrCfg = None,
+        checkpoint: Optional[PathLike] = None,
+        out_features: Optional[Sequence[str]] = None,
+        device: Union[str, torch.device] = "cpu",
+        dtype: Union[str, torch.dtype] = torch.float32,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.device = parse_device(device)
+        self.dtype = parse_dtype(dtype)
+        mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
+        if (std_t <= 0).any():
+            raise ValueError(f"std must be positive, got {tuple(std)!r}")
+        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self._mean_nchw = mean_t.view(1, 3, 1, 1).to(self.device)
+        self._std_nchw = std_t.view(1, 3, 1, 1).to(self.device)
+        self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
+        backbone = build_backbone(model, checkpoint, out_features)
+        if backbone.in_channels != 3:
+            raise ValueError(f"FeatureExtractor reads RGB images; the model has in_channels "
+                             f"{backbone.in_channels}")
+        self.out_features = self._requested_outputs(backbone, out_features)
+        self.model = backbone.to(device=self.device, dtype=self.dtype).eval()
+        strides = dict(zip(backbone.out_features, backbone.strides))
+        channels = dict(zip(backbone.out_features, backbone.out_channels))
+        self.strides = {name: strides[name] for name in self.out_features}
+        self.channels = {name: channels[name] for name in self.out_features}
+
+    @staticmethod
+    def _requested_outputs(backbone: Swinv2Backbone,
+                           out_features: Optional[Sequence[str]]) -> Tuple[str, ...]:
+        """The requested outputs (all by default) in the model's order."""
+        if out_features is None:
+            return tuple(backbone.out_features)
+        return tuple(n for n in backbone.out_features if n in out_features)
+
+    def __repr__(self) -> str:
+        return (f"FeatureExtractor(out_features={self.out_features}, strides={self.strides}, "
+                f"device={self.device}, dtype={dtype_name(self.dtype)})")
+
+    def _normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` checked, scaled to [0, 1] and normalised in fp32 on ``device``, then cast to
+        ``dtype`` (normalising in a low-precision dtype would round the inputs twice)."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            x = images.to(self.device, torch.float32) / 255.0
+        elif images.is_floating_point():
+            x = images.to(self.device, torch.float32)
+        else:
+            raise TypeError(f"images must be uint8 (0-255) or floating point (0-1), got {images.dtype}")
+        return ((x - self._mean_nchw) / self._std_nchw).to(self.dtype)
+
+    def __call__(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Features of a batch.
+
+        Args:
+            images: ``(N, 3, H, W)`` RGB, ``uint8`` in 0-255 or floating point in 0-1 (normalised
+                here with ``mean``/``std``).
+
+        Returns:
+            Stage name -> ``(N, C, ceil(H / stride), ceil(W / stride))`` on ``device`` in ``dtype``.
+        """
+        x = self._normalize(images)
+        with torch.inference_mode():
+            outs = self.model(x)
+        named = dict(zip(self.model.out_features, outs))
+        return {name: named[name] for name in self.out_features}
+
+    def padded_size(self, size: Size) -> Size:
+        """``size`` rounded up to a multiple of the largest returned stride.
+
+        Args:
+            size: Model input size (rows, columns).
+        """
+        s = max(self.strides.values())
+        return math.ceil(size[0] / s) * s, math.ceil(size[1] / s) * s
+
+    def iter_files(
+        self,
+        paths: Sequence[PathLike],
+        batch_size: int = 8,
+        size: Optional[Size] = None,
+        short_side: Optional[int] = None,
+    ) -> Iterator[ImageFeatures]:
+        """Features of image files, batched by model input size, yielded as they are computed
+        (images of one size together, in their order; sizes in order of first appearance).
+
+        Args:
+            paths: Image files (see :func:`~swinv2_backbone.features.images.find_images` to expand
+                folders and globs).
+            batch_size: Most images per forward pass.
+            size: Resize every image to ``(rows, columns)``; ``None`` keeps sizes.
+            short_side: Resize keeping the aspect ratio so that the shorter side has this length.
+
+        Raises:
+            ImageReadError: A file is missing or cannot be decoded (raised before any compute for
+                files whose header is unreadable).
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        files = [Path(p) for p in paths]
+        if not files:
+            raise ValueError("no image files given")
+        originals = [image_size(p) for p in files]
+        inputs = [target_size(s, size=size, short_side=short_side) for s in originals]
+        for batch in batches_by_size(inputs, batch_size):
+            pixels = torch.stack([read_image(files[i], inputs[i]) for i in batch])
+            maps = self(pixels)
+            for row, i in enumerate(batch):
+                yield ImageFeatures(
+                    index=i, path=files[i],
+                    features={n: m[row].to("cpu", copy=True) for n, m in maps.items()},
+                    original_size=originals[i], input_size=inputs[i],
+                    padded_size=self.padded_size(inputs[i]))
+
+    def extract_files(
+        self,
+        paths: Sequence[PathLike],
+        batch_size: int = 8,
+        size: Optional[Size] = None,
+        short_side: Optional[int] = None,
+    ) -> List[ImageFeatures]:
+        """:meth:`iter_files` collected in the order of ``paths`` (all features held in memory).
+
+        Args:
+            paths: Image files.
+            batch_size: Most images per forward pass.
+            size: Resize every image to ``(rows, columns)``.
+            short_side: Resize keeping the aspect ratio, shorter side to this length.
+        """
+        results = list(self.iter_files(paths, batch_size=batch_size, size=size, short_side=short_side))
+        return sorted(results, key=lambda r: r.index)

@@ -1,0 +1,170 @@
+"""Image files for feature extraction: finding them, their sizes, decoding, and batching by size.
+
+Sizes are ``(rows, columns)`` after the EXIF orientation is applied, so a photo taken upright reads
+upright. :func:`batches_by_size` groups only images of equal size: padding to a common size would
+change the features (see :mod:`swinv2_backbone.features.extractor`).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+
+#: File endings taken from folders and globs (explicitly named files are read whatever their ending).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+#: An image or map size, (rows, columns).
+Size = Tuple[int, int]
+PathLike = Union[str, os.PathLike]
+
+
+class ImageReadError(ValueError):
+    """An input image is missing, not an image, or cannot be decoded."""
+
+
+def load_pillow() -> Tuple[ModuleType, ModuleType]:
+    """Pillow's ``Image`` and ``ImageOps`` modules, imported on first use so that the rest of the
+    package works without Pillow."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise ImportError("reading images needs Pillow: pip install pillow") from None
+    return Image, ImageOps
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _expand(text: str) -> List[Path]:
+    """The image files one input names: itself, a folder's, or a pattern's matches (sorted)."""
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        matches = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
+        if not matches:
+            raise ImageReadError(f"no images found in folder {text!r} (looked for "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        return matches
+    if glob.has_magic(text):
+        matches = sorted(Path(p) for p in glob.glob(text, recursive=True)
+                         if Path(p).is_file() and _is_image_name(Path(p)))
+        if not matches:
+            raise ImageReadError(f"no images found for pattern {text!r} (image files ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        return matches
+    raise ImageReadError(f"no such file or folder: {text!r}")
+
+
+def _first_occurrences(paths: Sequence[Path]) -> List[Path]:
+    """``paths`` without the files already listed under another spelling (same resolved path)."""
+    seen: Set[Path] = set()
+    unique = []
+    for p in paths:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def find_images(inputs: Sequence[PathLike]) -> List[Path]:
+    """Expand image files, folders (their image files, sorted, not recursive) and glob patterns
+    (matching image files, sorted; ``**`` recurses) into a list of files; a file reached twice is
+    listed once.
+
+    Args:
+        inputs: Files, folders and patterns.
+
+    Raises:
+        ImageReadError: A path does not exist, or a folder or pattern holds no image files.
+    """
+    return _first_occurrences([p for item in inputs for p in _expand(os.fspath(item))])
+
+
+def image_size(path: PathLike) -> Size:
+    """(rows, columns) of an image file after EXIF orientation, from its header only.
+
+    Args:
+        path: The image file.
+
+    Raises:
+        ImageReadError: Missing file or unrecognised format.
+    """
+    pil_image, _ = load_pillow()
+    try:
+        with pil_image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {os.fspath(path)!r}: {err}") from None
+    return (w, h) if orientation in _TRANSPOSED_ORIENTATIONS else (h, w)
+
+
+def read_image(path: PathLike, size: Optional[Size] = None) -> torch.Tensor:
+    """Decode an image as ``(3, H, W)`` uint8 RGB (EXIF orientation applied, alpha dropped, grey
+    expanded), resized with Pillow's antialiased bilinear filter to ``size`` if given.
+
+    Args:
+        path: The image file.
+        size: Output (rows, columns), or ``None`` for the image's own size.
+
+    Raises:
+        ImageReadError: Missing, truncated or undecodable file.
+    """
+    pil_image, pil_ops = load_pillow()
+    try:
+        with pil_image.open(path) as img:
+            rgb = pil_ops.exif_transpose(img).convert("RGB")
+            if size is not None and (rgb.height, rgb.width) != tuple(size):
+                rgb = rgb.resize((size[1], size[0]), pil_image.Resampling.BILINEAR)
+            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {os.fspath(path)!r}: {err}") from None
+    return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
+def target_size(original: Size, size: Optional[Size] = None, short_side: Optional[int] = None) -> Size:
+    """Model input size for an image of ``original`` size.
+
+    Args:
+        original: Image size (rows, columns).
+        size: Fixed output (rows, columns), or ``None``.
+        short_side: Scale keeping the aspect ratio so the shorter side is this long (the other side
+            rounded to the nearest pixel, at least 1), or ``None``.
+    """
+    if size is not None and short_side is not None:
+        raise ValueError("give either size or short_side, not both")
+    if size is not None:
+        if len(size) != 2 or any(not isinstance(s, int) or s < 1 for s in size):
+            raise ValueError(f"size must be two positive ints (rows, columns), got {size!r}")
+        return int(size[0]), int(size[1])
+    if short_side is not None:
+        if not isinstance(short_side, int) or short_side < 1:
+            raise ValueError(f"short_side must be a positive int, got {short_side!r}")
+        scale = short_side / min(original)
+        return tuple(short_side if s == min(original) else max(1, round(s * scale))
+                     for s in original)
+    return original
+
+
+def batches_by_size(sizes: Sequence[Size], batch_size: int) -> List[List[int]]:
+    """Indices grouped by equal size (sizes in order of first appearance, indices in order), cut
+    into batches of at most ``batch_size``.
+
+    Args:
+        sizes: Size of every image.
+        batch_size: Most images per batch.
+    """
+    groups: Dict[Size, List[int]] = {}
+    for i, s in enumerate(sizes):
+        groups.setdefault(tuple(s), []).append(i)
+    return [idx[k:k + batch_size] for idx in groups.values() for k in range(0, len(idx), batch_size)]
