@@ -149,6 +149,17 @@ def window_from_table(table: Tensor) -> Optional[StageWindow]:
     return StageWindow(window, 0 if pretrained == window else pretrained)
 
 
+def map_sides(image_size: int, patch_size: int, stages: int) -> List[int]:
+    """The side of each stage's feature map for a square ``image_size`` input."""
+    return [image_size // patch_size // 2 ** i for i in range(stages)]
+
+
+def clamped_windows(window: int, image_size: int, patch_size: int, stages: int) -> List[int]:
+    """One ``window`` for all stages, clamped to each stage's map side at ``image_size`` (the rule
+    of the official code, Hugging Face and timm for a single window setting)."""
+    return [min(window, side) for side in map_sides(image_size, patch_size, stages)]
+
+
 def windows_from_name(name: str, stages: int, patch_size: int = 4) -> Dict[int, StageWindow]:
     """Per-stage windows from a release name such as ``swinv2_base_patch4_window12to16_192to256``
     (official), ``swinv2_base_window12to16_192to256`` (timm) or
@@ -159,14 +170,6 @@ def windows_from_name(name: str, stages: int, patch_size: int = 4) -> Dict[int, 
     if not m:
         return {}
     first, second, size0, size1 = m.groups()
-    window = int(second or first)
-    image = int(size1 or size0)
-    out: Dict[int, StageWindow] = {}
-    for i in range(stages):
-        side = image // patch_size // 2 ** i
-        pretrained = 0
-        if second:
-            pretrained = min(int(first), int(size0) // patch_size // 2 ** i)
-        stage_window = min(window, side)
-        out[i] = StageWindow(stage_window, 0 if pretrained == stage_window else pretrained)
-    return out
+    windows = clamped_windows(int(second or first), int(size1 or size0), patch_size, stages)
+    pretrained = clamped_windows(int(first), int(size0), patch_size, stages) if second else [0] * stages
+    return {i: StageWindow(w, 0 if p == w else p) for i, (w, p) in enumerate(zip(windows, pretrained))}

@@ -14,7 +14,7 @@ from typing import Any, Collection, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
-from .common import CheckpointError, Mapped, Source, StageWindow
+from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
 from .keys import StateDict, Tensor, final_norm_for_export, num_stages
 
 NAME = "hf"
@@ -105,11 +105,10 @@ def config_windows(config: Mapping[str, Any]) -> Dict[int, StageWindow]:
     patch = config.get("patch_size", 4)
     image = image[0] if isinstance(image, (list, tuple)) else image
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    window = int(config.get("window_size", 7))
+    windows = clamped_windows(int(config.get("window_size", 7)), image, patch, len(depths))
     pretrained = list(config.get("pretrained_window_sizes") or [0] * len(depths))
     out = {}
-    for i in range(len(depths)):
-        stage_window = min(window, image // patch // 2 ** i)
+    for i, stage_window in enumerate(windows):
         p = int(pretrained[i]) if i < len(pretrained) else 0
         out[i] = StageWindow(stage_window, 0 if p == stage_window else p)
     return out
@@ -218,9 +217,9 @@ def hf_config(
         use_abs_pos_embed: Whether the weights have an absolute position embedding.
     """
     window = max(window_sizes)
-    maps = [image_size // patch_size // 2 ** i for i in range(len(depths))]
-    clamped = [min(window, m) for m in maps]
+    clamped = clamped_windows(window, image_size, patch_size, len(depths))
     if list(window_sizes) != clamped:
+        maps = map_sides(image_size, patch_size, len(depths))
         raise CheckpointError(
             f"HF SwinV2 uses one window_size for all stages, clamped to the map size; windows "
             f"{tuple(window_sizes)} at image_size {image_size} (maps {tuple(maps)}) cannot be "

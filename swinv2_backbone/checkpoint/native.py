@@ -127,7 +127,7 @@ def _stage_heads(state: StateDict, stage: int, depth: int) -> int:
                           f"cpb_mlp.2.weight) to read its number of heads from")
 
 
-def _first(state: StateDict, suffix: str) -> Optional[Shape]:
+def _first_shape(state: StateDict, suffix: str) -> Optional[Shape]:
     for key in sorted(state):
         if key.endswith(suffix):
             return tuple(state[key].shape)
@@ -158,7 +158,7 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
                               "stages 1..N completely")
     embed_dims = proj[0]
     fc1 = _shape(state, "layers.0.blocks.0.mlp.fc1.weight")
-    cpb = _first(state, ".attn.cpb_mlp.0.weight")
+    cpb = _first_shape(state, ".attn.cpb_mlp.0.weight")
     pos = _shape(state, "absolute_pos_embed")
     grid = None
     if pos is not None:
@@ -243,7 +243,7 @@ def detect(keys: Collection[str]) -> bool:
     return has_official_encoder(encoder) and not any(map(OFFICIAL_ONLY.search, encoder))
 
 
-def _modules(keys: Collection[str]) -> str:
+def _module_names(keys: Collection[str]) -> str:
     return ", ".join(sorted({k.split(".", 1)[0] for k in keys}))
 
 
@@ -256,7 +256,7 @@ def to_native(source: Source) -> Mapped:
         inner, rest = split_prefix(state, "backbone.")
         for key in rest:
             mapped.drop("other modules of a whole model", key)
-        mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_modules(rest)}"
+        mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_module_names(rest)}"
                             if rest else "took 'backbone.*'")
         state = inner
     mapped.state_dict = dict(state)
