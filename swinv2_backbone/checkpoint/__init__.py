@@ -8,6 +8,10 @@ SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg model
 * :func:`load_pretrained` fits the result to a model; importing this package registers it as the
   backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader.
 * :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export.
+
+One module per source layout (``hf``, ``official``, ``timm``, ``torchvision``, ``mmpretrain``,
+``native``) holds only that layout's renames; the native key patterns and the rules they share are
+in :mod:`.keys`, the mapping result and window reading in :mod:`.common`.
 """
 from .common import CheckpointError
 from .convert import ConvertedCheckpoint, convert_checkpoint

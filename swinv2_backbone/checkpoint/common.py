@@ -1,19 +1,14 @@
-"""Shared pieces of the checkpoint adapters: the result of a layout mapping, key helpers, and reading
-the training windows back from the relative-coordinate tables some layouts store."""
+"""Shared pieces of the checkpoint adapters: the checkpoint as read, the result of a layout mapping,
+readable key lists for messages, and the training windows read back from the relative-coordinate
+tables some layouts store or from a release name. The key vocabulary itself is in :mod:`.keys`."""
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
-
-Tensor = torch.Tensor
-StateDict = Dict[str, Tensor]
-
-#: Names of the recomputed buffers that some layouts keep in their state dicts.
-RECOMPUTED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask")
+from .keys import BLOCK_OR_DOWNSAMPLE, StateDict, Tensor, coords_tables, split_prefix
 
 
 @dataclass(frozen=True)
@@ -72,10 +67,37 @@ class Mapped:
         """Record ``key`` as deliberately dropped for ``reason``."""
         self.dropped.setdefault(reason, []).append(key)
 
-    def read_tables(self, tables: Mapping[int, Tensor]) -> None:
-        """Set :attr:`windows` from stage index -> relative-coordinate table (see
-        :func:`window_from_table`); stages whose table does not tell are left out."""
-        for stage, table in tables.items():
+    def take_prefix(
+        self, state: Mapping[str, Tensor], prefix: str,
+        heads: Sequence[Tuple[Union[str, Tuple[str, ...]], str]],
+    ) -> Tuple[StateDict, StateDict]:
+        """Split a model that wraps the encoder under ``prefix`` (``swinv2.``, ``backbone.``, ...).
+
+        Args:
+            state: The whole model's tensors.
+            prefix: The encoder's prefix.
+            heads: ``(key prefix(es), reason)`` of the other modules to drop (e.g. the classifier).
+
+        Returns:
+            ``(encoder, others)``: the entries under ``prefix`` (prefix removed), and the entries
+            outside it that are no known head, left for validation to report. Dropped heads are
+            recorded in :attr:`dropped`.
+        """
+        encoder, rest = split_prefix(state, prefix)
+        others: StateDict = {}
+        for key, value in rest.items():
+            reason = next((why for starts, why in heads if key.startswith(starts)), None)
+            if reason is None:
+                others[key] = value
+            else:
+                self.drop(reason, key)
+        return encoder, others
+
+    def read_tables(self, state: Mapping[str, Tensor]) -> None:
+        """Set :attr:`windows` from the first block's relative-coordinate table of each stage among
+        the native-named entries of ``state`` (see :func:`window_from_table`); stages whose table
+        does not tell are left out."""
+        for stage, table in coords_tables(state).items():
             found = window_from_table(table)
             if found is not None:
                 self.windows[stage] = found
@@ -87,39 +109,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, recognised or fitted; the message names the file and keys."""
 
 
-def is_buffer_key(key: str) -> bool:
-    """Whether ``key`` names one of the recomputed buffers (:data:`RECOMPUTED_BUFFERS`)."""
-    return key.rsplit(".", 1)[-1] in RECOMPUTED_BUFFERS
-
-
-def split_prefix(state: Mapping[str, Tensor], prefix: str) -> Tuple[StateDict, StateDict]:
-    """Split ``state`` into the entries under ``prefix`` (prefix removed) and the others."""
-    inner: StateDict = {}
-    rest: StateDict = {}
-    for key, value in state.items():
-        if key.startswith(prefix):
-            inner[key[len(prefix):]] = value
-        else:
-            rest[key] = value
-    return inner, rest
-
-
-def num_stages(keys: Iterable[str], pattern: str = r"^layers\.(\d+)\.") -> int:
-    """Number of stages, ``1 + max`` stage index matched by ``pattern`` in ``keys`` (0 if none)."""
-    regex = re.compile(pattern)
-    indices = [int(m.group(1)) for m in map(regex.match, keys) if m]
-    return max(indices) + 1 if indices else 0
-
-
-_GROUP = re.compile(r"^(layers\.\d+\.(?:blocks\.\d+|downsample)\.)")
-
-
 def format_keys(keys: Iterable[str], limit: int = 40, group: bool = True) -> str:
     """``keys`` as a sorted, readable list. With ``group``, several keys of one block or patch
     merging read ``layers.2.blocks.5.* (17 keys)``; after ``limit`` entries the rest is counted."""
     entries: Dict[str, List[str]] = {}
     for key in sorted(keys):
-        m = _GROUP.match(key) if group else None
+        m = BLOCK_OR_DOWNSAMPLE.match(key) if group else None
         entries.setdefault(m.group(1) + "*" if m else key, []).append(key)
     shown = [members[0] if len(members) == 1 else f"{name} ({len(members)} keys)"
              for name, members in entries.items()]
@@ -154,6 +149,17 @@ def window_from_table(table: Tensor) -> Optional[StageWindow]:
     return StageWindow(window, 0 if pretrained == window else pretrained)
 
 
+def map_sides(image_size: int, patch_size: int, stages: int) -> List[int]:
+    """The side of each stage's feature map for a square ``image_size`` input."""
+    return [image_size // patch_size // 2 ** i for i in range(stages)]
+
+
+def clamped_windows(window: int, image_size: int, patch_size: int, stages: int) -> List[int]:
+    """One ``window`` for all stages, clamped to each stage's map side at ``image_size`` (the rule
+    of the official code, Hugging Face and timm for a single window setting)."""
+    return [min(window, side) for side in map_sides(image_size, patch_size, stages)]
+
+
 def windows_from_name(name: str, stages: int, patch_size: int = 4) -> Dict[int, StageWindow]:
     """Per-stage windows from a release name such as ``swinv2_base_patch4_window12to16_192to256``
     (official), ``swinv2_base_window12to16_192to256`` (timm) or
@@ -164,14 +170,6 @@ def windows_from_name(name: str, stages: int, patch_size: int = 4) -> Dict[int, 
     if not m:
         return {}
     first, second, size0, size1 = m.groups()
-    window = int(second or first)
-    image = int(size1 or size0)
-    out: Dict[int, StageWindow] = {}
-    for i in range(stages):
-        side = image // patch_size // 2 ** i
-        pretrained = 0
-        if second:
-            pretrained = min(int(first), int(size0) // patch_size // 2 ** i)
-        stage_window = min(window, side)
-        out[i] = StageWindow(stage_window, 0 if pretrained == stage_window else pretrained)
-    return out
+    windows = clamped_windows(int(second or first), int(size1 or size0), patch_size, stages)
+    pretrained = clamped_windows(int(first), int(size0), patch_size, stages) if second else [0] * stages
+    return {i: StageWindow(w, 0 if p == w else p) for i, (w, p) in enumerate(zip(windows, pretrained))}

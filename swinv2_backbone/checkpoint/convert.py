@@ -8,8 +8,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 
 from ..models.presets import ARCH_SETTINGS
-from .common import CheckpointError, Mapped, Source, StateDict, format_keys, windows_from_name
+from .common import CheckpointError, Mapped, Source, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
+from .keys import StateDict, per_stage, split_prefix
 from .native import Structure, infer_structure
 from .registry import detect_format, get_format
 
@@ -136,9 +137,9 @@ class ConvertedCheckpoint:
         if s.pos_embed_grid is not None:
             cfg.update(use_abs_pos_embed=True, pretrain_img_size=s.pos_embed_grid * s.patch_size)
         if self.windows_known:
-            cfg["window_size"] = _compact(self.window_sizes)
+            cfg["window_size"] = _one_if_all_equal(self.window_sizes)
             if any(self.pretrained_window_sizes):
-                cfg["pretrained_window_sizes"] = _compact(self.pretrained_window_sizes)
+                cfg["pretrained_window_sizes"] = _one_if_all_equal(self.pretrained_window_sizes)
         if checkpoint is not None:
             cfg["init_cfg"] = {"type": "Pretrained", "checkpoint": checkpoint}
         return cfg
@@ -156,8 +157,8 @@ class ConvertedCheckpoint:
                 stage.
         """
         stages = self.structure.num_stages
-        windows = _per_stage(window_sizes, stages, "window_sizes")
-        pretrained = _per_stage(pretrained_window_sizes, stages, "pretrained_window_sizes")
+        windows = per_stage(window_sizes, stages, "window_sizes")
+        pretrained = per_stage(pretrained_window_sizes, stages, "pretrained_window_sizes")
         return replace(self, window_sizes=windows, pretrained_window_sizes=pretrained,
                        windows_from="given explicitly")
 
@@ -172,17 +173,8 @@ class ConvertedCheckpoint:
         return meta
 
 
-def _per_stage(values: Union[int, Sequence[int]], stages: int, name: str) -> Tuple[int, ...]:
-    values = (values,) * stages if isinstance(values, int) else tuple(values)
-    if len(values) == 1:
-        values = values * stages
-    if len(values) != stages or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                        for v in values):
-        raise ValueError(f"{name} needs one non-negative int or {stages} (one per stage), got {values}")
-    return values
-
-
-def _compact(values: Tuple[Optional[int], ...]) -> Union[int, Tuple[Optional[int], ...]]:
+def _one_if_all_equal(values: Tuple[Optional[int], ...]) -> Union[int, Tuple[Optional[int], ...]]:
+    """The shorter config value: one int when every stage has the same."""
     return values[0] if len(set(values)) == 1 else values
 
 
@@ -209,11 +201,13 @@ def unwrap(data: Mapping[str, Any], name: str) -> Tuple[StateDict, Optional[str]
 
 
 def _take_prefix(state: StateDict, prefix: str, name: str) -> Tuple[StateDict, List[str]]:
-    inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    """The entries under the ``prefix`` the caller named (prefix removed) and the other keys; an
+    error when nothing is under it."""
+    inner, rest = split_prefix(state, prefix)
     if not inner:
         raise CheckpointError(f"{name}: no key starts with prefix {prefix!r}; first keys "
                               f"{format_keys(list(state)[:8])}")
-    return inner, [k for k in state if not k.startswith(prefix)]
+    return inner, list(rest)
 
 
 def _name_hint(path: str, config: Optional[Mapping[str, Any]]) -> str:

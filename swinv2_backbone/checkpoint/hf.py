@@ -14,10 +14,8 @@ from typing import Any, Collection, Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
-from .common import CheckpointError, Mapped, Source, StageWindow, StateDict, num_stages, \
-    split_prefix
-
-Tensor = torch.Tensor
+from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
+from .keys import StateDict, Tensor, final_norm_for_export, num_stages
 
 NAME = "hf"
 DESCRIPTION = ("Hugging Face transformers Swinv2Model / ForImageClassification / Backbone / "
@@ -36,6 +34,8 @@ _BLOCK_RENAMES = (
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 _NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
 _MIM_HEAD = ("decoder.", "embeddings.mask_token")
+#: Modules next to ``swinv2.`` in the task models, dropped.
+_HEADS = (("classifier.", "classification head"), (_MIM_HEAD, "masked-image-modeling head"))
 #: Native structure field <- config.json key, checked against the tensors.
 _CLAIMS = (("embed_dims", "embed_dim"), ("depths", "depths"), ("num_heads", "num_heads"),
            ("use_abs_pos_embed", "use_absolute_embeddings"))
@@ -105,11 +105,10 @@ def config_windows(config: Mapping[str, Any]) -> Dict[int, StageWindow]:
     patch = config.get("patch_size", 4)
     image = image[0] if isinstance(image, (list, tuple)) else image
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    window = int(config.get("window_size", 7))
+    windows = clamped_windows(int(config.get("window_size", 7)), image, patch, len(depths))
     pretrained = list(config.get("pretrained_window_sizes") or [0] * len(depths))
     out = {}
-    for i in range(len(depths)):
-        stage_window = min(window, image // patch // 2 ** i)
+    for i, stage_window in enumerate(windows):
         p = int(pretrained[i]) if i < len(pretrained) else 0
         out[i] = StageWindow(stage_window, 0 if p == stage_window else p)
     return out
@@ -129,15 +128,8 @@ def to_native(source: Source) -> Mapped:
     mapped = Mapped()
     state = source.state_dict
     if any(k.startswith("swinv2.") for k in state):
-        inner, rest = split_prefix(state, "swinv2.")
-        for key in rest:
-            if key.startswith("classifier."):
-                mapped.drop("classification head", key)
-            elif key.startswith(_MIM_HEAD):
-                mapped.drop("masked-image-modeling head", key)
-            else:
-                inner[key] = rest[key]  # left for validation to report
-        state = inner
+        encoder, others = mapped.take_prefix(state, "swinv2.", _HEADS)
+        state = {**encoder, **others}
     if "embeddings.mask_token" in state:
         mapped.drop("masked-image-modeling head", "embeddings.mask_token")
         state = {k: v for k, v in state.items() if k != "embeddings.mask_token"}
@@ -170,11 +162,9 @@ def from_native(state: StateDict) -> Tuple[StateDict, List[str]]:
     (zeros), the last stage's output norm becomes ``layernorm`` (a default LayerNorm when missing);
     other output norms have no HF counterpart and are left out.
     """
-    last = num_stages(state) - 1
+    rest, final_norm, notes = final_norm_for_export(state, "layernorm", "Swinv2Model", "HF's layernorm")
     out: StateDict = {}
-    notes: List[str] = []
-    left_out = set()
-    for key, value in state.items():
+    for key, value in rest.items():
         qkv = _NATIVE_QKV.match(key)
         if key.startswith("patch_embed.proj."):
             out["embeddings.patch_embeddings.projection." + key.rsplit(".", 1)[1]] = value
@@ -189,19 +179,9 @@ def from_native(state: StateDict) -> Tuple[StateDict, List[str]]:
                     out[prefix + part + ".weight"] = chunk
             else:
                 out[prefix + ("query" if qkv.group(2) == "q_bias" else "value") + ".bias"] = value
-        elif key.startswith(f"norm{last}."):
-            out["layernorm." + key.rsplit(".", 1)[1]] = value
-        elif re.match(r"^norm\d+\.", key):
-            left_out.add(key.split(".", 1)[0])
         else:
             out[_hf_block_key(key)] = value
-    if left_out:
-        notes.append(f"left out output norm(s) {sorted(left_out)} (Swinv2Model has one final layernorm, after the last stage)")
-    if "layernorm.weight" not in out:
-        dim = state["patch_embed.proj.weight"].shape[0] * 2 ** last
-        out["layernorm.weight"] = torch.ones(dim)
-        out["layernorm.bias"] = torch.zeros(dim)
-        notes.append(f"no norm{last} in the state dict: HF's layernorm is a default LayerNorm")
+    out.update(final_norm)
     return out, notes
 
 
@@ -237,9 +217,9 @@ def hf_config(
         use_abs_pos_embed: Whether the weights have an absolute position embedding.
     """
     window = max(window_sizes)
-    maps = [image_size // patch_size // 2 ** i for i in range(len(depths))]
-    clamped = [min(window, m) for m in maps]
+    clamped = clamped_windows(window, image_size, patch_size, len(depths))
     if list(window_sizes) != clamped:
+        maps = map_sides(image_size, patch_size, len(depths))
         raise CheckpointError(
             f"HF SwinV2 uses one window_size for all stages, clamped to the map size; windows "
             f"{tuple(window_sizes)} at image_size {image_size} (maps {tuple(maps)}) cannot be "

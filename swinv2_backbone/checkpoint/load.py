@@ -19,7 +19,6 @@ applies them instead.
 from __future__ import annotations
 
 import logging
-import re
 from importlib.util import find_spec
 from typing import List, Mapping, Optional, Tuple, Union
 
@@ -28,11 +27,10 @@ from torch import nn
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
+from .keys import OUT_NORM, stage_of
 from .native import describe_mismatch
 
 LOGGER_NAME = "swinv2_backbone"
-_STAGE = re.compile(r"^layers\.(\d+)\.")
-_OUT_NORM = re.compile(r"^norm(\d+)\.")
 
 
 def log(level: int, message: str) -> None:
@@ -50,18 +48,13 @@ def log(level: int, message: str) -> None:
         package_logger.log(level, message)
 
 
-def _stage_of(key: str) -> Optional[int]:
-    m = _STAGE.match(key)
-    return int(m.group(1)) if m else None
-
-
 def _unbuilt(state: StateDict, model: nn.Module) -> List[str]:
     """Keys of stages that the model is configured with but does not build (after its last
     output), plus the patch merging that would feed them."""
     built = len(model.layers)
     if built >= model.num_stages:
         return []
-    keys = [k for k in state if (s := _stage_of(k)) is not None and built <= s < model.num_stages]
+    keys = [k for k in state if (s := stage_of(k)) is not None and built <= s < model.num_stages]
     return keys + [k for k in state if k.startswith(f"layers.{built - 1}.downsample.")]
 
 
@@ -92,20 +85,20 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[St
     notes: List[str] = []
     unbuilt = _unbuilt(state, model)
     if unbuilt:
-        stages = sorted({_stage_of(k) + 1 for k in unbuilt} - {len(model.layers)})
+        stages = sorted({stage_of(k) + 1 for k in unbuilt} - {len(model.layers)})
         notes.append(f"skipped stage(s) {stages} and the patch merging before them ({len(unbuilt)} "
                      f"tensors): not built by the model (out_indices {tuple(model.out_indices)})")
         state = {k: v for k, v in state.items() if k not in unbuilt}
-    unused = sorted({m.group(0)[:-1] for k in state if (m := _OUT_NORM.match(k)) and k not in expected})
+    unused = sorted({f"norm{m.group(1)}" for k in state if (m := OUT_NORM.match(k)) and k not in expected})
     if unused:
         notes.append(f"left out output norm(s) {unused}: the model has none there "
                      f"(out_norm={model.out_norm}, out_indices {tuple(model.out_indices)})")
-        state = {k: v for k, v in state.items() if not (_OUT_NORM.match(k) and k not in expected)}
-    defaults = sorted({m.group(0)[:-1] for k in expected if (m := _OUT_NORM.match(k)) and k not in state})
+        state = {k: v for k, v in state.items() if not (OUT_NORM.match(k) and k not in expected)}
+    defaults = sorted({f"norm{m.group(1)}" for k in expected if (m := OUT_NORM.match(k)) and k not in state})
     if defaults:
         notes.append(f"output norm(s) {defaults} not in the checkpoint: kept their default "
                      "initialisation (weight 1, bias 0)")
-    required = {k: v for k, v in expected.items() if not (_OUT_NORM.match(k) and k not in state)}
+    required = {k: v for k, v in expected.items() if not (OUT_NORM.match(k) and k not in state)}
     problems = describe_mismatch(state, required, "checkpoint", "model", "unexpected keys")
     if problems:
         raise CheckpointError(f"{converted.source} ({converted.format}) does not fit the model: "
@@ -180,7 +173,7 @@ def load_pretrained(
     state, notes = fit_state_dict(converted, model)
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys or set(result.missing_keys) - {
-            k for k in model.state_dict() if _OUT_NORM.match(k)}:
+            k for k in model.state_dict() if OUT_NORM.match(k)}:
         raise CheckpointError(f"{converted.source}: load_state_dict disagreed: missing "
                               f"{format_keys(result.missing_keys)}, unexpected "
                               f"{format_keys(result.unexpected_keys)}")

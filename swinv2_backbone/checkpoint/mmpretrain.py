@@ -13,14 +13,14 @@ from __future__ import annotations
 import re
 from typing import Collection
 
-from .common import Mapped, Source, Tensor, is_buffer_key, split_prefix
+from .common import Mapped, Source
+from .keys import StateDict, Tensor, is_buffer_key, shift_downsample
 
 NAME = "mmpretrain"
 DESCRIPTION = ("mmpretrain SwinTransformerV2 ({'state_dict': ...}, 'backbone.stages', "
                "'attn.w_msa', 'ffn.layers', nn.Unfold patch merging)")
 
 _STAGE_PREFIX = re.compile(r"^stages\.(\d+)\.")
-_TABLE = re.compile(r"^stages\.(\d+)\.blocks\.0\.attn\.w_msa\.relative_coords_table$")
 _RENAMES = (
     ("attn.w_msa.", "attn."),
     ("ffn.layers.0.0.", "mlp.fc1."),
@@ -42,15 +42,15 @@ def unfold_to_official(weight: Tensor) -> Tensor:
 
 
 def _rename(key: str) -> str:
+    """The native name of an mmpretrain backbone key (patch merging moved to the previous stage)."""
     m = _STAGE_PREFIX.match(key)
     if not m:
         return key.replace("patch_embed.projection.", "patch_embed.proj.")
-    stage, rest = int(m.group(1)), key[m.end():]
-    if rest.startswith("downsample."):
-        return f"layers.{stage - 1}.{rest}"
-    for old, new in _RENAMES:
-        rest = rest.replace(old, new)
-    return f"layers.{stage}.{rest}"
+    rest = key[m.end():]
+    if not rest.startswith("downsample."):
+        for old, new in _RENAMES:
+            rest = rest.replace(old, new)
+    return shift_downsample(f"layers.{m.group(1)}.{rest}", -1)
 
 
 def to_native(source: Source) -> Mapped:
@@ -60,22 +60,17 @@ def to_native(source: Source) -> Mapped:
     mapped = Mapped()
     state = source.state_dict
     if any(k.startswith("backbone.") for k in state):
-        state, rest = split_prefix(state, "backbone.")
-        for key in rest:
-            if key.startswith("head."):
-                mapped.drop("classification head", key)
-            else:
-                mapped.state_dict[key] = rest[key]  # left for validation to report
-    tables = {}
+        state, others = mapped.take_prefix(state, "backbone.", (("head.", "classification head"),))
+        mapped.state_dict.update(others)  # left for validation to report
+    buffers: StateDict = {}
     for key, value in state.items():
+        new = _rename(key)
         if is_buffer_key(key):
             mapped.drop("recomputed buffers", key)
-            if (m := _TABLE.match(key)):
-                tables[int(m.group(1))] = value
+            buffers[new] = value
             continue
-        new = _rename(key)
         if new.endswith(".downsample.reduction.weight"):
             value = unfold_to_official(value)
         mapped.state_dict[new] = value
-    mapped.read_tables(tables)
+    mapped.read_tables(buffers)
     return mapped

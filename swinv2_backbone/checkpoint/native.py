@@ -3,7 +3,8 @@
 Native keys are the official Microsoft names without buffers: ``patch_embed.{proj,norm}.*``, optional
 ``absolute_pos_embed``, ``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*`` (patch merging at
 the end of stage i, absent after the last stage) and one output LayerNorm ``norm{i}`` per returned
-stage. Every other layout is mapped to this one and then checked here with :func:`infer_structure`.
+stage (the patterns are in :mod:`.keys`). Every other layout is mapped to this one and then checked
+here with :func:`infer_structure`.
 
 As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
 part is taken and the other modules (neck, heads) are dropped.
@@ -15,7 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Collection, Dict, List, Optional, Tuple
 
-from .common import CheckpointError, Mapped, Source, StageWindow, StateDict, format_keys, split_prefix
+from .common import CheckpointError, Mapped, Source, StageWindow, format_keys
+from .keys import BLOCK, FINAL_NORM, OUT_NORM, RECOMPUTED_BUFFERS, StateDict, split_prefix, stage_of, \
+    strip_prefix
 
 NAME = "native"
 DESCRIPTION = ("this project's Swinv2Backbone checkpoints, and whole mmdet/mmseg model checkpoints "
@@ -23,13 +26,11 @@ DESCRIPTION = ("this project's Swinv2Backbone checkpoints, and whole mmdet/mmseg
 
 Shape = Tuple[int, ...]
 
-_STAGE = re.compile(r"^layers\.(\d+)\.")
-_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
-_OUT_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
-_BODY_MARK = re.compile(r"^layers\.\d+\.blocks\.\d+\.attn\.qkv\.weight$")
+_QKV_WEIGHT = re.compile(r"^layers\.\d+\.blocks\.\d+\.attn\.qkv\.weight$")
 #: Keys only the official layout has: its final norm, classifier and buffers.
-OFFICIAL_ONLY = re.compile(r"^(norm\.(weight|bias)|head\.(weight|bias))$|"
-                            r"\.(relative_coords_table|relative_position_index|attn_mask)$")
+OFFICIAL_ONLY = re.compile(
+    rf"^({'|'.join(map(re.escape, FINAL_NORM + ('head.weight', 'head.bias')))})$"
+    rf"|\.({'|'.join(RECOMPUTED_BUFFERS)})$")
 
 
 def _block_shapes(dim: int, heads: int, hidden: int, cpb: int, qkv_bias: bool) -> Dict[str, Shape]:
@@ -126,7 +127,7 @@ def _stage_heads(state: StateDict, stage: int, depth: int) -> int:
                           f"cpb_mlp.2.weight) to read its number of heads from")
 
 
-def _first(state: StateDict, suffix: str) -> Optional[Shape]:
+def _first_shape(state: StateDict, suffix: str) -> Optional[Shape]:
     for key in sorted(state):
         if key.endswith(suffix):
             return tuple(state[key].shape)
@@ -143,11 +144,11 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
     if proj is None or len(proj) != 4 or proj[2] != proj[3]:
         raise CheckpointError(f"{name}: no usable patch_embed.proj.weight (got shape {proj}); this "
                               "is not a SwinV2 encoder")
-    stage_ids = sorted({int(m.group(1)) for m in map(_STAGE.match, state) if m})
+    stage_ids = sorted({i for i in map(stage_of, state) if i is not None})
     if not stage_ids:
         raise CheckpointError(f"{name}: no 'layers.N.' keys; this is not a SwinV2 encoder")
     blocks: Dict[int, int] = {}
-    for m in filter(None, map(_BLOCK.match, state)):
+    for m in filter(None, map(BLOCK.match, state)):
         blocks[int(m.group(1))] = max(blocks.get(int(m.group(1)), 0), int(m.group(2)) + 1)
     stages = max(stage_ids) + 1
     depths = tuple(blocks.get(i, 0) for i in range(stages))
@@ -157,7 +158,7 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
                               "stages 1..N completely")
     embed_dims = proj[0]
     fc1 = _shape(state, "layers.0.blocks.0.mlp.fc1.weight")
-    cpb = _first(state, ".attn.cpb_mlp.0.weight")
+    cpb = _first_shape(state, ".attn.cpb_mlp.0.weight")
     pos = _shape(state, "absolute_pos_embed")
     grid = None
     if pos is not None:
@@ -175,7 +176,7 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
         qkv_bias=any(k.endswith(".attn.q_bias") or k.endswith(".attn.v_bias") for k in state),
         patch_norm="patch_embed.norm.weight" in state or "patch_embed.norm.bias" in state,
         pos_embed_grid=grid,
-        out_norms=tuple(sorted({int(m.group(1)) for m in map(_OUT_NORM.match, state) if m})),
+        out_norms=tuple(sorted({int(m.group(1)) for m in map(OUT_NORM.match, state) if m})),
         cpb_hidden=cpb[0] if cpb else 512,
     )
     check_against(state, structure.expected_shapes(), name)
@@ -220,16 +221,17 @@ def describe_mismatch(
     return problems
 
 
-def _body(keys: Collection[str]) -> List[str]:
-    inner = [k[len("backbone."):] for k in keys if k.startswith("backbone.")]
-    return inner or list(keys)
+def _encoder_keys(keys: Collection[str]) -> List[str]:
+    """The encoder's keys: those under ``backbone.`` (prefix removed) in a whole-model checkpoint,
+    else all."""
+    return strip_prefix(keys, "backbone.") or list(keys)
 
 
-def has_official_body(keys: Collection[str]) -> bool:
+def has_official_encoder(keys: Collection[str]) -> bool:
     """Official/native block names with patch merging at the end of stages (``layers.0.downsample``
     present whenever stage 2 exists)."""
     keys = set(keys)
-    if "patch_embed.proj.weight" not in keys or not any(map(_BODY_MARK.match, keys)):
+    if "patch_embed.proj.weight" not in keys or not any(map(_QKV_WEIGHT.match, keys)):
         return False
     multi_stage = any(k.startswith("layers.1.") for k in keys)
     return not multi_stage or any(k.startswith("layers.0.downsample.") for k in keys)
@@ -237,11 +239,11 @@ def has_official_body(keys: Collection[str]) -> bool:
 
 def detect(keys: Collection[str]) -> bool:
     """Native layout (optionally under ``backbone.``) without official-only keys."""
-    body = _body(keys)
-    return has_official_body(body) and not any(map(OFFICIAL_ONLY.search, body))
+    encoder = _encoder_keys(keys)
+    return has_official_encoder(encoder) and not any(map(OFFICIAL_ONLY.search, encoder))
 
 
-def _modules(keys: Collection[str]) -> str:
+def _module_names(keys: Collection[str]) -> str:
     return ", ".join(sorted({k.split(".", 1)[0] for k in keys}))
 
 
@@ -254,7 +256,7 @@ def to_native(source: Source) -> Mapped:
         inner, rest = split_prefix(state, "backbone.")
         for key in rest:
             mapped.drop("other modules of a whole model", key)
-        mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_modules(rest)}"
+        mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_module_names(rest)}"
                             if rest else "took 'backbone.*'")
         state = inner
     mapped.state_dict = dict(state)

@@ -7,35 +7,28 @@ and the classifier ``head``. The coordinate tables tell each stage's training an
 """
 from __future__ import annotations
 
-import re
-from typing import Collection, Dict
+from typing import Collection
 
-from .common import Mapped, Source, StateDict, Tensor, is_buffer_key, num_stages
-from .native import OFFICIAL_ONLY, has_official_body
+from .common import Mapped, Source
+from .keys import StateDict, final_norm_to_native, is_buffer_key, num_stages, strip_prefix
+from .native import OFFICIAL_ONLY, has_official_encoder
 
 NAME = "official"
 DESCRIPTION = "official Microsoft SwinV2 release ({'model': ...}, final 'norm', 'head', buffers)"
 SIMMIM_NAME = "simmim"
 SIMMIM_DESCRIPTION = "official SimMIM pre-training ('encoder.' prefix, 'rpe_mlp', MIM decoder)"
 
-_TABLE = re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.relative_coords_table$")
+_MIM_HEAD = "masked-image-modeling head"
 
 
 def detect(keys: Collection[str]) -> bool:
     """Bare official key names with at least one official-only key (final norm, head, buffers)."""
-    return has_official_body(keys) and any(map(OFFICIAL_ONLY.search, keys))
+    return has_official_encoder(keys) and any(map(OFFICIAL_ONLY.search, keys))
 
 
 def detect_simmim(keys: Collection[str]) -> bool:
     """Official names under ``encoder.`` (SimMIM), with ``rpe_mlp`` or ``cpb_mlp``."""
-    inner = [k[len("encoder."):].replace(".rpe_mlp.", ".cpb_mlp.") for k in keys
-             if k.startswith("encoder.")]
-    return has_official_body(inner)
-
-
-def tables(state: StateDict) -> Dict[int, Tensor]:
-    """Stage index -> the first block's ``relative_coords_table`` (official key names)."""
-    return {int(m.group(1)): state[key] for key in state if (m := _TABLE.match(key))}
+    return has_official_encoder([k.replace(".rpe_mlp.", ".cpb_mlp.") for k in strip_prefix(keys, "encoder.")])
 
 
 def official_to_native(state: StateDict, mapped: Mapped) -> Mapped:
@@ -47,11 +40,9 @@ def official_to_native(state: StateDict, mapped: Mapped) -> Mapped:
             mapped.drop("recomputed buffers", key)
         elif key.startswith("head."):
             mapped.drop("classification head", key)
-        elif key in ("norm.weight", "norm.bias"):
-            mapped.state_dict[f"norm{last}.{key[5:]}"] = value
         else:
-            mapped.state_dict[key] = value
-    mapped.read_tables(tables(state))
+            mapped.state_dict[final_norm_to_native(key, last) or key] = value
+    mapped.read_tables(state)
     return mapped
 
 
@@ -64,17 +55,10 @@ def simmim_to_native(source: Source) -> Mapped:
     """SimMIM pre-training -> native: take ``encoder.*``, rename ``rpe_mlp`` to ``cpb_mlp``, drop
     the mask token and the ``decoder`` (the MIM head)."""
     mapped = Mapped()
-    encoder: StateDict = {}
-    for key, value in source.state_dict.items():
-        if not key.startswith("encoder."):
-            if key.startswith("decoder."):
-                mapped.drop("masked-image-modeling head", key)
-            else:
-                mapped.state_dict[key] = value  # left for validation to report
-            continue
-        key = key[len("encoder."):]
-        if key == "mask_token":
-            mapped.drop("masked-image-modeling head", "encoder." + key)
-        else:
-            encoder[key.replace(".rpe_mlp.", ".cpb_mlp.")] = value
-    return official_to_native(encoder, mapped)
+    encoder, others = mapped.take_prefix(source.state_dict, "encoder.", (("decoder.", _MIM_HEAD),))
+    mapped.state_dict.update(others)  # left for validation to report
+    if "mask_token" in encoder:
+        mapped.drop(_MIM_HEAD, "encoder.mask_token")
+    official: StateDict = {k.replace(".rpe_mlp.", ".cpb_mlp."): v for k, v in encoder.items()
+                           if k != "mask_token"}
+    return official_to_native(official, mapped)

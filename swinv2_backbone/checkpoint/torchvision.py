@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Collection
 
-from .common import Mapped, Source, is_buffer_key, num_stages
+from .common import Mapped, Source
+from .keys import StateDict, final_norm_to_native, is_buffer_key, num_stages
 
 NAME = "torchvision"
 DESCRIPTION = "torchvision swin_v2_t/s/b ('features.N', one 'qkv.bias' with an unused k third)"
@@ -32,7 +33,7 @@ def to_native(source: Source) -> Mapped:
     """torchvision -> native: rename, split ``qkv.bias`` into ``q_bias``/``v_bias`` (the k third is
     unused and dropped), final ``norm`` -> ``norm{last}``, drop buffers and ``head``."""
     mapped = Mapped()
-    tables = {}
+    buffers: StateDict = {}
     last = num_stages(source.state_dict, r"^features\.(\d+)\.\d+\.") // 2 - 1
     for key, value in source.state_dict.items():
         embed, block, merge = _EMBED.match(key), _BLOCK.match(key), _MERGE.match(key)
@@ -47,8 +48,7 @@ def to_native(source: Source) -> Mapped:
             prefix = f"layers.{stage}.blocks.{block.group(2)}."
             if is_buffer_key(rest):
                 mapped.drop("recomputed buffers", key)
-                if rest == "attn.relative_coords_table" and block.group(2) == "0":
-                    tables[stage] = value
+                buffers[prefix + rest] = value
             elif rest == "attn.qkv.bias":
                 q, _, v = value.chunk(3)
                 mapped.state_dict[prefix + "attn.q_bias"] = q
@@ -58,11 +58,11 @@ def to_native(source: Source) -> Mapped:
                 for old, new in _RENAMES:
                     rest = rest.replace(old, new) if rest.startswith(old) else rest
                 mapped.state_dict[prefix + rest] = value
-        elif key in ("norm.weight", "norm.bias"):
-            mapped.state_dict[f"norm{last}.{key[5:]}"] = value
+        elif (native := final_norm_to_native(key, last)) is not None:
+            mapped.state_dict[native] = value
         elif key.startswith("head."):
             mapped.drop("classification head", key)
         else:
             mapped.state_dict[key] = value  # left for validation to report
-    mapped.read_tables(tables)
+    mapped.read_tables(buffers)
     return mapped
