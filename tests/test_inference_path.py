@@ -173,11 +173,7 @@ def test_chunk_rows(rows, row_tokens, want):
 def test_inference_peak_memory_grows_linearly_with_the_pixels():
     """Chunk temporaries scale with the map (down to a minimum), so small inputs cost no more per
     pixel than large ones (a fixed 4096-token chunk gave 275 vs 183 MiB per Mpx at 256^2 vs 512^2)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from benchmark import peak_memory_mib
+    from swinv2_backbone.benchmark.measure import peak_memory_mib
 
     model = Swinv2Backbone(arch="tiny").eval()
     per_mpx = []
