@@ -10,6 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import benchmark  # noqa: E402
+from swinv2_backbone.benchmark.measure import peak_memory_mib, rss_peak_mib  # noqa: E402
+from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
 
 QUICK = ["--repeats", "1", "--warmup", "0"]
 
@@ -46,8 +48,8 @@ def test_compare_runs_peers_on_our_weights_and_writes_json(tmp_path, capsys):
 def test_timm_agrees_where_shifted_maps_are_padded(capsys):
     # 320x256 ends in a 10x8 map, padded to 16x8 and shifted along its height: timm rolls it before
     # padding, torchvision/HF after; small_map='timm' follows timm.
-    assert benchmark.small_map_rule("timm") == "timm" and benchmark.small_map_rule("hf") == "hf"
-    assert benchmark.small_map_rule("torchvision") == "pad"
+    assert small_map_rule("timm") == "timm" and small_map_rule("hf") == "hf"
+    assert small_map_rule("torchvision") == "pad"
     results = benchmark.main(["--sizes", "320x256", "--compare", "timm", "--no-floor", *QUICK])
     assert results[-1].impl == "timm" and results[-1].max_rel_diff < 1e-4
 
@@ -59,7 +61,7 @@ def test_low_precision_and_training_cases(capsys):
     assert all(r.task == "train" and r.batch == 2 and r.dtype == "bf16" for r in results)
     assert 0 < results[0].floor_pct < 1000  # the GEMM floor was measured
     assert results[1].max_rel_diff < 0.1  # bf16 model against the autocast run
-    # each against the fp32 output of the same weights (measured 2.8e-2 and 3.4e-2 at 64 px)
+    # each against the fp32 output of the same weights
     assert all(0 < r.fp32_rel_err < 0.1 for r in results)
     assert "| rel err vs fp32 |" in capsys.readouterr().out
 
@@ -83,5 +85,5 @@ def test_cpu_peak_memory_counts_the_tensors_alive_together():
         c = torch.ones(4 * 2 ** 20)  # 16 MiB after both were freed
         del c
 
-    assert benchmark.peak_memory_mib(run, torch.device("cpu")) == pytest.approx(96, abs=0.1)
-    assert 90 < benchmark.rss_peak_mib(run) < 130
+    assert peak_memory_mib(run, torch.device("cpu")) == pytest.approx(96, abs=0.1)
+    assert 90 < rss_peak_mib(run) < 130

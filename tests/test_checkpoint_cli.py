@@ -11,9 +11,9 @@ from typing import Any, Dict, List
 import pytest
 import torch
 
-import peers
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import convert_checkpoint
+from swinv2_backbone.testing import peers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")

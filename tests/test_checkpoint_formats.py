@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-import peers
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import CheckpointError, FORMATS, convert_checkpoint, load_pretrained
 from swinv2_backbone.checkpoint.mmpretrain import unfold_to_official
 from swinv2_backbone.checkpoint.native import Structure
+from swinv2_backbone.testing import peers
 
 TOL = 1e-4
 CASES = [(v, w) for v in (peers.TINY, peers.BASE_SHALLOW) for w in (peers.W8, peers.W16)]

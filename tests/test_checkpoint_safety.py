@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import peers
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_checkpoint_file, \
     load_pretrained
+from swinv2_backbone.testing import peers
 
 
 class _RunsCode:

@@ -226,11 +226,7 @@ def test_all_fast_paths_together_equal_the_reference(size, rule):
 def test_inference_peak_memory_grows_linearly_with_the_pixels():
     """Chunk temporaries scale with the map (down to a minimum), so small inputs cost no more per
     pixel than large ones."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from benchmark import peak_memory_mib
+    from swinv2_backbone.benchmark.measure import peak_memory_mib
 
     model = Swinv2Backbone(arch="tiny").eval()
     per_mpx = []

@@ -18,7 +18,7 @@ LAYERS = {
     "compat": 0,
     "models": 1,
     "checkpoint": 2,
-    "complexity": 3, "testing": 3, "features": 3,
+    "complexity": 3, "testing": 3, "features": 3, "benchmark": 3,
     "openmmlab": 4,
     "": 5,
     "env_check": 6,

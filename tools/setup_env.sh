@@ -184,10 +184,11 @@ fi
 say "installing the OpenMMLab stack, test tools, parity peers and swinv2_backbone (editable)"
 "${PIP[@]}" -q -e "$ROOT[all]"
 
-# mmpretrain 1.2 (a parity peer) breaks `import mmdet.models` with transformers 5: see the shim.
+# mmpretrain 1.2 (a parity peer) breaks `import mmdet.models` with transformers 5: see the shim
+# (standard library only, so the start-up hook does not import torch).
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-cp "$ROOT/tools/env/mmpretrain_multimodal_stub.py" "$SITE/_swinv2_mmpretrain_stub.py"
-echo "import _swinv2_mmpretrain_stub" > "$SITE/_swinv2_mmpretrain_stub.pth"
+cp "$ROOT/swinv2_backbone/testing/mmpretrain_stub.py" "$SITE/_swinv2_mmpretrain_stub.py"
+echo "import _swinv2_mmpretrain_stub; _swinv2_mmpretrain_stub.install()" > "$SITE/_swinv2_mmpretrain_stub.pth"
 
 say "checking the environment"
 "$PY" -m swinv2_backbone.env_check

@@ -332,18 +332,14 @@ class Swinv2Backbone(BaseModule):
         if self.absolute_pos_embed is not None:
             x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
         x = self.pos_drop(x)
-        wanted = iter(self.feature_info)
-        info = next(wanted)
         outs = []
-        if info.stage is None:
+        if self.feature_info[0].stage is None:  # the stem comes first when selected
             outs.append(x.permute(0, 3, 1, 2).contiguous())
-            info = next(wanted, None)
         for i, layer in enumerate(self.layers):
             out, x = layer(x)
-            if info is not None and info.stage == i:
+            if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
-                info = next(wanted, None)
             del out  # the channels-last map is not needed while the next stage runs
         return tuple(outs)

@@ -1,29 +1,39 @@
-"""Test utilities: build each peer SwinV2 implementation with random, non-trivial weights, save it in
-that peer's own format, and read its features, so that checkpoint conversion can be checked
+"""The peer SwinV2 implementations (Hugging Face transformers, timm, mmpretrain, torchvision) for the
+parity tests and ``tools/benchmark.py``: each built with seeded random, non-trivial weights, its stage
+features, and its checkpoint in the peer's own format, so that checkpoint conversion can be checked
 against the implementation that produced the weights.
 
 Weights are perturbed everywhere a mapping error could hide (:func:`swinv2_backbone.testing.randomize_`):
 LayerNorm weights and biases, ``logit_scale`` (per head), q/v biases, the unused k third of
-torchvision's ``qkv.bias`` and the position-bias MLP. The official format is not pip-installable, so :func:`official_checkpoint` writes
-the official key layout (buffers, final ``norm``, ``head``) from a timm model, following the
-layout table in ``/work/shared/reference``; its features are timm's.
+torchvision's ``qkv.bias`` and the position-bias MLP. The official format is not pip-installable, so
+:func:`official_checkpoint` writes the official key layout (buffers, final ``norm``, ``head``) from a
+timm model, following the layout table in ``/work/shared/reference``; its features are timm's.
+
+The peer libraries are test-only dependencies: they are imported inside the functions that need
+them, so importing this module needs torch alone.
 """
 from __future__ import annotations
 
 import math
 import os
-import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from swinv2_backbone.testing import randomize_
+from ..checkpoint import convert_checkpoint
+from ..models import ARCH_SETTINGS, Swinv2Backbone
+from . import mmpretrain_stub, randomize_
 
 Tensor = torch.Tensor
+ImageSize = Union[int, Tuple[int, int]]
 IMAGE_SIZE = 256
+PEERS = ("hf", "timm", "mmpretrain", "torchvision")
+#: The distribution that provides each peer.
+PEER_PACKAGES = {"hf": "transformers", "timm": "timm", "mmpretrain": "mmpretrain",
+                 "torchvision": "torchvision"}
 
 
 @dataclass(frozen=True)
@@ -46,13 +56,14 @@ class Variant:
 @dataclass(frozen=True)
 class Windows:
     """A window setting: the peer's single window (clamped to the map by the peers) and our
-    per-stage equivalent at 256 px.
+    per-stage equivalent, which mmpretrain also gets (it refuses maps smaller than the window
+    unless padding).
 
     Args:
         name: Label for test ids.
         window: The peer's window argument.
         pretrained: Pretrained window per stage (0: none).
-        ours: Our per-stage windows at 256 px.
+        ours: Our per-stage windows (the clamped ones at 256 px for :data:`W16`).
     """
 
     name: str
@@ -68,6 +79,17 @@ BASE_SHALLOW = Variant("base-shallow", 128, (2, 2, 2, 2), (4, 8, 16, 32))
 MINI = Variant("mini", 32, (1, 1, 2, 1), (1, 2, 4, 8))
 W8 = Windows("w8", 8, (0, 0, 0, 0), (8, 8, 8, 8))
 W16 = Windows("w16-pre12", 16, (12, 12, 12, 6), (16, 16, 16, 8))
+
+
+def variant_of(arch: str) -> Variant:
+    """The :class:`Variant` of one of our ``ARCH_SETTINGS`` presets."""
+    preset = ARCH_SETTINGS[arch]
+    return Variant(arch, preset.embed_dims, tuple(preset.depths), tuple(preset.num_heads))
+
+
+def single_window(window: int) -> Windows:
+    """``window`` in every stage, no pretrained windows."""
+    return Windows(f"w{window}", window, (0, 0, 0, 0), (window,) * 4)
 
 
 def image(seed: int = 0, size: int = IMAGE_SIZE) -> Tensor:
@@ -90,30 +112,37 @@ def nchw_from_tokens(tokens: Tensor, side: int) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- Hugging Face
-def hf_config(variant: Variant, windows: Windows, **kwargs: Any):
-    """A ``transformers.Swinv2Config`` for ``variant`` at 256 px."""
+def hf_config(variant: Variant, windows: Windows, image_size: ImageSize = IMAGE_SIZE, **kwargs: Any) -> Any:
+    """A ``transformers.Swinv2Config`` for ``variant`` at ``image_size`` (256 px by default)."""
     from transformers import Swinv2Config
 
-    return Swinv2Config(image_size=IMAGE_SIZE, embed_dim=variant.embed_dims, depths=list(variant.depths),
+    size = list(image_size) if isinstance(image_size, tuple) else image_size
+    return Swinv2Config(image_size=size, embed_dim=variant.embed_dims, depths=list(variant.depths),
                         num_heads=list(variant.num_heads), window_size=windows.window,
                         pretrained_window_sizes=list(windows.pretrained), drop_path_rate=0.0,
                         out_features=[f"stage{i + 1}" for i in range(len(variant.depths))], **kwargs)
 
 
-def hf_model(kind: str, variant: Variant, windows: Windows, seed: int, **kwargs: Any) -> nn.Module:
+def hf_model(kind: str, variant: Variant, windows: Windows, seed: int,
+             image_size: ImageSize = IMAGE_SIZE, **kwargs: Any) -> nn.Module:
     """A randomised HF model: ``kind`` in ``Swinv2Model``, ``Swinv2Backbone``,
     ``Swinv2ForImageClassification``, ``Swinv2ForMaskedImageModeling``."""
     import transformers
 
-    config = hf_config(variant, windows, **kwargs)
+    config = hf_config(variant, windows, image_size, **kwargs)
     model = getattr(transformers, kind)(config)
     return randomize_(model, seed).eval()
 
 
+def hf_stages(model: nn.Module, x: Tensor) -> List[Tensor]:
+    """Raw stage outputs (NCHW) of an HF ``Swinv2Backbone``, differentiable."""
+    return list(model(x).feature_maps)
+
+
 def hf_features(model: nn.Module, x: Tensor) -> List[Tensor]:
-    """Raw stage outputs (NCHW) of an HF ``Swinv2Backbone``."""
+    """:func:`hf_stages` without autograd."""
     with torch.no_grad():
-        return list(model(x).feature_maps)
+        return hf_stages(model, x)
 
 
 def hf_final(model: nn.Module, x: Tensor) -> Tensor:
@@ -134,6 +163,11 @@ def timm_model(variant: Variant, windows: Windows, seed: int, num_classes: int =
                               pretrained_window_sizes=windows.pretrained, num_classes=num_classes,
                               drop_path_rate=0.0)
     return randomize_(model, seed).eval()
+
+
+def timm_stages(model: nn.Module, x: Tensor) -> List[Tensor]:
+    """Raw stage outputs (NCHW) of a timm model, differentiable."""
+    return model.forward_intermediates(x, intermediates_only=True)
 
 
 def timm_features(model: nn.Module, x: Tensor) -> Tuple[List[Tensor], Tensor]:
@@ -195,54 +229,140 @@ def torchvision_model(variant: Variant, window: int, seed: int, num_classes: int
     return randomize_(model, seed).eval()
 
 
+def torchvision_stages(model: nn.Module, x: Tensor) -> List[Tensor]:
+    """Raw stage outputs (NCHW) of a torchvision SwinV2, differentiable: the odd entries of its
+    ``features`` (the even ones are the patch embedding and the merges)."""
+    outs = []
+    for index, layer in enumerate(model.features):
+        x = layer(x)
+        if index % 2 == 1:
+            outs.append(x.permute(0, 3, 1, 2))
+    return outs
+
+
 def torchvision_features(model: nn.Module, x: Tensor) -> Tuple[List[Tensor], Tensor]:
     """Raw stage outputs (NCHW) of a torchvision SwinV2 and its final ``norm(stage 4)``."""
-    outs = []
     with torch.no_grad():
-        for index, layer in enumerate(model.features):
-            x = layer(x)
-            if index % 2 == 1:
-                outs.append(x.permute(0, 3, 1, 2))
-        final = model.norm(x).permute(0, 3, 1, 2)
+        outs = torchvision_stages(model, x)
+        final = model.norm(outs[-1].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     return outs, final
 
 
 # ----------------------------------------------------------------------------- mmpretrain
 def import_mmpretrain() -> types.ModuleType:
-    """Import ``mmpretrain.models`` with its multimodal package stubbed out (mmpretrain 1.2 cannot
-    import it with current transformers; the SwinV2 backbone does not need it)."""
-    sys.modules.setdefault("mmpretrain.models.multimodal", types.ModuleType("mmpretrain.models.multimodal"))
+    """``mmpretrain.models``, imported with its multimodal package stubbed out
+    (:mod:`swinv2_backbone.testing.mmpretrain_stub`; the SwinV2 backbone does not need it)."""
+    mmpretrain_stub.install()
     import mmpretrain.models
 
     return mmpretrain.models
 
 
-def mmpretrain_classifier(variant: Variant, windows: Windows, seed: int) -> nn.Module:
-    """A randomised mmpretrain ``ImageClassifier`` with a ``SwinTransformerV2`` backbone returning
-    all four stages (output norms ``norm0..3``) and a linear head. mmpretrain refuses maps smaller
-    than the window (unless padding), so it gets our per-stage windows."""
-    models = import_mmpretrain()
+def mmpretrain_backbone_cfg(variant: Variant, windows: Windows, img_size: ImageSize = IMAGE_SIZE
+                            ) -> Dict[str, Any]:
+    """The config of an mmpretrain ``SwinTransformerV2`` returning all four stages (output norms
+    ``norm0..3``). mmpretrain refuses maps smaller than the window (unless padding), so it gets
+    our per-stage windows."""
     arch = dict(embed_dims=variant.embed_dims, depths=list(variant.depths),
                 num_heads=list(variant.num_heads), extra_norm_every_n_blocks=0)
+    return dict(type="SwinTransformerV2", arch=arch, img_size=img_size, window_size=list(windows.ours),
+                pretrained_window_sizes=list(windows.pretrained), out_indices=(0, 1, 2, 3),
+                drop_path_rate=0.0)
+
+
+def mmpretrain_backbone(variant: Variant, windows: Windows, seed: int,
+                        img_size: ImageSize = IMAGE_SIZE) -> nn.Module:
+    """A randomised mmpretrain ``SwinTransformerV2`` (:func:`mmpretrain_backbone_cfg`)."""
+    models = import_mmpretrain()
+    cfg = mmpretrain_backbone_cfg(variant, windows, img_size)
+    model = models.backbones.SwinTransformerV2(**{k: v for k, v in cfg.items() if k != "type"})
+    randomize_(model, seed).eval()  # its train() override returns None, not the module
+    return model
+
+
+def mmpretrain_classifier(variant: Variant, windows: Windows, seed: int) -> nn.Module:
+    """A randomised mmpretrain ``ImageClassifier`` with the backbone of
+    :func:`mmpretrain_backbone_cfg` at 256 px and a linear head."""
+    models = import_mmpretrain()
     model = models.ImageClassifier(
-        backbone=dict(type="SwinTransformerV2", arch=arch, img_size=IMAGE_SIZE, window_size=list(windows.ours),
-                      pretrained_window_sizes=list(windows.pretrained), out_indices=(0, 1, 2, 3),
-                      drop_path_rate=0.0),
+        backbone=mmpretrain_backbone_cfg(variant, windows),
         neck=dict(type="GlobalAveragePooling"),
         head=dict(type="LinearClsHead", num_classes=10, in_channels=variant.embed_dims * 8),
     )
     return randomize_(model, seed).eval()
 
 
+def mmpretrain_stages(backbone: nn.Module, x: Tensor) -> List[Tensor]:
+    """Normed stage outputs (NCHW) of an mmpretrain ``SwinTransformerV2``, differentiable."""
+    return list(backbone(x))
+
+
 def mmpretrain_features(model: nn.Module, x: Tensor) -> List[Tensor]:
     """Normed stage outputs (NCHW) of an mmpretrain classifier's backbone."""
     with torch.no_grad():
-        return list(model.backbone(x))
+        return mmpretrain_stages(model.backbone, x)
 
 
 def mmpretrain_checkpoint(model: nn.Module) -> Dict[str, Any]:
     """What mmpretrain's runner saves: ``{'meta': ..., 'state_dict': ...}``."""
     return {"meta": {"mmpretrain_version": "1.2.0", "epoch": 1}, "state_dict": model.state_dict()}
+
+
+# ----------------------------------------------------------------------------- one peer by name
+@dataclass(frozen=True)
+class Peer:
+    """A peer model with random weights and its differentiable forward.
+
+    Args:
+        name: One of :data:`PEERS`, also its checkpoint format name.
+        module: The model (in eval mode as built).
+        stages: Input batch -> stage feature maps (NCHW): raw for every peer but mmpretrain, whose
+            are normed (``norm0..3``).
+    """
+
+    name: str
+    module: nn.Module
+    stages: Callable[[Tensor], Sequence[Tensor]]
+
+
+def build_peer(name: str, variant: Variant, windows: Windows, img_size: Tuple[int, int],
+               seed: int) -> Peer:
+    """The peer ``name`` at ``variant`` / ``windows`` for ``img_size`` inputs, with seeded random
+    weights (:func:`randomize_`: fresh initialisations zero timm's res-post-norm weights, which
+    makes every block the identity, and agreement then proves little). Its ``state_dict()`` is
+    in the peer's own layout."""
+    if name == "hf":
+        model = hf_model("Swinv2Backbone", variant, windows, seed, image_size=img_size)
+        return Peer(name, model, lambda x: hf_stages(model, x))
+    if name == "timm":
+        model = timm_model(variant, windows, seed, num_classes=0, img_size=img_size)
+        return Peer(name, model, lambda x: timm_stages(model, x))
+    if name == "mmpretrain":
+        model = mmpretrain_backbone(variant, windows, seed, img_size)
+        return Peer(name, model, lambda x: mmpretrain_stages(model, x))
+    if name == "torchvision":
+        model = torchvision_model(variant, windows.window, seed)
+        return Peer(name, model, lambda x: torchvision_stages(model, x))
+    raise ValueError(f"unknown peer {name!r}; choose from {PEERS}")
+
+
+def small_map_rule(source: Optional[str]) -> str:
+    """Our ``small_map`` rule that reproduces ``source``: ``'hf'`` and ``'timm'`` have their own
+    (window size, shift and roll order on maps that are small or not window multiples), the others
+    pad to the window (``'pad'``). timm's rectangular window on a non-square map shorter than the
+    window on one side is not reproduced: a comparison then shows it."""
+    return source if source in ("hf", "timm") else "pad"
+
+
+def ours_with_weights(state: Optional[Mapping[str, Tensor]], source: Optional[str], variant: Variant,
+                      windows: Windows, out_norm: bool, **kwargs: Any) -> Swinv2Backbone:
+    """Our backbone with ``source``'s weights ``state`` converted through the checkpoint adapters
+    (none: its own initialisation), following the peer's rule for small or padded stage maps.
+    Without ``out_norm`` the peer's final norm has no place here, so loading is not strict."""
+    model = Swinv2Backbone(**ours(variant, windows, out_norm, small_map=small_map_rule(source), **kwargs))
+    if state is not None:
+        model.load_state_dict(convert_checkpoint(dict(state), format=source).state_dict, strict=out_norm)
+    return model
 
 
 # ----------------------------------------------------------------------------- comparison

@@ -1,0 +1,164 @@
+"""Measuring one run: wall time, the GEMM floor (the run's Linear-type matrix products timed in
+isolation with the fastest kernel here), peak tensor and resident memory, and the settings of the
+machine that change the numbers."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import platform
+import re
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from ..compat import event_start_ns
+from ..models import fast
+from ..models.fast import onednn
+
+Shape = Tuple[int, int, int]
+
+
+class GemmRecorder(TorchDispatchMode):
+    """Records the (M, K, N) of every Linear-type matrix product (mm/addmm/linear kernels) run
+    under it, in order.
+
+    Args: none.
+    """
+
+    OPS = ("aten.mm", "aten.addmm", "mkldnn._linear_pointwise", "aten.linear")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: List[Shape] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: Optional[dict] = None) -> Any:
+        name = str(func.overloadpacket)
+        if any(name.endswith(op) for op in self.OPS):
+            a, b = (args[1], args[2]) if "addmm" in name else (args[0], args[1])
+            m, k = a.reshape(-1, a.shape[-1]).shape
+            n = b.shape[0] if "linear" in name else b.shape[-1]
+            self.shapes.append((m, k, n))
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_floor_seconds(run: Callable[[], None], dtype: torch.dtype, device: torch.device) -> float:
+    """Sum over the run's Linear GEMMs of each one's isolated time with the fastest kernel here."""
+    rec = GemmRecorder()
+    with rec:
+        run()
+    total = 0.0
+    for (m, k, n), count in Counter(rec.shapes).items():
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        w = torch.randn(n, k, device=device, dtype=dtype)
+        candidates = [lambda: torch.nn.functional.linear(a, w)]
+        if device.type == "cpu" and onednn.onednn_available(dtype):
+            candidates.append(lambda: onednn.onednn_linear(a, w, None))
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+            candidates.append(lambda: onednn.onednn_linear(a, packed, None))
+        total += count * min(median_time(c, 2, 5, device) for c in candidates)
+    return total
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def elapsed(fn: Callable[[], object], device: torch.device) -> Tuple[float, object]:
+    """Wall time of ``fn()`` (device-synchronised) and its result."""
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def median_time(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    return statistics.median(elapsed(fn, device)[0] for _ in range(repeats))
+
+
+def peak_memory_mib(run: Callable[[], None], device: torch.device) -> float:
+    """Peak tensor memory a run adds above what was allocated before it: the CUDA caching allocator's
+    peak, or on CPU the running sum of the allocator's events as the profiler records them (every
+    tensor allocation and free, in order). This is the CPU twin of ``max_memory_allocated``: it does
+    not move with glibc's heap state, and it leaves out what the process holds for other reasons."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                profile_memory=True) as prof:
+        run()
+    events = sorted((event_start_ns(e), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak / 2 ** 20
+
+
+def _rss_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def rss_peak_mib(run: Callable[[], None]) -> float:
+    """The process's resident high-water mark during a run above its resident size before it
+    (reset through /proc/self/clear_refs, after ``malloc_trim``): what the OS sees, allocator
+    caching, libraries' own buffers and page-fault granularity included, so it moves noticeably
+    between identical runs."""
+    # Hand freed heap memory back first, or a run that reuses it would not raise the high-water mark.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _rss_kib("VmRSS")
+    run()
+    return (_rss_kib("VmHWM") - before) / 1024
+
+
+def environment() -> Dict[str, str]:
+    """The settings that change the numbers: threads, allocator, kernels, versions."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("OMP_", "MKL_", "KMP_", "DNNL_", "ONEDNN_", "MALLOC_", "LD_PRELOAD",
+                            "PYTORCH_", "TORCH_"))}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "threads": str(torch.get_num_threads()),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "onednn": _onednn_version(),
+        "linear_backend": fast.describe(),
+        "allocator": "glibc malloc" if "LD_PRELOAD" not in env else env["LD_PRELOAD"],
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+    }
+    info.update(env)
+    return info
+
+
+def _onednn_version() -> str:
+    found = re.search(r"(?:MKL-DNN|oneDNN) v(\d+(?:\.\d+)*)", torch.__config__.show())
+    return found.group(1) if found else "none"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
