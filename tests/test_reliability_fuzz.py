@@ -66,6 +66,7 @@ def valid_configs(draw: st.DrawFn) -> Dict[str, Any]:
         small_map=draw(st.sampled_from(SMALL_MAP_RULES)),
         out_norm=draw(st.booleans()),
         use_abs_pos_embed=draw(st.booleans()),
+        use_mask_token=draw(st.booleans()),
         pretrain_img_size=patch_size * draw(st.integers(1, 8)),
         **draw(output_selections()),
     )
@@ -105,8 +106,11 @@ def test_any_valid_config_and_input_gives_ceil_shaped_finite_maps(cfg, batch, h,
     torch.manual_seed(seed)
     model = Swinv2Backbone(**cfg).eval()
     x = torch.randn(batch, 3, h, w) * 2.0
+    p = cfg["patch_size"]
+    # with a mask token, half the patches (any grid, also ceil-padded ones) are masked
+    mask = (torch.rand(batch, -(-h // p), -(-w // p)) < 0.5) if cfg.get("use_mask_token") else None
     with torch.no_grad():
-        outs = model(x)
+        outs = model(x, mask)
     expected = expected_maps(cfg, batch, (h, w))
     assert [tuple(o.shape) for o in outs] == expected
     assert model.out_channels == [s[1] for s in expected]
@@ -221,6 +225,7 @@ INVALID_VALUES: Dict[str, st.SearchStrategy] = {
                      st.one_of(st.text(max_size=6), _WRONG_SCALARS)),
     "qkv_bias": _flags,
     "use_abs_pos_embed": _flags,
+    "use_mask_token": _flags,
     "patch_norm": _flags,
     "out_norm": _flags,
     "with_cp": _flags,

@@ -38,6 +38,32 @@ def _stage_pretrained_windows(sizes: IntOrSeq, num_stages: int) -> Tuple[int, ..
     return windows
 
 
+def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.Tensor:
+    """``mask`` as a bool tensor ``(batch, *grid)`` (True = masked), or a TypeError/ValueError saying
+    what is expected.
+
+    Args:
+        mask: ``(N, rows, cols)`` bool tensor, or integers / floats that are all 0 or 1.
+        batch: The images' batch size ``N``.
+        grid: Patch rows and columns, ``ceil(H / patch_size), ceil(W / patch_size)``.
+    """
+    expected = f"(N, ceil(H/patch_size), ceil(W/patch_size)) = {(batch, *grid)}"
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor {expected}, got {type(mask).__name__}")
+    if tuple(mask.shape) != (batch, *grid):
+        raise ValueError(f"mask must have the shape of the patch grid {expected} (batch, rows, "
+                         f"cols), got {tuple(mask.shape)}")
+    if mask.dtype == torch.bool:
+        return mask
+    if mask.is_complex():
+        raise TypeError(f"mask must be bool, or integers / floats of 0 and 1, got {mask.dtype}")
+    # a value check reads the mask (a device sync on accelerators); a wrong mask would silently
+    # mix the token into the embeddings
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask values must be 0 (visible) or 1 (masked)")
+    return mask != 0
+
+
 def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
     """Names the unknown keywords, the closest valid one for each, and every valid keyword."""
     known = [n for n in inspect.signature(Swinv2Backbone.__init__).parameters
@@ -76,13 +102,19 @@ class Swinv2Backbone(BaseModule):
             the ``pretrain_img_size`` grid to the actual input.
         pretrain_img_size: Image size the absolute position embedding is defined for.
         patch_norm: LayerNorm after the patch embedding.
+        use_mask_token: Hold a learned ``mask_token`` ``(1, 1, embed_dims)`` for masked image
+            modeling: ``forward(x, mask)`` replaces the masked patch embeddings by it (after the
+            patch LayerNorm, before the absolute position embedding, as HF and the official SimMIM
+            code do). Without it the parameter does not exist (no unused parameter under DDP) and a
+            mask is refused.
         out_indices: 0-based stage indices to return (``(0, 1, 2, 3)`` = stage1..stage4, the
             default; negatives count from the end).
         out_features: Alternatively, output names from ``'stem', 'stage1', ..., 'stage4'``
             (``'stem'`` is the patch-embedding output, stride 4). If both are given they must agree.
         out_norm: LayerNorm on each returned stage output (``norm{i}``); ``False`` returns the raw
             stage outputs (equal to HF ``Swinv2Backbone.feature_maps``).
-        frozen_stages: Freeze the patch embedding (0) and additionally the first k stages with
+        frozen_stages: Freeze the patch embedding (0; with the absolute position embedding and the
+            mask token) and additionally the first k stages with
             their output norms (k = 1..num_stages); -1 freezes nothing. Frozen parts stay in eval
             mode and without gradients after ``train()``.
         with_cp: Activation checkpointing of every block (``use_reentrant=False``).
@@ -118,6 +150,7 @@ class Swinv2Backbone(BaseModule):
         use_abs_pos_embed: bool = False,
         pretrain_img_size: int = 256,
         patch_norm: bool = True,
+        use_mask_token: bool = False,
         out_indices: Optional[Sequence[int]] = None,
         out_features: Optional[Sequence[str]] = None,
         out_norm: bool = True,
@@ -174,7 +207,8 @@ class Swinv2Backbone(BaseModule):
         check_int("in_channels", in_channels, 1)
         check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
         for name, flag in (("qkv_bias", qkv_bias), ("use_abs_pos_embed", use_abs_pos_embed),
-                           ("patch_norm", patch_norm), ("out_norm", out_norm), ("with_cp", with_cp)):
+                           ("patch_norm", patch_norm), ("use_mask_token", use_mask_token),
+                           ("out_norm", out_norm), ("with_cp", with_cp)):
             check_flag(name, flag)
 
         #: One record per returned map, in order; the attributes below are views of it.
@@ -205,6 +239,10 @@ class Swinv2Backbone(BaseModule):
                 torch.zeros(1, self.pretrain_grid ** 2, embed_dims))
         else:
             self.register_parameter("absolute_pos_embed", None)
+        if use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        else:
+            self.register_parameter("mask_token", None)
         self.pos_drop = nn.Dropout(drop_rate)
 
         schedule = stochastic_depth_schedule(depths, drop_path_rate)
@@ -224,7 +262,8 @@ class Swinv2Backbone(BaseModule):
     # ------------------------------------------------------------------ weights
     def _init_default(self) -> None:
         """The official initialisation: truncated normal (std 0.02) Linear weights, zero biases,
-        unit LayerNorms, ``logit_scale = log 10``, zero-mean absolute position embedding."""
+        unit LayerNorms, ``logit_scale = log 10``, zero-mean absolute position embedding and mask
+        token (truncated normal, std 0.02)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -233,8 +272,9 @@ class Swinv2Backbone(BaseModule):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if self.absolute_pos_embed is not None:
-            nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
+        for token in (self.absolute_pos_embed, self.mask_token):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
 
     def init_weights(self) -> None:
         """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
@@ -287,8 +327,11 @@ class Swinv2Backbone(BaseModule):
         return modules
 
     def _freeze_stages(self) -> None:
-        if self.frozen_stages >= 0 and self.absolute_pos_embed is not None:
-            self.absolute_pos_embed.requires_grad_(False)
+        # the position embedding and the mask token belong to the patch embedding (stage 0)
+        if self.frozen_stages >= 0:
+            for token in (self.absolute_pos_embed, self.mask_token):
+                if token is not None:
+                    token.requires_grad_(False)
         for module in self._frozen_modules():
             module.eval()
             for p in module.parameters():
@@ -324,11 +367,29 @@ class Swinv2Backbone(BaseModule):
                                 align_corners=False).permute(0, 2, 3, 1)
         return pos.to(dtype)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """``x``: ``(N, C, H, W)`` float images. Returns the selected maps, NCHW, in stage order;
-        stage i has ``ceil(H / (4 * 2**(i-1)))`` rows (likewise columns)."""
+    def _masked(self, x: torch.Tensor, mask: object) -> torch.Tensor:
+        """Patch embeddings ``x`` (channels last) with the masked ones replaced by the token."""
+        if self.mask_token is None:
+            raise ValueError("a mask needs Swinv2Backbone(use_mask_token=True); this backbone "
+                             "has no mask token")
+        masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
+        return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, ...]:
+        """Returns the selected maps, NCHW, in stage order; stage i has ``ceil(H / (4 * 2**(i-1)))``
+        rows (likewise columns).
+
+        Args:
+            x: ``(N, C, H, W)`` float images.
+            mask: Optional ``(N, ceil(H / patch_size), ceil(W / patch_size))`` patch mask, bool or
+                0/1 (1 = masked), for masked image modeling: the masked patch embeddings become the
+                mask token (needs ``use_mask_token=True``).
+        """
         self._check_input(x)
         x = self.patch_embed(x)
+        if mask is not None:
+            x = self._masked(x, mask)
         if self.absolute_pos_embed is not None:
             x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
         x = self.pos_drop(x)
