@@ -3,6 +3,8 @@ from .backbone import WEIGHT_LOADERS, Swinv2Backbone
 from .layers import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
+from .simmim import SimMIM, normalize_targets, simmim_loss, simmim_mask
 
 __all__ = ["ARCH_SETTINGS", "ArchPreset", "FeatureInfo", "SMALL_MAP_RULES", "Swinv2Backbone",
-           "WEIGHT_LOADERS", "resolve_outputs"]
+           "SimMIM", "WEIGHT_LOADERS", "normalize_targets", "resolve_outputs", "simmim_loss",
+           "simmim_mask"]
