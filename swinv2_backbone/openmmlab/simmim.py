@@ -1,0 +1,138 @@
+"""SimMIM pre-training through mmengine: the model (``type='Swinv2SimMIM'`` in the root ``MODELS``)
+and the data transforms that make its masks and batches (``SimMIMMaskGenerator``,
+``PackSimMIMInputs`` in the root ``TRANSFORMS``). The numerics are those of
+:class:`swinv2_backbone.models.SimMIM`; this module adds mmengine's ``BaseModel`` contract (a data
+preprocessor for normalisation, ``forward(inputs, data_samples, mode)``)."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS, TRANSFORMS
+
+from ..models.simmim import SimMIM, reconstruct, simmim_loss, simmim_mask
+
+#: ImageNet mean and std in RGB, 0-255 (the official SimMIM normalisation).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+MODES = ("loss", "predict", "tensor")
+
+
+def _stack_masks(data_samples: Union[torch.Tensor, Sequence[torch.Tensor], None]) -> torch.Tensor:
+    if data_samples is None:
+        raise ValueError("Swinv2SimMIM needs the patch masks as data_samples (one (rows, cols) "
+                         "mask per image; the SimMIMMaskGenerator + PackSimMIMInputs transforms "
+                         "make them)")
+    return data_samples if isinstance(data_samples, torch.Tensor) else torch.stack(list(data_samples))
+
+
+class Swinv2SimMIM(BaseModel):
+    """SimMIM pre-training of a :class:`~swinv2_backbone.Swinv2Backbone` for mmengine's runner.
+    Parameters and their keys are those of :class:`swinv2_backbone.models.SimMIM`
+    (``backbone.*``, ``decoder.0.*``).
+
+    ``forward(inputs, data_samples, mode)``: ``inputs`` are the normalised ``(N, C, H, W)`` images
+    from the data preprocessor, ``data_samples`` their patch masks (a ``(N, rows, cols)`` tensor or
+    one ``(rows, cols)`` mask per image, True/1 = masked). ``mode='loss'`` returns
+    ``{'loss': L1 on the masked pixels}``, ``'tensor'`` the reconstructions ``(N, C, H, W)`` (in
+    normalised units) and ``'predict'`` a list of per-image dicts with ``reconstruction`` and
+    ``mask``.
+
+    Args:
+        backbone: :class:`~swinv2_backbone.Swinv2Backbone` keyword arguments (``use_mask_token``,
+            ``out_norm`` and the last stage as the only output are the defaults).
+        norm_target_window: Normalise the loss's target over this odd window (official SwinV2
+            pre-training: 47); ``None`` (default): the normalised images themselves.
+        data_preprocessor: mmengine data preprocessor config; default ``ImgDataPreprocessor``
+            with the ImageNet mean and std and BGR-to-RGB (images as ``LoadImageFromFile`` reads
+            them).
+        init_cfg: mmengine initialisation config (``backbone.init_cfg`` loads backbone weights).
+    """
+
+    def __init__(self, backbone: Dict[str, Any], norm_target_window: Optional[int] = None,
+                 data_preprocessor: Optional[Dict[str, Any]] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        if data_preprocessor is None:
+            data_preprocessor = dict(type="ImgDataPreprocessor", mean=IMAGENET_MEAN,
+                                     std=IMAGENET_STD, bgr_to_rgb=True)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        # the pure-torch model validates the arguments and builds the parts; its modules become
+        # this model's, under the same names
+        core = SimMIM(dict(backbone), norm_target_window)
+        self.backbone = core.backbone
+        self.decoder = core.decoder
+        self.patch_size = core.patch_size
+        self.norm_target_window = core.norm_target_window
+
+    def forward(self, inputs: torch.Tensor,
+                data_samples: Union[torch.Tensor, Sequence[torch.Tensor], None] = None,
+                mode: str = "tensor") -> Union[Dict[str, torch.Tensor], torch.Tensor, List[dict]]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        mask = _stack_masks(data_samples).to(inputs.device)
+        rec = reconstruct(self.backbone, self.decoder, inputs, mask)
+        if mode == "loss":
+            return dict(loss=simmim_loss(inputs, rec, mask, self.patch_size,
+                                         self.norm_target_window))
+        if mode == "tensor":
+            return rec
+        return [dict(reconstruction=r, mask=m) for r, m in zip(rec, mask)]
+
+
+# The transforms are plain callables (what mmengine's ``Compose`` calls), so that this module needs
+# mmengine alone, not mmcv.
+class SimMIMMaskGenerator:
+    """Adds ``results['mask']``: the SimMIM random block mask
+    (:func:`swinv2_backbone.models.simmim_mask`) for the image in ``results['img']`` (``H x W`` must
+    be multiples of ``mask_patch_size``: crop or resize before this transform). Drawn from torch's
+    global generator, which mmengine's ``randomness`` seed and its dataloader worker seeding set,
+    so seeded runs repeat.
+
+    Args:
+        mask_patch_size: Side of a masked block in pixels.
+        model_patch_size: The backbone's patch size.
+        mask_ratio: Fraction of blocks to mask.
+    """
+
+    def __init__(self, mask_patch_size: int = 32, model_patch_size: int = 4,
+                 mask_ratio: float = 0.6) -> None:
+        # validates the arguments now rather than at the first image
+        simmim_mask(mask_patch_size, mask_patch_size, model_patch_size, mask_ratio,
+                    torch.Generator())
+        self.mask_patch_size = mask_patch_size
+        self.model_patch_size = model_patch_size
+        self.mask_ratio = mask_ratio
+
+    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+        h, w = results["img"].shape[:2]
+        results["mask"] = simmim_mask((h, w), self.mask_patch_size, self.model_patch_size,
+                                      self.mask_ratio)
+        return results
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(mask_patch_size={self.mask_patch_size}, "
+                f"model_patch_size={self.model_patch_size}, mask_ratio={self.mask_ratio})")
+
+
+class PackSimMIMInputs:
+    """Packs an image and its mask for :class:`Swinv2SimMIM`: ``inputs`` the ``(C, H, W)`` image
+    tensor (``results['img']``, ``H x W`` or ``H x W x C``, as loaded), ``data_samples`` the mask
+    from :class:`SimMIMMaskGenerator`."""
+
+    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+        img = np.asarray(results["img"])
+        if img.ndim == 2:
+            img = img[..., None]
+        inputs = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return dict(inputs=inputs, data_samples=torch.as_tensor(results["mask"]))
+
+
+def register() -> None:
+    """Idempotently register the model and the transforms in mmengine's root registries."""
+    if MODELS.get("Swinv2SimMIM") is not Swinv2SimMIM:
+        MODELS.register_module(name="Swinv2SimMIM", module=Swinv2SimMIM, force=True)
+    for transform in (SimMIMMaskGenerator, PackSimMIMInputs):
+        if TRANSFORMS.get(transform.__name__) is not transform:
+            TRANSFORMS.register_module(name=transform.__name__, module=transform, force=True)

@@ -1,0 +1,94 @@
+"""SimMIM through mmengine: the registered model's BaseModel contract, the registered transforms and a
+few optimiser steps through ``train_step``."""
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.optim import OptimWrapper
+from mmengine.registry import MODELS, TRANSFORMS
+
+import swinv2_backbone  # noqa: F401  (registers the model and transforms)
+from swinv2_backbone.models import SimMIM
+from swinv2_backbone.openmmlab.simmim import Swinv2SimMIM
+
+BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
+                drop_path_rate=0.0)
+PIPELINE = [dict(type="SimMIMMaskGenerator"), dict(type="PackSimMIMInputs")]
+
+
+def batch(n: int = 2, hw=(64, 96), seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    pipe = Compose(PIPELINE)
+    return pseudo_collate([pipe(dict(img=rng.integers(0, 256, (*hw, 3), dtype=np.uint8)))
+                           for _ in range(n)])
+
+
+def build(**kw) -> Swinv2SimMIM:
+    torch.manual_seed(0)
+    return MODELS.build(dict(type="Swinv2SimMIM", backbone=dict(BACKBONE), **kw))
+
+
+def test_registered_in_the_root_registries():
+    assert MODELS.get("Swinv2SimMIM") is Swinv2SimMIM
+    assert TRANSFORMS.get("SimMIMMaskGenerator") is not None
+    assert TRANSFORMS.get("PackSimMIMInputs") is not None
+
+
+def test_pipeline_packs_uint8_chw_images_and_block_masks():
+    torch.manual_seed(0)
+    data = batch(hw=(64, 96))
+    assert [tuple(i.shape) for i in data["inputs"]] == [(3, 64, 96)] * 2
+    assert all(i.dtype == torch.uint8 for i in data["inputs"])
+    assert [tuple(m.shape) for m in data["data_samples"]] == [(16, 24)] * 2
+    assert all(int(m.sum()) == 4 * 64 for m in data["data_samples"])  # ceil(6 * 0.6) blocks of 8x8
+
+
+def test_pipeline_masks_repeat_with_the_seed():
+    torch.manual_seed(3)
+    a = batch()["data_samples"]
+    torch.manual_seed(3)
+    b = batch()["data_samples"]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_mask_generator_refuses_images_off_the_block_grid():
+    with pytest.raises(ValueError, match="multiple of mask_patch_size 32"):
+        TRANSFORMS.build(dict(type="SimMIMMaskGenerator"))(dict(img=np.zeros((64, 50, 3), np.uint8)))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        TRANSFORMS.build(dict(type="SimMIMMaskGenerator", mask_ratio=2.0))
+
+
+def test_modes_and_equality_with_the_pure_torch_model():
+    model = build(norm_target_window=7).eval()
+    torch.manual_seed(0)
+    data = model.data_preprocessor(batch(), False)
+    core = SimMIM(dict(BACKBONE), norm_target_window=7).eval()
+    core.load_state_dict(model.state_dict(), strict=True)  # the same keys
+    mask = torch.stack(data["data_samples"])
+    with torch.no_grad():
+        rec = model(**data, mode="tensor")
+        loss = model(**data, mode="loss")["loss"]
+        preds = model(**data, mode="predict")
+        expected = core(data["inputs"], mask)
+        assert torch.equal(rec, expected)
+        assert torch.equal(loss, core.loss(data["inputs"], expected, mask))
+    assert len(preds) == 2 and torch.equal(preds[1]["reconstruction"], rec[1])
+    # normalised with the ImageNet statistics after BGR -> RGB
+    assert abs(data["inputs"].mean().item()) < 0.5
+    with pytest.raises(ValueError, match="data_samples"):
+        model(data["inputs"], mode="loss")
+    with pytest.raises(ValueError, match="mode"):
+        model(**data, mode="features")
+
+
+def test_train_step_decreases_the_loss():
+    model = build().train()
+    wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=2e-3))
+    torch.manual_seed(0)
+    data = batch(n=4, hw=(64, 64))
+    # smooth images, reconstructable from their neighbourhood
+    data["inputs"] = [torch.nn.functional.interpolate(i[None].float(), scale_factor=1 / 8,
+                                                      mode="area").repeat_interleave(8, 2)
+                      .repeat_interleave(8, 3)[0].to(torch.uint8) for i in data["inputs"]]
+    losses = [model.train_step(data, wrapper)["loss"].item() for _ in range(12)]
+    assert losses[-1] < 0.7 * losses[0], losses
