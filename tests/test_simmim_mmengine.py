@@ -1,5 +1,9 @@
 """SimMIM through mmengine: the registered model's BaseModel contract, the registered transforms and a
-few optimiser steps through ``train_step``."""
+few optimiser steps through ``train_step``, the pre-training config through tools/train.py."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +15,7 @@ import swinv2_backbone  # noqa: F401  (registers the model and transforms)
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.openmmlab.simmim import Swinv2SimMIM
 
+ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
                 drop_path_rate=0.0)
 PIPELINE = [dict(type="SimMIMMaskGenerator"), dict(type="PackSimMIMInputs")]
@@ -92,3 +97,44 @@ def test_train_step_decreases_the_loss():
                       .repeat_interleave(8, 3)[0].to(torch.uint8) for i in data["inputs"]]
     losses = [model.train_step(data, wrapper)["loss"].item() for _ in range(12)]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_random_resized_crop_gives_the_size_and_repeats_with_the_seed():
+    crop = TRANSFORMS.build(dict(type="SimMIMRandomResizedCrop", size=(64, 96)))
+    img = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    torch.manual_seed(1)
+    a = crop(dict(img=img.copy()))["img"]
+    torch.manual_seed(1)
+    b = crop(dict(img=img.copy()))["img"]
+    assert a.shape == (64, 96, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    with pytest.raises(ValueError, match="scale"):
+        TRANSFORMS.build(dict(type="SimMIMRandomResizedCrop", size=32, scale=(0.5, 2.0)))
+
+
+CONFIG = ROOT / "configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py"
+
+
+def test_pretraining_config_trains_through_tools_train(tmp_path):
+    """The SimMIM config, shrunk to a tiny model on six generated images of different sizes, runs
+    two epochs through tools/train.py and saves a checkpoint with the model's keys."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (72 + 8 * i, 100, 3), dtype=np.uint8)).save(
+            images / f"{i}.png")
+    work = tmp_path / "work"
+    options = [f"train_dataloader.dataset.data_root={images}", "train_dataloader.batch_size=2",
+               "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
+               "train_pipeline.1.size=64", "model.backbone.arch=None", "model.backbone.embed_dims=16",
+               "model.backbone.depths=[1,1,1,1]", "model.backbone.num_heads=[1,1,2,2]",
+               "model.norm_target_window=7", "train_cfg.max_epochs=2", "default_hooks.logger.interval=1"]
+    proc = subprocess.run([sys.executable, "tools/train.py", str(CONFIG), "--work-dir", str(work),
+                           "--cfg-options", *options], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert "loss:" in proc.stdout + proc.stderr
+    state = torch.load(work / "epoch_2.pth", map_location="cpu", weights_only=True)["state_dict"]
+    assert {"backbone.mask_token", "decoder.0.weight", "backbone.norm3.weight"} <= set(state)

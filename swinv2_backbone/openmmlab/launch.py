@@ -1,7 +1,8 @@
 """What ``tools/train.py``, ``tools/test.py`` and ``tools/demo.py`` share: reading a config, telling
 detection from segmentation, CPU multi-process set-up, and building mmengine runners.
 
-The task comes from the config's ``default_scope`` (``'mmdet'`` → ``'det'``, ``'mmseg'`` → ``'seg'``),
+The task comes from the config's ``default_scope`` (``'mmdet'`` → ``'det'``, ``'mmseg'`` → ``'seg'``,
+``'mmengine'`` → ``'mim'``: SimMIM pre-training, ``configs/simmim/``, training only),
 which the mmdet / mmseg ``default_runtime`` bases set. Importing this module runs
 ``swinv2_backbone/__init__`` and this subpackage's first (Python imports the parents), so the backbone
 is registered and mmengine checkpoints load with weights-only ``torch.load`` before any runner
@@ -22,12 +23,12 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 #: ``default_scope`` of a config → task name.
-TASKS: Dict[str, str] = {"mmdet": "det", "mmseg": "seg"}
+TASKS: Dict[str, str] = {"mmdet": "det", "mmseg": "seg", "mmengine": "mim"}
 LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 
 
 def config_task(cfg: Config) -> str:
-    """``'det'`` or ``'seg'`` from the config's ``default_scope``.
+    """``'det'``, ``'seg'`` or ``'mim'`` from the config's ``default_scope``.
 
     Args:
         cfg: A loaded config.

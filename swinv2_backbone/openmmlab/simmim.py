@@ -5,12 +5,18 @@ and the data transforms that make its masks and batches (``SimMIMMaskGenerator``
 preprocessor for normalisation, ``forward(inputs, data_samples, mode)``)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Union
+import math
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from mmengine.dataset import BaseDataset
 from mmengine.model import BaseModel
-from mmengine.registry import MODELS, TRANSFORMS
+from mmengine.registry import DATASETS, MODELS, TRANSFORMS
+
+from ..features.images import find_images
 
 from ..models.simmim import SimMIM, reconstruct, simmim_loss, simmim_mask
 
@@ -116,6 +122,52 @@ class SimMIMMaskGenerator:
                 f"model_patch_size={self.model_patch_size}, mask_ratio={self.mask_ratio})")
 
 
+class SimMIMRandomResizedCrop:
+    """Crops a random region of ``scale`` times the image's area and aspect ratio in ``ratio``
+    (log-uniform), resized bilinearly (antialiased) to ``size``; the whole image, resized, when ten
+    draws do not fit. Drawn from torch's global generator (seeded by mmengine).
+
+    Args:
+        size: Output ``(H, W)`` or one int for a square.
+        scale: Range of the crop's area relative to the image's.
+        ratio: Range of the crop's width / height.
+    """
+
+    def __init__(self, size: Union[int, Tuple[int, int]], scale: Tuple[float, float] = (0.67, 1.0),
+                 ratio: Tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        if not (0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], "
+                             f"got scale {scale}, ratio {ratio}")
+        self.scale = tuple(scale)
+        self.ratio = tuple(ratio)
+
+    def _region(self, h: int, w: int) -> Tuple[int, int, int, int]:
+        """``top, left, height, width`` of the crop in an ``h x w`` image."""
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            area = h * w * float(torch.empty(1).uniform_(*self.scale))
+            aspect = math.exp(float(torch.empty(1).uniform_(*log_ratio)))
+            cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(0, h - ch + 1, (1,)))
+                left = int(torch.randint(0, w - cw + 1, (1,)))
+                return top, left, ch, cw
+        return 0, 0, h, w
+
+    def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
+        img = np.asarray(results["img"])
+        top, left, ch, cw = self._region(*img.shape[:2])
+        crop = torch.from_numpy(np.ascontiguousarray(img[top:top + ch, left:left + cw]))
+        crop = crop.reshape(ch, cw, -1).permute(2, 0, 1)[None].float()
+        resized = F.interpolate(crop, size=self.size, mode="bilinear", align_corners=False,
+                                antialias=True)
+        out = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+        results["img"] = out if img.ndim == 3 else out[..., 0]
+        results["img_shape"] = self.size
+        return results
+
+
 class PackSimMIMInputs:
     """Packs an image and its mask for :class:`Swinv2SimMIM`: ``inputs`` the ``(C, H, W)`` image
     tensor (``results['img']``, ``H x W`` or ``H x W x C``, as loaded), ``data_samples`` the mask
@@ -129,10 +181,36 @@ class PackSimMIMInputs:
         return dict(inputs=inputs, data_samples=torch.as_tensor(results["mask"]))
 
 
+class UnlabeledImageFolder(BaseDataset):
+    """The image files of folders (not recursive) or glob patterns (``**`` recurses), sorted, as
+    ``dict(img_path=...)`` samples for self-supervised pre-training.
+
+    Args:
+        data_root: Folder (or pattern) of images; relative ``data_prefix['img_path']`` joins it.
+        data_prefix: ``dict(img_path=...)``, a sub-folder or pattern (default: ``data_root``).
+        pipeline: Transforms applied to each sample.
+        **kwargs: Other :class:`mmengine.dataset.BaseDataset` arguments (``indices``,
+            ``serialize_data``, ``lazy_init``, ``max_refetch``).
+    """
+
+    def __init__(self, data_root: str, data_prefix: Optional[Dict[str, str]] = None,
+                 pipeline: Sequence[Any] = (), **kwargs: Any) -> None:
+        super().__init__(data_root=data_root, data_prefix=dict(data_prefix or dict(img_path="")),
+                         pipeline=list(pipeline), **kwargs)
+
+    def load_data_list(self) -> List[Dict[str, Any]]:
+        folder = self.data_prefix.get("img_path") or self.data_root
+        return [dict(img_path=os.fspath(p)) for p in find_images([folder])]
+
+
 def register() -> None:
-    """Idempotently register the model and the transforms in mmengine's root registries."""
+    """Idempotently register the model, the transforms and the dataset in mmengine's root
+    registries."""
     if MODELS.get("Swinv2SimMIM") is not Swinv2SimMIM:
         MODELS.register_module(name="Swinv2SimMIM", module=Swinv2SimMIM, force=True)
-    for transform in (SimMIMMaskGenerator, PackSimMIMInputs):
+    for transform in (SimMIMRandomResizedCrop, SimMIMMaskGenerator, PackSimMIMInputs):
         if TRANSFORMS.get(transform.__name__) is not transform:
             TRANSFORMS.register_module(name=transform.__name__, module=transform, force=True)
+    if DATASETS.get("UnlabeledImageFolder") is not UnlabeledImageFolder:
+        DATASETS.register_module(name="UnlabeledImageFolder", module=UnlabeledImageFolder,
+                                 force=True)
