@@ -39,10 +39,12 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),
     clip_grad=dict(max_norm=5.0),
-    # no weight decay on norms, biases, the mask token and the position-bias tables (official)
+    # no weight decay on norms, biases, the mask token, the attention scales and the position-bias
+    # MLP (the official no-decay list)
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                        custom_keys={'mask_token': dict(decay_mult=0.0),
-                                    'logit_scale': dict(decay_mult=0.0)}))
+                                    'logit_scale': dict(decay_mult=0.0),
+                                    'cpb_mlp': dict(decay_mult=0.0)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
