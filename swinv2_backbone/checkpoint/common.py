@@ -54,6 +54,11 @@ class Mapped:
         notes: Extra facts for the summary line (e.g. the container that was unwrapped).
         claimed: Architecture stated by the file's own metadata (``embed_dims``, ``depths``,
             ``num_heads``, ``use_abs_pos_embed``), checked against the tensors.
+        heads: Head name -> its tensors under native head keys (e.g. ``'classification head'`` ->
+            ``head.weight``/``head.bias``), kept apart from the encoder for models that have the
+            head. Invariant: every head name is also a reason in :attr:`dropped` listing the source
+            keys, since the encoder weights never hold them (see :meth:`keep_head`).
+        labels: Class names by index, where the file's metadata names them (HF ``id2label``).
     """
 
     state_dict: StateDict = field(default_factory=dict)
@@ -62,6 +67,14 @@ class Mapped:
     windows_from: Optional[str] = None
     notes: List[str] = field(default_factory=list)
     claimed: Dict[str, Any] = field(default_factory=dict)
+    heads: Dict[str, StateDict] = field(default_factory=dict)
+    labels: Optional[Tuple[str, ...]] = None
+
+    def keep_head(self, head: str, key: str, native_key: str, value: Tensor) -> None:
+        """Keep the source ``key`` as ``native_key`` of the head ``head``; like every head key it is
+        also recorded as dropped from the encoder under the reason ``head``."""
+        self.heads.setdefault(head, {})[native_key] = value
+        self.drop(head, key)
 
     def drop(self, reason: str, key: str) -> None:
         """Record ``key`` as deliberately dropped for ``reason``."""

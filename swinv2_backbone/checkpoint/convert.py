@@ -32,8 +32,14 @@ class ConvertedCheckpoint:
             does not tell).
         windows_from: What told the windows (``'config.json'``, ``'relative-coordinate buffers'``,
             ``'file name'``, ``'checkpoint metadata'``), or ``None``.
-        dropped: Reason -> source keys deliberately left out (buffers, heads, other modules).
+        dropped: Reason -> source keys deliberately left out of :attr:`state_dict` (buffers,
+            heads, other modules).
         notes: Further facts for the summary (containers and prefixes that were unwrapped).
+        heads: Head name -> its tensors under native head keys, apart from the encoder weights
+            (``'classification head'`` -> ``head.weight``/``head.bias``). Each head's source keys
+            are also listed in :attr:`dropped` under its name: a backbone drops it, a model with
+            that head takes it (:meth:`summary` with ``taken``).
+        labels: Class names by index of the classification head, where the file names them.
     """
 
     state_dict: StateDict
@@ -45,6 +51,8 @@ class ConvertedCheckpoint:
     windows_from: Optional[str] = None
     dropped: Dict[str, List[str]] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    heads: Dict[str, StateDict] = field(default_factory=dict)
+    labels: Optional[Tuple[str, ...]] = None
 
     @property
     def embed_dims(self) -> int:
@@ -98,17 +106,20 @@ class ConvertedCheckpoint:
             text += f", pretrained windows {self.pretrained_window_sizes}"
         return f"{text} (from {self.windows_from})"
 
-    def describe_dropped(self) -> str:
-        """What was left out, one phrase per reason."""
-        return "; ".join(f"{reason} ({len(keys)} keys)" for reason, keys in self.dropped.items())
+    def describe_dropped(self, taken: Sequence[str] = ()) -> str:
+        """What was left out, one phrase per reason, except the heads named in ``taken``."""
+        return "; ".join(f"{reason} ({len(keys)} keys)" for reason, keys in self.dropped.items()
+                         if reason not in taken)
 
-    def summary(self) -> str:
-        """One line: source, format, architecture, windows and what was dropped."""
+    def summary(self, taken: Sequence[str] = ()) -> str:
+        """One line: source, format, architecture, windows and what was dropped; the heads named in
+        ``taken`` (loaded by the caller's model) are not called dropped."""
         parts = [f"{self.source}: {self.format} checkpoint, {self.describe_arch()}",
                  self.describe_windows()]
         parts += self.notes
-        if self.dropped:
-            parts.append("dropped " + self.describe_dropped())
+        dropped = self.describe_dropped(taken)
+        if dropped:
+            parts.append("dropped " + dropped)
         return "; ".join(parts)
 
     def backbone_cfg(self, checkpoint: Optional[str] = None) -> Dict[str, Any]:
@@ -296,4 +307,4 @@ def convert_checkpoint(
     return ConvertedCheckpoint(
         state_dict=mapped.state_dict, format=fmt.name, source=name, structure=structure,
         window_sizes=window_sizes, pretrained_window_sizes=pretrained, windows_from=windows_from,
-        dropped=dropped, notes=notes + mapped.notes)
+        dropped=dropped, notes=notes + mapped.notes, heads=mapped.heads, labels=mapped.labels)

@@ -1,6 +1,8 @@
-"""Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm.
+"""Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm, and a
+classifier to Hugging Face ``Swinv2ForImageClassification``.
 
-``to_hf`` / ``to_timm`` return the peer's state dict; ``save_hf`` writes a directory that
+``to_hf`` / ``to_timm`` return the peer's state dict (``to_hf_classifier`` with the classification
+head; :func:`from_model` turns a built model into the converted weights they take); ``save_hf`` writes a directory that
 ``transformers.Swinv2Model.from_pretrained`` loads, ``save_timm`` a file that timm's
 ``SwinTransformerV2`` (``num_classes=0``) loads with ``load_state_dict`` or through
 ``pretrained_cfg_overlay=dict(file=...)``. Only the last stage's output norm has a counterpart in
@@ -10,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import hf, timm
 from .common import CheckpointError, StateDict
-from .convert import ConvertedCheckpoint
+from ..models import Swinv2Backbone, Swinv2Classifier
+from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike, save_state_dict
+from .keys import CLASSIFICATION_HEAD
 
 
 @dataclass
@@ -75,6 +79,41 @@ def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> E
                           s.pos_embed_grid is not None)
     state, notes = hf.from_native(converted.state_dict)
     return Exported(state, config, notes)
+
+
+def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
+    """Native weights with a classification head -> HF ``Swinv2ForImageClassification`` state dict
+    (``swinv2.`` encoder, ``classifier``) and ``config.json`` (``id2label`` from
+    :attr:`~ConvertedCheckpoint.labels`, else HF's ``LABEL_i`` placeholders).
+
+    Args:
+        converted: Weights with known windows and a classification head (e.g. :func:`from_model`
+            of a ``Swinv2Classifier``, or a converted classification checkpoint).
+        image_size: As for :func:`to_hf`.
+    """
+    head = converted.heads.get(CLASSIFICATION_HEAD)
+    if head is None:
+        raise CheckpointError(f"{converted.source} has no classification head to export")
+    encoder = to_hf(converted, image_size)
+    num_classes = head["head.weight"].shape[0]
+    labels = converted.labels or tuple(f"LABEL_{i}" for i in range(num_classes))
+    state = {f"swinv2.{k}": v for k, v in encoder.state_dict.items()}
+    state.update({"classifier." + k[len("head."):]: v for k, v in head.items()})
+    config = {**encoder.config, "architectures": ["Swinv2ForImageClassification"],
+              "id2label": {str(i): name for i, name in enumerate(labels)},
+              "label2id": {name: i for i, name in enumerate(labels)}}
+    return Exported(state, config, encoder.notes)
+
+
+def from_model(model: Union[Swinv2Backbone, Swinv2Classifier]) -> ConvertedCheckpoint:
+    """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows,
+    and for a classifier its head and class names."""
+    backbone = model.backbone if isinstance(model, Swinv2Classifier) else model
+    converted = convert_checkpoint(model.state_dict(), format="native").with_windows(
+        backbone.window_size, backbone.pretrained_window_sizes)
+    names = getattr(model, "class_names", None)
+    return replace(converted, source=type(model).__name__,
+                   labels=tuple(names) if names is not None else None)
 
 
 def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:

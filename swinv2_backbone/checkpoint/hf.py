@@ -4,18 +4,19 @@ HF splits the attention input projection into ``query``/``key``/``value`` (no ke
 res-post-norms ``layernorm_before``/``layernorm_after``, puts patch merging at the end of stages like
 the official code, and keeps an unused [CLS] slot in front of the absolute position embedding.
 ``Swinv2ForImageClassification`` and ``Swinv2ForMaskedImageModeling`` add the ``swinv2.`` prefix and
-a ``classifier`` / ``decoder`` head. The architecture and windows live in ``config.json``: one
+a ``classifier`` (kept as the native ``head``, with the ``id2label`` class names) / ``decoder`` head
+(dropped). The architecture and windows live in ``config.json``: one
 ``window_size`` for all stages, clamped to each stage's map size at ``image_size``.
 """
 from __future__ import annotations
 
 import re
-from typing import Any, Collection, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
-from .keys import StateDict, Tensor, final_norm_for_export, num_stages
+from .keys import CLASSIFICATION_HEAD, StateDict, Tensor, final_norm_for_export, num_stages
 
 NAME = "hf"
 DESCRIPTION = ("Hugging Face transformers Swinv2Model / ForImageClassification / Backbone / "
@@ -34,8 +35,11 @@ _BLOCK_RENAMES = (
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 _NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
 _MIM_HEAD = ("decoder.", "embeddings.mask_token")
-#: Modules next to ``swinv2.`` in the task models, dropped.
-_HEADS = (("classifier.", "classification head"), (_MIM_HEAD, "masked-image-modeling head"))
+#: Modules next to ``swinv2.`` in the task models that are dropped (the classifier is kept).
+_HEADS = ((_MIM_HEAD, "masked-image-modeling head"),)
+_CLASSIFIER = "classifier."
+#: HF's placeholder class names (``LABEL_0``...), which name no class.
+_PLACEHOLDER_LABEL = re.compile(r"^LABEL_\d+$")
 #: Native structure field <- config.json key, checked against the tensors.
 _CLAIMS = (("embed_dims", "embed_dim"), ("depths", "depths"), ("num_heads", "num_heads"),
            ("use_abs_pos_embed", "use_absolute_embeddings"))
@@ -114,6 +118,22 @@ def config_windows(config: Mapping[str, Any]) -> Dict[int, StageWindow]:
     return out
 
 
+def config_labels(config: Mapping[str, Any]) -> Optional[Tuple[str, ...]]:
+    """Class names by index from ``config.json``'s ``id2label``; ``None`` when it is missing,
+    does not cover ``0..n-1`` or holds only HF's ``LABEL_i`` placeholders."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    try:
+        names = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(names) != list(range(len(names))):
+        return None
+    labels = tuple(names[i] for i in range(len(names)))
+    return None if all(_PLACEHOLDER_LABEL.match(n) for n in labels) else labels
+
+
 def check_config(config: Mapping[str, Any], name: str) -> None:
     """Refuse a ``config.json`` that is not a SwinV2 one."""
     model_type = config.get("model_type")
@@ -123,11 +143,15 @@ def check_config(config: Mapping[str, Any], name: str) -> None:
 
 
 def to_native(source: Source) -> Mapped:
-    """HF -> native: strip ``swinv2.``, drop the ``classifier`` and the MIM ``decoder``/mask token,
-    merge q/k/v, drop the [CLS] slot of the position embedding; windows from ``config.json``."""
+    """HF -> native: strip ``swinv2.``, keep the ``classifier`` as the native ``head`` (class
+    names from ``id2label``), drop the MIM ``decoder``/mask token, merge q/k/v, drop the [CLS] slot
+    of the position embedding; windows from ``config.json``."""
     mapped = Mapped()
     state = source.state_dict
     if any(k.startswith("swinv2.") for k in state):
+        for key in [k for k in state if k.startswith(_CLASSIFIER)]:
+            mapped.keep_head(CLASSIFICATION_HEAD, key, "head." + key[len(_CLASSIFIER):], state[key])
+        state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
         encoder, others = mapped.take_prefix(state, "swinv2.", _HEADS)
         state = {**encoder, **others}
     if "embeddings.mask_token" in state:
@@ -144,6 +168,8 @@ def to_native(source: Source) -> Mapped:
         mapped.windows = config_windows(source.config)
         mapped.windows_from = "config.json"
         mapped.claimed = {k: source.config[c] for k, c in _CLAIMS if c in source.config}
+        if CLASSIFICATION_HEAD in mapped.heads:
+            mapped.labels = config_labels(source.config)
     return mapped
 
 

@@ -12,6 +12,10 @@ Native keys are the official Microsoft names without buffers:
   last stage instead: it is the last stage's output norm (:func:`final_norm_to_native`, and
   :func:`final_norm_for_export` back).
 
+Heads are kept apart from the encoder (:attr:`~swinv2_backbone.checkpoint.common.Mapped.heads`),
+under a head name and their own native keys: the classifier is :data:`CLASSIFICATION_HEAD` with
+``head.weight`` / ``head.bias`` (:data:`CLASSIFIER_KEYS`), the official and torchvision names.
+
 Some layouts also store buffers the model recomputes (:data:`RECOMPUTED_BUFFERS`); the first block's
 ``relative_coords_table`` of each stage tells the windows it was trained with (:func:`coords_tables`).
 """
@@ -42,6 +46,10 @@ OUT_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
 COORDS_TABLE = re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.relative_coords_table$")
 #: The final norm of classification layouts (the last stage's output norm).
 FINAL_NORM = ("norm.weight", "norm.bias")
+#: Name of the classification head among a checkpoint's heads (also its reason in ``dropped``).
+CLASSIFICATION_HEAD = "classification head"
+#: Native keys of the classification head: one Linear from the last stage's channels to the classes.
+CLASSIFIER_KEYS = ("head.weight", "head.bias")
 #: Names of the recomputed buffers that some layouts keep in their state dicts.
 RECOMPUTED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask")
 
@@ -91,6 +99,17 @@ def shift_downsample(key: str, step: int) -> str:
     """``key`` with its patch merging moved by ``step`` stages (other keys unchanged): -1 maps the
     merge at the start of stage ``i + 1`` (timm, mmpretrain) to the native end of stage ``i``."""
     return DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + step}.downsample.", key)
+
+
+def linear_head(state: Mapping[str, V]) -> Optional[Dict[str, V]]:
+    """The native classifier of a whole model's non-encoder entries ``state``: when they are
+    exactly one linear head's weight and bias (``head.fc.*`` or ``head.*``), those under
+    :data:`CLASSIFIER_KEYS`; otherwise ``None`` (another kind of head, or other modules)."""
+    if set(state) == set(CLASSIFIER_KEYS):
+        return dict(state)
+    if set(state) == {"head.fc.weight", "head.fc.bias"}:
+        return {"head." + k[len("head.fc."):]: v for k, v in state.items()}
+    return None
 
 
 def final_norm_to_native(key: str, last: int) -> Optional[str]:

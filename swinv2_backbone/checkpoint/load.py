@@ -9,6 +9,9 @@ Policy when fitting the converted weights to the model:
   only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
   in the summary.
 * Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
+* A ``Swinv2Classifier`` also takes the checkpoint's classification head (strictly, class count
+  included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
+  summary names it among the dropped parts.
 
 One summary line is logged (mmengine's current logger when mmengine is installed, and the
 ``swinv2_backbone`` logger), naming the format, the architecture and the training windows. If the
@@ -24,10 +27,11 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
+from ..models import Swinv2Classifier
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
-from .keys import OUT_NORM, stage_of
+from .keys import CLASSIFICATION_HEAD, OUT_NORM, stage_of
 from .native import describe_mismatch
 
 LOGGER_NAME = "swinv2_backbone"
@@ -106,6 +110,43 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[St
     return state, notes
 
 
+def fit_classifier_head(
+    converted: ConvertedCheckpoint, model: Swinv2Classifier
+) -> Tuple[Optional[StateDict], List[str]]:
+    """The checkpoint's classification head for ``model`` (native ``head.*`` keys) and the notes
+    for the summary; ``None`` when the model keeps a fresh head (``model.new_head``).
+
+    Raises:
+        CheckpointError: The checkpoint has no classifier, or one of another size (another class
+            count names both and the fix), unless ``model.new_head``.
+    """
+    head = converted.heads.get(CLASSIFICATION_HEAD)
+    if model.new_head:
+        found = (f"the checkpoint's {head['head.weight'].shape[0]}-class classifier left out"
+                 if head is not None and "head.weight" in head else "the checkpoint has no classifier")
+        return None, [f"new_head=True: head ({model.num_classes} classes) keeps its initialisation, "
+                      f"{found}"]
+    if head is None:
+        raise CheckpointError(
+            f"{converted.source} ({converted.format}) has no classification head, which "
+            f"Swinv2Classifier loads; set new_head=True to train a fresh {model.num_classes}-class "
+            "head on these backbone weights")
+    expected = {f"head.{k}": tuple(v.shape) for k, v in model.head.state_dict().items()}
+    weight = head.get("head.weight")
+    if weight is not None and weight.ndim == 2 and weight.shape[1] == model.num_features \
+            and weight.shape[0] != model.num_classes:
+        raise CheckpointError(
+            f"{converted.source}: the checkpoint's classifier has {weight.shape[0]} classes, the model "
+            f"num_classes={model.num_classes}; set num_classes={weight.shape[0]}, or new_head=True to "
+            f"fine-tune a fresh {model.num_classes}-class head")
+    problems = describe_mismatch(head, expected, "checkpoint", "model", "unexpected keys")
+    if problems:
+        raise CheckpointError(f"{converted.source}: the classification head does not fit the model: "
+                              + "; ".join(problems))
+    named = ", class names from the checkpoint" if converted.labels is not None else ""
+    return head, [f"loaded the classification head ({model.num_classes} classes{named})"]
+
+
 def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[str]:
     """A warning text when the model's coordinate normalisation differs from the checkpoint's
     (for the stages whose training windows the checkpoint records), else ``None``."""
@@ -150,7 +191,8 @@ def load_pretrained(
     """Convert ``checkpoint`` (any supported format) and load it into ``model``.
 
     Args:
-        model: A ``Swinv2Backbone``.
+        model: A ``Swinv2Backbone``, or a ``Swinv2Classifier``: its backbone takes the encoder and
+            its ``head`` the classification head (see :func:`fit_classifier_head`).
         checkpoint: Path, HF/timm directory, or an already loaded checkpoint dict.
         prefix: Take only keys under this prefix (e.g. ``'backbone.'``).
         pretrained_window_sizes: ``None`` (keep the model's, warn if they disagree with the
@@ -170,23 +212,32 @@ def load_pretrained(
         raise ValueError(f"pretrained_window_sizes must be None or 'checkpoint', got "
                          f"{pretrained_window_sizes!r}; explicit values belong in the model config")
     converted = convert_checkpoint(checkpoint, format=format, prefix=prefix, map_location=map_location)
-    state, notes = fit_state_dict(converted, model)
-    result = model.load_state_dict(state, strict=False)
+    backbone = model.backbone if isinstance(model, Swinv2Classifier) else model
+    state, notes = fit_state_dict(converted, backbone)
+    head: Optional[StateDict] = None
+    if isinstance(model, Swinv2Classifier):
+        head, head_notes = fit_classifier_head(converted, model)
+        notes += head_notes
+    result = backbone.load_state_dict(state, strict=False)
     if result.unexpected_keys or set(result.missing_keys) - {
-            k for k in model.state_dict() if OUT_NORM.match(k)}:
+            k for k in backbone.state_dict() if OUT_NORM.match(k)}:
         raise CheckpointError(f"{converted.source}: load_state_dict disagreed: missing "
                               f"{format_keys(result.missing_keys)}, unexpected "
                               f"{format_keys(result.unexpected_keys)}")
+    if head is not None:
+        model.head.load_state_dict({k[len("head."):]: v for k, v in head.items()})
+        if converted.labels is not None:
+            model.set_class_names(converted.labels)
     if pretrained_window_sizes == "checkpoint":
-        values = apply_checkpoint_windows(converted, model)
+        values = apply_checkpoint_windows(converted, backbone)
         notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
-    if converted.format == "timm" and model.small_map != "timm":
+    if converted.format == "timm" and backbone.small_map != "timm":
         notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
                      "features where a shifted stage map is padded by other than the shift")
-    log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary()] + notes))
+    taken = (CLASSIFICATION_HEAD,) if head is not None else ()
+    log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary(taken)] + notes))
     if pretrained_window_sizes is None:
-        advice = window_advice(converted, model)
+        advice = window_advice(converted, backbone)
         if advice:
             log(logging.WARNING, advice)
     return converted
-

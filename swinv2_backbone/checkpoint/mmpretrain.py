@@ -14,12 +14,16 @@ import re
 from typing import Collection
 
 from .common import Mapped, Source
-from .keys import StateDict, Tensor, is_buffer_key, shift_downsample
+from .keys import CLASSIFICATION_HEAD, StateDict, Tensor, is_buffer_key, shift_downsample
 
 NAME = "mmpretrain"
 DESCRIPTION = ("mmpretrain SwinTransformerV2 ({'state_dict': ...}, 'backbone.stages', "
                "'attn.w_msa', 'ffn.layers', nn.Unfold patch merging)")
 
+#: mmpretrain's ``LinearClsHead`` keys -> the native classifier keys.
+_LINEAR_CLS_HEAD = {"head.fc.weight": "head.weight", "head.fc.bias": "head.bias"}
+#: Why any other ``head`` is dropped: only a linear head is the classifier of the peers.
+_OTHER_HEAD = "classification head (not a LinearClsHead)"
 _STAGE_PREFIX = re.compile(r"^stages\.(\d+)\.")
 _RENAMES = (
     ("attn.w_msa.", "attn."),
@@ -54,13 +58,19 @@ def _rename(key: str) -> str:
 
 
 def to_native(source: Source) -> Mapped:
-    """mmpretrain -> native: take ``backbone.*`` (dropping the classifier ``head``), rename, move
-    patch merging to the end of the previous stage with its ``reduction`` weight reordered, drop
-    the coordinate buffers."""
+    """mmpretrain -> native: take ``backbone.*``, keep a ``LinearClsHead`` (``head.fc``) as the
+    classification head (another kind of ``head`` is dropped), rename, move patch merging to the
+    end of the previous stage with its ``reduction`` weight reordered, drop the coordinate
+    buffers."""
     mapped = Mapped()
     state = source.state_dict
     if any(k.startswith("backbone.") for k in state):
-        state, others = mapped.take_prefix(state, "backbone.", (("head.", "classification head"),))
+        head = {k: v for k, v in state.items() if k.startswith("head.")}
+        if set(head) == set(_LINEAR_CLS_HEAD):
+            for key, value in head.items():
+                mapped.keep_head(CLASSIFICATION_HEAD, key, _LINEAR_CLS_HEAD[key], value)
+            state = {k: v for k, v in state.items() if k not in head}
+        state, others = mapped.take_prefix(state, "backbone.", (("head.", _OTHER_HEAD),))
         mapped.state_dict.update(others)  # left for validation to report
     buffers: StateDict = {}
     for key, value in state.items():

@@ -7,7 +7,9 @@ stage (the patterns are in :mod:`.keys`). Every other layout is mapped to this o
 here with :func:`infer_structure`.
 
 As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
-part is taken and the other modules (neck, heads) are dropped.
+part is taken and the other modules (neck, heads) are dropped. A whole model whose only other module
+is a linear classifier (``head.*``: :class:`~swinv2_backbone.models.Swinv2Classifier`; ``head.fc.*``:
+an mmpretrain ``ImageClassifier`` around ``Swinv2Backbone``) keeps it as the classification head.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from typing import Collection, Dict, List, Optional, Tuple
 
 from .common import CheckpointError, Mapped, Source, StageWindow, format_keys
-from .keys import BLOCK, FINAL_NORM, OUT_NORM, RECOMPUTED_BUFFERS, StateDict, split_prefix, stage_of, \
-    strip_prefix
+from .keys import BLOCK, CLASSIFICATION_HEAD, FINAL_NORM, OUT_NORM, RECOMPUTED_BUFFERS, StateDict, \
+    linear_head, split_prefix, stage_of, strip_prefix
 
 NAME = "native"
 DESCRIPTION = ("this project's Swinv2Backbone checkpoints, and whole mmdet/mmseg model checkpoints "
@@ -254,8 +256,12 @@ def to_native(source: Source) -> Mapped:
     mapped = Mapped()
     if any(k.startswith("backbone.") for k in state):
         inner, rest = split_prefix(state, "backbone.")
+        classifier = linear_head(rest)
         for key in rest:
-            mapped.drop("other modules of a whole model", key)
+            if classifier is None:
+                mapped.drop("other modules of a whole model", key)
+            else:
+                mapped.keep_head(CLASSIFICATION_HEAD, key, key.replace("head.fc.", "head."), rest[key])
         mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_module_names(rest)}"
                             if rest else "took 'backbone.*'")
         state = inner

@@ -3,14 +3,15 @@ SimMIM pre-training files (``encoder.`` prefix, ``rpe_mlp`` for ``cpb_mlp``, MIM
 
 Their key names are the native ones plus the persistent buffers (``relative_coords_table``,
 ``relative_position_index``, ``attn_mask``), the final ``norm`` (the last stage's output norm here)
-and the classifier ``head``. The coordinate tables tell each stage's training and pretrained window.
+and the classifier ``head`` (kept as the classification head). The coordinate tables tell each stage's training and pretrained window.
 """
 from __future__ import annotations
 
 from typing import Collection
 
 from .common import Mapped, Source
-from .keys import StateDict, final_norm_to_native, is_buffer_key, num_stages, strip_prefix
+from .keys import (CLASSIFICATION_HEAD, StateDict, final_norm_to_native, is_buffer_key, num_stages,
+                   strip_prefix)
 from .native import OFFICIAL_ONLY, has_official_encoder
 
 NAME = "official"
@@ -32,14 +33,15 @@ def detect_simmim(keys: Collection[str]) -> bool:
 
 
 def official_to_native(state: StateDict, mapped: Mapped) -> Mapped:
-    """Map bare official keys into ``mapped``: drop buffers and ``head``, final ``norm`` ->
-    ``norm{last}``, everything else unchanged (unknown keys are left for validation to report)."""
+    """Map bare official keys into ``mapped``: drop buffers, keep ``head`` as the classification
+    head, final ``norm`` -> ``norm{last}``, everything else unchanged (unknown keys are left for
+    validation to report)."""
     last = num_stages(state) - 1
     for key, value in state.items():
         if is_buffer_key(key):
             mapped.drop("recomputed buffers", key)
         elif key.startswith("head."):
-            mapped.drop("classification head", key)
+            mapped.keep_head(CLASSIFICATION_HEAD, key, key, value)
         else:
             mapped.state_dict[final_norm_to_native(key, last) or key] = value
     mapped.read_tables(state)

@@ -11,7 +11,8 @@ import re
 from typing import Collection, Dict, List, Mapping, Tuple, TypeVar
 
 from .common import Mapped, Source
-from .keys import OUT_NORM, StateDict, final_norm_for_export, shift_downsample, split_prefix
+from .keys import (CLASSIFICATION_HEAD, OUT_NORM, StateDict, final_norm_for_export, shift_downsample,
+                   split_prefix)
 from .official import official_to_native
 
 V = TypeVar("V")
@@ -21,6 +22,7 @@ DESCRIPTION = ("timm swinv2_* (patch merging at the start of stages 1-3, 'head.f
                "features_only 'layers_N.' and the 'model.' getter prefix)")
 
 _FEATURES = re.compile(r"^layers_(\d+)\.")
+_HEAD_FC = "head.fc."
 
 
 def _plain_timm(state: Mapping[str, V]) -> Dict[str, V]:
@@ -49,13 +51,16 @@ def detect(keys: Collection[str]) -> bool:
 
 def to_native(source: Source) -> Mapped:
     """timm -> native: unwrap ``model.``/``layers_N.``, move patch merging to the end of the
-    previous stage and drop any ``k_bias`` (timm's all-zero key bias buffer); the rest are official
-    names (see :func:`~swinv2_backbone.checkpoint.official.official_to_native`)."""
+    previous stage, ``head.fc`` -> the classification head's ``head``, and drop any ``k_bias``
+    (timm's all-zero key bias buffer); the rest are official names (see
+    :func:`~swinv2_backbone.checkpoint.official.official_to_native`)."""
     mapped = Mapped()
     official: StateDict = {}
     for key, value in _plain_timm(source.state_dict).items():
         if key.endswith(".attn.k_bias"):
             mapped.drop("recomputed buffers", key)
+        elif key.startswith(_HEAD_FC):
+            mapped.keep_head(CLASSIFICATION_HEAD, key, "head." + key[len(_HEAD_FC):], value)
         else:
             official[shift_downsample(key, -1)] = value
     return official_to_native(official, mapped)

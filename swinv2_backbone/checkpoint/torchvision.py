@@ -12,7 +12,7 @@ import re
 from typing import Collection
 
 from .common import Mapped, Source
-from .keys import StateDict, final_norm_to_native, is_buffer_key, num_stages
+from .keys import CLASSIFICATION_HEAD, StateDict, final_norm_to_native, is_buffer_key, num_stages
 
 NAME = "torchvision"
 DESCRIPTION = "torchvision swin_v2_t/s/b ('features.N', one 'qkv.bias' with an unused k third)"
@@ -31,7 +31,8 @@ def detect(keys: Collection[str]) -> bool:
 
 def to_native(source: Source) -> Mapped:
     """torchvision -> native: rename, split ``qkv.bias`` into ``q_bias``/``v_bias`` (the k third is
-    unused and dropped), final ``norm`` -> ``norm{last}``, drop buffers and ``head``."""
+    unused and dropped), final ``norm`` -> ``norm{last}``, drop buffers, keep ``head`` as the
+    classification head."""
     mapped = Mapped()
     buffers: StateDict = {}
     last = num_stages(source.state_dict, r"^features\.(\d+)\.\d+\.") // 2 - 1
@@ -61,7 +62,7 @@ def to_native(source: Source) -> Mapped:
         elif (native := final_norm_to_native(key, last)) is not None:
             mapped.state_dict[native] = value
         elif key.startswith("head."):
-            mapped.drop("classification head", key)
+            mapped.keep_head(CLASSIFICATION_HEAD, key, key, value)
         else:
             mapped.state_dict[key] = value  # left for validation to report
     mapped.read_tables(buffers)

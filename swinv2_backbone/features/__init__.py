@@ -4,7 +4,9 @@
   and :class:`ImageFeatures`, one image's result;
 * :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
 * :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
-* :mod:`.storage`: one image's features with their geometry as ``.safetensors``.
+* :mod:`.storage`: one image's features with their geometry as ``.safetensors``;
+* :mod:`.classify`: a classifier from a classification checkpoint, its preprocessing, top-k
+  (``tools/classify.py``).
 
 The model itself is built by :func:`swinv2_backbone.checkpoint.build.build_backbone` (re-exported
 here for the callers of the former single module).

@@ -109,13 +109,16 @@ def image_size(path: PathLike) -> Size:
     return (w, h) if orientation in _TRANSPOSED_ORIENTATIONS else (h, w)
 
 
-def read_image(path: PathLike, size: Optional[Size] = None) -> torch.Tensor:
+def read_image(path: PathLike, size: Optional[Size] = None, resample: Optional[int] = None) -> torch.Tensor:
     """Decode an image as ``(3, H, W)`` uint8 RGB (EXIF orientation applied, alpha dropped, grey
-    expanded), resized with Pillow's antialiased bilinear filter to ``size`` if given.
+    expanded), resized with Pillow's antialiased bilinear filter (or ``resample``) to ``size`` if
+    given.
 
     Args:
         path: The image file.
         size: Output (rows, columns), or ``None`` for the image's own size.
+        resample: Pillow's filter number (2 bilinear, 3 bicubic, ...: what HF preprocessor
+            configs store), or ``None`` for bilinear.
 
     Raises:
         ImageReadError: Missing, truncated or undecodable file.
@@ -125,7 +128,8 @@ def read_image(path: PathLike, size: Optional[Size] = None) -> torch.Tensor:
         with pil_image.open(path) as img:
             rgb = pil_ops.exif_transpose(img).convert("RGB")
             if size is not None and (rgb.height, rgb.width) != tuple(size):
-                rgb = rgb.resize((size[1], size[0]), pil_image.Resampling.BILINEAR)
+                rgb = rgb.resize((size[1], size[0]), pil_image.Resampling(
+                    pil_image.Resampling.BILINEAR if resample is None else resample))
             data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageReadError(f"cannot read image {os.fspath(path)!r}: {err}") from None

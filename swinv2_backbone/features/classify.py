@@ -1,0 +1,169 @@
+"""Classifying image files with a classification checkpoint of any supported format.
+
+:func:`load_classifier` builds a :class:`~swinv2_backbone.models.Swinv2Classifier` from the checkpoint
+alone (architecture, windows, class count and names). :func:`preprocessing_for` follows the
+checkpoint's preprocessing where it states it (an HF ``preprocessor_config.json`` next to the
+weights), else: RGB, resized to the checkpoint's image size, ImageNet mean and std.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from ..checkpoint import CheckpointError, ConvertedCheckpoint, convert_checkpoint, load_pretrained
+from ..checkpoint.export import default_image_size
+from ..checkpoint.keys import CLASSIFICATION_HEAD
+from ..models import Swinv2Classifier
+from .extractor import IMAGENET_MEAN, IMAGENET_STD
+from .images import PathLike, Size, image_size, read_image, target_size
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+#: Input size when the checkpoint tells none (the official 256 px releases).
+DEFAULT_IMAGE_SIZE = 256
+#: Pillow's filter numbers, which HF preprocessor configs use for ``resample``.
+PIL_FILTERS = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes the classifier's input.
+
+    Args:
+        size: Fixed input (rows, columns), or ``None`` with ``short_side``.
+        short_side: Resize keeping the aspect ratio so the shorter side is this long (HF
+            ``shortest_edge``), or ``None`` with ``size``.
+        resample: Pillow filter number (see :data:`PIL_FILTERS`).
+        scale: Factor from 0-255 pixel values to the model's range before normalising.
+        mean: Per-channel mean subtracted (after scaling); zeros for none.
+        std: Per-channel divisor; ones for none.
+        origin: What defined this, for the printout.
+    """
+
+    size: Optional[Size]
+    short_side: Optional[int] = None
+    resample: int = 2
+    scale: float = 1 / 255
+    mean: Tuple[float, ...] = IMAGENET_MEAN
+    std: Tuple[float, ...] = IMAGENET_STD
+    origin: str = "default"
+
+    def describe(self) -> str:
+        """One line: size, filter, normalisation and origin."""
+        size = f"{self.size[0]}x{self.size[1]}" if self.size else f"shorter side {self.short_side}"
+        return (f"{size}, {PIL_FILTERS.get(self.resample, self.resample)}, x{self.scale:g}, "
+                f"mean {list(self.mean)}, std {list(self.std)} ({self.origin})")
+
+    def load(self, path: PathLike) -> torch.Tensor:
+        """The ``(3, H, W)`` float model input of an image file (raises ``ImageReadError``)."""
+        size = self.size
+        if size is None:
+            size = target_size(image_size(path), short_side=self.short_side)
+        pixels = read_image(path, size, self.resample).float() * self.scale
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (pixels - mean) / std
+
+
+def _square(value: Any) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def checkpoint_image_size(converted: ConvertedCheckpoint, config: Optional[Mapping[str, Any]]) -> int:
+    """The input size the checkpoint was made for: HF ``config.json``'s ``image_size``, else the
+    size its windows imply (:func:`~swinv2_backbone.checkpoint.export.default_image_size`), else
+    :data:`DEFAULT_IMAGE_SIZE`."""
+    if config is not None and "image_size" in config:
+        return _square(config["image_size"])
+    s = converted.structure
+    if converted.windows_known:
+        return default_image_size(converted.window_sizes, s.patch_size, s.pos_embed_grid)
+    return s.pos_embed_grid * s.patch_size if s.pos_embed_grid is not None else DEFAULT_IMAGE_SIZE
+
+
+def hf_preprocessing(config: Mapping[str, Any], name: str) -> Preprocessing:
+    """:class:`Preprocessing` from an HF ``preprocessor_config.json``.
+
+    Raises:
+        ValueError: A ``size`` or ``resample`` it does not understand (the message names them).
+    """
+    size, short_side = None, None
+    if config.get("do_resize", True):
+        given = config.get("size")
+        if isinstance(given, int):
+            size = (given, given)
+        elif isinstance(given, Mapping) and {"height", "width"} <= set(given):
+            size = (int(given["height"]), int(given["width"]))
+        elif isinstance(given, Mapping) and "shortest_edge" in given:
+            short_side = int(given["shortest_edge"])
+        else:
+            raise ValueError(f"{name}: unsupported size {given!r} (expected an int, height/width "
+                             "or shortest_edge)")
+    resample = int(config.get("resample", 2))
+    if resample not in PIL_FILTERS:
+        raise ValueError(f"{name}: unknown resample {resample} (Pillow filters {PIL_FILTERS})")
+    normalize = config.get("do_normalize", True)
+    return Preprocessing(
+        size=size, short_side=short_side, resample=resample,
+        scale=float(config.get("rescale_factor", 1 / 255)) if config.get("do_rescale", True) else 1.0,
+        mean=tuple(config.get("image_mean", IMAGENET_MEAN)) if normalize else (0.0, 0.0, 0.0),
+        std=tuple(config.get("image_std", IMAGENET_STD)) if normalize else (1.0, 1.0, 1.0),
+        origin=name)
+
+
+def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint) -> Preprocessing:
+    """The checkpoint's own preprocessing (``preprocessor_config.json`` in its directory), else the
+    default at the checkpoint's image size (:func:`checkpoint_image_size`).
+
+    Raises:
+        ValueError: An unreadable or unsupported ``preprocessor_config.json``.
+    """
+    directory = Path(checkpoint) if Path(checkpoint).is_dir() else None
+    config = None
+    if directory is not None and (directory / "config.json").is_file():
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if directory is not None and (directory / PREPROCESSOR_CONFIG).is_file():
+        path = directory / PREPROCESSOR_CONFIG
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read {path}: {err}") from None
+        if not isinstance(found, Mapping):
+            raise ValueError(f"{path} holds a {type(found).__name__}, not a JSON object")
+        return hf_preprocessing(found, str(path))
+    side = checkpoint_image_size(converted, config)
+    return Preprocessing(size=(side, side),
+                         origin=f"default: RGB, {side} px (the checkpoint's), ImageNet mean/std")
+
+
+def load_classifier(checkpoint: PathLike) -> Tuple[Swinv2Classifier, ConvertedCheckpoint]:
+    """A ``Swinv2Classifier`` in eval mode built from and loaded with ``checkpoint``: architecture
+    and windows as the checkpoint records them (its position-bias normalisation included), class
+    count from its head, class names where it names them.
+
+    Raises:
+        CheckpointError: Unreadable checkpoint, or one without a classification head.
+    """
+    converted = convert_checkpoint(os.fspath(checkpoint))
+    head = converted.heads.get(CLASSIFICATION_HEAD)
+    if head is None or "head.weight" not in head:
+        raise CheckpointError(f"{converted.source} ({converted.format}) has no classification head; "
+                              "give a classification checkpoint")
+    cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
+    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]), **cfg)
+    load_pretrained(model, os.fspath(checkpoint),
+                    pretrained_window_sizes="checkpoint" if converted.windows_known else None)
+    return model.eval(), converted
+
+
+def top_k(logits: torch.Tensor, k: int, names: Optional[Sequence[str]]
+          ) -> List[Tuple[int, Optional[str], float]]:
+    """The ``k`` most probable classes of one ``(num_classes,)`` logit vector: ``(index, name or
+    None, softmax probability)``, most probable first."""
+    probs = logits.float().softmax(-1)
+    values, indices = probs.topk(min(k, probs.numel()))
+    return [(int(i), names[int(i)] if names else None, float(p)) for p, i in zip(values, indices)]

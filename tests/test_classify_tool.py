@@ -1,0 +1,128 @@
+"""tools/classify.py on generated images and a saved HF classification directory (``id2label`` and a
+``preprocessor_config.json`` that differs from the defaults): the printed top-k equals the HF model's
+on HF's own preprocessing; an unreadable image is reported without stopping the others."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+
+from swinv2_backbone.checkpoint import convert_checkpoint
+from swinv2_backbone.features.classify import preprocessing_for
+from swinv2_backbone.testing import peers
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "classify.py"
+LABELS = ["circle", "square", "triangle", "star", "moon"]
+PREPROCESSOR = {"do_resize": True, "size": {"height": 64, "width": 64}, "resample": 3,
+                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                "image_processor_type": "ViTImageProcessor"}
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hf")
+    model = peers.hf_model("Swinv2ForImageClassification", peers.MINI, peers.W8, 71, image_size=64,
+                           num_labels=len(LABELS), id2label=dict(enumerate(LABELS)))
+    model.save_pretrained(directory)
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
+    return directory, model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> List[Path]:
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(48, 80), (100, 70)]):
+        path = directory / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def expected_lines(model: torch.nn.Module, pixel_values: torch.Tensor, k: int) -> List[str]:
+    with torch.no_grad():
+        probs = model(pixel_values).logits[0].softmax(-1)
+    values, indices = probs.topk(k)
+    return [f"  {r}. {LABELS[int(i)]} ({int(i)})  {float(p):.4f}"
+            for r, (p, i) in enumerate(zip(values, indices), 1)]
+
+
+def test_preprocessing_follows_the_hf_processor(hf_dir, images):
+    from transformers import AutoImageProcessor
+
+    directory, _ = hf_dir
+    ours = preprocessing_for(directory, convert_checkpoint(directory))
+    assert ours.size == (64, 64) and ours.resample == 3 and ours.mean == (0.5, 0.5, 0.5)
+    processor = AutoImageProcessor.from_pretrained(directory, use_fast=False)  # the Pillow path
+    from PIL import Image
+
+    theirs = processor(Image.open(images[1]).convert("RGB"), return_tensors="pt").pixel_values[0]
+    assert float((ours.load(images[1]) - theirs).abs().max()) < 1e-5
+
+
+def test_prints_named_top_k_and_survives_a_bad_image(hf_dir, images, tmp_path):
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    directory, model = hf_dir
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    result = run_tool(str(images[0]), str(broken), str(images[1]), "--checkpoint", str(directory),
+                      "--topk", "3")
+    assert result.returncode == 1, result.stderr
+    assert "broken.png" in result.stderr and "1 input(s) could not be classified" in result.stderr
+    processor = AutoImageProcessor.from_pretrained(directory, use_fast=False)  # the Pillow path
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith(f"{directory}/model.safetensors: hf,"))
+    assert "5 classes, named" in header and "preprocessor_config.json" in header
+    for path in images:
+        start = lines.index(str(path))
+        pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt").pixel_values
+        assert lines[start + 1:start + 4] == expected_lines(model, pixels, 3)
+
+
+def test_indices_without_names_and_default_preprocessing(images, tmp_path):
+    timm_model = peers.timm_model(peers.MINI, peers.W8, 72, num_classes=7)
+    path = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
+    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "2")
+    assert result.returncode == 0, result.stderr
+    assert "7 classes;" in result.stdout and "256 px" in result.stdout
+    assert result.stdout.splitlines()[-2].startswith("  1. class ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--topk", "0"], "--topk must be >= 1"),
+    (["--topk", "9"], "--topk 9 exceeds the checkpoint's 5 classes"),
+    (["--device", "tpu"], "invalid device 'tpu'"),
+])
+def test_bad_arguments(hf_dir, images, args, message):
+    directory, _ = hf_dir
+    result = run_tool(str(images[0]), "--checkpoint", str(directory), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_checkpoint_without_head_or_missing(images, tmp_path):
+    headless = peers.timm_model(peers.MINI, peers.W8, 73, num_classes=0)
+    path = peers.save_torch(headless.state_dict(), str(tmp_path), "headless.pth")
+    result = run_tool(str(images[0]), "--checkpoint", path)
+    assert result.returncode == 2 and "has no classification head" in result.stderr
+    result = run_tool(str(images[0]), "--checkpoint", str(tmp_path / "nope.pth"))
+    assert result.returncode == 2 and "nope.pth" in result.stderr

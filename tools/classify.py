@@ -1,0 +1,93 @@
+"""Classify images with a SwinV2 classification checkpoint of any supported format.
+
+    python tools/classify.py IMAGE... --checkpoint CKPT [--topk 5] [--device cpu|cuda]
+
+IMAGE: image files, folders (their images, not recursive) or glob patterns (quote them). For every
+image the top-k classes are printed with their softmax probabilities, by name when the checkpoint
+names its classes (HF ``config.json`` ``id2label``), by index otherwise. Preprocessing follows the
+checkpoint's ``preprocessor_config.json`` (HF directories) when there is one, else: RGB, resized to
+the checkpoint's image size, ImageNet mean/std.
+
+An image that cannot be read is reported and skipped; the exit status is then 1 after all the others
+are classified. Bad arguments or an unusable checkpoint stop the run with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+import torch
+
+from swinv2_backbone.checkpoint import CheckpointError
+from swinv2_backbone.features import ImageReadError, find_images, parse_device
+from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or globs")
+    parser.add_argument("--checkpoint", required=True,
+                        help="classification checkpoint: HF directory, official/timm/torchvision/"
+                             "mmpretrain file, or this project's classifier")
+    parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    args = parser.parse_args(argv)
+    if args.topk < 1:
+        parser.error(f"--topk must be >= 1, got {args.topk}")
+    try:
+        args.device = parse_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def format_prediction(rank: int, index: int, name: Optional[str], prob: float) -> str:
+    """One line of a prediction: ``  1. tabby cat (281)  0.4231`` or ``  1. class 281  0.4231``."""
+    label = f"{name} ({index})" if name is not None else f"class {index}"
+    return f"  {rank}. {label}  {prob:.4f}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        model, converted = load_classifier(args.checkpoint)
+        preprocessing = preprocessing_for(args.checkpoint, converted)
+    except (CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model.to(args.device)
+    if args.topk > model.num_classes:
+        print(f"error: --topk {args.topk} exceeds the checkpoint's {model.num_classes} classes",
+              file=sys.stderr)
+        return 2
+    print(f"{converted.source}: {converted.format}, {model.num_classes} classes"
+          f"{', named' if model.class_names else ''}; preprocessing {preprocessing.describe()}")
+    failed: List[str] = []
+    for item in args.images:
+        try:
+            paths = find_images([item])
+        except ImageReadError as err:
+            failed.append(str(err))
+            print(f"error: {err}", file=sys.stderr)
+            continue
+        for path in paths:
+            try:
+                x = preprocessing.load(path).unsqueeze(0).to(args.device)
+            except ImageReadError as err:
+                failed.append(str(err))
+                print(f"error: {err}", file=sys.stderr)
+                continue
+            with torch.no_grad():
+                logits = model(x)[0]
+            print(str(path))
+            for rank, (index, name, prob) in enumerate(top_k(logits, args.topk, model.class_names), 1):
+                print(format_prediction(rank, index, name, prob))
+    if failed:
+        print(f"{len(failed)} input(s) could not be classified", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
