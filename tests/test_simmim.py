@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.models.simmim import (SimMIM, normalize_targets, simmim_loss, simmim_mask)
 from swinv2_backbone.testing import peers
 
@@ -102,18 +101,13 @@ def test_mask_token_gets_gradients_only_through_masked_patches():
 
 # ------------------------------------------------------------------------------ parity with HF
 @pytest.mark.parametrize("variant, image_size, seed", [(peers.MINI, 128, 0), (peers.TINY, 192, 1)])
-def test_reconstruction_and_loss_match_hf(variant, image_size, seed):
+def test_reconstruction_and_loss_match_hf(variant, image_size, seed, tmp_path):
     hf = peers.hf_model("Swinv2ForMaskedImageModeling", variant, peers.W8, seed, image_size=image_size)
-    hf_state = hf.state_dict()
-    converted = convert_checkpoint(dict(hf_state), format="hf")
-    # the converter drops the MIM head; copied by hand until checkpoint loading supports it
-    assert set(converted.dropped["masked-image-modeling head"]) == {
-        "decoder.0.weight", "decoder.0.bias", "embeddings.mask_token"}
-    state = {f"backbone.{k}": v for k, v in converted.state_dict.items()}
-    state["backbone.mask_token"] = hf_state["swinv2.embeddings.mask_token"]
-    state.update({k: v for k, v in hf_state.items() if k.startswith("decoder.")})
-    ours = SimMIM(peers.ours(variant, peers.W8, out_norm=True, small_map="hf")).eval()
-    ours.load_state_dict(state, strict=True)
+    hf.save_pretrained(tmp_path)
+    # the whole HF model (encoder, mask token, decoder) through the checkpoint adapters
+    ours = SimMIM(peers.ours(variant, peers.W8, out_norm=True, small_map="hf"), pretrained=str(tmp_path))
+    ours.init_weights()
+    ours.eval()
 
     grid = image_size // 4
     x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))

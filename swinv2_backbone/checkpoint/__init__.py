@@ -8,7 +8,8 @@ SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg model
 * :func:`load_pretrained` fits the result to a model; importing this package registers it as the
   backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader.
 * :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export;
-  :func:`to_hf_classifier` exports a classifier (:func:`from_model` of a built model).
+  :func:`to_hf_classifier` exports a classifier and :func:`to_hf_mim` a SimMIM model
+  (:func:`from_model` of a built model).
 
 One module per source layout (``hf``, ``official``, ``timm``, ``torchvision``, ``mmpretrain``,
 ``native``) holds only that layout's renames; the native key patterns and the rules they share are
@@ -16,7 +17,8 @@ in :mod:`.keys`, the mapping result and window reading in :mod:`.common`.
 """
 from .common import CheckpointError
 from .convert import ConvertedCheckpoint, convert_checkpoint
-from .export import Exported, from_model, save_hf, save_native, save_timm, to_hf, to_hf_classifier, to_timm
+from .export import (Exported, from_model, save_hf, save_native, save_timm, to_hf, to_hf_classifier,
+                     to_hf_mim, to_timm)
 from .io import CheckpointFile, load_checkpoint_file, save_state_dict
 from .load import load_pretrained
 from .registry import FORMATS, CheckpointFormat, detect_format
@@ -42,5 +44,6 @@ __all__ = [
     "save_timm",
     "to_hf",
     "to_hf_classifier",
+    "to_hf_mim",
     "to_timm",
 ]

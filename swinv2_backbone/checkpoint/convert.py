@@ -36,7 +36,8 @@ class ConvertedCheckpoint:
             heads, other modules).
         notes: Further facts for the summary (containers and prefixes that were unwrapped).
         heads: Head name -> its tensors under native head keys, apart from the encoder weights
-            (``'classification head'`` -> ``head.weight``/``head.bias``). Each head's source keys
+            (``'classification head'`` -> ``head.weight``/``head.bias``; ``'mask token'`` ->
+            ``mask_token``; ``'masked-image-modeling head'`` -> ``decoder.0.weight``/``bias``). Each head's source keys
             are also listed in :attr:`dropped` under its name: a backbone drops it, a model with
             that head takes it (:meth:`summary` with ``taken``).
         labels: Class names by index of the classification head, where the file names them.

@@ -1,9 +1,11 @@
-"""Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm, and a
-classifier to Hugging Face ``Swinv2ForImageClassification``.
+"""Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm, a
+classifier to Hugging Face ``Swinv2ForImageClassification`` and a SimMIM model to Hugging Face
+``Swinv2ForMaskedImageModeling``.
 
 ``to_hf`` / ``to_timm`` return the peer's state dict (``to_hf_classifier`` with the classification
-head; :func:`from_model` turns a built model into the converted weights they take); ``save_hf`` writes a directory that
-``transformers.Swinv2Model.from_pretrained`` loads, ``save_timm`` a file that timm's
+head, ``to_hf_mim`` with the mask token and the SimMIM decoder; :func:`from_model` turns a built
+model into the converted weights they take); ``save_hf`` writes a directory that
+``transformers.Swinv2Model.from_pretrained`` (or the task model's) loads, ``save_timm`` a file that timm's
 ``SwinTransformerV2`` (``num_classes=0``) loads with ``load_state_dict`` or through
 ``pretrained_cfg_overlay=dict(file=...)``. Only the last stage's output norm has a counterpart in
 either peer (their final norm); the other output norms are left out and reported.
@@ -13,14 +15,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from torch import nn
 
 from . import hf, timm
 from .common import CheckpointError, StateDict
-from ..models import Swinv2Backbone, Swinv2Classifier
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike, save_state_dict
-from .keys import CLASSIFICATION_HEAD
+from .keys import CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD
+from .load import backbone_of
+from .native import describe_mismatch
 
 
 @dataclass
@@ -105,10 +110,56 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
     return Exported(state, config, encoder.notes)
 
 
-def from_model(model: Union[Swinv2Backbone, Swinv2Classifier]) -> ConvertedCheckpoint:
+def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
+    """Native weights with a mask token and a SimMIM decoder -> HF
+    ``Swinv2ForMaskedImageModeling`` state dict (``swinv2.`` encoder with
+    ``swinv2.embeddings.mask_token``, ``decoder.0.*``) and ``config.json`` (``encoder_stride`` the
+    encoder's output stride, which the decoder's pixel shuffle undoes).
+
+    HF reconstructs square inputs of ``image_size`` only (it reshapes the tokens to a square and
+    the mask to ``image_size / patch_size`` per side).
+
+    Args:
+        converted: Weights with known windows, a mask token and a decoder (e.g. :func:`from_model`
+            of a ``SimMIM`` / ``Swinv2SimMIM``, or a converted SimMIM checkpoint).
+        image_size: As for :func:`to_hf`.
+
+    Raises:
+        CheckpointError: No mask token or decoder, or a decoder of another stride or channel count
+            than the encoder's.
+    """
+    missing = [name for name in (MASK_TOKEN, MIM_HEAD) if name not in converted.heads]
+    if missing:
+        raise CheckpointError(f"{converted.source} has no {' and no '.join(missing)} to export to "
+                              "Swinv2ForMaskedImageModeling")
+    s = converted.structure
+    stride = s.patch_size * 2 ** (s.num_stages - 1)
+    channels = stride ** 2 * s.in_channels
+    decoder = converted.heads[MIM_HEAD]
+    problems = describe_mismatch(decoder, {"decoder.0.weight": (channels, s.dims[-1], 1, 1),
+                                           "decoder.0.bias": (channels,)},
+                                 "checkpoint", f"HF at encoder_stride {stride}")
+    if problems:
+        raise CheckpointError(f"{converted.source}: the SimMIM decoder does not fit HF's: "
+                              + "; ".join(problems))
+    encoder = to_hf(converted, image_size)
+    state = {f"swinv2.{k}": v for k, v in encoder.state_dict.items()}
+    state["swinv2.embeddings.mask_token"] = converted.heads[MASK_TOKEN][MASK_TOKEN_KEY]
+    state.update(decoder)
+    config = {**encoder.config, "architectures": ["Swinv2ForMaskedImageModeling"],
+              "encoder_stride": stride}
+    return Exported(state, config, encoder.notes)
+
+
+def from_model(model: nn.Module) -> ConvertedCheckpoint:
     """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows,
-    and for a classifier its head and class names."""
-    backbone = model.backbone if isinstance(model, Swinv2Classifier) else model
+    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``Swinv2SimMIM``)
+    its mask token and decoder.
+
+    Args:
+        model: A ``Swinv2Backbone``, ``Swinv2Classifier``, ``SimMIM`` or ``Swinv2SimMIM``.
+    """
+    backbone = backbone_of(model)
     converted = convert_checkpoint(model.state_dict(), format="native").with_windows(
         backbone.window_size, backbone.pretrained_window_sizes)
     names = getattr(model, "class_names", None)

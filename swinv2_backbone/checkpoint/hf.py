@@ -16,7 +16,8 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 import torch
 
 from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
-from .keys import CLASSIFICATION_HEAD, StateDict, Tensor, final_norm_for_export, num_stages
+from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, StateDict, Tensor,
+                   final_norm_for_export, num_stages, split_prefix)
 
 NAME = "hf"
 DESCRIPTION = ("Hugging Face transformers Swinv2Model / ForImageClassification / Backbone / "
@@ -34,10 +35,11 @@ _BLOCK_RENAMES = (
 )
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 _NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
-_MIM_HEAD = ("decoder.", "embeddings.mask_token")
-#: Modules next to ``swinv2.`` in the task models that are dropped (the classifier is kept).
-_HEADS = ((_MIM_HEAD, "masked-image-modeling head"),)
-_CLASSIFIER = "classifier."
+#: Heads next to ``swinv2.`` in the task models: prefix -> (head name, native prefix). The MIM
+#: decoder's keys are the native ones already.
+_HEAD_PREFIXES = {"classifier.": (CLASSIFICATION_HEAD, "head."), "decoder.": (MIM_HEAD, "decoder.")}
+#: HF's mask token (``Swinv2Model(use_mask_token=True)``, as in ``Swinv2ForMaskedImageModeling``).
+_MASK_TOKEN = "embeddings.mask_token"
 #: HF's placeholder class names (``LABEL_0``...), which name no class.
 _PLACEHOLDER_LABEL = re.compile(r"^LABEL_\d+$")
 #: Native structure field <- config.json key, checked against the tensors.
@@ -142,21 +144,36 @@ def check_config(config: Mapping[str, Any], name: str) -> None:
                               "Face SwinV2 ('swinv2') is supported")
 
 
+def keep_heads(state: StateDict, mapped: Mapped) -> StateDict:
+    """Keep the task heads next to ``swinv2.`` (classifier, MIM decoder) and the mask token of
+    ``state`` as heads of ``mapped`` under their native keys; returns the encoder's entries
+    (``swinv2.`` stripped) and any unknown others, left for validation to report."""
+    wrapped = any(k.startswith("swinv2.") for k in state)
+    if wrapped:
+        rest: StateDict = {}
+        for key, value in state.items():
+            prefix = next((p for p in _HEAD_PREFIXES if key.startswith(p)), None)
+            if prefix is None:
+                rest[key] = value
+            else:
+                head, native = _HEAD_PREFIXES[prefix]
+                mapped.keep_head(head, key, native + key[len(prefix):], value)
+        encoder, others = split_prefix(rest, "swinv2.")
+        state = {**encoder, **others}
+    if _MASK_TOKEN in state:
+        source_key = "swinv2." + _MASK_TOKEN if wrapped else _MASK_TOKEN
+        mapped.keep_head(MASK_TOKEN, source_key, MASK_TOKEN_KEY, state[_MASK_TOKEN])
+        state = {k: v for k, v in state.items() if k != _MASK_TOKEN}
+    return state
+
+
 def to_native(source: Source) -> Mapped:
     """HF -> native: strip ``swinv2.``, keep the ``classifier`` as the native ``head`` (class
-    names from ``id2label``), drop the MIM ``decoder``/mask token, merge q/k/v, drop the [CLS] slot
-    of the position embedding; windows from ``config.json``."""
+    names from ``id2label``), the MIM ``decoder`` and the mask token as their heads (see
+    :mod:`.keys`), merge q/k/v, drop the [CLS] slot of the position embedding; windows from
+    ``config.json``."""
     mapped = Mapped()
-    state = source.state_dict
-    if any(k.startswith("swinv2.") for k in state):
-        for key in [k for k in state if k.startswith(_CLASSIFIER)]:
-            mapped.keep_head(CLASSIFICATION_HEAD, key, "head." + key[len(_CLASSIFIER):], state[key])
-        state = {k: v for k, v in state.items() if not k.startswith(_CLASSIFIER)}
-        encoder, others = mapped.take_prefix(state, "swinv2.", _HEADS)
-        state = {**encoder, **others}
-    if "embeddings.mask_token" in state:
-        mapped.drop("masked-image-modeling head", "embeddings.mask_token")
-        state = {k: v for k, v in state.items() if k != "embeddings.mask_token"}
+    state = keep_heads(source.state_dict, mapped)
     native, unmapped = hf_to_native(state)
     for key, reason in unmapped.items():
         if reason == "SwinV2 has no key bias":

@@ -14,7 +14,12 @@ Native keys are the official Microsoft names without buffers:
 
 Heads are kept apart from the encoder (:attr:`~swinv2_backbone.checkpoint.common.Mapped.heads`),
 under a head name and their own native keys: the classifier is :data:`CLASSIFICATION_HEAD` with
-``head.weight`` / ``head.bias`` (:data:`CLASSIFIER_KEYS`), the official and torchvision names.
+``head.weight`` / ``head.bias`` (:data:`CLASSIFIER_KEYS`), the official and torchvision names. Masked
+image modeling (SimMIM) has two parts, kept as two heads because a backbone built with
+``use_mask_token=True`` takes the token alone: :data:`MASK_TOKEN` with the native key ``mask_token``
+(:data:`MASK_TOKEN_KEY`, the backbone's parameter) and :data:`MIM_HEAD`, the decoder, with
+``decoder.0.weight`` / ``decoder.0.bias`` (:data:`MIM_DECODER_KEYS`, the names of HF, the official
+code and :class:`~swinv2_backbone.models.SimMIM`).
 
 Some layouts also store buffers the model recomputes (:data:`RECOMPUTED_BUFFERS`); the first block's
 ``relative_coords_table`` of each stage tells the windows it was trained with (:func:`coords_tables`).
@@ -50,6 +55,14 @@ FINAL_NORM = ("norm.weight", "norm.bias")
 CLASSIFICATION_HEAD = "classification head"
 #: Native keys of the classification head: one Linear from the last stage's channels to the classes.
 CLASSIFIER_KEYS = ("head.weight", "head.bias")
+#: Name of the SimMIM decoder among a checkpoint's heads (also its reason in ``dropped``).
+MIM_HEAD = "masked-image-modeling head"
+#: Native keys of the SimMIM decoder: the 1x1 convolution before the pixel shuffle.
+MIM_DECODER_KEYS = ("decoder.0.weight", "decoder.0.bias")
+#: Name of the mask token among a checkpoint's heads (also its reason in ``dropped``).
+MASK_TOKEN = "mask token"
+#: Native key of the mask token, ``(1, 1, embed_dims)``: the backbone's ``mask_token`` parameter.
+MASK_TOKEN_KEY = "mask_token"
 #: Names of the recomputed buffers that some layouts keep in their state dicts.
 RECOMPUTED_BUFFERS = ("relative_coords_table", "relative_position_index", "attn_mask")
 
@@ -110,6 +123,12 @@ def linear_head(state: Mapping[str, V]) -> Optional[Dict[str, V]]:
     if set(state) == {"head.fc.weight", "head.fc.bias"}:
         return {"head." + k[len("head.fc."):]: v for k, v in state.items()}
     return None
+
+
+def mim_decoder(state: Mapping[str, V]) -> Optional[Dict[str, V]]:
+    """The SimMIM decoder of a whole model's non-encoder entries ``state`` when they are exactly
+    :data:`MIM_DECODER_KEYS`, else ``None`` (another kind of head, or other modules)."""
+    return dict(state) if set(state) == set(MIM_DECODER_KEYS) else None
 
 
 def final_norm_to_native(key: str, last: int) -> Optional[str]:

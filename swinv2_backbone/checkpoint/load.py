@@ -12,6 +12,11 @@ Policy when fitting the converted weights to the model:
 * A ``Swinv2Classifier`` also takes the checkpoint's classification head (strictly, class count
   included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
   summary names it among the dropped parts.
+* Masked image modeling: a SimMIM model (:class:`~swinv2_backbone.models.SimMIM`, and mmengine's
+  ``Swinv2SimMIM``) takes the encoder, the mask token and the decoder, all strictly, to continue
+  pre-training. A backbone built with ``use_mask_token=True`` takes the checkpoint's mask token and
+  says so, or keeps its initial token when the checkpoint has none (named in the summary); a plain
+  backbone leaves token and decoder out (named among the dropped parts).
 
 One summary line is logged (mmengine's current logger when mmengine is installed, and the
 ``swinv2_backbone`` logger), naming the format, the architecture and the training windows. If the
@@ -27,11 +32,12 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import Swinv2Classifier
+from ..models import Swinv2Backbone, Swinv2Classifier
+from ..models.simmim import SimMIMDecoder
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
-from .keys import CLASSIFICATION_HEAD, OUT_NORM, stage_of
+from .keys import CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, OUT_NORM, split_prefix, stage_of
 from .native import describe_mismatch
 
 LOGGER_NAME = "swinv2_backbone"
@@ -84,7 +90,8 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[St
     initialisation) and the notes for the summary. Raises :class:`CheckpointError` listing missing,
     unexpected and wrongly shaped keys otherwise.
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # the mask token is fitted apart (fit_mask_token): converted weights never hold it
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != MASK_TOKEN_KEY}
     state = dict(converted.state_dict)
     notes: List[str] = []
     unbuilt = _unbuilt(state, model)
@@ -147,6 +154,82 @@ def fit_classifier_head(
     return head, [f"loaded the classification head ({model.num_classes} classes{named})"]
 
 
+def is_simmim(model: nn.Module) -> bool:
+    """Whether ``model`` is a SimMIM model: a ``Swinv2Backbone`` as ``backbone`` and a
+    :class:`~swinv2_backbone.models.simmim.SimMIMDecoder` as ``decoder`` (``SimMIM`` and the mmengine
+    ``Swinv2SimMIM``, which this package layer cannot import)."""
+    return (isinstance(getattr(model, "backbone", None), Swinv2Backbone)
+            and isinstance(getattr(model, "decoder", None), SimMIMDecoder))
+
+
+def backbone_of(model: nn.Module) -> Swinv2Backbone:
+    """The ``Swinv2Backbone`` of ``model`` that takes the encoder weights: the model itself, or
+    the ``backbone`` of a ``Swinv2Classifier`` or SimMIM model.
+
+    Raises:
+        TypeError: Any other model.
+    """
+    if isinstance(model, Swinv2Backbone):
+        return model
+    if isinstance(model, Swinv2Classifier) or is_simmim(model):
+        return model.backbone
+    raise TypeError(f"load_pretrained loads a Swinv2Backbone, Swinv2Classifier, SimMIM or "
+                    f"Swinv2SimMIM, got {type(model).__name__}")
+
+
+def fit_mask_token(
+    converted: ConvertedCheckpoint, backbone: Swinv2Backbone, required: bool
+) -> Tuple[StateDict, List[str]]:
+    """The checkpoint's mask token for ``backbone`` (``{'mask_token': tensor}``, empty when the
+    backbone has none or keeps its own) and the notes for the summary.
+
+    Args:
+        converted: The converted checkpoint.
+        backbone: The backbone to load.
+        required: Refuse a checkpoint without a mask token (SimMIM models) instead of keeping the
+            backbone's initial token.
+
+    Raises:
+        CheckpointError: A token of the wrong shape, or none when ``required``.
+    """
+    if backbone.mask_token is None:
+        return {}, []
+    token = converted.heads.get(MASK_TOKEN, {}).get(MASK_TOKEN_KEY)
+    if token is None:
+        if required:
+            raise CheckpointError(
+                f"{converted.source} ({converted.format}) has no mask token, which a SimMIM model "
+                "loads to continue pre-training; to start pre-training from these encoder weights "
+                "load them into model.backbone (a fresh token and decoder)")
+        return {}, ["the checkpoint has no mask token: use_mask_token=True keeps its initial token"]
+    if tuple(token.shape) != tuple(backbone.mask_token.shape):
+        raise CheckpointError(f"{converted.source}: mask token of shape {tuple(token.shape)}, the "
+                              f"model's is {tuple(backbone.mask_token.shape)}")
+    return {MASK_TOKEN_KEY: token}, ["loaded the mask token (use_mask_token=True)"]
+
+
+def fit_mim_decoder(converted: ConvertedCheckpoint, decoder: nn.Module) -> Tuple[StateDict, List[str]]:
+    """The checkpoint's SimMIM decoder for ``decoder`` (native ``decoder.*`` keys), strictly, and
+    the notes for the summary.
+
+    Raises:
+        CheckpointError: The checkpoint has no decoder, or one of other keys or shapes (another
+            stride or image channel count).
+    """
+    head = converted.heads.get(MIM_HEAD)
+    if head is None:
+        raise CheckpointError(
+            f"{converted.source} ({converted.format}) has no masked-image-modeling decoder "
+            "(decoder.0.*), which a SimMIM model loads; to start pre-training from these encoder "
+            "weights load them into model.backbone")
+    expected = {f"decoder.{k}": tuple(v.shape) for k, v in decoder.state_dict().items()}
+    problems = describe_mismatch(head, expected, "checkpoint", "model", "unexpected keys")
+    if problems:
+        raise CheckpointError(f"{converted.source}: the masked-image-modeling decoder does not fit "
+                              "the model: " + "; ".join(problems))
+    return head, ["loaded the masked-image-modeling decoder"]
+
+
 def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[str]:
     """A warning text when the model's coordinate normalisation differs from the checkpoint's
     (for the stages whose training windows the checkpoint records), else ``None``."""
@@ -191,8 +274,11 @@ def load_pretrained(
     """Convert ``checkpoint`` (any supported format) and load it into ``model``.
 
     Args:
-        model: A ``Swinv2Backbone``, or a ``Swinv2Classifier``: its backbone takes the encoder and
-            its ``head`` the classification head (see :func:`fit_classifier_head`).
+        model: A ``Swinv2Backbone`` (with ``use_mask_token=True`` it takes the mask token, see
+            :func:`fit_mask_token`), a ``Swinv2Classifier``: its backbone takes the encoder and
+            its ``head`` the classification head (see :func:`fit_classifier_head`), or a SimMIM
+            model (:func:`is_simmim`): its backbone takes the encoder and the mask token, its
+            ``decoder`` the masked-image-modeling decoder (:func:`fit_mim_decoder`).
         checkpoint: Path, HF/timm directory, or an already loaded checkpoint dict.
         prefix: Take only keys under this prefix (e.g. ``'backbone.'``).
         pretrained_window_sizes: ``None`` (keep the model's, warn if they disagree with the
@@ -207,34 +293,46 @@ def load_pretrained(
         CheckpointError: Unreadable or unrecognised checkpoint, or weights that do not fit the
             model (the message lists the keys).
         ValueError: Invalid ``pretrained_window_sizes``.
+        TypeError: A model of another kind.
     """
     if pretrained_window_sizes not in (None, "checkpoint"):
         raise ValueError(f"pretrained_window_sizes must be None or 'checkpoint', got "
                          f"{pretrained_window_sizes!r}; explicit values belong in the model config")
     converted = convert_checkpoint(checkpoint, format=format, prefix=prefix, map_location=map_location)
-    backbone = model.backbone if isinstance(model, Swinv2Classifier) else model
+    backbone = backbone_of(model)
     state, notes = fit_state_dict(converted, backbone)
-    head: Optional[StateDict] = None
+    token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
+    state.update(token)
+    notes += token_notes
+    # (head name, module, its state dict) of the heads the model takes
+    heads: List[Tuple[str, nn.Module, StateDict]] = []
     if isinstance(model, Swinv2Classifier):
         head, head_notes = fit_classifier_head(converted, model)
         notes += head_notes
+        if head is not None:
+            heads.append((CLASSIFICATION_HEAD, model.head, split_prefix(head, "head.")[0]))
+    if is_simmim(model):
+        decoder, decoder_notes = fit_mim_decoder(converted, model.decoder)
+        notes += decoder_notes
+        heads.append((MIM_HEAD, model.decoder, split_prefix(decoder, "decoder.")[0]))
     result = backbone.load_state_dict(state, strict=False)
-    if result.unexpected_keys or set(result.missing_keys) - {
-            k for k in backbone.state_dict() if OUT_NORM.match(k)}:
+    may_miss = {k for k in backbone.state_dict() if OUT_NORM.match(k)} | (
+        set() if token else {MASK_TOKEN_KEY})
+    if result.unexpected_keys or set(result.missing_keys) - may_miss:
         raise CheckpointError(f"{converted.source}: load_state_dict disagreed: missing "
                               f"{format_keys(result.missing_keys)}, unexpected "
                               f"{format_keys(result.unexpected_keys)}")
-    if head is not None:
-        model.head.load_state_dict({k[len("head."):]: v for k, v in head.items()})
-        if converted.labels is not None:
-            model.set_class_names(converted.labels)
+    for _, module, head_state in heads:
+        module.load_state_dict(head_state)
+    if isinstance(model, Swinv2Classifier) and heads and converted.labels is not None:
+        model.set_class_names(converted.labels)
     if pretrained_window_sizes == "checkpoint":
         values = apply_checkpoint_windows(converted, backbone)
         notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
     if converted.format == "timm" and backbone.small_map != "timm":
         notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
                      "features where a shifted stage map is padded by other than the shift")
-    taken = (CLASSIFICATION_HEAD,) if head is not None else ()
+    taken = [name for name, _, _ in heads] + ([MASK_TOKEN] if token else [])
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary(taken)] + notes))
     if pretrained_window_sizes is None:
         advice = window_advice(converted, backbone)

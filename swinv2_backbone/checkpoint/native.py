@@ -9,7 +9,11 @@ here with :func:`infer_structure`.
 As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
 part is taken and the other modules (neck, heads) are dropped. A whole model whose only other module
 is a linear classifier (``head.*``: :class:`~swinv2_backbone.models.Swinv2Classifier`; ``head.fc.*``:
-an mmpretrain ``ImageClassifier`` around ``Swinv2Backbone``) keeps it as the classification head.
+an mmpretrain ``ImageClassifier`` around ``Swinv2Backbone``) keeps it as the classification head; one
+whose only other module is the SimMIM ``decoder.0.*`` (:class:`~swinv2_backbone.models.SimMIM`, and
+the mmengine training checkpoints of ``Swinv2SimMIM``) keeps it as the masked-image-modeling head. A
+backbone's ``mask_token`` (``use_mask_token=True``) is kept as the mask token head, not an encoder
+key (see :mod:`.keys`).
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ from dataclasses import dataclass
 from typing import Collection, Dict, List, Optional, Tuple
 
 from .common import CheckpointError, Mapped, Source, StageWindow, format_keys
-from .keys import BLOCK, CLASSIFICATION_HEAD, FINAL_NORM, OUT_NORM, RECOMPUTED_BUFFERS, StateDict, \
-    linear_head, split_prefix, stage_of, strip_prefix
+from .keys import BLOCK, CLASSIFICATION_HEAD, FINAL_NORM, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, \
+    OUT_NORM, RECOMPUTED_BUFFERS, StateDict, linear_head, mim_decoder, split_prefix, stage_of, \
+    strip_prefix
 
 NAME = "native"
 DESCRIPTION = ("this project's Swinv2Backbone checkpoints, and whole mmdet/mmseg model checkpoints "
@@ -249,22 +254,37 @@ def _module_names(keys: Collection[str]) -> str:
     return ", ".join(sorted({k.split(".", 1)[0] for k in keys}))
 
 
+def keep_whole_model_heads(rest: StateDict, mapped: Mapped) -> None:
+    """Record the non-backbone entries ``rest`` of a whole-model checkpoint in ``mapped``: a linear
+    classifier as the classification head, a SimMIM decoder as the masked-image-modeling head (both
+    only when they are the model's one other module), anything else as dropped."""
+    classifier = linear_head(rest)
+    decoder = mim_decoder(rest)
+    for key, value in rest.items():
+        if classifier is not None:
+            mapped.keep_head(CLASSIFICATION_HEAD, key, key.replace("head.fc.", "head."), value)
+        elif decoder is not None:
+            mapped.keep_head(MIM_HEAD, key, key, value)
+        else:
+            mapped.drop("other modules of a whole model", key)
+
+
 def to_native(source: Source) -> Mapped:
-    """Take the state dict as it is (its ``backbone.`` part for whole-model checkpoints) and the
-    training windows recorded in this project's metadata, if any."""
+    """Take the state dict as it is (its ``backbone.`` part for whole-model checkpoints, the mask
+    token and the heads apart) and the training windows recorded in this project's metadata, if
+    any."""
     state = source.state_dict
     mapped = Mapped()
+    token_key = MASK_TOKEN_KEY
     if any(k.startswith("backbone.") for k in state):
         inner, rest = split_prefix(state, "backbone.")
-        classifier = linear_head(rest)
-        for key in rest:
-            if classifier is None:
-                mapped.drop("other modules of a whole model", key)
-            else:
-                mapped.keep_head(CLASSIFICATION_HEAD, key, key.replace("head.fc.", "head."), rest[key])
+        keep_whole_model_heads(rest, mapped)
         mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {_module_names(rest)}"
                             if rest else "took 'backbone.*'")
-        state = inner
+        state, token_key = inner, "backbone." + MASK_TOKEN_KEY
+    if MASK_TOKEN_KEY in state:
+        mapped.keep_head(MASK_TOKEN, token_key, MASK_TOKEN_KEY, state[MASK_TOKEN_KEY])
+        state = {k: v for k, v in state.items() if k != MASK_TOKEN_KEY}
     mapped.state_dict = dict(state)
     windows = (source.meta or {}).get("window_size")
     pretrained = (source.meta or {}).get("pretrained_window_sizes")

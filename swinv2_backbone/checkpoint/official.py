@@ -1,5 +1,6 @@
 """The official Microsoft SwinV2 release (``swinv2_*_patch4_window*_*.pth``, ``{'model': ...}``) and its
-SimMIM pre-training files (``encoder.`` prefix, ``rpe_mlp`` for ``cpb_mlp``, MIM decoder).
+SimMIM pre-training files (``encoder.`` prefix, ``rpe_mlp`` for ``cpb_mlp``, ``encoder.mask_token``,
+MIM ``decoder.0.*``; the token and the decoder are kept as their heads, see :mod:`.keys`).
 
 Their key names are the native ones plus the persistent buffers (``relative_coords_table``,
 ``relative_position_index``, ``attn_mask``), the final ``norm`` (the last stage's output norm here)
@@ -10,16 +11,14 @@ from __future__ import annotations
 from typing import Collection
 
 from .common import Mapped, Source
-from .keys import (CLASSIFICATION_HEAD, StateDict, final_norm_to_native, is_buffer_key, num_stages,
-                   strip_prefix)
+from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, StateDict,
+                   final_norm_to_native, is_buffer_key, num_stages, split_prefix, strip_prefix)
 from .native import OFFICIAL_ONLY, has_official_encoder
 
 NAME = "official"
 DESCRIPTION = "official Microsoft SwinV2 release ({'model': ...}, final 'norm', 'head', buffers)"
 SIMMIM_NAME = "simmim"
 SIMMIM_DESCRIPTION = "official SimMIM pre-training ('encoder.' prefix, 'rpe_mlp', MIM decoder)"
-
-_MIM_HEAD = "masked-image-modeling head"
 
 
 def detect(keys: Collection[str]) -> bool:
@@ -54,13 +53,18 @@ def to_native(source: Source) -> Mapped:
 
 
 def simmim_to_native(source: Source) -> Mapped:
-    """SimMIM pre-training -> native: take ``encoder.*``, rename ``rpe_mlp`` to ``cpb_mlp``, drop
-    the mask token and the ``decoder`` (the MIM head)."""
+    """SimMIM pre-training -> native: ``encoder.*`` as the official release (``rpe_mlp`` renamed
+    ``cpb_mlp``), ``encoder.mask_token`` kept as the mask token and ``decoder.*`` as the
+    masked-image-modeling head (native keys unchanged: ``decoder.0.weight/bias``); other keys are
+    left for validation to report."""
     mapped = Mapped()
-    encoder, others = mapped.take_prefix(source.state_dict, "encoder.", (("decoder.", _MIM_HEAD),))
-    mapped.state_dict.update(others)  # left for validation to report
-    if "mask_token" in encoder:
-        mapped.drop(_MIM_HEAD, "encoder.mask_token")
-    official: StateDict = {k.replace(".rpe_mlp.", ".cpb_mlp."): v for k, v in encoder.items()
-                           if k != "mask_token"}
+    encoder, rest = split_prefix(source.state_dict, "encoder.")
+    decoder, others = split_prefix(rest, "decoder.")
+    for key, value in decoder.items():
+        mapped.keep_head(MIM_HEAD, "decoder." + key, "decoder." + key, value)
+    mapped.state_dict.update(others)
+    if MASK_TOKEN_KEY in encoder:
+        mapped.keep_head(MASK_TOKEN, "encoder." + MASK_TOKEN_KEY, MASK_TOKEN_KEY,
+                         encoder.pop(MASK_TOKEN_KEY))
+    official: StateDict = {k.replace(".rpe_mlp.", ".cpb_mlp."): v for k, v in encoder.items()}
     return official_to_native(official, mapped)

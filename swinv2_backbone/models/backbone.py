@@ -24,6 +24,40 @@ from .presets import ARCH_SETTINGS
 WEIGHT_LOADERS: Dict[str, Callable[..., object]] = {}
 
 
+def pretrained_init_cfg(pretrained: Optional[str], init_cfg: Optional[Union[dict, List[dict]]]
+                        ) -> Optional[Union[dict, List[dict]]]:
+    """The ``init_cfg`` of a model built with ``pretrained=PATH`` (shorthand for
+    ``dict(type='Pretrained', checkpoint=PATH)``) or ``init_cfg``; at most one may be given.
+
+    Args:
+        pretrained: Checkpoint path, or ``None``.
+        init_cfg: mmengine initialisation config, or ``None``.
+    """
+    if pretrained is None:
+        return init_cfg
+    if init_cfg is not None:
+        raise ValueError("give either pretrained or init_cfg, not both")
+    if not isinstance(pretrained, str):
+        raise TypeError(f"pretrained must be a checkpoint path (str), got {type(pretrained)}")
+    return dict(type="Pretrained", checkpoint=pretrained)
+
+
+def load_registered_weights(model: nn.Module) -> bool:
+    """Run the :data:`WEIGHT_LOADERS` entry named by ``model.init_cfg['type']`` on ``model`` (with
+    the other ``init_cfg`` entries as keyword arguments) and mark the model initialised; returns
+    False, doing nothing, when ``init_cfg`` names no registered loader.
+
+    Args:
+        model: A module with mmengine's ``init_cfg`` / ``_is_init`` attributes.
+    """
+    cfg = model.init_cfg
+    if not (isinstance(cfg, dict) and cfg.get("type") in WEIGHT_LOADERS):
+        return False
+    WEIGHT_LOADERS[cfg["type"]](model, **{k: v for k, v in cfg.items() if k != "type"})
+    model._is_init = True
+    return True
+
+
 def _stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
     windows = per_stage(window_size, num_stages, "window_size")
     if any(w < 1 for w in windows):
@@ -164,13 +198,7 @@ class Swinv2Backbone(BaseModule):
     ) -> None:
         if unknown:
             raise TypeError(_unknown_arguments_message(unknown))
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError("give either pretrained or init_cfg, not both")
-            if not isinstance(pretrained, str):
-                raise TypeError(f"pretrained must be a checkpoint path (str), got {type(pretrained)}")
-            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
 
         if arch is not None and arch not in ARCH_SETTINGS:
             raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCH_SETTINGS)} or give "
@@ -279,13 +307,10 @@ class Swinv2Backbone(BaseModule):
     def init_weights(self) -> None:
         """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
         or re-apply the default initialisation (and any other mmengine ``init_cfg``)."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get("type") in WEIGHT_LOADERS:
-            WEIGHT_LOADERS[cfg["type"]](self, **{k: v for k, v in cfg.items() if k != "type"})
-            self._is_init = True
+        if load_registered_weights(self):
             return
         self._init_default()
-        if cfg is not None:
+        if self.init_cfg is not None:
             super().init_weights()
 
     # ------------------------------------------------------------------ windows

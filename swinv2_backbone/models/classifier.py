@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .args import check_flag, check_int, check_number
-from .backbone import WEIGHT_LOADERS, Swinv2Backbone
+from .backbone import Swinv2Backbone, load_registered_weights, pretrained_init_cfg
 from .base import BaseModule
 
 #: Backbone arguments the classifier fixes: one output, the last stage, with its norm.
@@ -63,13 +63,7 @@ class Swinv2Classifier(BaseModule):
         fixed = sorted(set(backbone) & set(_FIXED_BACKBONE_ARGS))
         if fixed:
             raise TypeError(f"Swinv2Classifier fixes {fixed}: it classifies the normed last stage")
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError("give either pretrained or init_cfg, not both")
-            if not isinstance(pretrained, str):
-                raise TypeError(f"pretrained must be a checkpoint path (str), got {type(pretrained)}")
-            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         check_int("num_classes", num_classes, 1)
         check_number("head_drop_rate", head_drop_rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
         self.backbone = Swinv2Backbone(out_indices=(-1,), out_norm=True, small_map=small_map,
@@ -102,14 +96,11 @@ class Swinv2Classifier(BaseModule):
     def init_weights(self) -> None:
         """Load the checkpoint named by ``init_cfg``/``pretrained`` (backbone and, unless
         ``new_head``, classifier; strict), or re-apply the default initialisation."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get("type") in WEIGHT_LOADERS:
-            WEIGHT_LOADERS[cfg["type"]](self, **{k: v for k, v in cfg.items() if k != "type"})
-            self._is_init = True
+        if load_registered_weights(self):
             return
         self.backbone.init_weights()
         self._init_head()
-        if cfg is not None:
+        if self.init_cfg is not None:
             super().init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,14 +16,15 @@ works and the loss counts real pixels only.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .args import check_int, check_number
-from .backbone import Swinv2Backbone, check_patch_mask
+from .backbone import Swinv2Backbone, check_patch_mask, load_registered_weights, pretrained_init_cfg
+from .base import BaseModule
 
 #: ``'eps'`` of the loss's denominator (HF and official), so that an all-visible mask gives 0.
 LOSS_EPS = 1e-5
@@ -186,11 +187,16 @@ def reconstruct(backbone: Swinv2Backbone, decoder: nn.Module, images: torch.Tens
     return decoder(features)[..., :images.shape[-2], :images.shape[-1]]
 
 
-class SimMIM(nn.Module):
+class SimMIM(BaseModule):
     """SimMIM masked image modeling with a :class:`Swinv2Backbone` encoder (pure torch):
     ``forward(images, mask)`` returns the reconstruction, :meth:`loss` the L1 loss on the masked
     pixels. Keys: ``backbone.*`` (with ``backbone.mask_token`` and ``backbone.norm{last}``, HF's
     final ``layernorm``) and ``decoder.0.weight/bias``.
+
+    A checkpoint given by ``pretrained`` / ``init_cfg=dict(type='Pretrained', ...)`` is loaded whole
+    at :meth:`init_weights` (encoder, mask token and decoder, strictly: to continue pre-training)
+    from this model's own state dicts and training checkpoints, HF ``Swinv2ForMaskedImageModeling``
+    directories and official SimMIM files.
 
     Args:
         backbone: A :class:`Swinv2Backbone` with ``use_mask_token=True`` returning its last stage
@@ -199,11 +205,16 @@ class SimMIM(nn.Module):
         norm_target_window: Normalise the loss's target per pixel over this odd window
             (:func:`normalize_targets`; the official SwinV2 pre-training uses
             ``NORM_TARGET_WINDOW`` = 47); ``None`` (default, as HF): the images themselves.
+        pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format with a
+            mask token and a SimMIM decoder).
+        init_cfg: mmengine initialisation config; ``dict(type='Pretrained', checkpoint=PATH)``
+            loads through the checkpoint adapters, as ``pretrained`` does.
     """
 
     def __init__(self, backbone: Union[Swinv2Backbone, Dict[str, Any]],
-                 norm_target_window: Optional[int] = None) -> None:
-        super().__init__()
+                 norm_target_window: Optional[int] = None, pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         if norm_target_window is not None:
             check_odd_window("norm_target_window", norm_target_window)
         self.backbone = simmim_backbone(backbone)
@@ -212,6 +223,15 @@ class SimMIM(nn.Module):
         self.stride = info.stride
         self.norm_target_window = norm_target_window
         self.decoder = SimMIMDecoder(info.channels, info.stride, self.backbone.in_channels)
+
+    def init_weights(self) -> None:
+        """Load the checkpoint named by ``init_cfg``/``pretrained`` (strict: encoder, mask token and
+        decoder), or re-initialise the backbone (and apply any other mmengine ``init_cfg``)."""
+        if load_registered_weights(self):
+            return
+        self.backbone.init_weights()
+        if self.init_cfg is not None:
+            super().init_weights()
 
     def forward(self, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The reconstruction ``(N, C, H, W)`` of ``images`` ``(N, C, H, W)`` from the patches that

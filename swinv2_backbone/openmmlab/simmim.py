@@ -18,6 +18,7 @@ from mmengine.registry import DATASETS, MODELS, TRANSFORMS
 
 from ..features.images import find_images
 
+from ..models.backbone import load_registered_weights, pretrained_init_cfg
 from ..models.simmim import SimMIM, reconstruct, simmim_loss, simmim_mask
 
 #: ImageNet mean and std in RGB, 0-255 (the official SimMIM normalisation).
@@ -54,16 +55,22 @@ class Swinv2SimMIM(BaseModel):
         data_preprocessor: mmengine data preprocessor config; default ``ImgDataPreprocessor``
             with the ImageNet mean and std and BGR-to-RGB (images as ``LoadImageFromFile`` reads
             them).
-        init_cfg: mmengine initialisation config (``backbone.init_cfg`` loads backbone weights).
+        pretrained: Checkpoint path loaded whole at :meth:`init_weights` (encoder, mask token and
+            decoder, strictly: to continue pre-training), from this model's training checkpoints,
+            HF ``Swinv2ForMaskedImageModeling`` directories or official SimMIM files.
+        init_cfg: mmengine initialisation config: ``dict(type='Pretrained', checkpoint=PATH)``
+            loads as ``pretrained`` does; ``backbone.init_cfg`` loads backbone weights alone.
     """
 
     def __init__(self, backbone: Dict[str, Any], norm_target_window: Optional[int] = None,
                  data_preprocessor: Optional[Dict[str, Any]] = None,
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         if data_preprocessor is None:
             data_preprocessor = dict(type="ImgDataPreprocessor", mean=IMAGENET_MEAN,
                                      std=IMAGENET_STD, bgr_to_rgb=True)
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         # the pure-torch model validates the arguments and builds the parts; its modules become
         # this model's, under the same names
         core = SimMIM(dict(backbone), norm_target_window)
@@ -71,6 +78,12 @@ class Swinv2SimMIM(BaseModel):
         self.decoder = core.decoder
         self.patch_size = core.patch_size
         self.norm_target_window = core.norm_target_window
+
+    def init_weights(self) -> None:
+        """Load the checkpoint named by ``init_cfg``/``pretrained`` through the checkpoint adapters
+        (mmengine's own ``Pretrained`` loads non-strictly), else mmengine's initialisation."""
+        if not load_registered_weights(self):
+            super().init_weights()
 
     def forward(self, inputs: torch.Tensor,
                 data_samples: Union[torch.Tensor, Sequence[torch.Tensor], None] = None,

@@ -205,15 +205,19 @@ def official_checkpoint(model: nn.Module) -> Dict[str, Any]:
 
 
 def simmim_checkpoint(model: nn.Module, seed: int) -> Dict[str, Any]:
-    """An official SimMIM pre-training checkpoint: the encoder under ``encoder.`` with the old
-    ``rpe_mlp`` name, a mask token and the pixel-shuffle ``decoder``; no classifier."""
+    """An official SimMIM pre-training checkpoint of a timm model's weights (the reference layout):
+    the official encoder keys under ``encoder.`` with the old ``rpe_mlp`` name (final norm
+    ``encoder.norm.*``, buffers included), a seeded ``encoder.mask_token`` ``(1, 1, embed_dim)`` and
+    the ``decoder.0`` 1x1 convolution to ``stride**2 * 3`` channels for the pixel shuffle by the
+    encoder's stride; no classifier."""
     gen = torch.Generator().manual_seed(seed)
     state = {f"encoder.{k.replace('.cpb_mlp.', '.rpe_mlp.')}": v
              for k, v in official_state(model).items() if not k.startswith("head.")}
     dim, last = model.embed_dim, model.num_features
+    channels = model.feature_info[-1]["reduction"] ** 2 * 3
     state["encoder.mask_token"] = torch.randn(1, 1, dim, generator=gen)
-    state["decoder.0.weight"] = torch.randn(32 * 32 * 3, last, 1, 1, generator=gen)
-    state["decoder.0.bias"] = torch.randn(32 * 32 * 3, generator=gen)
+    state["decoder.0.weight"] = torch.randn(channels, last, 1, 1, generator=gen) / math.sqrt(last)
+    state["decoder.0.bias"] = torch.randn(channels, generator=gen)
     return {"model": state}
 
 
