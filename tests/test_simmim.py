@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import convert_checkpoint
-from swinv2_backbone.models.simmim import (SimMIM, normalize_targets, simmim_loss, simmim_mask)
+from swinv2_backbone.models.simmim import (SimMIM, local_statistics, normalize_targets, simmim_loss,
+                                           simmim_mask)
 from swinv2_backbone.testing import peers
 
 TOL = 1e-4
@@ -152,6 +153,13 @@ def test_normalised_target_matches_the_official_formula(hw, window):
     x = torch.rand(2, 3, *hw, generator=torch.Generator().manual_seed(0)) * 4 - 1
     torch.testing.assert_close(normalize_targets(x, window), official_norm_targets(x, window),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_local_statistics_invert_the_normalised_target():
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(1)) * 5 + 3
+    mean, std = local_statistics(x, 7)
+    assert mean.shape == std.shape == x.shape and bool((std > 0).all())
+    torch.testing.assert_close(normalize_targets(x, 7) * std + mean, x, rtol=1e-5, atol=1e-5)
 
 
 def test_normalised_target_loss_is_l1_to_the_official_target():
