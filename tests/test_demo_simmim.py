@@ -1,0 +1,87 @@
+"""tools/demo_simmim.py: the SimMIM demo config pre-trains the compact UPerNet's own backbone, the
+backbone-only checkpoint loads into the UPerNet's backbone, the curve helper, and a smoke run of the
+whole command with a few iterations (outputs, both curves)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import MODELS
+from mmengine.runner.checkpoint import save_checkpoint, weights_to_cpu
+
+import swinv2_backbone  # noqa: F401  (registers the models)
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.openmmlab.simmim_pictures import GAP, LABEL_HEIGHT
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from demo_simmim import MIM_CONFIG, first_reaching, write_backbone_checkpoint  # noqa: E402
+from demo import SEG_CONFIG  # noqa: E402
+
+#: Arguments the UPerNet's backbone sets for dense prediction that SimMIM sets its own way.
+DENSE_ONLY = {"type", "out_indices", "init_cfg"}
+
+
+def test_simmim_config_pretrains_the_upernets_backbone():
+    seg = dict(Config.fromfile(str(SEG_CONFIG)).model.backbone)
+    mim = dict(Config.fromfile(str(MIM_CONFIG)).model.backbone)
+    assert {k: v for k, v in seg.items() if k not in DENSE_ONLY} == mim
+
+
+def test_backbone_checkpoint_loads_into_the_upernets_backbone(tmp_path):
+    mim_cfg = Config.fromfile(str(MIM_CONFIG))
+    torch.manual_seed(0)
+    model = MODELS.build(mim_cfg.model)
+    simmim_ckpt = tmp_path / "iter_1.pth"
+    save_checkpoint(dict(meta=dict(iter=1), state_dict=weights_to_cpu(model.state_dict())),
+                    str(simmim_ckpt))
+    out = write_backbone_checkpoint(simmim_ckpt, tmp_path / "backbone.pth")
+    keys = set(torch.load(out, weights_only=True)["state_dict"])
+    assert keys and all(k.startswith("backbone.") for k in keys)
+    assert "backbone.mask_token" not in keys and not any(k.startswith("decoder.") for k in keys)
+    seg = dict(Config.fromfile(str(SEG_CONFIG)).model.backbone)
+    seg.pop("type")
+    backbone = Swinv2Backbone(**seg, init_cfg=dict(type="Pretrained", checkpoint=str(out)))
+    backbone.init_weights()
+    for name, value in backbone.state_dict().items():
+        if f"backbone.{name}" in keys:
+            assert torch.equal(value, model.state_dict()[f"backbone.{name}"]), name
+
+
+def test_first_reaching():
+    curve = [(50, 0.4), (100, 0.8), (150, 0.79), (200, 0.9)]
+    assert first_reaching(curve, 0.8) == 100
+    assert first_reaching(curve, 0.85) == 200
+    assert first_reaching(curve, 0.95) is None
+
+
+@pytest.mark.slow
+def test_demo_simmim_runs_end_to_end_with_a_few_iterations(tmp_path):
+    work = tmp_path / "demo_simmim"
+    proc = subprocess.run([sys.executable, "tools/demo_simmim.py", "--work-dir", str(work),
+                           "--num-train", "6", "--num-val", "3", "--mim-iters", "2",
+                           "--seg-iters", "2", "--val-interval", "1", "--num-pictures", "2"],
+                          cwd=ROOT, capture_output=True, text=True, env=dict(os.environ),
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-8000:]
+    for phase in range(1, 7):
+        assert f"[demo {phase}/6]" in out
+    assert "load_pretrained" in out  # the fine-tuning from SimMIM did load the backbone
+    metrics = json.loads((work / "metrics.json").read_text())
+    for name in ("simmim", "scratch"):
+        curve = metrics["curves"][name]
+        assert [it for it, _ in curve] == [1, 2]
+        assert all(0.0 <= miou <= 1.0 for _, miou in curve)
+    assert metrics["iterations"] == {"simmim": 2, "finetune": 2, "val_interval": 1}
+    assert metrics["scratch_final_mIoU"] == metrics["curves"]["scratch"][-1][1]
+    assert set(metrics["simmim_loss"]) == {"first", "last", "window"}
+    assert Path(metrics["checkpoints"]["backbone"]).is_file()
+    pictures = [Path(p) for p in metrics["pictures"]]
+    assert len(pictures) == 2 and all(p.is_file() for p in pictures)
+    assert cv2.imread(str(pictures[0])).shape == (128 + LABEL_HEIGHT, 3 * 128 + 2 * GAP, 3)
