@@ -25,7 +25,7 @@ import json
 import os
 import statistics
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # Set before torch is imported; see tools/demo.py.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 from demo import SEG_CONFIG, Phases, demo_config, set_iterations  # noqa: E402  (tools/demo.py)
 from swinv2_backbone.compat import load_weights_only  # noqa: E402
@@ -90,8 +91,13 @@ class MetricCurve(Hook):
         self.scale = scale
         self.points: Curve = []
 
-    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
-        """Record the metric at the runner's current iteration."""
+    def after_val_epoch(self, runner: Runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        """Record the metric at the runner's current iteration.
+
+        Args:
+            runner: The training runner (``runner.iter``: iterations trained so far).
+            metrics: The evaluator's results.
+        """
         self.points.append((runner.iter, round(float(metrics[self.key]) * self.scale, 4)))
 
 
@@ -108,9 +114,16 @@ class LossRecorder(Hook):
         self.key = key
         self.losses: List[float] = []
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None,
                          outputs: Optional[Dict[str, torch.Tensor]] = None) -> None:
-        """Record this iteration's loss."""
+        """Record this iteration's loss.
+
+        Args:
+            runner: The training runner.
+            batch_idx: Index of the batch.
+            data_batch: The batch.
+            outputs: The model's parsed losses (``outputs[key]``: the total loss).
+        """
         self.losses.append(float(outputs[self.key]))
 
 

@@ -56,7 +56,12 @@ class MaskSettings:
 
 
 def _find_transform(pipeline: Sequence[Dict[str, Any]], name: str) -> Optional[Dict[str, Any]]:
-    """The first transform config of type ``name`` in ``pipeline``, or None."""
+    """The first transform config of type ``name`` in ``pipeline``, or None.
+
+    Args:
+        pipeline: Transform configs.
+        name: The transform's registered type.
+    """
     return next((dict(t) for t in pipeline if t.get("type") == name), None)
 
 
@@ -128,7 +133,11 @@ def seeded_mask(settings: MaskSettings, seed: int) -> torch.Tensor:
 
 def _normalisation(model: Swinv2SimMIM) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` of the model's data preprocessor as ``(3, 1, 1)`` tensors (0 and 1 where it
-    does not normalise)."""
+    does not normalise).
+
+    Args:
+        model: The model whose ``data_preprocessor`` normalised its training inputs.
+    """
     pre = model.data_preprocessor
     mean = getattr(pre, "mean", None)
     std = getattr(pre, "std", None)
