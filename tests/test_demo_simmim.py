@@ -65,21 +65,25 @@ def test_demo_simmim_runs_end_to_end_with_a_few_iterations(tmp_path):
     work = tmp_path / "demo_simmim"
     proc = subprocess.run([sys.executable, "tools/demo_simmim.py", "--work-dir", str(work),
                            "--num-train", "6", "--num-val", "3", "--mim-iters", "2",
-                           "--seg-iters", "2", "--val-interval", "1", "--num-pictures", "2"],
+                           "--seg-iters", "2", "--val-interval", "1", "--seeds", "0", "3",
+                           "--num-pictures", "2"],
                           cwd=ROOT, capture_output=True, text=True, env=dict(os.environ),
                           timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-8000:]
-    for phase in range(1, 7):
-        assert f"[demo {phase}/6]" in out
-    assert "load_pretrained" in out  # the fine-tuning from SimMIM did load the backbone
+    for phase in range(1, 9):  # data, pre-training, pictures, 2 seeds x 2 runs, metrics
+        assert f"[demo {phase}/8]" in out
+    assert out.count("load_pretrained") == 2  # each fine-tuning from SimMIM loaded the backbone
     metrics = json.loads((work / "metrics.json").read_text())
     for name in ("simmim", "scratch"):
-        curve = metrics["curves"][name]
-        assert [it for it, _ in curve] == [1, 2]
-        assert all(0.0 <= miou <= 1.0 for _, miou in curve)
+        assert set(metrics["curves"][name]) == {"0", "3"}
+        for seed, curve in metrics["curves"][name].items():
+            assert [it for it, _ in curve] == [1, 2]
+            assert all(0.0 <= miou <= 1.0 for _, miou in curve)
+            assert metrics["final_mIoU"][name][seed] == curve[-1][1]
+    assert set(metrics["simmim_reaches_scratch_final_at"]) == {"0", "3"}
     assert metrics["iterations"] == {"simmim": 2, "finetune": 2, "val_interval": 1}
-    assert metrics["scratch_final_mIoU"] == metrics["curves"]["scratch"][-1][1]
+    assert metrics["seeds"] == [0, 3]
     assert set(metrics["simmim_loss"]) == {"first", "last", "window"}
     assert Path(metrics["checkpoints"]["backbone"]).is_file()
     pictures = [Path(p) for p in metrics["pictures"]]
