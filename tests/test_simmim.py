@@ -29,7 +29,9 @@ def test_mask_token_exists_only_when_asked_for():
     assert "mask_token" not in dict(Swinv2Backbone(**SMALL).named_parameters())
     token = Swinv2Backbone(**SMALL, use_mask_token=True).mask_token
     assert token.shape == (1, 1, 16) and token.requires_grad
-    assert 0 < token.abs().max() <= 0.04  # truncated normal, std 0.02 (cut at 2 std)
+    # normal with std 0.02, truncated by torch's default absolute bounds +-2 (as the official
+    # code): not at 2 std, so values past 0.04 occur; past 0.1 (5 std) practically never
+    assert 0 < token.abs().max() <= 0.1
 
 
 def test_mask_without_mask_token_is_an_error_saying_so():
