@@ -126,15 +126,27 @@ def demo_config(path: Path, data_dir: Path, work_dir: Path, iters: Optional[int]
     if cfg.default_scope == "mmdet":
         cfg.test_evaluator.ann_file = root + "annotations/instances_val.json"
     if iters is not None:
-        if iters < 1:
-            raise ValueError(f"iterations must be >= 1, got {iters}")
-        old = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = iters
-        cfg.default_hooks.checkpoint.interval = iters
-        for scheduler in cfg.param_scheduler:  # stretch the schedule: warm-up kept, end moved
-            scheduler.end = iters if scheduler.end == old else min(scheduler.end, iters)
-            scheduler.begin = min(scheduler.begin, scheduler.end - 1)
+        set_iterations(cfg, iters)
     return cfg
+
+
+def set_iterations(cfg: Config, iters: int) -> None:
+    """Train an iteration-based config for ``iters`` iterations: the schedule's end moves along
+    (a warm-up keeps its length unless it would not fit), and the one checkpoint is saved at the
+    end.
+
+    Args:
+        cfg: Config, updated in place.
+        iters: Training iterations, >= 1.
+    """
+    if iters < 1:
+        raise ValueError(f"iterations must be >= 1, got {iters}")
+    old = cfg.train_cfg.max_iters
+    cfg.train_cfg.max_iters = iters
+    cfg.default_hooks.checkpoint.interval = iters
+    for scheduler in cfg.param_scheduler:  # stretch the schedule: warm-up kept, end moved
+        scheduler.end = iters if scheduler.end == old else min(scheduler.end, iters)
+        scheduler.begin = min(scheduler.begin, scheduler.end - 1)
 
 
 def train(cfg: Config) -> Path:

@@ -71,10 +71,13 @@ def simmim_mask(image_size: Union[int, Tuple[int, int]], mask_patch_size: int = 
     return blocks.view(rows, cols).repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
 
-def normalize_targets(images: torch.Tensor, window: int = NORM_TARGET_WINDOW) -> torch.Tensor:
-    """The official SwinV2 pre-training target: every pixel of every channel normalised by the mean
-    and the unbiased variance of the ``window x window`` neighbourhood around it (cut at the image
-    border: only pixels inside the image count).
+def local_statistics(images: torch.Tensor, window: int = NORM_TARGET_WINDOW
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The mean and the standard deviation (unbiased variance plus ``NORM_TARGET_EPS``, square
+    root) of the ``window x window`` neighbourhood around every pixel of every channel (cut at the
+    image border: only pixels inside the image count), each ``(N, C, H, W)``: what
+    :func:`normalize_targets` divides by, and what turns a prediction of the normalised target back
+    into pixels.
 
     Args:
         images: ``(N, C, H, W)`` float images.
@@ -91,7 +94,20 @@ def normalize_targets(images: torch.Tensor, window: int = NORM_TARGET_WINDOW) ->
     unbiased = count / (count - 1).clamp(min=1)
     # rounding can make E[x^2] - E[x]^2 slightly negative where the values are constant
     var = ((mean_sq - mean * mean) * unbiased.to(images.dtype)).clamp(min=0)
-    return (images - mean) / torch.sqrt(var + NORM_TARGET_EPS)
+    return mean, torch.sqrt(var + NORM_TARGET_EPS)
+
+
+def normalize_targets(images: torch.Tensor, window: int = NORM_TARGET_WINDOW) -> torch.Tensor:
+    """The official SwinV2 pre-training target: every pixel of every channel normalised by the mean
+    and the unbiased variance of the ``window x window`` neighbourhood around it
+    (:func:`local_statistics`).
+
+    Args:
+        images: ``(N, C, H, W)`` float images.
+        window: Odd side of the neighbourhood.
+    """
+    mean, std = local_statistics(images, window)
+    return (images - mean) / std
 
 
 def check_odd_window(name: str, window: object) -> int:
