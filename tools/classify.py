@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from swinv2_backbone.checkpoint import CheckpointError
-from swinv2_backbone.features import ImageReadError, find_images, parse_device
+from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
 
 
@@ -64,25 +64,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{converted.source}: {converted.format}, {model.num_classes} classes"
           f"{', named' if model.class_names else ''}; preprocessing {preprocessing.describe()}")
     failed: List[str] = []
-    for item in args.images:
+
+    def fail(err: ImageReadError) -> None:
+        failed.append(str(err))
+        print(f"error: {err}", file=sys.stderr)
+
+    for path in each_image(args.images, fail):
         try:
-            paths = find_images([item])
+            x = preprocessing.load(path).unsqueeze(0).to(args.device)
         except ImageReadError as err:
-            failed.append(str(err))
-            print(f"error: {err}", file=sys.stderr)
+            fail(err)
             continue
-        for path in paths:
-            try:
-                x = preprocessing.load(path).unsqueeze(0).to(args.device)
-            except ImageReadError as err:
-                failed.append(str(err))
-                print(f"error: {err}", file=sys.stderr)
-                continue
-            with torch.no_grad():
-                logits = model(x)[0]
-            print(str(path))
-            for rank, (index, name, prob) in enumerate(top_k(logits, args.topk, model.class_names), 1):
-                print(format_prediction(rank, index, name, prob))
+        with torch.no_grad():
+            logits = model(x)[0]
+        print(str(path))
+        for rank, (index, name, prob) in enumerate(top_k(logits, args.topk, model.class_names), 1):
+            print(format_prediction(rank, index, name, prob))
     if failed:
         print(f"{len(failed)} input(s) could not be classified", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
 
-from swinv2_backbone.features import ImageReadError, find_images, parse_device
+from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.openmmlab.launch import load_config
 from swinv2_backbone.openmmlab.simmim_pictures import load_simmim, mask_settings, write_picture
 
@@ -85,26 +85,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: List[str] = []
+
+    def fail(err: ImageReadError) -> None:
+        failed.append(str(err))
+        print(f"error: {err}", file=sys.stderr)
+
     taken: Set[str] = set()
-    index = 0
-    for item in args.images:
+    for index, path in enumerate(each_image(args.images, fail)):
+        seed = args.seed + index
         try:
-            paths = find_images([item])
+            written = write_picture(model, settings, path, out_dir / unique_name(path, taken), seed)
         except ImageReadError as err:
-            failed.append(str(err))
-            print(f"error: {err}", file=sys.stderr)
+            fail(err)
             continue
-        for path in paths:
-            seed = args.seed + index
-            index += 1
-            try:
-                written = write_picture(model, settings, path, out_dir / unique_name(path, taken),
-                                        seed)
-            except ImageReadError as err:
-                failed.append(str(err))
-                print(f"error: {err}", file=sys.stderr)
-                continue
-            print(f"{path} -> {written} (mask seed {seed})")
+        print(f"{path} -> {written} (mask seed {seed})")
     if failed:
         print(f"{len(failed)} input(s) could not be drawn", file=sys.stderr)
         return 1

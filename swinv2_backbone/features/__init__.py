@@ -14,8 +14,8 @@ here for the callers of the former single module).
 from ..checkpoint.build import build_backbone
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageFeatures,
                         dtype_name, parse_device, parse_dtype)
-from .images import (IMAGE_EXTENSIONS, ImageReadError, batches_by_size, find_images, image_size,
-                     read_image, target_size)
+from .images import (IMAGE_EXTENSIONS, ImageReadError, batches_by_size, each_image, find_images,
+                     image_size, read_image, target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
 from .storage import feature_metadata, load_features, save_features
 
@@ -30,6 +30,7 @@ __all__ = [
     "batches_by_size",
     "build_backbone",
     "dtype_name",
+    "each_image",
     "feature_metadata",
     "find_images",
     "image_size",

@@ -10,7 +10,7 @@ import glob
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
@@ -88,6 +88,24 @@ def find_images(inputs: Sequence[PathLike]) -> List[Path]:
         ImageReadError: A path does not exist, or a folder or pattern holds no image files.
     """
     return _first_occurrences([p for item in inputs for p in _expand(os.fspath(item))])
+
+
+def each_image(inputs: Sequence[PathLike], on_error: Callable[[ImageReadError], None]
+               ) -> Iterator[Path]:
+    """:func:`find_images` input by input, for batch tools: an input that names no image is passed
+    to ``on_error`` and the others still yield (one bad item never costs the good ones).
+
+    Args:
+        inputs: Files, folders and patterns.
+        on_error: Called with the error of each input that names no image.
+    """
+    for item in inputs:
+        try:
+            paths = find_images([item])
+        except ImageReadError as err:
+            on_error(err)
+            continue
+        yield from paths
 
 
 def image_size(path: PathLike) -> Size:
