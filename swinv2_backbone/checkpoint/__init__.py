@@ -17,8 +17,8 @@ in :mod:`.keys`, the mapping result and window reading in :mod:`.common`.
 """
 from .common import CheckpointError
 from .convert import ConvertedCheckpoint, convert_checkpoint
-from .export import (Exported, from_model, save_hf, save_native, save_timm, to_hf, to_hf_classifier,
-                     to_hf_mim, to_timm)
+from .export import (Exported, HeadExportError, from_model, save_hf, save_native, save_timm, to_hf,
+                     to_hf_classifier, to_hf_mim, to_timm)
 from .io import CheckpointFile, load_checkpoint_file, save_state_dict
 from .load import load_pretrained
 from .registry import FORMATS, CheckpointFormat, detect_format
@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointFormat",
     "ConvertedCheckpoint",
     "Exported",
+    "HeadExportError",
     "convert_checkpoint",
     "detect_format",
     "from_model",

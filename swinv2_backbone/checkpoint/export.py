@@ -28,6 +28,12 @@ from .load import backbone_of
 from .native import describe_mismatch
 
 
+class HeadExportError(CheckpointError):
+    """A head that the task model cannot take: missing, or of another shape than the encoder's
+    (e.g. a SimMIM decoder of another stride). Apart from :class:`CheckpointError` so that a caller
+    can offer the encoder alone, which may still export."""
+
+
 @dataclass
 class Exported:
     """Weights in a peer's layout.
@@ -95,10 +101,14 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
         converted: Weights with known windows and a classification head (e.g. :func:`from_model`
             of a ``Swinv2Classifier``, or a converted classification checkpoint).
         image_size: As for :func:`to_hf`.
+
+    Raises:
+        HeadExportError: No classification head.
+        CheckpointError: Encoder weights that HF cannot express (see :func:`to_hf`).
     """
     head = converted.heads.get(CLASSIFICATION_HEAD)
     if head is None:
-        raise CheckpointError(f"{converted.source} has no classification head to export")
+        raise HeadExportError(f"{converted.source} has no classification head to export")
     encoder = to_hf(converted, image_size)
     num_classes = head["head.weight"].shape[0]
     labels = converted.labels or tuple(f"LABEL_{i}" for i in range(num_classes))
@@ -125,12 +135,13 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
         image_size: As for :func:`to_hf`.
 
     Raises:
-        CheckpointError: No mask token or decoder, or a decoder of another stride or channel count
+        HeadExportError: No mask token or decoder, or a decoder of another stride or channel count
             than the encoder's.
+        CheckpointError: Encoder weights that HF cannot express (see :func:`to_hf`).
     """
     missing = [name for name in (MASK_TOKEN, MIM_HEAD) if name not in converted.heads]
     if missing:
-        raise CheckpointError(f"{converted.source} has no {' and no '.join(missing)} to export to "
+        raise HeadExportError(f"{converted.source} has no {' and no '.join(missing)} to export to "
                               "Swinv2ForMaskedImageModeling")
     s = converted.structure
     stride = s.patch_size * 2 ** (s.num_stages - 1)
@@ -140,7 +151,7 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
                                            "decoder.0.bias": (channels,)},
                                  "checkpoint", f"HF at encoder_stride {stride}")
     if problems:
-        raise CheckpointError(f"{converted.source}: the SimMIM decoder does not fit HF's: "
+        raise HeadExportError(f"{converted.source}: the SimMIM decoder does not fit HF's: "
                               + "; ".join(problems))
     encoder = to_hf(converted, image_size)
     state = {f"swinv2.{k}": v for k, v in encoder.state_dict.items()}
