@@ -1,8 +1,11 @@
 """tools/convert_checkpoint.py end to end: conversion with the printed report and config, export to
-Hugging Face and timm (which load it and reproduce our features), and exact round trips back."""
+Hugging Face and timm (which load it and reproduce our features), and exact round trips back; a
+classifier or a SimMIM checkpoint exports to the HF task model (or the encoder, --encoder-only) and
+the native output names the heads it leaves out."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +16,8 @@ import torch
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import convert_checkpoint
+from swinv2_backbone.models import SimMIM
+from swinv2_backbone.models.simmim import simmim_mask
 from swinv2_backbone.testing import peers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,6 +142,95 @@ def test_export_to_timm_loads_in_timm_and_round_trips(native_w16):
     assert tool_main()([out_file, back, "--window-size", "16", "16", "16", "8",
                         "--pretrained-window-sizes", "12", "12", "12", "6"]) == 0
     _assert_round_trip(back, native_w16["state"])
+
+
+@pytest.fixture(scope="module")
+def simmim_training_checkpoint(tmp_path_factory) -> Dict[str, Any]:
+    """A SimMIM pre-training checkpoint as mmengine's runner saves it (encoder, mask token, decoder;
+    no windows recorded), of the mini variant at window 8, and its model."""
+    model = peers.randomize_(SimMIM(peers.ours(peers.MINI, peers.W8, out_norm=True)), seed=8)
+    path = str(tmp_path_factory.mktemp("simmim") / "iter_100.pth")
+    torch.save({"meta": {"iter": 100}, "state_dict": model.state_dict()}, path)
+    return {"path": path, "model": model.eval()}
+
+
+@pytest.mark.slow
+def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
+    from transformers import Swinv2ForImageClassification, Swinv2Model
+
+    labels = {i: f"class {i}" for i in range(10)}
+    source = peers.hf_model("Swinv2ForImageClassification", peers.MINI, peers.W8, seed=62,
+                            num_labels=len(labels), id2label=labels)
+    source.save_pretrained(tmp_path / "src")
+    out_dir = str(tmp_path / "hf")
+    done = cli(tmp_path / "src", out_dir, "--to", "hf")
+    assert done.returncode == 0, done.stderr
+    assert "(hf Swinv2ForImageClassification," in done.stdout
+    assert "classification head" not in done.stdout.split("wrote:")[0]  # written, so not dropped
+    exported, info = Swinv2ForImageClassification.from_pretrained(out_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert exported.config.id2label == labels
+    x = peers.image()
+    with torch.no_grad():
+        expected, got = source(x).logits, exported.eval()(x).logits
+    assert float(expected.abs().max()) > 0.1, "logits are trivially small"
+    diff = float((expected - got).abs().max())
+    print(f"PARITY classifier -> CLI HF export: {diff:.2e}")
+    assert diff <= TOL
+
+    encoder_dir = str(tmp_path / "encoder")
+    done = cli(tmp_path / "src", encoder_dir, "--to", "hf", "--encoder-only")
+    assert done.returncode == 0, done.stderr
+    assert "(hf Swinv2Model," in done.stdout
+    assert "left out:         classification head (--encoder-only)" in done.stdout
+    with open(os.path.join(encoder_dir, "config.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["architectures"] == ["Swinv2Model"]
+    _, info = Swinv2Model.from_pretrained(encoder_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+
+
+@pytest.mark.slow
+def test_simmim_checkpoint_exports_as_masked_image_modeling(simmim_training_checkpoint, tmp_path):
+    from transformers import Swinv2ForMaskedImageModeling
+
+    out_dir = str(tmp_path / "hf")
+    # the training checkpoint does not record its windows
+    done = cli(simmim_training_checkpoint["path"], out_dir, "--to", "hf", "--window-size", "8")
+    assert done.returncode == 0, done.stderr
+    assert "(hf Swinv2ForMaskedImageModeling," in done.stdout
+    assert "load with:        transformers.Swinv2ForMaskedImageModeling.from_pretrained(" in done.stdout
+    hf, info = Swinv2ForMaskedImageModeling.from_pretrained(out_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    size = hf.config.image_size
+    x = peers.image(seed=9, size=size)
+    mask = simmim_mask(size, generator=torch.Generator().manual_seed(9))[None]
+    with torch.no_grad():
+        expected = simmim_training_checkpoint["model"](x, mask)
+        got = hf.eval()(x, bool_masked_pos=mask.flatten(1)).reconstruction
+    diff = float((expected - got).abs().max())
+    print(f"PARITY SimMIM -> CLI HF export: reconstruction {diff:.2e}")
+    assert diff <= TOL
+
+
+def test_native_output_and_unexportable_heads_are_named(simmim_training_checkpoint, tmp_path,
+                                                        capsys):
+    main = tool_main()
+    path = simmim_training_checkpoint["path"]
+    assert main([path, str(tmp_path / "backbone.pth"), "--window-size", "8"]) == 0
+    left = [line for line in capsys.readouterr().out.splitlines() if line.startswith("left out:")]
+    assert len(left) == 1 and "mask token" in left[0] and "masked-image-modeling head" in left[0]
+    assert not convert_checkpoint(str(tmp_path / "backbone.pth")).heads
+
+    state = dict(torch.load(path, weights_only=True)["state_dict"])
+    stride = 16  # the encoder's is 32: this decoder cannot go into Swinv2ForMaskedImageModeling
+    state["decoder.0.weight"] = state["decoder.0.weight"][:stride ** 2 * 3]
+    state["decoder.0.bias"] = state["decoder.0.bias"][:stride ** 2 * 3]
+    other = peers.save_torch({"state_dict": state}, str(tmp_path), "stride16.pth")
+    assert main([other, str(tmp_path / "hf"), "--to", "hf", "--window-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "decoder does not fit" in err and "--encoder-only" in err
+    assert main([other, str(tmp_path / "hf"), "--to", "hf", "--window-size", "8",
+                 "--encoder-only"]) == 0
 
 
 def test_errors_are_reported_with_exit_status_2(native_w16, tmp_path, capsys):

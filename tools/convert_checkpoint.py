@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Convert a SwinV2 checkpoint from any supported source to a Swinv2Backbone checkpoint, or export
-backbone weights to Hugging Face / timm.
+it to Hugging Face (with its classifier or SimMIM heads) / timm.
 
     python tools/convert_checkpoint.py SRC DST                 # -> DST .pth or .safetensors
     python tools/convert_checkpoint.py SRC DST_DIR --to hf     # -> config.json + model.safetensors
@@ -10,13 +10,18 @@ SRC is a file or an HF/timm directory in any supported format (see --help for th
 prints the detected format, the architecture, the training windows and the backbone dict to paste
 into a config. Nothing in SRC is executed: files are read with safetensors or weights-only
 torch.load.
+
+--to hf writes the HF model for what SRC holds: Swinv2ForImageClassification with a classification
+head (id2label from the checkpoint's class names), Swinv2ForMaskedImageModeling with a SimMIM mask
+token and decoder, else Swinv2Model; --encoder-only writes Swinv2Model regardless. The native and
+timm outputs hold the encoder only; the heads they leave out are named.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,13 +29,17 @@ from swinv2_backbone.checkpoint import (  # noqa: E402  (after the path set-up)
     CheckpointError,
     ConvertedCheckpoint,
     Exported,
+    HeadExportError,
     convert_checkpoint,
     save_hf,
     save_native,
     save_timm,
     to_hf,
+    to_hf_classifier,
+    to_hf_mim,
     to_timm,
 )
+from swinv2_backbone.checkpoint.keys import CLASSIFICATION_HEAD, MASK_TOKEN, MIM_HEAD  # noqa: E402
 from swinv2_backbone.checkpoint.registry import describe_formats  # noqa: E402
 
 
@@ -64,14 +73,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int,
                         help="--to hf/timm: input size the exported model is built for "
                              "(default: derived from the windows, else 256)")
+    parser.add_argument("--encoder-only", action="store_true",
+                        help="--to hf: write Swinv2Model even when the checkpoint holds a classifier "
+                             "or SimMIM heads")
     args = parser.parse_args(argv)
     if args.pretrained_window_sizes and not args.window_size:
         parser.error("--pretrained-window-sizes needs --window-size")
+    if args.encoder_only and args.to != "hf":
+        # the native and timm outputs are the encoder alone anyway: the flag would do nothing
+        parser.error("--encoder-only applies to --to hf")
     return args
 
 
-def report(converted: ConvertedCheckpoint, lines: List[str]) -> None:
-    """Print what was detected and inferred."""
+def report(converted: ConvertedCheckpoint, lines: List[str], taken: Sequence[str]) -> None:
+    """Print what was detected and inferred, then ``lines``.
+
+    Args:
+        converted: The converted source.
+        lines: What :func:`write` wrote, as lines to print.
+        taken: The heads written to the output, which are therefore not called dropped.
+    """
     print(f"source:           {converted.source}")
     print(f"detected format:  {converted.format}")
     arch = converted.describe_arch()
@@ -82,33 +103,100 @@ def report(converted: ConvertedCheckpoint, lines: List[str]) -> None:
     print(f"windows:          {converted.describe_windows()}")
     for note in converted.notes:
         print(f"note:             {note}")
-    if converted.dropped:
-        print(f"dropped:          {converted.describe_dropped()}")
+    dropped = converted.describe_dropped(taken)
+    if dropped:
+        print(f"dropped:          {dropped}")
     for line in lines:
         print(line)
 
 
-def write(converted: ConvertedCheckpoint, args: argparse.Namespace) -> List[str]:
-    """Write ``args.dst`` in the requested layout; returns lines to print."""
+def export_hf(converted: ConvertedCheckpoint, image_size: Optional[int],
+              encoder_only: bool) -> Tuple[Exported, Tuple[str, ...]]:
+    """The HF model for what ``converted`` holds, with the heads it takes:
+    ``Swinv2ForMaskedImageModeling`` with a SimMIM decoder (and its mask token),
+    ``Swinv2ForImageClassification`` with a classification head, else ``Swinv2Model``.
+
+    Args:
+        converted: The converted source, with known windows.
+        image_size: Input size of the HF model (``None``: derived from the windows).
+        encoder_only: Write ``Swinv2Model`` whatever heads ``converted`` holds.
+
+    Raises:
+        CheckpointError: Encoder weights HF cannot express, or heads it cannot take (both a
+            classifier and a decoder, a decoder without its token or of another stride); the
+            latter message names ``--encoder-only``.
+    """
+    heads = () if encoder_only else tuple(converted.heads)
+    hint = "--encoder-only exports the encoder alone as Swinv2Model"
+    if CLASSIFICATION_HEAD in heads and MIM_HEAD in heads:
+        raise CheckpointError(f"{converted.source} holds both a classification head and a SimMIM "
+                              f"decoder, which no HF model takes together; {hint}")
+    try:
+        if MIM_HEAD in heads:
+            return to_hf_mim(converted, image_size), (MASK_TOKEN, MIM_HEAD)
+        if CLASSIFICATION_HEAD in heads:
+            return to_hf_classifier(converted, image_size), (CLASSIFICATION_HEAD,)
+    except HeadExportError as exc:
+        raise CheckpointError(f"{exc}; {hint}") from exc
+    # a mask token alone (a use_mask_token backbone) has no decoder to reconstruct with: encoder
+    return to_hf(converted, image_size), ()
+
+
+def left_out(converted: ConvertedCheckpoint, taken: Sequence[str], why: str) -> List[str]:
+    """One line naming the heads of ``converted`` not in ``taken`` and ``why``; none if none.
+
+    Args:
+        converted: The converted source.
+        taken: The heads written to the output.
+        why: Why the output has no place for the others.
+    """
+    names = [name for name in converted.heads if name not in taken]
+    return [f"left out:         {', '.join(names)} ({why})"] if names else []
+
+
+def write(converted: ConvertedCheckpoint,
+          args: argparse.Namespace) -> Tuple[List[str], Tuple[str, ...]]:
+    """Write ``args.dst`` in the requested layout.
+
+    Args:
+        converted: The converted source.
+        args: The parsed command line (:func:`parse_args`).
+
+    Returns:
+        Lines to print, and the heads written with the encoder.
+    """
     if args.to == "native":
+        # the native output is a Swinv2Backbone checkpoint: the encoder and its metadata only
         save_native(converted, args.dst)
         cfg = converted.backbone_cfg(checkpoint=args.dst)
-        return [f"wrote:            {args.dst} (Swinv2Backbone checkpoint, "
-                f"{len(converted.state_dict)} tensors)",
-                "backbone config:", f"    backbone={python_literal(cfg)}"]
+        return ([f"wrote:            {args.dst} (Swinv2Backbone checkpoint, "
+                 f"{len(converted.state_dict)} tensors)"]
+                + left_out(converted, (), "a backbone checkpoint holds the encoder only; --to hf "
+                                          "keeps a classifier head or the SimMIM token and decoder")
+                + ["backbone config:", f"    backbone={python_literal(cfg)}"]), ()
     exported: Exported
+    taken: Tuple[str, ...] = ()
     if args.to == "hf":
-        exported = to_hf(converted, image_size=args.image_size)
+        exported, taken = export_hf(converted, args.image_size, args.encoder_only)
         save_hf(exported, args.dst)
-        usage = f"transformers.Swinv2Model.from_pretrained({args.dst!r})"
+        model_class = exported.config["architectures"][0]
+        kind = f"hf {model_class}"
+        usage = f"transformers.{model_class}.from_pretrained({args.dst!r})"
+        why = "--encoder-only" if args.encoder_only else f"not part of {model_class}"
     else:
         exported = to_timm(converted, image_size=args.image_size)
         save_timm(exported, args.dst)
+        kind = "timm"
         usage = ("timm.models.swin_transformer_v2.SwinTransformerV2(**kwargs), then "
                  f"load_state_dict of {args.dst}; kwargs={python_literal(exported.config)}")
-    lines = [f"wrote:            {args.dst} ({args.to}, {len(exported.state_dict)} tensors)"]
+        why = "the timm export is the encoder, num_classes=0"
+    lines = [f"wrote:            {args.dst} ({kind}, {len(exported.state_dict)} tensors)"]
+    if CLASSIFICATION_HEAD in taken and converted.labels is None:
+        lines.append("note:             the checkpoint names no classes: id2label holds HF's "
+                     "LABEL_i placeholders")
     lines += [f"note:             {note}" for note in exported.notes]
-    return lines + [f"load with:        {usage}"]
+    lines += left_out(converted, taken, why)
+    return lines + [f"load with:        {usage}"], taken
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -118,11 +206,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         converted = convert_checkpoint(args.src, format=args.format, prefix=args.prefix)
         if args.window_size:
             converted = converted.with_windows(args.window_size, args.pretrained_window_sizes or 0)
-        lines = write(converted, args)
+        lines, taken = write(converted, args)
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report(converted, lines)
+    report(converted, lines, taken)
     return 0
 
 
