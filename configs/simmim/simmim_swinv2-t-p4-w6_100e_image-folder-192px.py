@@ -4,7 +4,9 @@
 # AdamW, linear warm-up then cosine, random resized crop + flip, ImageNet normalisation.
 #   python tools/train.py configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py \
 #       --cfg-options train_dataloader.dataset.data_root=/path/to/images
-# Fine-tune with backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')).
+# Fine-tune a det/seg config from the result with backbone=dict(pretrained_window_sizes=6,
+# init_cfg=dict(type='Pretrained', checkpoint=...)): the backbone takes the encoder and drops the mask
+# token and decoder; training checkpoints do not record their windows, hence pretrained_window_sizes.
 default_scope = 'mmengine'
 custom_imports = dict(imports=['swinv2_backbone', 'mmcv.transforms'], allow_failed_imports=False)
 
