@@ -112,7 +112,6 @@ def test_reconstruction_and_loss_match_hf(variant, image_size, seed, tmp_path):
     ours.init_weights()
     ours.eval()
 
-    grid = image_size // 4
     x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(seed))
     mask = torch.stack([simmim_mask(image_size, generator=torch.Generator().manual_seed(seed + i))
                         for i in range(2)])
