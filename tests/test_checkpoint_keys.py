@@ -136,3 +136,25 @@ def test_one_window_is_clamped_to_each_stage_map():
     assert clamped_windows(7, 224, 4, 4) == [7, 7, 7, 7]
     windows = windows_from_name("swinv2_base_patch4_window12to16_192to256", 4)
     assert [(w.window, w.pretrained) for w in windows.values()] == [(16, 12), (16, 12), (16, 12), (8, 6)]
+
+
+def test_load_pretrained_takes_a_converted_checkpoint_without_reading_it_again(tmp_path):
+    import pytest
+    import torch
+
+    from swinv2_backbone import Swinv2Backbone
+    from swinv2_backbone.checkpoint import convert_checkpoint, load_pretrained
+
+    cfg = dict(arch=None, embed_dims=8, depths=(1, 1), num_heads=(1, 1), window_size=4)
+    torch.manual_seed(0)
+    source = Swinv2Backbone(**cfg)
+    path = tmp_path / "backbone.pth"
+    torch.save(source.state_dict(), path)
+    converted = convert_checkpoint(str(path))
+    path.unlink()  # a second read would fail
+    model = Swinv2Backbone(**cfg)
+    assert load_pretrained(model, converted) is converted
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, source.state_dict()[name]), name
+    with pytest.raises(ValueError, match="converted already"):
+        load_pretrained(model, converted, prefix="backbone.")

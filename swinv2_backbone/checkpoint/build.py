@@ -118,6 +118,6 @@ def build_backbone(
     # The checkpoint's training windows define the position-bias normalisation unless the config
     # sets its own pretrained_window_sizes or the file does not record them.
     windows_from_config = "pretrained_window_sizes" in kwargs or not converted.windows_known
-    load_pretrained(backbone, checkpoint=os.fspath(checkpoint),
+    load_pretrained(backbone, checkpoint=converted,  # read and converted once
                     pretrained_window_sizes=None if windows_from_config else "checkpoint")
     return backbone

@@ -265,7 +265,7 @@ def apply_checkpoint_windows(converted: ConvertedCheckpoint, model: nn.Module) -
 
 def load_pretrained(
     model: nn.Module,
-    checkpoint: Union[PathLike, Mapping],
+    checkpoint: Union[PathLike, Mapping, ConvertedCheckpoint],
     prefix: Optional[str] = None,
     pretrained_window_sizes: Optional[str] = None,
     map_location: str = "cpu",
@@ -279,7 +279,9 @@ def load_pretrained(
             its ``head`` the classification head (see :func:`fit_classifier_head`), or a SimMIM
             model (:func:`is_simmim`): its backbone takes the encoder and the mask token, its
             ``decoder`` the masked-image-modeling decoder (:func:`fit_mim_decoder`).
-        checkpoint: Path, HF/timm directory, or an already loaded checkpoint dict.
+        checkpoint: Path, HF/timm directory, an already loaded checkpoint dict, or a
+            :class:`ConvertedCheckpoint` (not converted again; ``prefix`` and ``format`` must then
+            be unset).
         prefix: Take only keys under this prefix (e.g. ``'backbone.'``).
         pretrained_window_sizes: ``None`` (keep the model's, warn if they disagree with the
             checkpoint) or ``'checkpoint'`` (take them from the checkpoint).
@@ -298,7 +300,14 @@ def load_pretrained(
     if pretrained_window_sizes not in (None, "checkpoint"):
         raise ValueError(f"pretrained_window_sizes must be None or 'checkpoint', got "
                          f"{pretrained_window_sizes!r}; explicit values belong in the model config")
-    converted = convert_checkpoint(checkpoint, format=format, prefix=prefix, map_location=map_location)
+    if isinstance(checkpoint, ConvertedCheckpoint):
+        if prefix is not None or format is not None:
+            raise ValueError("prefix and format apply to converting a checkpoint; this one is "
+                             "converted already")
+        converted = checkpoint
+    else:
+        converted = convert_checkpoint(checkpoint, format=format, prefix=prefix,
+                                       map_location=map_location)
     backbone = backbone_of(model)
     state, notes = fit_state_dict(converted, backbone)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
