@@ -126,3 +126,34 @@ def test_checkpoint_without_head_or_missing(images, tmp_path):
     assert result.returncode == 2 and "has no classification head" in result.stderr
     result = run_tool(str(images[0]), "--checkpoint", str(tmp_path / "nope.pth"))
     assert result.returncode == 2 and "nope.pth" in result.stderr
+
+
+def test_window_size_for_a_file_that_does_not_record_it(images, tmp_path):
+    """A timm state dict holds no window (its coordinate buffers are not persistent): the tool says
+    so and runs its default window; ``--window-size`` gives the right one, and the logits then equal
+    timm's on the same input."""
+    timm_model = peers.timm_model(peers.MINI, peers.single_window(4), 74, num_classes=6)
+    path = peers.save_torch(timm_model.state_dict(), str(tmp_path), "model.pth")
+    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "6")
+    assert result.returncode == 0, result.stderr
+    assert "training windows unknown" in result.stdout and "using window 8" in result.stdout
+    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "6", "--window-size", "4")
+    assert result.returncode == 0, result.stderr
+    assert "training windows (4, 4, 4, 4) (from given explicitly)" in result.stdout
+    pixels = preprocessing_for(path, convert_checkpoint(path)).load(images[0]).unsqueeze(0)
+    with torch.no_grad():
+        probs = timm_model(pixels)[0].softmax(-1)
+    printed = {int(line.split("class ")[1].split()[0]): float(line.split()[-1])
+               for line in result.stdout.splitlines() if line.startswith("  ") and "class " in line}
+    assert len(printed) == 6
+    for index, prob in printed.items():
+        assert abs(prob - float(probs[index])) < 2e-4
+
+
+def test_window_size_that_contradicts_the_checkpoint(hf_dir, images):
+    directory, _ = hf_dir
+    result = run_tool(str(images[0]), "--checkpoint", str(directory), "--window-size", "4")
+    assert result.returncode == 2 and "disagree" in result.stderr, result.stderr
+    result = run_tool(str(images[0]), "--checkpoint", str(directory),
+                      "--pretrained-window-sizes", "6")
+    assert result.returncode == 2 and "needs --window-size" in result.stderr

@@ -1,12 +1,14 @@
 """Classify images with a SwinV2 classification checkpoint of any supported format.
 
     python tools/classify.py IMAGE... --checkpoint CKPT [--topk 5] [--device cpu|cuda]
+        [--window-size W... [--pretrained-window-sizes W...]]
 
 IMAGE: image files, folders (their images, not recursive) or glob patterns (quote them). For every
 image the top-k classes are printed with their softmax probabilities, by name when the checkpoint
 names its classes (HF ``config.json`` ``id2label``), by index otherwise. Preprocessing follows the
 checkpoint's ``preprocessor_config.json`` (HF directories) when there is one, else: RGB, resized to
-the checkpoint's image size, ImageNet mean/std.
+the checkpoint's image size, ImageNet mean/std. The training windows come from the checkpoint;
+``--window-size`` states them for a file that does not record them (a timm state dict).
 
 An image that cannot be read is reported and skipped; the exit status is then 1 after all the others
 are classified. Bad arguments or an unusable checkpoint stop the run with status 2.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -32,14 +34,29 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "mmpretrain file, or this project's classifier")
     parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument("--window-size", type=int, nargs="+", metavar="W",
+                        help="training window(s) of a checkpoint that does not record them (one, "
+                             "or one per stage), e.g. 8 for a timm swinv2_*_window8_256 state dict")
+    parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="W", default=[0],
+                        help="with --window-size: the windows that normalised the position bias "
+                             "in training (0: none; 12 12 12 6 for the *window12to16/24* files)")
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error(f"--topk must be >= 1, got {args.topk}")
+    if args.pretrained_window_sizes != [0] and args.window_size is None:
+        parser.error("--pretrained-window-sizes needs --window-size")
     try:
         args.device = parse_device(args.device)
     except ValueError as err:
         parser.error(str(err))
     return args
+
+
+def one_or_all(values: Optional[List[int]]) -> Union[None, int, Tuple[int, ...]]:
+    """A ``nargs='+'`` option as the model wants it: one int, or one per stage."""
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def format_prediction(rank: int, index: int, name: Optional[str], prob: float) -> str:
@@ -51,7 +68,8 @@ def format_prediction(rank: int, index: int, name: Optional[str], prob: float) -
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        model, converted = load_classifier(args.checkpoint)
+        model, converted = load_classifier(args.checkpoint, one_or_all(args.window_size),
+                                           one_or_all(args.pretrained_window_sizes))
         preprocessing = preprocessing_for(args.checkpoint, converted)
     except (CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -63,6 +81,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"{converted.source}: {converted.format}, {model.num_classes} classes"
           f"{', named' if model.class_names else ''}; preprocessing {preprocessing.describe()}")
+    if converted.windows_known:
+        print(converted.describe_windows())
+    else:
+        print(f"training windows unknown (the file does not record them): using window "
+              f"{model.backbone.window_size[0]}; pass --window-size if it was trained with another")
     failed: List[str] = []
 
     def fail(err: ImageReadError) -> None:

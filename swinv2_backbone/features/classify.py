@@ -19,6 +19,7 @@ from ..checkpoint import CheckpointError, ConvertedCheckpoint, convert_checkpoin
 from ..checkpoint.export import default_image_size
 from ..checkpoint.keys import CLASSIFICATION_HEAD
 from ..models import Swinv2Classifier
+from ..models.args import IntOrSeq
 from .extractor import IMAGENET_MEAN, IMAGENET_STD
 from .images import PathLike, Size, image_size, read_image, target_size
 
@@ -140,22 +141,42 @@ def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint) -> P
                          origin=f"default: RGB, {side} px (the checkpoint's), ImageNet mean/std")
 
 
-def load_classifier(checkpoint: PathLike) -> Tuple[Swinv2Classifier, ConvertedCheckpoint]:
+def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None,
+                    pretrained_window_sizes: IntOrSeq = 0
+                    ) -> Tuple[Swinv2Classifier, ConvertedCheckpoint]:
     """A ``Swinv2Classifier`` in eval mode built from and loaded with ``checkpoint``: architecture
     and windows as the checkpoint records them (its position-bias normalisation included), class
     count from its head, class names where it names them.
 
+    Args:
+        checkpoint: Classification checkpoint of any supported format.
+        window_size: The training windows of a checkpoint that does not record them (a timm state
+            dict saved without its buffers, say), one int or one per stage; ``None`` takes the
+            checkpoint's, or the model default where it records none (the returned
+            :class:`ConvertedCheckpoint` then says ``windows_known`` is False).
+        pretrained_window_sizes: With ``window_size``: the windows that normalised the position
+            bias in training (0: none), one int or one per stage.
+
     Raises:
         CheckpointError: Unreadable checkpoint, or one without a classification head.
+        ValueError: ``window_size`` given for a checkpoint that records other windows.
     """
     converted = convert_checkpoint(os.fspath(checkpoint))
     head = converted.heads.get(CLASSIFICATION_HEAD)
     if head is None or "head.weight" not in head:
         raise CheckpointError(f"{converted.source} ({converted.format}) has no classification head; "
                               "give a classification checkpoint")
+    if window_size is not None:
+        given = converted.with_windows(window_size, pretrained_window_sizes)
+        if converted.windows_known and (given.window_sizes, given.pretrained_window_sizes) != (
+                converted.window_sizes, converted.pretrained_window_sizes):
+            raise ValueError(f"{converted.source} records {converted.describe_windows()}; the "
+                             f"windows given ({given.window_sizes}, pretrained "
+                             f"{given.pretrained_window_sizes}) disagree: leave them out")
+        converted = given
     cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
     model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]), **cfg)
-    load_pretrained(model, os.fspath(checkpoint),
+    load_pretrained(model, converted,
                     pretrained_window_sizes="checkpoint" if converted.windows_known else None)
     return model.eval(), converted
 
