@@ -1,5 +1,6 @@
 """SimMIM through mmengine: the registered model's BaseModel contract, the registered transforms and a
 few optimiser steps through ``train_step``, the pre-training config through tools/train.py."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from mmengine.registry import MODELS, TRANSFORMS
 import swinv2_backbone  # noqa: F401  (registers the model and transforms)
 from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.models import SimMIM
+from swinv2_backbone.models.simmim import simmim_loss
 from swinv2_backbone.openmmlab.simmim import Swinv2SimMIM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,43 @@ def test_pipeline_masks_repeat_with_the_seed():
     torch.manual_seed(3)
     b = batch()["data_samples"]
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_seeded_mask_generator_fixes_each_images_mask():
+    """With ``seed`` the mask depends on the seed and the image's index only, not on the global
+    generator; different indices get different masks."""
+    generator = TRANSFORMS.build(dict(type="SimMIMMaskGenerator", mask_patch_size=8, seed=5))
+    img = np.zeros((64, 64, 3), np.uint8)
+    torch.manual_seed(0)
+    a = [generator(dict(img=img, sample_idx=i))["mask"] for i in range(4)]
+    torch.manual_seed(1)
+    b = [generator(dict(img=img, sample_idx=i))["mask"] for i in range(4)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len({tuple(m.flatten().tolist()) for m in a}) == 4
+    other = TRANSFORMS.build(dict(type="SimMIMMaskGenerator", mask_patch_size=8, seed=6))
+    assert not torch.equal(other(dict(img=img, sample_idx=0))["mask"], a[0])
+    with pytest.raises(KeyError, match="sample_idx"):
+        generator(dict(img=img))
+    with pytest.raises(ValueError, match="seed"):
+        TRANSFORMS.build(dict(type="SimMIMMaskGenerator", seed=-1))
+
+
+def test_reconstruction_metric_is_the_mean_of_per_image_losses():
+    from mmengine.registry import METRICS
+
+    model = build(norm_target_window=7).eval()
+    torch.manual_seed(0)
+    raw = batch(n=3, hw=(64, 64))
+    metric = METRICS.build(dict(type="SimMIMReconstructionMetric"))
+    with torch.no_grad():
+        metric.process(raw, model.test_step(raw))
+        data = model.data_preprocessor(raw, False)
+        rec = model(**data, mode="tensor")
+        expected = [simmim_loss(x[None], r[None], m[None], 4, 7)
+                    for x, r, m in zip(data["inputs"], rec, data["data_samples"])]
+    value = metric.evaluate(3)["simmim/reconstruction_l1"]
+    assert abs(value - float(torch.stack(expected).mean())) < 1e-6
+    assert len({round(float(e), 6) for e in expected}) == 3  # really per image
 
 
 def test_mask_generator_refuses_images_off_the_block_grid():
@@ -127,11 +166,13 @@ def test_pretraining_config_trains_through_tools_train(tmp_path):
         Image.fromarray(rng.integers(0, 256, (72 + 8 * i, 100, 3), dtype=np.uint8)).save(
             images / f"{i}.png")
     work = tmp_path / "work"
+    model_options = ["model.backbone.arch=None", "model.backbone.embed_dims=16",
+                     "model.backbone.depths=[1,1,1,1]", "model.backbone.num_heads=[1,1,2,2]",
+                     "model.norm_target_window=7"]
     options = [f"train_dataloader.dataset.data_root={images}", "train_dataloader.batch_size=2",
                "train_dataloader.num_workers=0", "train_dataloader.persistent_workers=False",
-               "train_pipeline.1.size=64", "model.backbone.arch=None", "model.backbone.embed_dims=16",
-               "model.backbone.depths=[1,1,1,1]", "model.backbone.num_heads=[1,1,2,2]",
-               "model.norm_target_window=7", "train_cfg.max_epochs=2", "default_hooks.logger.interval=1"]
+               "train_dataloader.dataset.pipeline.1.size=64", *model_options,
+               "train_cfg.max_epochs=2", "default_hooks.logger.interval=1"]
     proc = subprocess.run([sys.executable, "tools/train.py", str(CONFIG), "--work-dir", str(work),
                            "--cfg-options", *options], cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
@@ -139,3 +180,27 @@ def test_pretraining_config_trains_through_tools_train(tmp_path):
     assert "loss:" in proc.stdout + proc.stderr
     state = load_weights_only(str(work / "epoch_2.pth"), map_location="cpu")["state_dict"]
     assert {"backbone.mask_token", "decoder.0.weight", "backbone.norm3.weight"} <= set(state)
+
+    # tools/test.py: the held-out loss with the config's seeded masks, the same on every run
+    test_options = [f"test_dataloader.dataset.data_root={images}", "test_dataloader.batch_size=4",
+                    "test_dataloader.num_workers=0", "test_dataloader.dataset.pipeline.1.scale=[64,64]",
+                    *model_options]
+    values = []
+    for run in range(2):
+        proc = subprocess.run([sys.executable, "tools/test.py", str(CONFIG), str(work / "epoch_2.pth"),
+                               "--work-dir", str(tmp_path / f"test{run}"), "--cfg-options",
+                               *test_options], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        found = re.search(r"simmim/reconstruction_l1: ([0-9.]+)", proc.stdout + proc.stderr)
+        assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
+        values.append(float(found.group(1)))
+    assert values[0] == values[1] and 0.0 < values[0] < 10.0
+
+
+def test_tools_test_refuses_a_config_without_evaluation(tmp_path):
+    toy = ROOT / "configs/simmim/simmim_swinv2-compact_toy-shapes.py"
+    proc = subprocess.run([sys.executable, "tools/test.py", str(toy), str(tmp_path / "x.pth"),
+                           "--work-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "has no test_dataloader, test_cfg, test_evaluator" in proc.stderr, proc.stderr[-2000:]

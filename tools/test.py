@@ -1,7 +1,8 @@
-"""Evaluate a checkpoint of a detector (mmdet) or segmentor (mmseg) with a Swinv2Backbone.
+"""Evaluate a checkpoint of a detector (mmdet), segmentor (mmseg) or SimMIM model with a
+Swinv2Backbone.
 
 The task is taken from the config's ``default_scope``; the metrics are the config's
-``test_evaluator`` (COCO bbox/segm mAP, mIoU, ...)::
+``test_evaluator`` (COCO bbox/segm mAP, mIoU, the SimMIM held-out reconstruction loss, ...)::
 
     python tools/test.py CONFIG CHECKPOINT [--out results.pkl | --out pred_dir] [--show-dir vis]
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import List, Optional
 
 from mmengine.config import DictAction
@@ -27,7 +29,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         argv: Arguments without the program name; default ``sys.argv[1:]``.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="config file (mmdet or mmseg)")
+    parser.add_argument("config", help="config file (mmdet, mmseg or SimMIM)")
     parser.add_argument("checkpoint", help="checkpoint file (mmengine training checkpoint)")
     parser.add_argument("--work-dir", help="directory for logs and metrics "
                         "(default: ./work_dirs/<config name>)")
@@ -52,6 +54,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    missing = [key for key in ("test_dataloader", "test_cfg", "test_evaluator") if not cfg.get(key)]
+    if missing:
+        sys.exit(f"error: {args.config} has no {', '.join(missing)}: it defines no evaluation "
+                 "(add them, e.g. as configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py "
+                 "does)")
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)

@@ -7,6 +7,9 @@
 # Fine-tune a det/seg config from the result with backbone=dict(pretrained_window_sizes=6,
 # init_cfg=dict(type='Pretrained', checkpoint=...)): the backbone takes the encoder and drops the mask
 # token and decoder; training checkpoints do not record their windows, hence pretrained_window_sizes.
+# Held-out reconstruction loss of a checkpoint (the same masks every time, seeded per image):
+#   python tools/test.py configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py CKPT \
+#       --cfg-options test_dataloader.dataset.data_root=/path/to/held-out/images
 default_scope = 'mmengine'
 custom_imports = dict(imports=['swinv2_backbone', 'mmcv.transforms'], allow_failed_imports=False)
 
@@ -15,6 +18,7 @@ max_epochs = 100
 warmup_epochs = 10
 batch_size = 128  # per process; the official recipe: 2048 in all, lr 1e-4 * 2048 / 512
 data_root = 'data/unlabeled/'
+test_data_root = 'data/unlabeled_val/'
 
 model = dict(
     type='Swinv2SimMIM',
@@ -37,6 +41,24 @@ train_dataloader = dict(
     dataset=dict(type='UnlabeledImageFolder', data_root=data_root, pipeline=train_pipeline))
 
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+
+# evaluation: the whole image resized to the training size, fixed masks
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(image_size, image_size), keep_ratio=False),
+    dict(type='SimMIMMaskGenerator', mask_patch_size=32, model_patch_size=4, mask_ratio=0.6,
+         seed=0),
+    dict(type='PackSimMIMInputs'),
+]
+test_dataloader = dict(
+    batch_size=32,
+    num_workers=4,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(type='UnlabeledImageFolder', data_root=test_data_root, pipeline=test_pipeline))
+test_cfg = dict(type='TestLoop')
+test_evaluator = dict(type='SimMIMReconstructionMetric')
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05),

@@ -1,6 +1,7 @@
 """SimMIM pre-training through mmengine: the model (``type='Swinv2SimMIM'`` in the root ``MODELS``)
 and the data transforms that make its masks and batches (``SimMIMMaskGenerator``,
-``PackSimMIMInputs`` in the root ``TRANSFORMS``). The numerics are those of
+``PackSimMIMInputs`` in the root ``TRANSFORMS``), the held-out loss for ``tools/test.py``
+(``SimMIMReconstructionMetric``) and the image-folder dataset. The numerics are those of
 :class:`swinv2_backbone.models.SimMIM`; this module adds mmengine's ``BaseModel`` contract (a data
 preprocessor for normalisation, ``forward(inputs, data_samples, mode)``)."""
 from __future__ import annotations
@@ -13,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import BaseDataset
+from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseModel
-from mmengine.registry import DATASETS, MODELS, TRANSFORMS
+from mmengine.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 
 from ..features.images import find_images
 
@@ -97,7 +99,11 @@ class Swinv2SimMIM(BaseModel):
                                          self.norm_target_window))
         if mode == "tensor":
             return rec
-        return [dict(reconstruction=r, mask=m) for r, m in zip(rec, mask)]
+        # one loss per image (the batch's loss pools the masked pixels of all its images)
+        return [dict(reconstruction=r, mask=m,
+                     loss=simmim_loss(x[None], r[None], m[None], self.patch_size,
+                                      self.norm_target_window))
+                for x, r, m in zip(inputs, rec, mask)]
 
 
 # The transforms are plain callables (what mmengine's ``Compose`` calls), so that this module needs
@@ -107,32 +113,70 @@ class SimMIMMaskGenerator:
     (:func:`swinv2_backbone.models.simmim_mask`) for the image in ``results['img']`` (``H x W`` must
     be multiples of ``mask_patch_size``: crop or resize before this transform). Drawn from torch's
     global generator, which mmengine's ``randomness`` seed and its dataloader worker seeding set,
-    so seeded runs repeat.
+    so seeded runs repeat. With ``seed`` (for evaluation) each image's mask is instead fixed by the
+    seed and the image's index in its dataset, whatever the order, batch or worker it comes in.
 
     Args:
         mask_patch_size: Side of a masked block in pixels.
         model_patch_size: The backbone's patch size.
         mask_ratio: Fraction of blocks to mask.
+        seed: ``None`` (training: the global generator), or the seed of per-image masks; then
+            ``results['sample_idx']`` (set by mmengine datasets) must exist.
     """
 
     def __init__(self, mask_patch_size: int = 32, model_patch_size: int = 4,
-                 mask_ratio: float = 0.6) -> None:
+                 mask_ratio: float = 0.6, seed: Optional[int] = None) -> None:
         # validates the arguments now rather than at the first image
         simmim_mask(mask_patch_size, mask_patch_size, model_patch_size, mask_ratio,
                     torch.Generator())
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         self.mask_patch_size = mask_patch_size
         self.model_patch_size = model_patch_size
         self.mask_ratio = mask_ratio
+        self.seed = seed
+
+    def _generator(self, results: Dict[str, Any]) -> Optional[torch.Generator]:
+        if self.seed is None:
+            return None
+        if "sample_idx" not in results:
+            raise KeyError("SimMIMMaskGenerator(seed=...) needs results['sample_idx'] (the image's "
+                           "index, which mmengine datasets add)")
+        # torch's CPU generator keeps 32 bits of a seed: mix (seed, index) into 32 bits
+        mixed = np.random.SeedSequence([self.seed, int(results["sample_idx"])]).generate_state(1)
+        return torch.Generator().manual_seed(int(mixed[0]))
 
     def __call__(self, results: Dict[str, Any]) -> Dict[str, Any]:
         h, w = results["img"].shape[:2]
         results["mask"] = simmim_mask((h, w), self.mask_patch_size, self.model_patch_size,
-                                      self.mask_ratio)
+                                      self.mask_ratio, self._generator(results))
         return results
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(mask_patch_size={self.mask_patch_size}, "
-                f"model_patch_size={self.model_patch_size}, mask_ratio={self.mask_ratio})")
+                f"model_patch_size={self.model_patch_size}, mask_ratio={self.mask_ratio}, "
+                f"seed={self.seed})")
+
+
+class SimMIMReconstructionMetric(BaseMetric):
+    """The SimMIM loss of held-out images (``type='SimMIMReconstructionMetric'`` in the root
+    ``METRICS``), for ``val_evaluator`` / ``test_evaluator`` of a SimMIM config: the mean over images
+    of each image's masked-pixel L1 loss (:func:`~swinv2_backbone.models.simmim_loss`, on the
+    model's own target), reported as ``reconstruction_l1``. Give the test pipeline's
+    :class:`SimMIMMaskGenerator` a ``seed`` so that every evaluation masks the same blocks.
+
+    Args:
+        collect_device: ``'cpu'`` or ``'gpu'``, where results are gathered across processes.
+        prefix: Prefix of the metric's name in the logs.
+    """
+
+    default_prefix = "simmim"
+
+    def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
+        self.results.extend(float(sample["loss"]) for sample in data_samples)
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        return dict(reconstruction_l1=float(np.mean(results)))
 
 
 class SimMIMRandomResizedCrop:
@@ -217,13 +261,16 @@ class UnlabeledImageFolder(BaseDataset):
 
 
 def register() -> None:
-    """Idempotently register the model, the transforms and the dataset in mmengine's root
-    registries."""
+    """Idempotently register the model, the transforms, the metric and the dataset in mmengine's
+    root registries."""
     if MODELS.get("Swinv2SimMIM") is not Swinv2SimMIM:
         MODELS.register_module(name="Swinv2SimMIM", module=Swinv2SimMIM, force=True)
     for transform in (SimMIMRandomResizedCrop, SimMIMMaskGenerator, PackSimMIMInputs):
         if TRANSFORMS.get(transform.__name__) is not transform:
             TRANSFORMS.register_module(name=transform.__name__, module=transform, force=True)
+    if METRICS.get("SimMIMReconstructionMetric") is not SimMIMReconstructionMetric:
+        METRICS.register_module(name="SimMIMReconstructionMetric",
+                                module=SimMIMReconstructionMetric, force=True)
     if DATASETS.get("UnlabeledImageFolder") is not UnlabeledImageFolder:
         DATASETS.register_module(name="UnlabeledImageFolder", module=UnlabeledImageFolder,
                                  force=True)
