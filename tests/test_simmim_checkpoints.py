@@ -224,3 +224,31 @@ def test_hf_mim_export_needs_token_and_decoder():
     backbone = Swinv2Backbone(**COMPACT, out_indices=(-1,))
     with pytest.raises(CheckpointError, match="no mask token and no masked-image-modeling head"):
         to_hf_mim(from_model(backbone))
+
+
+def test_pretraining_starts_from_a_supervised_checkpoint_through_the_backbone_init_cfg(tmp_path):
+    """Continued pre-training from a supervised model (an HF classification directory) in one
+    config line: ``backbone.init_cfg`` loads the encoder (the classifier is dropped) while the mask
+    token and the decoder keep their fresh initialisation, which the whole-model ``init_cfg``
+    refuses to leave out."""
+    from swinv2_backbone.openmmlab.simmim import Swinv2SimMIM
+
+    hf = peers.hf_model("Swinv2ForImageClassification", peers.MINI, peers.W8, 81, image_size=64,
+                        num_labels=3)
+    hf.save_pretrained(tmp_path)
+    mini = dict(arch=None, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
+                window_size=8, drop_path_rate=0.0)
+    torch.manual_seed(0)
+    fresh = Swinv2SimMIM(dict(mini))
+    torch.manual_seed(0)
+    model = Swinv2SimMIM(dict(mini, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path))))
+    model.init_weights()
+    expected = Swinv2Backbone(**mini, out_indices=(-1,))
+    load_pretrained(expected, str(tmp_path))
+    ours = {k: v for k, v in model.backbone.state_dict().items() if k != "mask_token"}
+    assert equal_states(ours, expected.state_dict())
+    assert torch.equal(model.backbone.mask_token, fresh.backbone.mask_token)
+    assert equal_states(model.decoder.state_dict(), fresh.decoder.state_dict())
+    with pytest.raises(CheckpointError, match="no mask token"):
+        Swinv2SimMIM(dict(mini), init_cfg=dict(type="Pretrained",
+                                                checkpoint=str(tmp_path))).init_weights()
