@@ -252,3 +252,16 @@ def test_pretraining_starts_from_a_supervised_checkpoint_through_the_backbone_in
     with pytest.raises(CheckpointError, match="no mask token"):
         Swinv2SimMIM(dict(mini), init_cfg=dict(type="Pretrained",
                                                 checkpoint=str(tmp_path))).init_weights()
+
+
+def test_hf_config_encoder_stride_must_match_the_decoder(hf_mim_dir, tmp_path):
+    import json
+    import shutil
+
+    directory = tmp_path / "edited"
+    shutil.copytree(hf_mim_dir[1], directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["encoder_stride"] = 16
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="encoder_stride 16 .*3072 output channels"):
+        convert_checkpoint(str(directory))

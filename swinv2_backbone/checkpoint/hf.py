@@ -187,7 +187,21 @@ def to_native(source: Source) -> Mapped:
         mapped.claimed = {k: source.config[c] for k, c in _CLAIMS if c in source.config}
         if CLASSIFICATION_HEAD in mapped.heads:
             mapped.labels = config_labels(source.config)
+        check_encoder_stride(source.config, mapped.heads.get(MIM_HEAD), source.name)
     return mapped
+
+
+def check_encoder_stride(config: Mapping[str, Any], decoder: Optional[StateDict], name: str) -> None:
+    """Refuse a ``config.json`` whose ``encoder_stride`` and ``num_channels`` disagree with the MIM
+    decoder's output channels (``encoder_stride**2 * num_channels``, what HF builds from them)."""
+    if decoder is None or "decoder.0.weight" not in decoder or "encoder_stride" not in config:
+        return
+    stride, channels = int(config["encoder_stride"]), int(config.get("num_channels", 3))
+    found = int(decoder["decoder.0.weight"].shape[0])
+    if found != stride ** 2 * channels:
+        raise CheckpointError(f"{name}: config.json says encoder_stride {stride} and num_channels "
+                              f"{channels} (a decoder of {stride ** 2 * channels} channels), but "
+                              f"decoder.0.weight has {found} output channels")
 
 
 def _hf_block_key(native_key: str) -> str:
