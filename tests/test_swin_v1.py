@@ -182,3 +182,148 @@ def test_all_fast_paths_equal_the_reference_with_training_gradients(size):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     for a, b in zip(got_grads, ref_grads):
         assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6
+
+
+# ---------------------------------------------------------------------------- checkpoints
+import logging  # noqa: E402
+
+import transformers  # noqa: E402  (a test dependency, installed by tools/setup_env.sh)
+
+from swinv2_backbone import Swinv2Backbone  # noqa: E402
+from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_pretrained  # noqa: E402
+from swinv2_backbone.checkpoint.build import build_backbone  # noqa: E402
+from swinv2_backbone.models.ops import relative_position_index  # noqa: E402
+
+HF_ARCH = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7, image_size=224)
+OURS_ARCH = dict(arch=None, embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
+STAGES = ["stage1", "stage2", "stage3", "stage4"]
+
+
+def hf_dir(tmp_path, kind: str, **config):
+    """An HF ``kind`` model with seeded random weights, saved with ``save_pretrained``."""
+    torch.manual_seed(0)
+    model = getattr(transformers, kind)(transformers.SwinConfig(**{**HF_ARCH, **config})).eval()
+    with torch.no_grad():  # non-trivial weights: a mapping error cannot hide behind defaults
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path / kind
+    model.save_pretrained(path)
+    return model, path
+
+
+def tokens_to_nchw(tokens: torch.Tensor, hw) -> torch.Tensor:
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
+
+
+# HF SwinBackbone partitions and shifts at every size (always_partition=True, unlike SwinModel):
+# sizes whose last map is larger than the window, where that is every rule's layout
+@pytest.mark.parametrize("size", [(256, 256), (256, 352)])
+def test_hf_swin_backbone_feature_maps(tmp_path, size):
+    hf, path = hf_dir(tmp_path, "SwinBackbone", out_features=STAGES)
+    ours = build_backbone(dict(small_map="hf"), checkpoint=path).eval()
+    assert type(ours) is SwinBackbone and ours.window_size == (7, 7, 7, 7)
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        want, got = hf(x).feature_maps, ours(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (224, 320), (320, 224)])  # last map 7x7, 7x10, 10x7
+def test_hf_swin_model_and_classifier_logits(tmp_path, size):
+    hf, path = hf_dir(tmp_path, "SwinForImageClassification", num_labels=5)
+    converted = convert_checkpoint(path)
+    assert (converted.version, converted.format, converted.model_type) == (1, "hf", "SwinBackbone")
+    assert converted.backbone_cfg()["type"] == "SwinBackbone"
+    ours = SwinBackbone(**OURS_ARCH, out_indices=(3,), small_map="hf").eval()
+    load_pretrained(ours, converted)
+    x = torch.randn(2, 3, *size)
+    head = converted.heads["classification head"]
+    with torch.no_grad():
+        want = hf(x).logits
+        last = ours(x)[0]
+        got = torch.nn.functional.linear(last.mean((2, 3)), head["head.weight"], head["head.bias"])
+        final = hf.swin(x).last_hidden_state
+    torch.testing.assert_close(last, tokens_to_nchw(final, last.shape[2:]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_hf_masked_image_modeling_takes_the_mask_token(tmp_path):
+    hf, path = hf_dir(tmp_path, "SwinForMaskedImageModeling")
+    ours = SwinBackbone(**OURS_ARCH, out_indices=(3,), use_mask_token=True, small_map="hf").eval()
+    converted = load_pretrained(ours, path)
+    assert set(converted.heads) == {"mask token", "masked-image-modeling head"}
+    x = torch.randn(1, 3, 224, 224)
+    mask = torch.rand(1, 56, 56) < 0.5
+    with torch.no_grad():
+        want = hf.swin(x, bool_masked_pos=mask.flatten(1)).last_hidden_state
+        got = ours(x, mask)[0]
+    torch.testing.assert_close(got, tokens_to_nchw(want, (7, 7)), rtol=1e-4, atol=1e-4)
+
+
+def official_v1(model: SwinBackbone, simmim: bool = False) -> dict:
+    """The official Microsoft layout of ``model``'s weights: buffers, final ``norm``, ``head``
+    (SimMIM: ``encoder.`` prefix, mask token and decoder instead of the head)."""
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("norm")}
+    last = len(model.layers) - 1
+    state.update({"norm.weight": model.state_dict()[f"norm{last}.weight"],
+                  "norm.bias": model.state_dict()[f"norm{last}.bias"]})
+    for i, stage in enumerate(model.layers):
+        for j, block in enumerate(stage.blocks):
+            state[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = relative_position_index(
+                block.window_size)
+        state[f"layers.{i}.blocks.1.attn_mask"] = torch.zeros(4, 49, 49)
+    if not simmim:
+        return {"model": {**state, "head.weight": torch.randn(10, 256), "head.bias": torch.zeros(10)}}
+    state = {"encoder." + k: v for k, v in state.items()}
+    return {"model": {**state, "encoder.mask_token": torch.randn(1, 1, 32),
+                      "decoder.0.weight": torch.randn(32 * 16, 256, 1, 1),
+                      "decoder.0.bias": torch.zeros(32 * 16)}}
+
+
+@pytest.mark.parametrize("simmim", [False, True])
+def test_official_and_native_round_trips(tmp_path, simmim):
+    source = random_model(**{**SMALL, **OURS_ARCH}).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        want = source(x)
+    torch.save(official_v1(source, simmim), tmp_path / "official.pth")
+    torch.save(source.state_dict(), tmp_path / "native.pth")
+    for name, fmt in (("official.pth", "simmim" if simmim else "official"), ("native.pth", "native")):
+        target = SwinBackbone(**OURS_ARCH)
+        converted = load_pretrained(target, tmp_path / name)
+        assert (converted.format, converted.version, converted.window_sizes) == (fmt, 1, (7,) * 4)
+        with torch.no_grad():
+            got = target.eval()(x)
+        # the official layout holds the last stage's norm only (the others keep their defaults)
+        for a, b in list(zip(got, want))[0 if name == "native.pth" else -1:]:
+            assert torch.equal(a, b)
+
+
+def test_version_confusion_is_refused_with_the_class_to_use(tmp_path):
+    torch.save(random_model().state_dict(), tmp_path / "v1.pth")
+    torch.save(Swinv2Backbone(**{**SMALL, "window_size": 4}).state_dict(), tmp_path / "v2.pth")
+    with pytest.raises(CheckpointError, match="Swin V1 checkpoint.*use SwinBackbone / type='SwinBackbone'"):
+        load_pretrained(Swinv2Backbone(**SMALL), tmp_path / "v1.pth")
+    with pytest.raises(CheckpointError, match="Swin V2 checkpoint.*use Swinv2Backbone / type='Swinv2Backbone'"):
+        load_pretrained(SwinBackbone(**SMALL), tmp_path / "v2.pth")
+    with pytest.raises(ValueError, match="Swin V1 checkpoint; the config says type='Swinv2Backbone'"):
+        build_backbone(dict(type="Swinv2Backbone"), checkpoint=tmp_path / "v1.pth")
+    assert type(build_backbone(checkpoint=tmp_path / "v1.pth")) is SwinBackbone
+    assert type(build_backbone(checkpoint=tmp_path / "v2.pth")) is Swinv2Backbone
+    with pytest.raises(ValueError, match="pretrained_window_sizes='checkpoint' is a SwinV2 setting"):
+        load_pretrained(SwinBackbone(**SMALL), tmp_path / "v1.pth", pretrained_window_sizes="checkpoint")
+
+
+def test_window_transfer_resizes_the_tables_with_a_warning(tmp_path, caplog):
+    source = random_model()  # window 4
+    torch.save(source.state_dict(), tmp_path / "w4.pth")
+    target = SwinBackbone(**{**SMALL, "window_size": (6, 6, 4, 4)})
+    with caplog.at_level(logging.WARNING, logger="swinv2_backbone"):
+        load_pretrained(target, tmp_path / "w4.pth")
+    assert "resized bicubically (stage 1: 4 -> 6, stage 2: 4 -> 6)" in caplog.text
+    assert "window_size to the checkpoint's (4, 4, 4, 4)" in caplog.text
+    key = "layers.1.blocks.0.attn.relative_position_bias_table"
+    torch.testing.assert_close(target.state_dict()[key], resize_bias_table(source.state_dict()[key], 6))
+    assert torch.equal(target.state_dict()["layers.2.blocks.0.attn.relative_position_bias_table"],
+                       source.state_dict()["layers.2.blocks.0.attn.relative_position_bias_table"])
