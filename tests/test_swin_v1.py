@@ -1,14 +1,20 @@
 """Swin V1 (:class:`swinv2_backbone.SwinBackbone`): shapes, outputs, freezing, checkpointing, errors,
-its bias-table windows and fast paths, on the machinery it shares with Swinv2Backbone."""
+its bias-table windows and fast paths; its checkpoints (native, official, SimMIM, Hugging Face
+directories of every class, with parity to HF on random weights) and the version checks."""
 import dataclasses
+import logging
 
 import pytest
 import torch
+import transformers  # a test dependency, installed by tools/setup_env.sh
 
-from swinv2_backbone import SwinBackbone
+from swinv2_backbone import SwinBackbone, Swinv2Backbone
+from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_pretrained
+from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.models import fast, kernels
 from swinv2_backbone.models.attention import central_bias_table, resize_bias_table
 from swinv2_backbone.models.fast import chunked
+from swinv2_backbone.models.ops import relative_position_index
 
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
 
@@ -70,18 +76,16 @@ def test_frozen_stages_stay_frozen_after_train():
 
 def test_with_cp_gives_the_same_outputs_and_gradients():
     x = torch.randn(1, 3, 40, 56)
-    grads = []
+    results = []
     for with_cp in (False, True):
         model = random_model(with_cp=with_cp, drop_path_rate=0.0)
-        sum(o.square().sum() for o in model(x)).backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
-        with torch.no_grad():
-            outs = model(x)
-        if with_cp:
-            for a, b in zip(outs, first):
-                torch.testing.assert_close(a, b)
-        first = outs
-    for a, b in zip(*grads):
+        outs = model(x)
+        grads = torch.autograd.grad(sum(o.square().sum() for o in outs), list(model.parameters()))
+        results.append((outs, grads))
+    (ref, ref_grads), (got, got_grads) = results
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(got_grads, ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -185,15 +189,6 @@ def test_all_fast_paths_equal_the_reference_with_training_gradients(size):
 
 
 # ---------------------------------------------------------------------------- checkpoints
-import logging  # noqa: E402
-
-import transformers  # noqa: E402  (a test dependency, installed by tools/setup_env.sh)
-
-from swinv2_backbone import Swinv2Backbone  # noqa: E402
-from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_pretrained  # noqa: E402
-from swinv2_backbone.checkpoint.build import build_backbone  # noqa: E402
-from swinv2_backbone.models.ops import relative_position_index  # noqa: E402
-
 HF_ARCH = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7, image_size=224)
 OURS_ARCH = dict(arch=None, embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
