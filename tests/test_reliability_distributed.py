@@ -162,10 +162,10 @@ def fsdp1(rank: int) -> None:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from swinv2_backbone.models.layers import SwinV2Stage
+    from swinv2_backbone.models.layers import SwinStage
 
     model = FSDP(build().train(), device_id=torch.device("cpu"), use_orig_params=True,
-                 auto_wrap_policy=ModuleWrapPolicy({SwinV2Stage}))
+                 auto_wrap_policy=ModuleWrapPolicy({SwinStage}))
     sgd_steps(model, rank, STEPS)
     with FSDP.summon_full_params(model):
         weights = {n.replace("_fsdp_wrapped_module.", ""): p.detach().clone()

@@ -1,4 +1,5 @@
-"""A ``Swinv2Backbone`` with its weights, from a built model, a config dict and/or a checkpoint.
+"""A ``Swinv2Backbone`` or Swin V1 ``SwinBackbone`` with its weights, from a built model, a config
+dict and/or a checkpoint (whose version picks the class).
 
 The architecture of a checkpoint is read from the checkpoint itself
 (:meth:`~swinv2_backbone.checkpoint.ConvertedCheckpoint.backbone_cfg`), so a caller may give only a
@@ -8,14 +9,17 @@ checkpoint path; a config then overrides single entries of it. Used by
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from ..models import Swinv2Backbone
+from ..models import SwinBackbone, SwinBackboneBase, Swinv2Backbone
 from . import convert_checkpoint, load_pretrained
 
 #: What :func:`build_backbone` accepts as its model: a built backbone, its keyword arguments, or
 #: ``None`` (the architecture then comes from the checkpoint).
-ModelOrCfg = Union[Swinv2Backbone, Mapping[str, Any], None]
+ModelOrCfg = Union[SwinBackboneBase, Mapping[str, Any], None]
+
+#: The backbone classes by config ``type``.
+BACKBONES = {"Swinv2Backbone": Swinv2Backbone, "SwinBackbone": SwinBackbone}
 
 #: Keys that fix the architecture. A config naming any of them replaces all of the checkpoint's, so
 #: a preset never mixes with another model's widths or depths (``arch='tiny'`` and the checkpoint's
@@ -23,13 +27,13 @@ ModelOrCfg = Union[Swinv2Backbone, Mapping[str, Any], None]
 _ARCHITECTURE_KEYS = ("arch", "embed_dims", "depths", "num_heads")
 
 
-def _backbone_kwargs(cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    """``Swinv2Backbone`` keyword arguments of a config dict (its optional ``type`` checked and dropped)."""
+def _backbone_kwargs(cfg: Mapping[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """The optional ``type`` of a config dict (checked) and the backbone keyword arguments."""
     kwargs = dict(cfg)
-    kind = kwargs.pop("type", "Swinv2Backbone")
-    if kind != "Swinv2Backbone":
-        raise ValueError(f"model config type must be 'Swinv2Backbone', got {kind!r}")
-    return kwargs
+    kind = kwargs.pop("type", None)
+    if kind is not None and kind not in BACKBONES:
+        raise ValueError(f"model config type must be one of {sorted(BACKBONES)}, got {kind!r}")
+    return kind, kwargs
 
 
 def _with_outputs(kwargs: Dict[str, Any], out_features: Optional[Sequence[str]]) -> Dict[str, Any]:
@@ -43,7 +47,7 @@ def _with_outputs(kwargs: Dict[str, Any], out_features: Optional[Sequence[str]])
     return {**kwargs, "out_features": tuple(out_features)}
 
 
-def _check_outputs_of(model: Swinv2Backbone, out_features: Optional[Sequence[str]]) -> None:
+def _check_outputs_of(model: SwinBackboneBase, out_features: Optional[Sequence[str]]) -> None:
     """Raise unless every name in ``out_features`` is an output of the built ``model``."""
     if out_features is None:
         return
@@ -64,10 +68,10 @@ def _merge_cfg(checkpoint_cfg: Mapping[str, Any], overrides: Mapping[str, Any]) 
     return {**merged, **overrides}
 
 
-def _random_backbone(kwargs: Dict[str, Any]) -> Swinv2Backbone:
+def _random_backbone(kind: str, kwargs: Dict[str, Any]) -> SwinBackboneBase:
     """A backbone of a config without a checkpoint: default initialisation unless its ``init_cfg``
     or ``pretrained`` names weights."""
-    backbone = Swinv2Backbone(**kwargs)
+    backbone = BACKBONES[kind](**kwargs)
     if backbone.init_cfg is not None:
         backbone.init_weights()
     return backbone
@@ -77,12 +81,14 @@ def build_backbone(
     model: ModelOrCfg = None,
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     out_features: Optional[Sequence[str]] = None,
-) -> Swinv2Backbone:
+) -> SwinBackboneBase:
     """A backbone with its weights, from a model, a config and/or a checkpoint.
 
     Args:
-        model: A built ``Swinv2Backbone`` (used as is), a config dict of ``Swinv2Backbone`` keyword
-            arguments (``type='Swinv2Backbone'`` allowed), or ``None`` (needs ``checkpoint``).
+        model: A built ``Swinv2Backbone`` or ``SwinBackbone`` (used as is), a config dict of their
+            keyword arguments (``type='Swinv2Backbone'`` (the default without a checkpoint) or
+            ``'SwinBackbone'``), or ``None`` (needs ``checkpoint``). With a checkpoint the class
+            is the checkpoint's version's; a config ``type`` of the other version is an error.
         checkpoint: Any supported checkpoint (HF directory, official, timm, torchvision,
             mmpretrain, mmdet/mmseg or native file). With a config or ``None``, the architecture is
             read from the checkpoint (:meth:`~swinv2_backbone.checkpoint.ConvertedCheckpoint.backbone_cfg`)
@@ -97,27 +103,34 @@ def build_backbone(
     Without a checkpoint, a config gets the default random initialisation unless its ``init_cfg``
     or ``pretrained`` names one.
     """
-    if isinstance(model, Swinv2Backbone):
+    if isinstance(model, SwinBackboneBase):
         _check_outputs_of(model, out_features)
         if checkpoint is not None:
             load_pretrained(model, checkpoint=os.fspath(checkpoint))
         return model
     if model is not None and not isinstance(model, Mapping):
-        raise TypeError(f"model must be a Swinv2Backbone, a config dict or None, got {type(model).__name__}")
-    kwargs = _with_outputs(_backbone_kwargs(model or {}), out_features)
+        raise TypeError(f"model must be a Swinv2Backbone, a SwinBackbone, a config dict or None, got "
+                        f"{type(model).__name__}")
+    kind, kwargs = _backbone_kwargs(model or {})
+    kwargs = _with_outputs(kwargs, out_features)
     if checkpoint is None:
         if model is None:
             raise ValueError("give a model, a model config (e.g. dict(arch='tiny') for random "
                              "weights) or a checkpoint")
-        return _random_backbone(kwargs)
+        return _random_backbone(kind or "Swinv2Backbone", kwargs)
     if kwargs.get("init_cfg") is not None or kwargs.get("pretrained") is not None:
         raise ValueError("the checkpoint is given twice: checkpoint= and init_cfg/pretrained in the "
                          "model config; give it once")
     converted = convert_checkpoint(os.fspath(checkpoint))
-    backbone = Swinv2Backbone(**_merge_cfg(_backbone_kwargs(converted.backbone_cfg()), kwargs))
-    # The checkpoint's training windows define the position-bias normalisation unless the config
-    # sets its own pretrained_window_sizes or the file does not record them.
-    windows_from_config = "pretrained_window_sizes" in kwargs or not converted.windows_known
+    if kind is not None and kind != converted.model_type:
+        raise ValueError(f"{converted.source} is a Swin V{converted.version} checkpoint; the "
+                         f"config says type={kind!r}: use type='{converted.model_type}'")
+    backbone = BACKBONES[converted.model_type](
+        **_merge_cfg(_backbone_kwargs(converted.backbone_cfg())[1], kwargs))
+    # SwinV2: the checkpoint's training windows define the position-bias normalisation unless the
+    # config sets its own pretrained_window_sizes or the file does not record them.
+    windows_from_config = ("pretrained_window_sizes" in kwargs or not converted.windows_known
+                           or converted.version == 1)
     load_pretrained(backbone, checkpoint=converted,  # read and converted once
                     pretrained_window_sizes=None if windows_from_config else "checkpoint")
     return backbone

@@ -56,6 +56,16 @@ class ConvertedCheckpoint:
     labels: Optional[Tuple[str, ...]] = None
 
     @property
+    def version(self) -> int:
+        """Swin version of the weights: 1 (bias tables) or 2 (continuous position bias)."""
+        return self.structure.version
+
+    @property
+    def model_type(self) -> str:
+        """The backbone class (and registry ``type``) these weights are for."""
+        return "SwinBackbone" if self.version == 1 else "Swinv2Backbone"
+
+    @property
     def embed_dims(self) -> int:
         """Channels of stage 1."""
         return self.structure.embed_dims
@@ -92,10 +102,11 @@ class ConvertedCheckpoint:
                      for w, p in zip(self.window_sizes, self.pretrained_window_sizes))
 
     def describe_arch(self) -> str:
-        """``arch 'tiny'`` or the explicit widths, depths and heads."""
+        """``Swin V1, arch 'tiny'`` (``SwinV2`` ...) or the explicit widths, depths and heads."""
+        version = "Swin V1" if self.version == 1 else "SwinV2"
         if self.arch:
-            return f"arch '{self.arch}'"
-        return (f"custom arch (embed_dims {self.embed_dims}, depths {self.depths}, "
+            return f"{version}, arch '{self.arch}'"
+        return (f"{version}, custom arch (embed_dims {self.embed_dims}, depths {self.depths}, "
                 f"num_heads {self.num_heads})")
 
     def describe_windows(self) -> str:
@@ -124,14 +135,15 @@ class ConvertedCheckpoint:
         return "; ".join(parts)
 
     def backbone_cfg(self, checkpoint: Optional[str] = None) -> Dict[str, Any]:
-        """The ``Swinv2Backbone`` config dict matching these weights, to paste into a config.
+        """The ``Swinv2Backbone`` (SwinV2) or ``SwinBackbone`` (Swin V1) config dict matching these
+        weights, to paste into a config.
 
         Args:
             checkpoint: Path for ``init_cfg=dict(type='Pretrained', checkpoint=...)``; left out if
                 ``None``.
         """
         s = self.structure
-        cfg: Dict[str, Any] = {"type": "Swinv2Backbone"}
+        cfg: Dict[str, Any] = {"type": self.model_type}
         if self.arch:
             cfg["arch"] = self.arch
         else:
@@ -234,8 +246,11 @@ def _name_hint(path: str, config: Optional[Mapping[str, Any]]) -> str:
 def _stage_windows(
     mapped: Mapped, structure: Structure, name_hint: Optional[str]
 ) -> Tuple[Tuple[Optional[int], ...], Tuple[Optional[int], ...], Optional[str]]:
-    """Per-stage training and pretrained windows and their origin: what the mapping read from the
-    file, else what the release name says (``name_hint``), else unknown (``None`` entries)."""
+    """Per-stage training and pretrained windows and their origin: Swin V1's bias-table windows;
+    for SwinV2 what the mapping read from the file, else what the release name says
+    (``name_hint``), else unknown (``None`` entries)."""
+    if structure.version == 1:  # the bias tables are defined for the training window
+        return structure.table_windows, (0,) * structure.num_stages, "bias-table shapes"
     windows, origin = mapped.windows, mapped.windows_from
     if not windows and name_hint:
         windows = windows_from_name(name_hint, structure.num_stages, structure.patch_size)

@@ -1,4 +1,7 @@
-"""Hugging Face ``transformers`` SwinV2 (``Swinv2Model`` and friends) <-> native key layout.
+"""Hugging Face ``transformers`` SwinV2 (``Swinv2Model`` and friends) <-> native key layout, and
+Swin V1 (``SwinModel``, ``SwinBackbone``, ``SwinForImageClassification``,
+``SwinForMaskedImageModeling``: ``swin.`` prefix, q/k/v biases, ``relative_position_bias_table``,
+``hidden_states_norms.stageN`` of the backbone) -> native.
 
 HF splits the attention input projection into ``query``/``key``/``value`` (no key bias), calls the
 res-post-norms ``layernorm_before``/``layernorm_after``, puts patch merging at the end of stages like
@@ -17,11 +20,13 @@ import torch
 
 from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
 from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, StateDict, Tensor,
-                   final_norm_for_export, num_stages, split_prefix)
+                   final_norm_for_export, is_buffer_key, num_stages, split_prefix)
+from .native import version_of
 
 NAME = "hf"
-DESCRIPTION = ("Hugging Face transformers Swinv2Model / ForImageClassification / Backbone / "
-               "ForMaskedImageModeling (directory with config.json)")
+DESCRIPTION = ("Hugging Face transformers Swinv2Model / SwinModel (V1) and their "
+               "ForImageClassification / Backbone / ForMaskedImageModeling (directory with "
+               "config.json)")
 
 #: HF sub-module names inside a block -> native names.
 _BLOCK_RENAMES = (
@@ -29,10 +34,17 @@ _BLOCK_RENAMES = (
     ("layernorm_after.", "norm2."),
     ("attention.self.continuous_position_bias_mlp.", "attn.cpb_mlp."),
     ("attention.self.logit_scale", "attn.logit_scale"),
+    ("attention.self.relative_position_bias_table", "attn.relative_position_bias_table"),
     ("attention.output.dense.", "attn.proj."),
     ("intermediate.dense.", "mlp.fc1."),
     ("output.dense.", "mlp.fc2."),
 )
+#: HF ``SwinBackbone`` (V1): the LayerNorm of each returned stage, ``stage{i+1}`` -> ``norm{i}``.
+_STAGE_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.(weight|bias)$")
+#: The encoder's prefix in HF task models: ``swinv2.`` (SwinV2) or ``swin.`` (Swin V1).
+_WRAPPERS = ("swinv2.", "swin.")
+#: ``config.json`` model_type by Swin version.
+_MODEL_TYPES = {1: "swin", 2: "swinv2"}
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
 _NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
 #: Heads next to ``swinv2.`` in the task models: prefix -> (head name, native prefix). The MIM
@@ -47,15 +59,22 @@ _CLAIMS = (("embed_dims", "embed_dim"), ("depths", "depths"), ("num_heads", "num
            ("use_abs_pos_embed", "use_absolute_embeddings"))
 
 
+#: Why HF ``SwinBackbone``'s final ``layernorm`` is left out: it returns its stage norms instead.
+UNUSED_FINAL_NORM = "final layernorm (unused by HF SwinBackbone, which has stage norms)"
+
+
 def detect(keys: Collection[str]) -> bool:
     """HF names (``embeddings.patch_embeddings.`` or ``.attention.self.``), optionally under
-    ``swinv2.``."""
-    return any(k.startswith(("embeddings.patch_embeddings.", "swinv2.embeddings.patch_embeddings."))
+    ``swinv2.`` or ``swin.``."""
+    return any(k.startswith(tuple(w + "embeddings.patch_embeddings." for w in ("",) + _WRAPPERS))
                or ".attention.self." in k for k in keys)
 
 
 def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
-    """Map an HF ``Swinv2Model`` state dict (no ``swinv2.`` prefix) to native keys.
+    """Map an HF ``Swinv2Model`` or ``SwinModel`` / ``SwinBackbone`` (V1) state dict (no
+    ``swinv2.``/``swin.`` prefix, no buffers) to native keys. Swin V1 (told by its bias tables)
+    keeps all three q/k/v biases as one ``qkv.bias``; its ``SwinBackbone`` stage norms become the
+    output norms, and its unused final ``layernorm`` is then left out.
 
     Returns ``(native, unmapped)`` where ``unmapped`` names the HF keys that have no native
     counterpart, each with the reason, for the caller to report or refuse.
@@ -64,6 +83,8 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
     unmapped: Dict[str, str] = {}
     qkv: Dict[str, Dict[str, Tensor]] = {}
     last = num_stages(state, r"^encoder\.layers\.(\d+)\.") - 1
+    version = 1 if any(k.endswith(".relative_position_bias_table") for k in state) else 2
+    stage_norms = any(map(_STAGE_NORM.match, state))
     for key, value in state.items():
         m = _QKV.match(key)
         if m:
@@ -83,6 +104,10 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
                     new = new.replace(old, rep)
                     break
             out[new] = value
+        elif (m := _STAGE_NORM.match(key)) is not None:
+            out[f"norm{int(m.group(1)) - 1}.{m.group(2)}"] = value
+        elif key.startswith("layernorm.") and stage_norms:
+            unmapped[key] = UNUSED_FINAL_NORM
         elif key.startswith("layernorm."):
             out[f"norm{last}." + key.rsplit(".", 1)[1]] = value
         else:
@@ -92,10 +117,18 @@ def hf_to_native(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str,
         missing = {"query.weight", "key.weight", "value.weight"} - set(parts)
         if missing:
             raise CheckpointError(f"{prefix}.attention.self is missing {sorted(missing)}")
-        if "key.bias" in parts:
-            unmapped[f"{prefix}.attention.self.key.bias"] = "SwinV2 has no key bias"
         out[new + "qkv.weight"] = torch.cat(
             [parts["query.weight"], parts["key.weight"], parts["value.weight"]])
+        if version == 1:
+            biases = [parts.get(f"{n}.bias") for n in ("query", "key", "value")]
+            if any(b is None for b in biases) and any(b is not None for b in biases):
+                raise CheckpointError(f"{prefix}.attention.self has only some of the query/key/"
+                                      "value biases; Swin V1 has all or none")
+            if biases[0] is not None:
+                out[new + "qkv.bias"] = torch.cat(biases)
+            continue
+        if "key.bias" in parts:
+            unmapped[f"{prefix}.attention.self.key.bias"] = "SwinV2 has no key bias"
         if "query.bias" in parts:
             out[new + "q_bias"] = parts["query.bias"]
         if "value.bias" in parts:
@@ -136,19 +169,23 @@ def config_labels(config: Mapping[str, Any]) -> Optional[Tuple[str, ...]]:
     return None if all(_PLACEHOLDER_LABEL.match(n) for n in labels) else labels
 
 
-def check_config(config: Mapping[str, Any], name: str) -> None:
-    """Refuse a ``config.json`` that is not a SwinV2 one."""
+def check_config(config: Mapping[str, Any], name: str, version: int) -> None:
+    """Refuse a ``config.json`` that is not a Swin one of the weights' ``version``."""
     model_type = config.get("model_type")
-    if model_type != "swinv2":
+    if model_type not in _MODEL_TYPES.values():
         raise CheckpointError(f"{name}: config.json has model_type {model_type!r}; only Hugging "
-                              "Face SwinV2 ('swinv2') is supported")
+                              "Face SwinV2 ('swinv2') and Swin ('swin', V1) are supported")
+    if model_type != _MODEL_TYPES[version]:
+        raise CheckpointError(f"{name}: config.json says model_type {model_type!r}, but the weights "
+                              f"are Swin V{version} ones")
 
 
 def keep_heads(state: StateDict, mapped: Mapped) -> StateDict:
-    """Keep the task heads next to ``swinv2.`` (classifier, MIM decoder) and the mask token of
-    ``state`` as heads of ``mapped`` under their native keys; returns the encoder's entries
-    (``swinv2.`` stripped) and any unknown others, left for validation to report."""
-    wrapped = any(k.startswith("swinv2.") for k in state)
+    """Keep the task heads next to ``swinv2.`` / ``swin.`` (classifier, MIM decoder) and the mask
+    token of ``state`` as heads of ``mapped`` under their native keys; returns the encoder's entries
+    (prefix stripped) and any unknown others, left for validation to report."""
+    wrapper = next((w for w in _WRAPPERS if any(k.startswith(w) for k in state)), None)
+    wrapped = wrapper is not None
     if wrapped:
         rest: StateDict = {}
         for key, value in state.items():
@@ -158,10 +195,10 @@ def keep_heads(state: StateDict, mapped: Mapped) -> StateDict:
             else:
                 head, native = _HEAD_PREFIXES[prefix]
                 mapped.keep_head(head, key, native + key[len(prefix):], value)
-        encoder, others = split_prefix(rest, "swinv2.")
+        encoder, others = split_prefix(rest, wrapper)
         state = {**encoder, **others}
     if _MASK_TOKEN in state:
-        source_key = "swinv2." + _MASK_TOKEN if wrapped else _MASK_TOKEN
+        source_key = wrapper + _MASK_TOKEN if wrapped else _MASK_TOKEN
         mapped.keep_head(MASK_TOKEN, source_key, MASK_TOKEN_KEY, state[_MASK_TOKEN])
         state = {k: v for k, v in state.items() if k != _MASK_TOKEN}
     return state
@@ -174,14 +211,20 @@ def to_native(source: Source) -> Mapped:
     ``config.json``."""
     mapped = Mapped()
     state = keep_heads(source.state_dict, mapped)
+    for key in [k for k in state if is_buffer_key(k)]:  # Swin V1 files keep the index buffers
+        mapped.drop("recomputed buffers", key)
+        del state[key]
     native, unmapped = hf_to_native(state)
     for key, reason in unmapped.items():
         if reason == "SwinV2 has no key bias":
             raise CheckpointError(f"{source.name}: {key} is present but {reason}")
+        if reason == UNUSED_FINAL_NORM:
+            mapped.drop(reason, key)
+            continue
         native[key] = state[key]  # left for validation to report
     mapped.state_dict.update(native)
     if source.config is not None:
-        check_config(source.config, source.name)
+        check_config(source.config, source.name, version_of(list(native), source.name))
         mapped.windows = config_windows(source.config)
         mapped.windows_from = "config.json"
         mapped.claimed = {k: source.config[c] for k, c in _CLAIMS if c in source.config}

@@ -1,4 +1,6 @@
-"""Load any supported checkpoint into a :class:`~swinv2_backbone.Swinv2Backbone`.
+"""Load any supported checkpoint into a :class:`~swinv2_backbone.Swinv2Backbone` or a Swin V1
+:class:`~swinv2_backbone.SwinBackbone` (weights of the other version are refused, naming the class
+that takes them; a V1 checkpoint's bias tables are resized to the model's windows with a warning).
 
 Policy when fitting the converted weights to the model:
 
@@ -32,7 +34,8 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import Swinv2Backbone, Swinv2Classifier
+from ..models import SwinBackboneBase, Swinv2Backbone, Swinv2Classifier
+from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
@@ -83,16 +86,51 @@ def _arch_hint(converted: ConvertedCheckpoint, model: nn.Module) -> str:
     return hint
 
 
-def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[StateDict, List[str]]:
+def check_version(converted: ConvertedCheckpoint, backbone: SwinBackboneBase) -> None:
+    """Refuse weights of the other Swin version, naming the class that takes them."""
+    if converted.version != backbone.version:
+        raise CheckpointError(
+            f"{converted.source}: this is a Swin V{converted.version} checkpoint "
+            f"({converted.format}), the model a {type(backbone).__name__} (Swin "
+            f"V{backbone.version}); use {converted.model_type} / type='{converted.model_type}' "
+            f"(build_backbone(checkpoint=...) picks it)")
+
+
+def resize_bias_tables(converted: ConvertedCheckpoint, backbone: SwinBackboneBase
+                       ) -> Tuple[StateDict, Optional[str]]:
+    """Swin V1: the checkpoint's weights with every bias table of a stage whose window differs from
+    the model's resized to it (:func:`~swinv2_backbone.models.attention.resize_bias_table`), and a
+    warning naming the stages and windows (``None`` when nothing was resized)."""
+    state = dict(converted.state_dict)
+    if converted.version != 1:
+        return state, None
+    changed = {i: (old, new) for i, (old, new) in enumerate(zip(converted.window_sizes,
+                                                                backbone.window_size))
+               if i < len(backbone.layers) and old != new}
+    for key, value in state.items():
+        stage = stage_of(key)
+        if key.endswith(".attn.relative_position_bias_table") and stage in changed:
+            state[key] = resize_bias_table(value, changed[stage][1])
+    if not changed:
+        return state, None
+    windows = ", ".join(f"stage {i + 1}: {old} -> {new}" for i, (old, new) in changed.items())
+    return state, (f"{converted.source}: Swin V1 bias tables trained with other windows than the "
+                   f"model's were resized bicubically ({windows}); set window_size to the "
+                   f"checkpoint's {tuple(converted.window_sizes)} to use them as trained")
+
+
+def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module,
+                   state: Optional[StateDict] = None) -> Tuple[StateDict, List[str]]:
     """Fit converted weights to ``model`` following the module policy.
 
     Returns the state dict to load (every model key except output norms that keep their default
     initialisation) and the notes for the summary. Raises :class:`CheckpointError` listing missing,
-    unexpected and wrongly shaped keys otherwise.
+    unexpected and wrongly shaped keys otherwise. ``state``: the converted weights as adjusted for
+    the model (:func:`resize_bias_tables`); by default the converted weights themselves.
     """
     # the mask token is fitted apart (fit_mask_token): converted weights never hold it
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != MASK_TOKEN_KEY}
-    state = dict(converted.state_dict)
+    state = dict(converted.state_dict if state is None else state)
     notes: List[str] = []
     unbuilt = _unbuilt(state, model)
     if unbuilt:
@@ -162,18 +200,19 @@ def is_simmim(model: nn.Module) -> bool:
             and isinstance(getattr(model, "decoder", None), SimMIMDecoder))
 
 
-def backbone_of(model: nn.Module) -> Swinv2Backbone:
-    """The ``Swinv2Backbone`` of ``model`` that takes the encoder weights: the model itself, or
-    the ``backbone`` of a ``Swinv2Classifier`` or SimMIM model.
+def backbone_of(model: nn.Module) -> SwinBackboneBase:
+    """The backbone of ``model`` that takes the encoder weights: the model itself (a
+    ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``), or the ``backbone`` of a ``Swinv2Classifier``
+    or SimMIM model.
 
     Raises:
         TypeError: Any other model.
     """
-    if isinstance(model, Swinv2Backbone):
+    if isinstance(model, SwinBackboneBase):
         return model
     if isinstance(model, Swinv2Classifier) or is_simmim(model):
         return model.backbone
-    raise TypeError(f"load_pretrained loads a Swinv2Backbone, Swinv2Classifier, SimMIM or "
+    raise TypeError(f"load_pretrained loads a Swinv2Backbone, SwinBackbone, Swinv2Classifier, SimMIM or "
                     f"Swinv2SimMIM, got {type(model).__name__}")
 
 
@@ -309,7 +348,12 @@ def load_pretrained(
         converted = convert_checkpoint(checkpoint, format=format, prefix=prefix,
                                        map_location=map_location)
     backbone = backbone_of(model)
-    state, notes = fit_state_dict(converted, backbone)
+    check_version(converted, backbone)
+    if pretrained_window_sizes == "checkpoint" and backbone.version == 1:
+        raise ValueError("pretrained_window_sizes='checkpoint' is a SwinV2 setting; a Swin V1 "
+                         "model takes its windows from window_size (its bias tables are resized)")
+    resized, table_warning = resize_bias_tables(converted, backbone)
+    state, notes = fit_state_dict(converted, backbone, resized)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
     state.update(token)
     notes += token_notes
@@ -343,7 +387,9 @@ def load_pretrained(
                      "features where a shifted stage map is padded by other than the shift")
     taken = [name for name, _, _ in heads] + ([MASK_TOKEN] if token else [])
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary(taken)] + notes))
-    if pretrained_window_sizes is None:
+    if table_warning:
+        log(logging.WARNING, table_warning)
+    if pretrained_window_sizes is None and backbone.version == 2:
         advice = window_advice(converted, backbone)
         if advice:
             log(logging.WARNING, advice)

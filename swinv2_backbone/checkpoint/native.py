@@ -1,10 +1,13 @@
-"""The native layout (this project's ``Swinv2Backbone`` state dict) and its validation.
+"""The native layout (this project's ``Swinv2Backbone`` and Swin V1 ``SwinBackbone`` state dicts) and
+its validation; the version is told by the keys (:func:`version_of`).
 
 Native keys are the official Microsoft names without buffers: ``patch_embed.{proj,norm}.*``, optional
 ``absolute_pos_embed``, ``layers.{i}.blocks.{j}.*``, ``layers.{i}.downsample.*`` (patch merging at
 the end of stage i, absent after the last stage) and one output LayerNorm ``norm{i}`` per returned
 stage (the patterns are in :mod:`.keys`). Every other layout is mapped to this one and then checked
-here with :func:`infer_structure`.
+here with :func:`infer_structure`. Swin V1 blocks hold ``attn.qkv.bias`` and
+``attn.relative_position_bias_table`` instead of SwinV2's ``q_bias``/``v_bias``, ``logit_scale`` and
+``cpb_mlp``, and their patch merging normalises ``4C`` channels.
 
 As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
 part is taken and the other modules (neck, heads) are dropped. A whole model whose only other module
@@ -40,21 +43,52 @@ OFFICIAL_ONLY = re.compile(
     rf"|\.({'|'.join(RECOMPUTED_BUFFERS)})$")
 
 
-def _block_shapes(dim: int, heads: int, hidden: int, cpb: int, qkv_bias: bool) -> Dict[str, Shape]:
+def _block_shapes(dim: int, heads: int, hidden: int, cpb: int, qkv_bias: bool, version: int,
+                  window: int) -> Dict[str, Shape]:
     shapes: Dict[str, Shape] = {
         "norm1.weight": (dim,), "norm1.bias": (dim,),
         "norm2.weight": (dim,), "norm2.bias": (dim,),
-        "attn.logit_scale": (heads, 1, 1),
         "attn.qkv.weight": (3 * dim, dim),
         "attn.proj.weight": (dim, dim), "attn.proj.bias": (dim,),
-        "attn.cpb_mlp.0.weight": (cpb, 2), "attn.cpb_mlp.0.bias": (cpb,),
-        "attn.cpb_mlp.2.weight": (heads, cpb),
         "mlp.fc1.weight": (hidden, dim), "mlp.fc1.bias": (hidden,),
         "mlp.fc2.weight": (dim, hidden), "mlp.fc2.bias": (dim,),
     }
+    if version == 1:
+        shapes["attn.relative_position_bias_table"] = ((2 * window - 1) ** 2, heads)
+        if qkv_bias:
+            shapes["attn.qkv.bias"] = (3 * dim,)
+        return shapes
+    shapes.update({"attn.logit_scale": (heads, 1, 1),
+                   "attn.cpb_mlp.0.weight": (cpb, 2), "attn.cpb_mlp.0.bias": (cpb,),
+                   "attn.cpb_mlp.2.weight": (heads, cpb)})
     if qkv_bias:
         shapes.update({"attn.q_bias": (dim,), "attn.v_bias": (dim,)})
     return shapes
+
+
+def _merging_shapes(stage: int, dim: int, version: int) -> Dict[str, Shape]:
+    """Patch merging at the end of stage ``stage``: V1 normalises its ``4C`` input, V2 its ``2C``
+    output."""
+    norm = 4 * dim if version == 1 else 2 * dim
+    return {f"layers.{stage}.downsample.reduction.weight": (2 * dim, 4 * dim),
+            f"layers.{stage}.downsample.norm.weight": (norm,),
+            f"layers.{stage}.downsample.norm.bias": (norm,)}
+
+
+#: A key only Swin V1 has (its learned bias table), and keys only SwinV2 has (its continuous
+#: position bias; ``rpe_mlp`` in SimMIM files).
+V1_KEY = re.compile(r"\.attn\.relative_position_bias_table$")
+V2_KEY = re.compile(r"\.attn\.(logit_scale|cpb_mlp\.|rpe_mlp\.)")
+
+
+def version_of(keys: Collection[str], name: str = "<state dict>") -> int:
+    """The Swin version of official-named encoder ``keys``: 1 with ``relative_position_bias_table``,
+    2 otherwise (``cpb_mlp`` / ``logit_scale``); both kinds is an error."""
+    v1 = any(map(V1_KEY.search, keys))
+    if v1 and any(map(V2_KEY.search, keys)):
+        raise CheckpointError(f"{name}: holds both Swin V1 bias tables (relative_position_bias_table) "
+                              "and SwinV2 position-bias MLPs (cpb_mlp/logit_scale); not one model")
+    return 1 if v1 else 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +106,10 @@ class Structure:
         patch_norm: Whether the patch embedding has a LayerNorm.
         pos_embed_grid: Side of the absolute position embedding grid (``None``: no embedding).
         out_norms: Stage indices that have an output LayerNorm ``norm{i}``.
-        cpb_hidden: Hidden width of the continuous position bias MLP.
+        cpb_hidden: Hidden width of the continuous position bias MLP (SwinV2).
+        version: Swin version, 1 (bias tables) or 2 (continuous position bias).
+        table_windows: Swin V1: the window of every stage's bias tables (their shape tells it);
+            empty for SwinV2.
     """
 
     embed_dims: int
@@ -86,6 +123,8 @@ class Structure:
     pos_embed_grid: Optional[int] = None
     out_norms: Tuple[int, ...] = ()
     cpb_hidden: int = 512
+    version: int = 2
+    table_windows: Tuple[int, ...] = ()
 
     @property
     def num_stages(self) -> int:
@@ -107,13 +146,13 @@ class Structure:
         if self.pos_embed_grid is not None:
             shapes["absolute_pos_embed"] = (1, self.pos_embed_grid ** 2, c)
         for i, (dim, depth, heads) in enumerate(zip(self.dims, self.depths, self.num_heads)):
-            block = _block_shapes(dim, heads, int(dim * self.mlp_ratio), self.cpb_hidden, self.qkv_bias)
+            window = self.table_windows[i] if self.version == 1 else 0
+            block = _block_shapes(dim, heads, int(dim * self.mlp_ratio), self.cpb_hidden,
+                                  self.qkv_bias, self.version, window)
             for j in range(depth):
                 shapes.update({f"layers.{i}.blocks.{j}.{k}": v for k, v in block.items()})
             if i < self.num_stages - 1:
-                shapes.update({f"layers.{i}.downsample.reduction.weight": (2 * dim, 4 * dim),
-                               f"layers.{i}.downsample.norm.weight": (2 * dim,),
-                               f"layers.{i}.downsample.norm.bias": (2 * dim,)})
+                shapes.update(_merging_shapes(i, dim, self.version))
         for i in self.out_norms:
             if i < self.num_stages:
                 shapes.update({f"norm{i}.weight": (self.dims[i],), f"norm{i}.bias": (self.dims[i],)})
@@ -126,12 +165,25 @@ def _shape(state: StateDict, key: str) -> Optional[Shape]:
 
 def _stage_heads(state: StateDict, stage: int, depth: int) -> int:
     for j in range(depth):
-        for key, axis in (("attn.logit_scale", 0), ("attn.cpb_mlp.2.weight", 0)):
+        for key, axis in (("attn.logit_scale", 0), ("attn.cpb_mlp.2.weight", 0),
+                          ("attn.relative_position_bias_table", 1)):
             shape = _shape(state, f"layers.{stage}.blocks.{j}.{key}")
-            if shape:
+            if shape and len(shape) > axis:
                 return shape[axis]
-    raise CheckpointError(f"stage {stage + 1} has no attention parameters (logit_scale or "
-                          f"cpb_mlp.2.weight) to read its number of heads from")
+    raise CheckpointError(f"stage {stage + 1} has no attention parameters (logit_scale, "
+                          f"cpb_mlp.2.weight or relative_position_bias_table) to read its number "
+                          "of heads from")
+
+
+def _table_window(state: StateDict, stage: int, name: str) -> int:
+    """The window of stage ``stage``'s first bias table, ``(2w-1)^2`` rows."""
+    key = f"layers.{stage}.blocks.0.attn.relative_position_bias_table"
+    shape = _shape(state, key)
+    side = math.isqrt(shape[0]) if shape else 0
+    if not shape or len(shape) != 2 or side * side != shape[0] or side % 2 == 0:
+        raise CheckpointError(f"{name}: {key} has shape {shape}; expected ((2w-1)^2, heads) for a "
+                              "window w")
+    return (side + 1) // 2
 
 
 def _first_shape(state: StateDict, suffix: str) -> Optional[Shape]:
@@ -173,6 +225,7 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
         if grid < 1 or grid * grid != pos[1]:
             raise CheckpointError(f"{name}: absolute_pos_embed has shape {pos}; expected "
                                   "(1, G*G, embed_dims) for a square G x G patch grid")
+    version = version_of(list(state), name)
     structure = Structure(
         embed_dims=embed_dims,
         depths=depths,
@@ -180,11 +233,14 @@ def infer_structure(state: StateDict, name: str = "<state dict>") -> Structure:
         patch_size=proj[2],
         in_channels=proj[1],
         mlp_ratio=fc1[0] / embed_dims if fc1 else 4.0,
-        qkv_bias=any(k.endswith(".attn.q_bias") or k.endswith(".attn.v_bias") for k in state),
+        qkv_bias=any(k.endswith((".attn.q_bias", ".attn.v_bias", ".attn.qkv.bias")) for k in state),
         patch_norm="patch_embed.norm.weight" in state or "patch_embed.norm.bias" in state,
         pos_embed_grid=grid,
         out_norms=tuple(sorted({int(m.group(1)) for m in map(OUT_NORM.match, state) if m})),
         cpb_hidden=cpb[0] if cpb else 512,
+        version=version,
+        table_windows=tuple(_table_window(state, i, name) for i in range(stages)) if version == 1
+        else (),
     )
     check_against(state, structure.expected_shapes(), name)
     return structure
@@ -195,7 +251,7 @@ def check_against(state: StateDict, expected: Dict[str, Shape], name: str) -> No
     ``expected``; the message lists unknown keys, missing keys and shape mismatches."""
     problems = describe_mismatch(state, expected)
     if problems:
-        raise CheckpointError(f"{name} does not match a SwinV2 encoder: " + "; ".join(problems))
+        raise CheckpointError(f"{name} does not match a Swin encoder: " + "; ".join(problems))
 
 
 def describe_mismatch(

@@ -16,9 +16,11 @@ from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, St
 from .native import OFFICIAL_ONLY, has_official_encoder
 
 NAME = "official"
-DESCRIPTION = "official Microsoft SwinV2 release ({'model': ...}, final 'norm', 'head', buffers)"
+DESCRIPTION = ("official Microsoft SwinV2 / Swin (V1) release ({'model': ...}, final 'norm', 'head', "
+               "buffers)")
 SIMMIM_NAME = "simmim"
-SIMMIM_DESCRIPTION = "official SimMIM pre-training ('encoder.' prefix, 'rpe_mlp', MIM decoder)"
+SIMMIM_DESCRIPTION = ("official SimMIM pre-training of SwinV2 or Swin V1 ('encoder.' prefix, "
+                      "'rpe_mlp', MIM decoder)")
 
 
 def detect(keys: Collection[str]) -> bool:

@@ -1,11 +1,14 @@
-"""The SwinV2 models: backbone, classifier and SimMIM; pure torch (mmengine optional)."""
-from .backbone import WEIGHT_LOADERS, Swinv2Backbone
+"""The models: the SwinV2 backbone, classifier and SimMIM, and the Swin V1 backbone; pure torch
+(mmengine optional)."""
+from .backbone import WEIGHT_LOADERS, SwinBackboneBase, Swinv2Backbone
+from .backbone_v1 import SwinBackbone
 from .classifier import Swinv2Classifier
 from .layers import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
 from .simmim import SimMIM, local_statistics, normalize_targets, simmim_loss, simmim_mask
 
-__all__ = ["ARCH_SETTINGS", "ArchPreset", "FeatureInfo", "SMALL_MAP_RULES", "Swinv2Backbone",
+__all__ = ["ARCH_SETTINGS", "ArchPreset", "FeatureInfo", "SMALL_MAP_RULES", "SwinBackbone",
+           "SwinBackboneBase", "Swinv2Backbone",
            "SimMIM", "Swinv2Classifier", "WEIGHT_LOADERS", "local_statistics", "normalize_targets",
            "resolve_outputs", "simmim_loss", "simmim_mask"]

@@ -1,5 +1,7 @@
-"""Window attention of Swin Transformer V2: scaled cosine attention with a log-spaced continuous
-position bias (CPB)."""
+"""Window attention: the shared machinery (:class:`WindowAttention`), Swin Transformer V2's scaled
+cosine attention with a log-spaced continuous position bias (:class:`WindowAttentionV2`) and Swin V1's
+scaled dot-product attention with a learned relative-position bias table
+(:class:`WindowAttentionV1`, with the table's crop and resize functions)."""
 from __future__ import annotations
 
 import math
@@ -32,37 +34,24 @@ def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
     return inv.clamp_max(torch.finfo(range_of or x.dtype).max).to(x.dtype)
 
 
-class WindowAttentionV2(nn.Module):
-    """Multi-head self-attention inside non-overlapping windows, SwinV2 style.
-
-    ``attn = softmax(normalize(q) @ normalize(k)^T * exp(min(logit_scale, log 100)) + bias + mask) @ v``
-    with ``bias = 16 * sigmoid(cpb_mlp(log-spaced relative coordinates))``. The window size is a
-    forward argument: the coordinate tables are rebuilt for whatever window a feature map needs.
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside non-overlapping windows: the machinery both Swin versions
+    share. ``attn = softmax(logits(q, k) + bias + mask) @ v``; a subclass defines the position
+    bias (:meth:`position_bias`, from the parameters :meth:`bias_parameters`), the qkv bias
+    (:meth:`qkv_bias_vector`) and how q and k make the logits (:meth:`logit_qk`). The window size is
+    a forward argument (the mask is built for it by :meth:`attention_mask`).
 
     Args:
         dim: Input and output channels.
         num_heads: Number of attention heads; ``dim`` must be divisible by it.
-        pretrained_window_size: Window the weights were trained with; its ``size - 1`` normalises the
-            relative coordinates. 0 normalises by the current window instead.
-        qkv_bias: Learn q and v biases (the k bias is always zero, as in the paper).
         attn_drop: Dropout on the attention probabilities.
         proj_drop: Dropout after the output projection.
-        cpb_hidden: Hidden width of the continuous position bias MLP.
         use_sdpa: ``'auto'`` (fused SDPA on CUDA, explicit matmul-softmax-matmul elsewhere, which is
             faster on CPU for small windows), ``'always'`` or ``'never'``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        pretrained_window_size: int = 0,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-        cpb_hidden: int = 512,
-        use_sdpa: str = "auto",
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 use_sdpa: str = "auto") -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -70,61 +59,67 @@ class WindowAttentionV2(nn.Module):
             raise ValueError(f"use_sdpa must be 'auto', 'always' or 'never', got {use_sdpa!r}")
         self.dim = dim
         self.num_heads = num_heads
-        self.pretrained_window_size = pretrained_window_size
         self.use_sdpa = use_sdpa
-        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
-        self.cpb_mlp = nn.Sequential(
-            nn.Linear(2, cpb_hidden, bias=True),
-            nn.ReLU(inplace=True),
-            nn.Linear(cpb_hidden, num_heads, bias=False),
-        )
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        if qkv_bias:
-            self.q_bias = nn.Parameter(torch.zeros(dim))
-            self.v_bias = nn.Parameter(torch.zeros(dim))
-        else:
-            self.register_parameter("q_bias", None)
-            self.register_parameter("v_bias", None)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         # Cache of the combined (position bias + shift) masks where no gradient is needed:
-        # key -> (snapshot of the position-bias MLP's parameters, mask).
+        # key -> (snapshot of the position-bias parameters, mask).
         self._mask_cache: "OrderedDict[tuple, Tuple[Tuple[torch.Tensor, ...], torch.Tensor]]" = \
             OrderedDict()
 
-    def extra_repr(self) -> str:
-        return (f"dim={self.dim}, num_heads={self.num_heads}, "
-                f"pretrained_window_size={self.pretrained_window_size}")
+    def _build_projections(self, qkv_bias: bool, attn_drop: float, proj_drop: float) -> None:
+        """The qkv Linear (without bias: :meth:`qkv_bias_vector` gives it), the dropouts and the
+        output projection; a subclass calls it after creating its position-bias parameters (the
+        order of creation is the order of the default initialisation's random draws)."""
+        self.qkv = nn.Linear(self.dim, self.dim * 3, bias=False)
+        self._build_qkv_bias(qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(self.dim, self.dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    # ------------------------------------------------------------------ the version's parts
+    def _build_qkv_bias(self, qkv_bias: bool) -> None:
+        raise NotImplementedError
+
+    def qkv_bias_vector(self) -> Optional[torch.Tensor]:
+        """The ``(3 * dim,)`` bias of the qkv projection, or ``None``."""
+        raise NotImplementedError
 
     def position_bias(self, window: int) -> torch.Tensor:
-        """``(heads, N, N)`` continuous position bias for a ``window x window`` window."""
-        device = self.logit_scale.device
-        table = relative_coords_table(window, self.pretrained_window_size).to(device)
-        index = relative_position_index(window).to(device)
-        bias = self.cpb_mlp(table.to(self.cpb_mlp[0].weight.dtype))  # ((2w-1)^2, heads)
-        n = window * window
-        bias = bias[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
-        return 16.0 * torch.sigmoid(bias)
+        """``(heads, N, N)`` position bias for a ``window x window`` window."""
+        raise NotImplementedError
 
+    def bias_parameters(self) -> Tuple[torch.Tensor, ...]:
+        """The parameters :meth:`position_bias` is computed from (the mask cache compares them)."""
+        raise NotImplementedError
+
+    def bias_setting(self) -> Tuple[int, ...]:
+        """The settings besides the window that :meth:`position_bias` depends on (a cache key)."""
+        raise NotImplementedError
+
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(q', k')`` with ``q' @ k'^T`` the attention logits before bias and mask; factors are
+        capped at the range of ``range_of``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
     def attention_mask(
         self, window: int, padded_hw: Tuple[int, int], shift: Tuple[int, int], dtype: torch.dtype
     ) -> torch.Tensor:
         """Additive ``(nW or 1, heads, N, N)`` mask: position bias plus the shifted-window mask.
 
         Cached where no gradient is needed (outside ``torch.compile``), per window, shift (and
-        padded size when shifted), dtype and device. An entry is served only while the position-bias MLP's parameters still hold the
-        values it was built from: compared by value (a few thousand numbers), so no update path can
-        leave it stale (in-place edits through ``.data``, ``load_state_dict(assign=True)`` reusing
-        freed storage, EMA parameter swaps).
+        padded size when shifted), dtype and device. An entry is served only while the position-bias
+        parameters still hold the values it was built from: compared by value (a few thousand
+        numbers), so no update path can leave it stale (in-place edits through ``.data``,
+        ``load_state_dict(assign=True)`` reusing freed storage, EMA parameter swaps).
         """
-        params = tuple(self.cpb_mlp.parameters())
+        params = self.bias_parameters()
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)
                 or params[0].is_meta  # meta tensors (shape/FLOP analysis) have no values
                 or is_compiling()):  # compiled graphs hold no Python-side state
-            key = (window, self.pretrained_window_size, shift, padded_hw if shift != (0, 0) else None,
-                   dtype, self.logit_scale.device)
+            key = (window, self.bias_setting(), shift, padded_hw if shift != (0, 0) else None,
+                   dtype, params[0].device)
             entry = self._mask_cache.get(key)
             if entry is not None and all(torch.equal(s, p) for s, p in zip(entry[0], params)):
                 self._mask_cache.move_to_end(key)
@@ -145,33 +140,24 @@ class WindowAttentionV2(nn.Module):
         (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
         kernels = active()
         b, nw, n, c = windows.shape
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies;
         # the Linear's own output is not kept past it.
         h, d = self.num_heads, c // self.num_heads
-        q, k, v = kernels.linear(windows, self.qkv.weight, bias).view(b * nw, n, 3, h, d).permute(
-            2, 0, 3, 1, 4).contiguous().unbind(0)
-        # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
-        # each, so training keeps no normalised copy of q or k besides the scaled ones.
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        q, k, v = kernels.linear(windows, self.qkv.weight, self.qkv_bias_vector()).view(
+            b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         if self._sdpa(windows):
-            q = q * _inverse_norm(q, scale)  # (B*nW, heads, N, d)
-            k = k * _inverse_norm(k)
+            q, k = self.logit_qk(q, k, q.dtype)  # (B*nW, heads, N, d)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask.to(q.dtype).expand(b, nw, -1, -1, -1).flatten(0, 1),
                 dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0)
         else:
-            # Normalisation, logits and softmax in fp32 whatever the input dtype (only the
-            # probabilities go back to v's dtype): in bf16 a logit of up to 116 (cosine x 100 plus
-            # a bias of up to 16) keeps 8 significant bits, an error of up to 0.25 before the
-            # exponential. At fp32 the casts are no-ops.
+            # Logits and softmax in fp32 whatever the input dtype (only the probabilities go back
+            # to v's dtype): in bf16 a SwinV2 logit of up to 116 (cosine x 100 plus a bias of up
+            # to 16) keeps 8 significant bits, an error of up to 0.25 before the exponential. At
+            # fp32 the casts are no-ops.
             with autocast_off(windows):
                 in_dtype = q.dtype
-                q, k = q.float(), k.float()
-                q = q * _inverse_norm(q, scale, in_dtype)
-                k = k * _inverse_norm(k, None, in_dtype)
+                q, k = self.logit_qk(q.float(), k.float(), in_dtype)
                 attn = kernels.scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask.float())
                 attn = self.attn_drop(attn.softmax(dim=-1)).to(v.dtype)
                 out = torch.matmul(attn.view(b * nw, h, n, n), v)
@@ -188,3 +174,189 @@ class WindowAttentionV2(nn.Module):
         (whose logits are fp32), ``x``'s dtype for SDPA."""
         return x.dtype if self._sdpa(x) else torch.float32
 
+
+
+class WindowAttentionV2(WindowAttention):
+    """Window attention of Swin Transformer V2: scaled cosine attention with a log-spaced continuous
+    position bias.
+
+    ``attn = softmax(normalize(q) @ normalize(k)^T * exp(min(logit_scale, log 100)) + bias + mask) @ v``
+    with ``bias = 16 * sigmoid(cpb_mlp(log-spaced relative coordinates))``, evaluated for any
+    window.
+
+    Args:
+        dim: Input and output channels.
+        num_heads: Number of attention heads; ``dim`` must be divisible by it.
+        pretrained_window_size: Window the weights were trained with; its ``size - 1`` normalises the
+            relative coordinates. 0 normalises by the current window instead.
+        qkv_bias: Learn q and v biases (the k bias is always zero, as in the paper).
+        attn_drop: Dropout on the attention probabilities.
+        proj_drop: Dropout after the output projection.
+        cpb_hidden: Hidden width of the continuous position bias MLP.
+        use_sdpa: See :class:`WindowAttention`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        pretrained_window_size: int = 0,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        cpb_hidden: int = 512,
+        use_sdpa: str = "auto",
+    ) -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, use_sdpa)
+        self.pretrained_window_size = pretrained_window_size
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(
+            nn.Linear(2, cpb_hidden, bias=True),
+            nn.ReLU(inplace=True),
+            nn.Linear(cpb_hidden, num_heads, bias=False),
+        )
+        self._build_projections(qkv_bias, attn_drop, proj_drop)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, "
+                f"pretrained_window_size={self.pretrained_window_size}")
+
+    def _build_qkv_bias(self, qkv_bias: bool) -> None:
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(self.dim))
+            self.v_bias = nn.Parameter(torch.zeros(self.dim))
+        else:
+            self.register_parameter("q_bias", None)
+            self.register_parameter("v_bias", None)
+
+    def qkv_bias_vector(self) -> Optional[torch.Tensor]:
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def position_bias(self, window: int) -> torch.Tensor:
+        """``(heads, N, N)`` continuous position bias for a ``window x window`` window."""
+        device = self.logit_scale.device
+        table = relative_coords_table(window, self.pretrained_window_size).to(device)
+        index = relative_position_index(window).to(device)
+        bias = self.cpb_mlp(table.to(self.cpb_mlp[0].weight.dtype))  # ((2w-1)^2, heads)
+        n = window * window
+        bias = bias[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+        return 16.0 * torch.sigmoid(bias)
+
+    def bias_parameters(self) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.cpb_mlp.parameters())
+
+    def bias_setting(self) -> Tuple[int, ...]:
+        return (self.pretrained_window_size,)
+
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
+        # each, so training keeps no normalised copy of q or k besides the scaled ones.
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        return q * _inverse_norm(q, scale, range_of), k * _inverse_norm(k, None, range_of)
+
+
+def central_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """The ``((2w-1)^2, heads)`` part of a ``((2W-1)^2, heads)`` relative-position bias table for a
+    window ``w <= W``: the central ``(2w-1) x (2w-1)`` crop of its offset grid. Exact: the offsets
+    ``-(w-1)..w-1`` of the smaller window are a subset of the larger window's, and the table holds
+    one entry per offset.
+
+    Raises:
+        ValueError: ``w`` is larger than the table's window (the table has no such offsets).
+    """
+    side = math.isqrt(table.shape[0])
+    big = (side + 1) // 2
+    if window > big:
+        raise ValueError(f"window {window} is larger than the bias table's window {big}; "
+                         "SwinBackbone.set_window_size resizes the tables to a larger window")
+    if window == big:
+        return table
+    start = big - window
+    grid = table.view(side, side, -1)[start:start + 2 * window - 1, start:start + 2 * window - 1]
+    return grid.reshape((2 * window - 1) ** 2, -1)
+
+
+def resize_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
+    """A ``((2W-1)^2, heads)`` relative-position bias table resized to a window ``w``: each head's
+    ``(2W-1) x (2W-1)`` offset grid bicubically interpolated to ``(2w-1) x (2w-1)``
+    (``align_corners=False``, as the official Swin fine-tuning code and timm do), computed in fp32
+    and returned in the table's dtype; the table itself when the window is unchanged."""
+    side = math.isqrt(table.shape[0])
+    if side * side != table.shape[0] or table.ndim != 2:
+        raise ValueError(f"a bias table has shape ((2w-1)^2, heads), got {tuple(table.shape)}")
+    new = 2 * window - 1
+    if new == side:
+        return table
+    grid = table.float().t().reshape(1, -1, side, side)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return grid.reshape(-1, new * new).t().contiguous().to(table.dtype)
+
+
+class WindowAttentionV1(WindowAttention):
+    """Window attention of Swin Transformer V1: scaled dot-product attention with a learned
+    relative-position bias table.
+
+    ``attn = softmax((q * head_dim**-0.5) @ k^T + table[relative index] + mask) @ v``. The table has
+    one ``heads``-vector per relative offset of the construction window (``(2w-1)^2`` rows,
+    truncated normal init, std 0.02). A smaller window at forward (a small-map rule) uses the
+    table's central crop (:func:`central_bias_table`); :meth:`set_window_size` resizes the table.
+
+    Args:
+        dim: Input and output channels.
+        num_heads: Number of attention heads; ``dim`` must be divisible by it.
+        window_size: The window the bias table is defined for.
+        qkv_bias: Learn a bias for q, k and v (one ``3 * dim`` vector).
+        attn_drop: Dropout on the attention probabilities.
+        proj_drop: Dropout after the output projection.
+        use_sdpa: See :class:`WindowAttention`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, use_sdpa: str = "auto") -> None:
+        super().__init__(dim, num_heads, attn_drop, proj_drop, use_sdpa)
+        self.window_size = window_size
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self._build_projections(qkv_bias, attn_drop, proj_drop)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}"
+
+    def _build_qkv_bias(self, qkv_bias: bool) -> None:
+        if qkv_bias:
+            self.qkv.bias = nn.Parameter(torch.zeros(3 * self.dim))
+
+    def qkv_bias_vector(self) -> Optional[torch.Tensor]:
+        return self.qkv.bias
+
+    def set_window_size(self, window: int) -> None:
+        """Resize the bias table to ``window`` (:func:`resize_bias_table`), keeping its
+        ``requires_grad``."""
+        if window != self.window_size:
+            old = self.relative_position_bias_table
+            self.relative_position_bias_table = nn.Parameter(
+                resize_bias_table(old.detach(), window), requires_grad=old.requires_grad)
+            self.window_size = window
+
+    def position_bias(self, window: int) -> torch.Tensor:
+        """``(heads, N, N)`` bias of a ``window x window`` window, from the table (its central crop
+        for a window smaller than the table's)."""
+        table = central_bias_table(self.relative_position_bias_table, window)
+        index = relative_position_index(window).to(table.device)
+        n = window * window
+        return table[index.view(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def bias_parameters(self) -> Tuple[torch.Tensor, ...]:
+        return (self.relative_position_bias_table,)
+
+    def bias_setting(self) -> Tuple[int, ...]:
+        return (self.window_size,)
+
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+        return q * self.scale, k

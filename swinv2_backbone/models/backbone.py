@@ -1,4 +1,5 @@
-"""Swinv2Backbone: the Swin Transformer V2 encoder as a multi-scale dense-prediction backbone."""
+"""The Swin backbones' shared machinery (:class:`SwinBackboneBase`) and :class:`Swinv2Backbone`, the
+Swin Transformer V2 encoder as a multi-scale dense-prediction backbone."""
 from __future__ import annotations
 
 import difflib
@@ -12,7 +13,8 @@ from torch import nn
 
 from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
 from .base import BaseModule
-from .layers import SMALL_MAP_RULES, PatchEmbed, SwinV2Stage, stochastic_depth_schedule
+from .layers import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
+                     stochastic_depth_schedule)
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
 
@@ -58,7 +60,8 @@ def load_registered_weights(model: nn.Module) -> bool:
     return True
 
 
-def _stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
+def stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
+    """One window >= 1 per stage from ``window_size`` (an int or one per stage), or a clear error."""
     windows = per_stage(window_size, num_stages, "window_size")
     if any(w < 1 for w in windows):
         raise ValueError(f"window_size must be >= 1, got {window_size!r}")
@@ -98,17 +101,268 @@ def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.T
     return mask != 0
 
 
-def _unknown_arguments_message(unknown: Dict[str, object]) -> str:
-    """Names the unknown keywords, the closest valid one for each, and every valid keyword."""
-    known = [n for n in inspect.signature(Swinv2Backbone.__init__).parameters
+def unknown_arguments_message(cls: type, unknown: Dict[str, object]) -> str:
+    """Names the unknown keywords of ``cls``, the closest valid one for each, and every valid
+    keyword."""
+    known = [n for n in inspect.signature(cls.__init__).parameters
              if n not in ("self", "unknown")]
     hints = "".join(f"; did you mean {m[0]!r} for {k!r}?" for k in unknown
                     for m in [difflib.get_close_matches(k, known, n=1)] if m)
-    return (f"Swinv2Backbone got unknown keyword arguments {sorted(unknown)}{hints} "
+    return (f"{cls.__name__} got unknown keyword arguments {sorted(unknown)}{hints} "
             f"Valid arguments: {known}")
 
 
-class Swinv2Backbone(BaseModule):
+class SwinBackboneBase(BaseModule):
+    """The backbone machinery both Swin versions share: argument checks, patch embedding, absolute
+    position embedding, mask token, stages, output records and norms, freezing and the forward.
+
+    A version (:class:`Swinv2Backbone`, :class:`~swinv2_backbone.models.backbone_v1.SwinBackbone`)
+    declares its constructor signature and defaults, passes the common arguments here, sets its own
+    settings and then calls :meth:`_build_stages`, which builds its blocks through
+    :meth:`_make_block` and its patch merging from :attr:`merging`.
+
+    Args:
+        arch, embed_dims, depths, num_heads, in_channels, patch_size, window_size, mlp_ratio,
+        qkv_bias, drop_rate, attn_drop_rate, drop_path_rate, use_abs_pos_embed, pretrain_img_size,
+        patch_norm, use_mask_token, out_indices, out_features, out_norm, frozen_stages, with_cp,
+        small_map, use_sdpa, pretrained, init_cfg: As documented at :class:`Swinv2Backbone` (every
+            version takes them with the same meaning).
+        unknown: The keywords the version's constructor did not take: refused with a
+            ``TypeError`` naming the closest valid one.
+    """
+
+    #: The Swin version (1 or 2); the checkpoint adapters match it against a checkpoint's.
+    version: int
+    #: Patch-merging module class, built with the stage's channels.
+    merging: type
+
+    def __init__(self, *, arch: Optional[str], embed_dims: Optional[int],
+                 depths: Optional[Sequence[int]], num_heads: Optional[Sequence[int]],
+                 in_channels: int, patch_size: int, window_size: IntOrSeq, mlp_ratio: float,
+                 qkv_bias: bool, drop_rate: float, attn_drop_rate: float, drop_path_rate: float,
+                 use_abs_pos_embed: bool, pretrain_img_size: int, patch_norm: bool,
+                 use_mask_token: bool, out_indices: Optional[Sequence[int]],
+                 out_features: Optional[Sequence[str]], out_norm: bool, frozen_stages: int,
+                 with_cp: bool, small_map: str, use_sdpa: str, pretrained: Optional[str],
+                 init_cfg: Optional[Union[dict, List[dict]]], unknown: Dict[str, object]) -> None:
+        if unknown:
+            raise TypeError(unknown_arguments_message(type(self), unknown))
+        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
+
+        if arch is not None and arch not in ARCH_SETTINGS:
+            raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCH_SETTINGS)} or give "
+                             "embed_dims, depths and num_heads")
+        preset = ARCH_SETTINGS.get(arch) if arch is not None else None
+        if preset is None and None in (embed_dims, depths, num_heads):
+            raise ValueError("arch=None needs embed_dims, depths and num_heads")
+        embed_dims = check_int("embed_dims", preset.embed_dims if embed_dims is None else embed_dims, 1)
+        depths = check_stage_ints("depths", preset.depths if depths is None else depths, 1)
+        num_heads = check_stage_ints("num_heads", preset.num_heads if num_heads is None else num_heads,
+                                     1)
+        num_stages = len(depths)
+        if num_stages == 0 or len(num_heads) != num_stages:
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
+                             "equal length (one entry per stage)")
+        dims = tuple(embed_dims * 2 ** i for i in range(num_stages))
+        for i, (dim, heads) in enumerate(zip(dims, num_heads)):
+            if dim % heads:
+                raise ValueError(f"stage {i + 1}: channels {dim} (embed_dims {embed_dims} * 2**{i}) "
+                                 f"not divisible by num_heads {heads}")
+        windows = stage_windows(window_size, num_stages)
+        for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
+                           ("drop_path_rate", drop_path_rate)):
+            check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
+        check_number("mlp_ratio", mlp_ratio, f"a finite number >= {1 / embed_dims:g} (at least "
+                      f"one MLP channel with embed_dims {embed_dims})",
+                      lambda r: math.isfinite(r) and int(embed_dims * r) >= 1)
+        if small_map not in SMALL_MAP_RULES:
+            raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {small_map!r}")
+        check_int("frozen_stages", frozen_stages, -1, num_stages,
+                   " (-1: nothing, 0: patch embedding, k: also stages 1..k)")
+        check_int("patch_size", patch_size, 1)
+        check_int("in_channels", in_channels, 1)
+        check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
+        for name, flag in (("qkv_bias", qkv_bias), ("use_abs_pos_embed", use_abs_pos_embed),
+                           ("patch_norm", patch_norm), ("use_mask_token", use_mask_token),
+                           ("out_norm", out_norm), ("with_cp", with_cp)):
+            check_flag(name, flag)
+
+        #: One record per returned map, in order; the attributes below are views of it.
+        self.feature_info: Tuple[FeatureInfo, ...] = output_records(
+            resolve_outputs(out_indices, out_features, num_stages), num_stages, embed_dims, patch_size)
+        self.out_features = tuple(f.name for f in self.feature_info)
+        self.out_indices = tuple(f.stage for f in self.feature_info if f.stage is not None)
+        self.out_channels = [f.channels for f in self.feature_info]
+        self.strides = [f.stride for f in self.feature_info]
+        self.arch = arch
+        self.embed_dims = embed_dims
+        self.depths = depths
+        self.num_heads = num_heads
+        self.in_channels = in_channels
+        self.window_size = windows
+        self.small_map = small_map
+        self.frozen_stages = frozen_stages
+        self.out_norm = out_norm
+        self.num_stages = num_stages
+        self.stage_channels = dims
+        self.drop_path_rate = drop_path_rate
+        self.with_cp = with_cp
+        #: Keyword arguments every block of either version takes.
+        self.block_options = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
+                                  attn_drop=attn_drop_rate, small_map=small_map, use_sdpa=use_sdpa)
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
+        self.pretrain_grid = pretrain_img_size // patch_size
+        if use_abs_pos_embed:
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.pretrain_grid ** 2, embed_dims))
+        else:
+            self.register_parameter("absolute_pos_embed", None)
+        if use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        else:
+            self.register_parameter("mask_token", None)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+    def _make_block(self, stage: int, index: int, drop_path: float) -> SwinBlock:
+        """Block ``index`` of stage ``stage`` (0-based), with stochastic depth ``drop_path``."""
+        raise NotImplementedError
+
+    def _build_stages(self) -> None:
+        """The stages up to the last selected output (patch merging at the end of every stage but
+        the last built), the output norms, the default initialisation and the freezing."""
+        stage_count = max(self.out_indices) + 1 if self.out_indices else 0
+        schedule = stochastic_depth_schedule(self.depths, self.drop_path_rate)
+        self.layers = nn.ModuleList([
+            SwinStage([self._make_block(i, j, schedule[i][j]) for j in range(self.depths[i])],
+                      self.merging(self.stage_channels[i]) if i < stage_count - 1 else None,
+                      with_cp=self.with_cp)
+            for i in range(stage_count)
+        ])
+        if self.out_norm:
+            for i in self.out_indices:
+                self.add_module(f"norm{i}", nn.LayerNorm(self.stage_channels[i]))
+        self._init_default()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ weights
+    def _init_default(self) -> None:
+        """The official initialisation: truncated normal (std 0.02) Linear weights, zero biases,
+        unit LayerNorms, ``logit_scale = log 10``, zero-mean absolute position embedding and mask
+        token (truncated normal, std 0.02)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for token in (self.absolute_pos_embed, self.mask_token):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
+
+    def init_weights(self) -> None:
+        """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
+        or re-apply the default initialisation (and any other mmengine ``init_cfg``)."""
+        if load_registered_weights(self):
+            return
+        self._init_default()
+        if self.init_cfg is not None:
+            super().init_weights()
+
+    # ------------------------------------------------------------------ freezing
+    def _frozen_modules(self) -> List[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        modules: List[nn.Module] = [self.patch_embed, self.pos_drop]
+        for i in range(min(self.frozen_stages, len(self.layers))):
+            modules.append(self.layers[i])
+            if hasattr(self, f"norm{i}"):
+                modules.append(getattr(self, f"norm{i}"))
+        return modules
+
+    def _freeze_stages(self) -> None:
+        # the position embedding and the mask token belong to the patch embedding (stage 0)
+        if self.frozen_stages >= 0:
+            for token in (self.absolute_pos_embed, self.mask_token):
+                if token is not None:
+                    token.requires_grad_(False)
+        for module in self._frozen_modules():
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "SwinBackboneBase":
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor (N, {self.in_channels}, H, W), "
+                            f"got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"{type(self).__name__} expects a 4-D (N, C, H, W) tensor, got shape "
+                             f"{tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got "
+                             f"{x.shape[1]} (shape {tuple(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {x.dtype}")
+        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"{type(self).__name__} expects a non-empty batch and spatial size, got "
+                             f"shape {tuple(x.shape)}")
+
+    def _abs_pos_embed(self, hw: Tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        g = self.pretrain_grid
+        pos = self.absolute_pos_embed.view(1, g, g, -1)
+        if hw != (g, g):
+            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=hw, mode="bicubic",
+                                align_corners=False).permute(0, 2, 3, 1)
+        return pos.to(dtype)
+
+    def _masked(self, x: torch.Tensor, mask: object) -> torch.Tensor:
+        """Patch embeddings ``x`` (channels last) with the masked ones replaced by the token."""
+        if self.mask_token is None:
+            raise ValueError(f"a mask needs {type(self).__name__}(use_mask_token=True); this "
+                             "backbone has no mask token")
+        masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
+        return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
+                ) -> Tuple[torch.Tensor, ...]:
+        """Returns the selected maps, NCHW, in stage order; stage i has ``ceil(H / (4 * 2**(i-1)))``
+        rows (likewise columns).
+
+        Args:
+            x: ``(N, C, H, W)`` float images.
+            mask: Optional ``(N, ceil(H / patch_size), ceil(W / patch_size))`` patch mask, bool or
+                0/1 (1 = masked), for masked image modeling: the masked patch embeddings become the
+                mask token (needs ``use_mask_token=True``).
+        """
+        self._check_input(x)
+        x = self.patch_embed(x)
+        if mask is not None:
+            x = self._masked(x, mask)
+        if self.absolute_pos_embed is not None:
+            x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
+        x = self.pos_drop(x)
+        outs = []
+        if self.feature_info[0].stage is None:  # the stem comes first when selected
+            outs.append(x.permute(0, 3, 1, 2).contiguous())
+        for i, layer in enumerate(self.layers):
+            out, x = layer(x)
+            if i in self.out_indices:
+                if self.out_norm:
+                    out = getattr(self, f"norm{i}")(out)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+            del out  # the channels-last map is not needed while the next stage runs
+        return tuple(outs)
+
+
+class Swinv2Backbone(SwinBackboneBase):
     """Swin Transformer V2 backbone returning multi-scale NCHW feature maps.
 
     Numerically the official Microsoft SwinV2 / Hugging Face ``Swinv2Model`` encoder (res-post-norm,
@@ -166,6 +420,9 @@ class Swinv2Backbone(BaseModule):
         **unknown: Refused: any other keyword raises a ``TypeError`` naming the closest valid one.
     """
 
+    version = 2
+    merging = PatchMergingV2
+
     def __init__(
         self,
         arch: Optional[str] = "tiny",
@@ -196,122 +453,25 @@ class Swinv2Backbone(BaseModule):
         init_cfg: Optional[Union[dict, List[dict]]] = None,
         **unknown: object,
     ) -> None:
-        if unknown:
-            raise TypeError(_unknown_arguments_message(unknown))
-        super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
+        super().__init__(
+            arch=arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+            in_channels=in_channels, patch_size=patch_size, window_size=window_size,
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
+            use_abs_pos_embed=use_abs_pos_embed, pretrain_img_size=pretrain_img_size,
+            patch_norm=patch_norm, use_mask_token=use_mask_token, out_indices=out_indices,
+            out_features=out_features, out_norm=out_norm, frozen_stages=frozen_stages,
+            with_cp=with_cp, small_map=small_map, use_sdpa=use_sdpa, pretrained=pretrained,
+            init_cfg=init_cfg, unknown=unknown)
+        self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
+                                                                 self.num_stages)
+        self._build_stages()
 
-        if arch is not None and arch not in ARCH_SETTINGS:
-            raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCH_SETTINGS)} or give "
-                             "embed_dims, depths and num_heads")
-        preset = ARCH_SETTINGS.get(arch) if arch is not None else None
-        if preset is None and None in (embed_dims, depths, num_heads):
-            raise ValueError("arch=None needs embed_dims, depths and num_heads")
-        embed_dims = check_int("embed_dims", preset.embed_dims if embed_dims is None else embed_dims, 1)
-        depths = check_stage_ints("depths", preset.depths if depths is None else depths, 1)
-        num_heads = check_stage_ints("num_heads", preset.num_heads if num_heads is None else num_heads,
-                                     1)
-        num_stages = len(depths)
-        if num_stages == 0 or len(num_heads) != num_stages:
-            raise ValueError(f"depths {depths} and num_heads {num_heads} must be non-empty and of "
-                             "equal length (one entry per stage)")
-        dims = tuple(embed_dims * 2 ** i for i in range(num_stages))
-        for i, (dim, heads) in enumerate(zip(dims, num_heads)):
-            if dim % heads:
-                raise ValueError(f"stage {i + 1}: channels {dim} (embed_dims {embed_dims} * 2**{i}) "
-                                 f"not divisible by num_heads {heads}")
-        windows = _stage_windows(window_size, num_stages)
-        pretrained_windows = _stage_pretrained_windows(pretrained_window_sizes, num_stages)
-        for name, rate in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate),
-                           ("drop_path_rate", drop_path_rate)):
-            check_number(name, rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
-        check_number("mlp_ratio", mlp_ratio, f"a finite number >= {1 / embed_dims:g} (at least "
-                      f"one MLP channel with embed_dims {embed_dims})",
-                      lambda r: math.isfinite(r) and int(embed_dims * r) >= 1)
-        if small_map not in SMALL_MAP_RULES:
-            raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {small_map!r}")
-        check_int("frozen_stages", frozen_stages, -1, num_stages,
-                   " (-1: nothing, 0: patch embedding, k: also stages 1..k)")
-        check_int("patch_size", patch_size, 1)
-        check_int("in_channels", in_channels, 1)
-        check_int("pretrain_img_size", pretrain_img_size, patch_size, note=" (the patch size)")
-        for name, flag in (("qkv_bias", qkv_bias), ("use_abs_pos_embed", use_abs_pos_embed),
-                           ("patch_norm", patch_norm), ("use_mask_token", use_mask_token),
-                           ("out_norm", out_norm), ("with_cp", with_cp)):
-            check_flag(name, flag)
-
-        #: One record per returned map, in order; the attributes below are views of it.
-        self.feature_info: Tuple[FeatureInfo, ...] = output_records(
-            resolve_outputs(out_indices, out_features, num_stages), num_stages, embed_dims, patch_size)
-        self.out_features = tuple(f.name for f in self.feature_info)
-        self.out_indices = tuple(f.stage for f in self.feature_info if f.stage is not None)
-        self.out_channels = [f.channels for f in self.feature_info]
-        self.strides = [f.stride for f in self.feature_info]
-        stage_count = max(self.out_indices) + 1 if self.out_indices else 0
-        self.arch = arch
-        self.embed_dims = embed_dims
-        self.depths = depths
-        self.num_heads = num_heads
-        self.in_channels = in_channels
-        self.window_size = windows
-        self.pretrained_window_sizes = pretrained_windows
-        self.small_map = small_map
-        self.frozen_stages = frozen_stages
-        self.out_norm = out_norm
-        self.num_stages = num_stages
-        self.stage_channels = dims
-
-        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, patch_norm)
-        self.pretrain_grid = pretrain_img_size // patch_size
-        if use_abs_pos_embed:
-            self.absolute_pos_embed = nn.Parameter(
-                torch.zeros(1, self.pretrain_grid ** 2, embed_dims))
-        else:
-            self.register_parameter("absolute_pos_embed", None)
-        if use_mask_token:
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
-        else:
-            self.register_parameter("mask_token", None)
-        self.pos_drop = nn.Dropout(drop_rate)
-
-        schedule = stochastic_depth_schedule(depths, drop_path_rate)
-        self.layers = nn.ModuleList([
-            SwinV2Stage(dims[i], depths[i], num_heads[i], windows[i], pretrained_windows[i],
-                        schedule[i], downsample=i < stage_count - 1, with_cp=with_cp,
-                        mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate,
-                        attn_drop=attn_drop_rate, small_map=small_map, use_sdpa=use_sdpa)
-            for i in range(stage_count)
-        ])
-        if out_norm:
-            for i in self.out_indices:
-                self.add_module(f"norm{i}", nn.LayerNorm(dims[i]))
-        self._init_default()
-        self._freeze_stages()
-
-    # ------------------------------------------------------------------ weights
-    def _init_default(self) -> None:
-        """The official initialisation: truncated normal (std 0.02) Linear weights, zero biases,
-        unit LayerNorms, ``logit_scale = log 10``, zero-mean absolute position embedding and mask
-        token (truncated normal, std 0.02)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for token in (self.absolute_pos_embed, self.mask_token):
-            if token is not None:
-                nn.init.trunc_normal_(token, std=0.02)
-
-    def init_weights(self) -> None:
-        """Load the checkpoint named by ``init_cfg``/``pretrained`` (any supported format, strict),
-        or re-apply the default initialisation (and any other mmengine ``init_cfg``)."""
-        if load_registered_weights(self):
-            return
-        self._init_default()
-        if self.init_cfg is not None:
-            super().init_weights()
+    def _make_block(self, stage: int, index: int, drop_path: float) -> SwinBlock:
+        return SwinV2Block(self.stage_channels[stage], self.num_heads[stage],
+                           self.window_size[stage], shifted=bool(index % 2),
+                           pretrained_window_size=self.pretrained_window_sizes[stage],
+                           drop_path=drop_path, **self.block_options)
 
     # ------------------------------------------------------------------ windows
     def set_window_size(self, window_size: Optional[IntOrSeq] = None,
@@ -326,106 +486,18 @@ class Swinv2Backbone(BaseModule):
                 ``None`` keeps the current ones.
         """
         if window_size is not None:
-            self.window_size = _stage_windows(window_size, self.num_stages)
+            self.window_size = stage_windows(window_size, self.num_stages)
         if pretrained_window_sizes is not None:
             self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
                                                                      self.num_stages)
         for stage, window, pretrained in zip(self.layers, self.window_size,
                                              self.pretrained_window_sizes):
-            stage.set_window_size(window, pretrained)
+            for block in stage.blocks:
+                block.window_size = window
+                block.attn.pretrained_window_size = pretrained
 
     def bias_windows(self) -> Tuple[int, ...]:
         """Per built stage, the window its position-bias coordinates are normalised by: the
         pretrained window, or the stage's own window where that is 0."""
         return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.layers)],
                                             self.window_size))
-
-    # ------------------------------------------------------------------ freezing
-    def _frozen_modules(self) -> List[nn.Module]:
-        if self.frozen_stages < 0:
-            return []
-        modules: List[nn.Module] = [self.patch_embed, self.pos_drop]
-        for i in range(min(self.frozen_stages, len(self.layers))):
-            modules.append(self.layers[i])
-            if hasattr(self, f"norm{i}"):
-                modules.append(getattr(self, f"norm{i}"))
-        return modules
-
-    def _freeze_stages(self) -> None:
-        # the position embedding and the mask token belong to the patch embedding (stage 0)
-        if self.frozen_stages >= 0:
-            for token in (self.absolute_pos_embed, self.mask_token):
-                if token is not None:
-                    token.requires_grad_(False)
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "Swinv2Backbone":
-        super().train(mode)
-        self._freeze_stages()
-        return self
-
-    # ------------------------------------------------------------------ forward
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"Swinv2Backbone expects a torch.Tensor (N, {self.in_channels}, H, W), "
-                            f"got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"Swinv2Backbone expects a 4-D (N, C, H, W) tensor, got shape "
-                             f"{tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"Swinv2Backbone expects {self.in_channels} input channels, got "
-                             f"{x.shape[1]} (shape {tuple(x.shape)})")
-        if not x.is_floating_point():
-            raise TypeError(f"Swinv2Backbone expects a floating-point tensor, got {x.dtype}")
-        if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
-            raise ValueError(f"Swinv2Backbone expects a non-empty batch and spatial size, got "
-                             f"shape {tuple(x.shape)}")
-
-    def _abs_pos_embed(self, hw: Tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        g = self.pretrain_grid
-        pos = self.absolute_pos_embed.view(1, g, g, -1)
-        if hw != (g, g):
-            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=hw, mode="bicubic",
-                                align_corners=False).permute(0, 2, 3, 1)
-        return pos.to(dtype)
-
-    def _masked(self, x: torch.Tensor, mask: object) -> torch.Tensor:
-        """Patch embeddings ``x`` (channels last) with the masked ones replaced by the token."""
-        if self.mask_token is None:
-            raise ValueError("a mask needs Swinv2Backbone(use_mask_token=True); this backbone "
-                             "has no mask token")
-        masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
-        return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
-
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
-                ) -> Tuple[torch.Tensor, ...]:
-        """Returns the selected maps, NCHW, in stage order; stage i has ``ceil(H / (4 * 2**(i-1)))``
-        rows (likewise columns).
-
-        Args:
-            x: ``(N, C, H, W)`` float images.
-            mask: Optional ``(N, ceil(H / patch_size), ceil(W / patch_size))`` patch mask, bool or
-                0/1 (1 = masked), for masked image modeling: the masked patch embeddings become the
-                mask token (needs ``use_mask_token=True``).
-        """
-        self._check_input(x)
-        x = self.patch_embed(x)
-        if mask is not None:
-            x = self._masked(x, mask)
-        if self.absolute_pos_embed is not None:
-            x = x + self._abs_pos_embed(tuple(x.shape[1:3]), x.dtype)
-        x = self.pos_drop(x)
-        outs = []
-        if self.feature_info[0].stage is None:  # the stem comes first when selected
-            outs.append(x.permute(0, 3, 1, 2).contiguous())
-        for i, layer in enumerate(self.layers):
-            out, x = layer(x)
-            if i in self.out_indices:
-                if self.out_norm:
-                    out = getattr(self, f"norm{i}")(out)
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
-            del out  # the channels-last map is not needed while the next stage runs
-        return tuple(outs)

@@ -1,15 +1,16 @@
-"""Building blocks of the SwinV2 backbone: patch embedding, the res-post-norm transformer block,
-patch merging and a stage of blocks. All of them work on channels-last ``(B, H, W, C)`` maps."""
+"""Building blocks of the Swin backbones: patch embedding, the transformer blocks (V2 res-post-norm,
+V1 pre-norm, sharing their window plumbing), patch merging of both versions and a stage of blocks.
+All of them work on channels-last ``(B, H, W, C)`` maps."""
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import WindowAttentionV2
+from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
 from .fast import active
 from .ops import pad_to_multiple, padded_size
 
@@ -97,15 +98,97 @@ class Mlp(nn.Module):
         return active().mlp(self, x)
 
 
-class SwinV2Block(nn.Module):
-    """SwinV2 transformer block with res-post-norm:
-    ``x = x + drop_path(norm1(attn(x)))``, ``x = x + drop_path(norm2(mlp(x)))``.
+class SwinBlock(nn.Module):
+    """The transformer block machinery both Swin versions share: windows, shifts, padding, masks
+    and the two residual branches. V2 (:class:`SwinV2Block`) normalises each branch's output
+    (res-post-norm): ``x = x + drop_path(norm1(attn(x)))``, ``x = x + drop_path(norm2(mlp(x)))``;
+    V1 (:class:`SwinV1Block`) its input (pre-norm): ``x = x + drop_path(attn(norm1(x)))``,
+    ``x = x + drop_path(mlp(norm2(x)))``, with ``norm1`` before the padding (as the official Swin
+    for detection and HF do: padded tokens enter the attention as zeros).
 
     Each forward pads the map to a window multiple, rolls it (shifted blocks), attends inside windows
     with the combined position-bias/shift mask, reverses the roll and crops. The window and shift come
     from the actual map size (see :func:`window_and_shift`). :meth:`forward` is the specification;
     how each step executes is the active kernels' business (:mod:`swinv2_backbone.models.kernels`,
     :mod:`swinv2_backbone.models.fast`), and a fast strategy may replace the whole block at inference.
+
+    Args:
+        dim: Channels.
+        window_size: Window side length.
+        shifted: Whether this block uses shifted windows (odd blocks of a stage).
+        attn: The window attention (a :class:`~swinv2_backbone.models.attention.WindowAttention`).
+        mlp_ratio: Hidden width of the MLP relative to ``dim``.
+        drop: Dropout in the MLP.
+        drop_path: Stochastic-depth probability of this block.
+        small_map: Rule for maps not larger than the window (see :func:`window_and_shift`).
+    """
+
+    #: Whether the norms act on the branches' inputs (V1) rather than their outputs (V2).
+    pre_norm = False
+
+    def __init__(self, dim: int, window_size: int, shifted: bool, attn: WindowAttention,
+                 mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
+                 small_map: str = "pad") -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.shifted = shifted
+        self.small_map = small_map
+        self.attn = attn
+        self.norm1 = nn.LayerNorm(dim)
+        self.drop_path = DropPath(drop_path)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def extra_repr(self) -> str:
+        return f"window_size={self.window_size}, shifted={self.shifted}, small_map={self.small_map!r}"
+
+    @property
+    def layout_rule(self) -> str:
+        """The :func:`window_and_shift` rule that gives this block's ``small_map`` behaviour."""
+        return self.small_map
+
+    @property
+    def roll_first(self) -> bool:
+        """Roll a shifted map before padding it (timm's order) rather than after."""
+        return self.small_map == "timm"
+
+    def window_layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
+        """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""
+        hw = tuple(x.shape[1:3])
+        window, shift = window_and_shift(hw, self.window_size, self.shifted, self.layout_rule)
+        return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
+                                                       self.attn.mask_dtype(x))
+
+    def branch_input(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """What a residual branch reads: ``norm(x)`` (pre-norm) or ``x``."""
+        return norm(x) if self.pre_norm else x
+
+    def branch_output(self, norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """What a residual branch adds: its output ``y``, or ``norm(y)`` (res-post-norm)."""
+        return y if self.pre_norm else norm(y)
+
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP residual branch's contribution for the tokens ``x`` (before drop path)."""
+        return self.branch_output(self.norm2, self.mlp(self.branch_input(self.norm2, x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernels = active()
+        if kernels.block is not None:
+            out = kernels.block(self, x)
+            if out is not None:
+                return out
+        h, w = x.shape[1:3]
+        window, shift, mask = self.window_layout(x)
+        windows = kernels.to_windows(self.branch_input(self.norm1, x), window, shift,
+                                     self.roll_first)  # pad, roll, partition
+        attn = self.attn(windows, mask)
+        attn = kernels.from_windows(attn, h, w, shift, self.roll_first)  # merge, roll back, crop
+        x = x + self.drop_path(self.branch_output(self.norm1, attn))
+        return x + self.drop_path(self.mlp_branch(x))
+
+
+class SwinV2Block(SwinBlock):
+    """SwinV2 transformer block (res-post-norm, :class:`WindowAttentionV2`); see :class:`SwinBlock`.
 
     Args:
         dim: Channels.
@@ -119,7 +202,7 @@ class SwinV2Block(nn.Module):
         attn_drop: Dropout on attention probabilities.
         drop_path: Stochastic-depth probability of this block.
         small_map: Rule for maps not larger than the window (see :func:`window_and_shift`).
-        use_sdpa: Attention kernel choice, see :class:`WindowAttentionV2`.
+        use_sdpa: Attention kernel choice, see :class:`WindowAttention`.
     """
 
     def __init__(
@@ -137,45 +220,54 @@ class SwinV2Block(nn.Module):
         small_map: str = "pad",
         use_sdpa: str = "auto",
     ) -> None:
-        super().__init__()
-        self.window_size = window_size
-        self.shifted = shifted
-        self.small_map = small_map
-        self.attn = WindowAttentionV2(dim, num_heads, pretrained_window_size, qkv_bias,
-                                      attn_drop, drop, use_sdpa=use_sdpa)
-        self.norm1 = nn.LayerNorm(dim)
-        self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.norm2 = nn.LayerNorm(dim)
+        attn = WindowAttentionV2(dim, num_heads, pretrained_window_size, qkv_bias, attn_drop, drop,
+                                 use_sdpa=use_sdpa)
+        super().__init__(dim, window_size, shifted, attn, mlp_ratio, drop, drop_path, small_map)
 
-    def extra_repr(self) -> str:
-        return f"window_size={self.window_size}, shifted={self.shifted}, small_map={self.small_map!r}"
+
+class SwinV1Block(SwinBlock):
+    """Swin V1 transformer block (pre-norm, :class:`WindowAttentionV1` with a bias table for
+    ``window_size``); see :class:`SwinBlock`.
+
+    Args:
+        dim: Channels.
+        num_heads: Attention heads.
+        window_size: Window side length (and the bias table's window).
+        shifted: Whether this block uses shifted windows (odd blocks of a stage).
+        mlp_ratio: Hidden width of the MLP relative to ``dim``.
+        qkv_bias: Learn q, k and v biases.
+        drop: Dropout after the attention projection and in the MLP.
+        attn_drop: Dropout on attention probabilities.
+        drop_path: Stochastic-depth probability of this block.
+        small_map: Rule for maps not larger than the window (see :func:`window_and_shift`).
+        use_sdpa: Attention kernel choice, see :class:`WindowAttention`.
+    """
+
+    pre_norm = True
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shifted: bool,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        small_map: str = "pad",
+        use_sdpa: str = "auto",
+    ) -> None:
+        attn = WindowAttentionV1(dim, num_heads, window_size, qkv_bias, attn_drop, drop,
+                                 use_sdpa=use_sdpa)
+        super().__init__(dim, window_size, shifted, attn, mlp_ratio, drop, drop_path, small_map)
 
     @property
-    def roll_first(self) -> bool:
-        """Roll a shifted map before padding it (timm's order) rather than after."""
-        return self.small_map == "timm"
-
-    def window_layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
-        """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""
-        hw = tuple(x.shape[1:3])
-        window, shift = window_and_shift(hw, self.window_size, self.shifted, self.small_map)
-        return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
-                                                       self.attn.mask_dtype(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernels = active()
-        if kernels.block is not None:
-            out = kernels.block(self, x)
-            if out is not None:
-                return out
-        h, w = x.shape[1:3]
-        window, shift, mask = self.window_layout(x)
-        windows = kernels.to_windows(x, window, shift, self.roll_first)  # pad, roll, partition
-        attn = self.attn(windows, mask)
-        attn = kernels.from_windows(attn, h, w, shift, self.roll_first)  # merge, roll back, crop
-        x = x + self.drop_path(self.norm1(attn))
-        return x + self.drop_path(self.norm2(self.mlp(x)))
+    def layout_rule(self) -> str:
+        """Hugging Face ``SwinModel`` (V1) looks at ``min(H, W)``, the official rule, where its
+        ``Swinv2Model`` looks at the height only (the ``'hf'`` rule)."""
+        return "official" if self.small_map == "hf" else self.small_map
 
 
 class PatchEmbed(nn.Module):
@@ -204,10 +296,19 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
+def merge_neighbourhoods(x: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W, C)`` -> ``(B, ceil(H/2), ceil(W/2), 4C)``: each 2x2 neighbourhood's tokens
+    concatenated in the official order ``(0,0), (1,0), (0,1), (1,1)`` (row offset fastest); odd
+    sizes are zero-padded bottom/right."""
+    x = pad_to_multiple(x, 2)
+    b, h, w, c = x.shape
+    # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
+    return x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
 class PatchMergingV2(nn.Module):
-    """SwinV2 patch merging: concatenate each 2x2 neighbourhood in the official order
-    ``(0,0), (1,0), (0,1), (1,1)`` (row offset fastest), ``Linear(4C, 2C, bias=False)``, then
-    ``LayerNorm(2C)``. Odd sizes are zero-padded bottom/right.
+    """SwinV2 patch merging: each 2x2 neighbourhood concatenated (:func:`merge_neighbourhoods`),
+    ``Linear(4C, 2C, bias=False)``, then ``LayerNorm(2C)``.
 
     Args:
         dim: Input channels ``C``.
@@ -219,56 +320,43 @@ class PatchMergingV2(nn.Module):
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_to_multiple(x, 2)
-        b, h, w, c = x.shape
-        # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
-        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        return self.norm(active().linear(x, self.reduction.weight, None))
+        return self.norm(active().linear(merge_neighbourhoods(x), self.reduction.weight, None))
 
 
-class SwinV2Stage(nn.Module):
-    """A stage: ``depth`` blocks alternating regular and shifted windows, then (optionally) patch
-    merging. :meth:`forward` returns both the stage output and the downsampled map.
+class PatchMergingV1(nn.Module):
+    """Swin V1 patch merging: the 2x2 neighbourhoods concatenated as in :class:`PatchMergingV2`,
+    then ``LayerNorm(4C)`` and ``Linear(4C, 2C, bias=False)``. Odd sizes are zero-padded
+    bottom/right.
 
     Args:
-        dim: Channels of the stage.
-        depth: Number of blocks.
-        num_heads: Attention heads.
-        window_size: Window side length.
-        pretrained_window_size: Window the weights were trained with (0: none).
-        drop_path: Per-block stochastic-depth probabilities (length ``depth``).
-        downsample: Append :class:`PatchMergingV2`.
-        with_cp: Activation checkpointing of each block while gradients are enabled.
-        **block_kwargs: Forwarded to :class:`SwinV2Block`.
+        dim: Input channels ``C``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        pretrained_window_size: int,
-        drop_path: Sequence[float],
-        downsample: bool,
-        with_cp: bool = False,
-        **block_kwargs,
-    ) -> None:
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return active().linear(self.norm(merge_neighbourhoods(x)), self.reduction.weight, None)
+
+
+class SwinStage(nn.Module):
+    """A stage: blocks alternating regular and shifted windows, then (optionally) patch merging.
+    :meth:`forward` returns both the stage output and the downsampled map.
+
+    Args:
+        blocks: The stage's blocks (:class:`SwinBlock`).
+        downsample: The patch merging at the end of the stage, or ``None``.
+        with_cp: Activation checkpointing of each block while gradients are enabled.
+    """
+
+    def __init__(self, blocks: Sequence[SwinBlock], downsample: Optional[nn.Module],
+                 with_cp: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.blocks = nn.ModuleList([
-            SwinV2Block(dim, num_heads, window_size, shifted=bool(i % 2),
-                        pretrained_window_size=pretrained_window_size, drop_path=drop_path[i],
-                        **block_kwargs)
-            for i in range(depth)
-        ])
-        self.downsample = PatchMergingV2(dim) if downsample else None
-
-    def set_window_size(self, window_size: int, pretrained_window_size: int) -> None:
-        """Set the attention window and the position-bias normalisation window of every block."""
-        for block in self.blocks:
-            block.window_size = window_size
-            block.attn.pretrained_window_size = pretrained_window_size
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:

@@ -1,22 +1,22 @@
-"""OpenMMLab integration: registers :class:`Swinv2Backbone`, :class:`Swinv2Classifier` and the
-SimMIM pre-training model in mmengine's root ``MODELS`` registry and the SimMIM transforms in its root
-``TRANSFORMS`` (found from mmdet, mmseg and mmpretrain configs alike), and makes mmengine's own
-training checkpoints loadable with weights-only ``torch.load``. Imported automatically by
-``swinv2_backbone`` when mmengine is installed."""
+"""OpenMMLab integration: registers :class:`Swinv2Backbone`, the Swin V1 :class:`SwinBackbone`,
+:class:`Swinv2Classifier` and the SimMIM pre-training model in mmengine's root ``MODELS`` registry
+and the SimMIM transforms in its root ``TRANSFORMS`` (found from mmdet, mmseg and mmpretrain configs
+alike), and makes mmengine's own training checkpoints loadable with weights-only ``torch.load``.
+Imported automatically by ``swinv2_backbone`` when mmengine is installed."""
 from __future__ import annotations
 
 from mmengine.registry import MODELS
 
-from ..models import Swinv2Backbone, Swinv2Classifier
+from ..models import SwinBackbone, Swinv2Backbone, Swinv2Classifier
 from .safe_globals import register_safe_globals
 from . import optim  # noqa: F401  (registers Swinv2LayerDecayOptimWrapperConstructor)
 from . import simmim
 
 
 def register() -> None:
-    """Idempotently register the backbone, the classifier, the SimMIM model and transforms, and
+    """Idempotently register the backbones (V2 and V1), the classifier, the SimMIM model and transforms, and
     the checkpoint safe globals."""
-    for model in (Swinv2Backbone, Swinv2Classifier):
+    for model in (Swinv2Backbone, SwinBackbone, Swinv2Classifier):
         if MODELS.get(model.__name__) is not model:
             MODELS.register_module(name=model.__name__, module=model, force=True)
     simmim.register()

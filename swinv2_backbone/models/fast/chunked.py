@@ -4,7 +4,9 @@ Every temporary of the block (the attention's ``N x N`` scores, the MLP's ``4C``
 then stays a few MiB, reused by the allocator and cache-resident, instead of map-sized: on CPU every
 fresh map-sized temporary costs page faults on first touch. Applies only where no gradient is
 needed and no stochastic layer is active. Reference: the block's own forward
-(:meth:`swinv2_backbone.models.layers.SwinV2Block.forward` with the reference kernels).
+(:meth:`swinv2_backbone.models.layers.SwinBlock.forward` with the reference kernels). Both block
+versions take it: the block's ``branch_input`` / ``branch_output`` place its norms (V1 pre-norm,
+V2 res-post-norm).
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ def chunk_rows(rows: int, row_tokens: int) -> int:
 
 
 def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
-    """Rows ``start:stop`` of a ``(nW or 1, heads, N, N)`` mask repeated over the batch, for windows
-    flattened as ``(B * nW)``."""
+    """Rows ``start:stop`` of a per-window ``(nW or 1, ...)`` tensor (a ``(nW or 1, heads, N, N)``
+    mask) repeated over the batch, for windows flattened as ``(B * nW)``."""
     if mask.shape[0] == 1:
         return mask
     if start // nw == (stop - 1) // nw:  # within one image: a view
@@ -65,21 +67,30 @@ def block_inference(block: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]
     step = chunk_rows(tokens.shape[0], 1)
     for start in range(0, tokens.shape[0], step):
         chunk = tokens[start:start + step]
-        chunk.add_(block.norm2(block.mlp(chunk)))
+        chunk.add_(block.mlp_branch(chunk))
     return x
 
 
 def _attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x + norm1(attention(x))`` window chunk by window chunk, as a new map."""
+    """``x`` plus the attention branch, window chunk by window chunk, as a new map.
+
+    A pre-norm block normalises each chunk itself; the padding tokens, which the reference pads
+    after the norm, are zeroed again there (``valid`` marks the real tokens in window order)."""
     b, h, w, c = x.shape
     window, shift, mask = block.window_layout(x)
     windows = to_windows(x, window, shift, block.roll_first)  # fresh: updated chunk by chunk
     nw, n = windows.shape[1:3]
     flat = windows.view(b * nw, n, c)
+    valid = None
+    if block.pre_norm and (h % window or w % window):
+        valid = to_windows(x.new_ones(1, h, w, 1), window, shift, block.roll_first)[0]  # (nW, N, 1)
     step = chunk_rows(b * nw, n)
     for start in range(0, b * nw, step):
         stop = min(start + step, b * nw)
         chunk = flat[start:stop]
-        attn = block.attn(chunk.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
-        chunk.add_(block.norm1(attn))  # the attention has read the chunk already
+        inputs = block.branch_input(block.norm1, chunk)
+        if valid is not None:
+            inputs = inputs * _mask_rows(valid, start, stop, nw)
+        attn = block.attn(inputs.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
+        chunk.add_(block.branch_output(block.norm1, attn))  # the attention has read the chunk already
     return from_windows(windows, h, w, shift, block.roll_first)
