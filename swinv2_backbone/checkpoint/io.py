@@ -8,10 +8,12 @@ Hugging Face / timm hub snapshots: ``config.json`` plus ``model.safetensors`` or
 ``pytorch_model.bin``.
 
 Checkpoints written by this project are ``{'state_dict': ..., 'meta': {'swinv2_backbone': {...}}}``
-(``.pth``) or ``.safetensors`` with the same metadata as JSON under the ``swinv2_backbone`` key.
+(``.pth``) or ``.safetensors`` with the same metadata as JSON under the ``swinv2_backbone`` key,
+written crash-safely (:mod:`.atomic`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -22,6 +24,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 
 from ..compat import load_weights_only, refused_global
+from .atomic import write_atomic
 from .common import CheckpointError, StateDict
 
 PathLike = Union[str, os.PathLike]
@@ -152,12 +155,19 @@ def save_state_dict(state: StateDict, path: PathLike, meta: Optional[Dict[str, A
         state: Tensors to write (made contiguous).
         path: Destination file; its suffix picks the format.
         meta: JSON-serialisable facts about the weights (format, architecture, windows).
+
+    Raises:
+        AtomicWriteError: The file could not be written (a full disk: the message names the file
+            and the free space); ``path`` is then unchanged (:func:`.atomic.write_atomic`).
     """
     path = os.fspath(path)
     state = {k: v.detach().contiguous() for k, v in state.items()}
     if path.endswith(".safetensors"):
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(state, path, metadata={META_KEY: json.dumps(meta or {})})
+        data = save(state, metadata={META_KEY: json.dumps(meta or {})})
     else:
-        torch.save({"state_dict": state, "meta": {META_KEY: meta or {}}}, path)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": state, "meta": {META_KEY: meta or {}}}, buffer)
+        data = buffer.getvalue()
+    write_atomic(path, data)
