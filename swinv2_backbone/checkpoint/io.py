@@ -17,7 +17,6 @@ import io
 import json
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -84,7 +83,8 @@ def _read_torch(path: str, map_location: str) -> CheckpointFile:
                 "(torch.save(model.state_dict())) or as .safetensors.") from exc
         raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt (not a "
                               f"loadable pickle: {str(exc).splitlines()[-1] if str(exc) else exc})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # arbitrary bytes fail in many ways (torch 2.1 reads a zeroed file as
+        # a legacy checkpoint and raises KeyError); each of them means an unusable file
         raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt "
                               f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, Mapping):
