@@ -54,13 +54,12 @@ def _load_train_tool() -> Any:
 
 
 TRAIN = _load_train_tool()
-# imported before forking: the config's custom_imports and what mmengine imports on first use
-import matplotlib.pyplot  # noqa: E402,F401
-import mmcv.transforms  # noqa: E402,F401
 import mmengine.config.config as mm_config  # noqa: E402
 import mmengine.runner.runner as mm_runner  # noqa: E402
-import torch._dynamo  # noqa: E402,F401
-import torchvision  # noqa: E402,F401
+
+# imported before forking: the config's custom_imports and what mmengine imports on first use
+for _name in ("matplotlib.pyplot", "mmcv.transforms", "torch._dynamo", "torchvision"):
+    importlib.import_module(_name)
 
 _ENVIRONMENT = mm_runner.collect_env()
 mm_runner.collect_env = lambda: dict(_ENVIRONMENT)
