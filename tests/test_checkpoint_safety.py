@@ -1,6 +1,6 @@
 """Loading never runs code from a checkpoint; broken files and mismatched weights give clear errors
 naming the file and the keys, through every entry point a user has (convert_checkpoint.py,
-extract_features.py --checkpoint, init_cfg, train.py --resume)."""
+extract_features.py --checkpoint, init_cfg, train.py --resume, test.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -216,7 +216,8 @@ def entry_points(tmp_path_factory):
     root = tmp_path_factory.mktemp("entry_points")
     image = root / "image.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
-    convert, extract = _tool("convert_checkpoint"), _tool("extract_features")
+    convert, extract, test_tool = (_tool("convert_checkpoint"), _tool("extract_features"),
+                                   _tool("test"))
 
     def through_convert(path: str, capsys) -> str:
         assert convert.main([path, str(root / "out.safetensors")]) == 2
@@ -239,8 +240,15 @@ def entry_points(tmp_path_factory):
             resolve_resume(str(root), path)
         return str(info.value)
 
+    def through_test(path: str, capsys) -> str:
+        with pytest.raises(SystemExit) as info:
+            test_tool.main([str(ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"), path,
+                            "--work-dir", str(root / "test")])
+        return str(info.value.code)
+
     return {"convert_checkpoint.py": through_convert, "extract_features.py --checkpoint": through_extract,
-            "init_cfg": through_init_cfg, "train.py --resume": through_resume}
+            "init_cfg": through_init_cfg, "train.py --resume": through_resume,
+            "test.py": through_test}
 
 
 def truncation_offsets(size: int) -> List[int]:
@@ -251,7 +259,7 @@ def truncation_offsets(size: int) -> List[int]:
 
 
 @pytest.mark.parametrize("entry", ["convert_checkpoint.py", "extract_features.py --checkpoint",
-                                   "init_cfg", "train.py --resume"])
+                                   "init_cfg", "train.py --resume", "test.py"])
 def test_truncated_and_zeroed_checkpoints_are_refused_by_every_entry_point(
         tmp_path, mini_state, entry_points, capsys, entry):
     """A training checkpoint (zip) and a safetensors file, each cut at 16 offsets and zeroed."""
@@ -276,7 +284,7 @@ def test_truncated_and_zeroed_checkpoints_are_refused_by_every_entry_point(
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
 @pytest.mark.parametrize("entry", ["convert_checkpoint.py", "extract_features.py --checkpoint",
-                                   "init_cfg", "train.py --resume"])
+                                   "init_cfg", "train.py --resume", "test.py"])
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_malicious_checkpoints_are_refused_by_every_entry_point(tmp_path, mini_state, entry_points,
                                                                 capsys, entry, legacy):

@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from swinv2_backbone.checkpoint import CheckpointError, load_checkpoint_file
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, add_prediction_dump,
                                               build_runner, enable_visualization, load_config,
                                               setup_launcher, shutdown_distributed)
@@ -53,6 +54,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    try:  # mmengine's load_from unpickles anything on torch < 2.6: read it weights-only first
+        load_checkpoint_file(args.checkpoint)
+    except (CheckpointError, OSError) as err:
+        sys.exit(f"error: {err}")
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     missing = [key for key in ("test_dataloader", "test_cfg", "test_evaluator") if not cfg.get(key)]
     if missing:
