@@ -54,16 +54,16 @@ def main(argv: Optional[List[str]] = None) -> dict:
     """
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    try:  # mmengine's load_from unpickles anything on torch < 2.6: read it weights-only first
-        load_checkpoint_file(args.checkpoint)
-    except (CheckpointError, OSError) as err:
-        sys.exit(f"error: {err}")
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     missing = [key for key in ("test_dataloader", "test_cfg", "test_evaluator") if not cfg.get(key)]
     if missing:
         sys.exit(f"error: {args.config} has no {', '.join(missing)}: it defines no evaluation "
                  "(add them, e.g. as configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py "
                  "does)")
+    try:  # mmengine's load_from unpickles anything on torch < 2.6: read it weights-only first
+        load_checkpoint_file(args.checkpoint)
+    except (CheckpointError, OSError) as err:
+        sys.exit(f"error: {err}")
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
