@@ -51,8 +51,12 @@ def _hf(variant: Variant, window: int, img_size: Tuple[int, int], seed: int,
     model = randomize_(transformers.SwinModel(config, add_pooling_layer=False), seed).eval()
 
     def stages(x: Tensor) -> List[Tensor]:
-        out = model(x, output_hidden_states=True, output_hidden_states_before_downsampling=True)
-        return list(out.reshaped_hidden_states[1:])
+        # Through the encoder: SwinModel.forward passes output_hidden_states_before_downsampling
+        # on only in recent transformers; the encoder takes it in every supported version.
+        embedded, dims = model.embeddings(x)
+        out = model.encoder(embedded, dims, output_hidden_states=True,
+                            output_hidden_states_before_downsampling=True)
+        return list(out.reshaped_hidden_states[1:])  # [0] is the patch embedding
 
     with tempfile.TemporaryDirectory() as directory:
         model.save_pretrained(directory)
