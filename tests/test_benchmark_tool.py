@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import benchmark  # noqa: E402
+from swinv2_backbone import SwinBackbone  # noqa: E402
 from swinv2_backbone.benchmark.measure import peak_memory_mib, rss_peak_mib  # noqa: E402
 from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
 
@@ -66,7 +68,33 @@ def test_low_precision_and_training_cases(capsys):
     assert "| rel err vs fp32 |" in capsys.readouterr().out
 
 
+def test_swin_v1_runs_beside_hf_on_the_same_weights(capsys):
+    """--model v1: our SwinBackbone (Swin-T) beside HF SwinModel with the HF weights read from its
+    save_pretrained directory; the FLOPs are the V1 model's own. Stage maps 32..4 at window 4 (HF
+    SwinModel fails on maps smaller than its window: its bias table is not cropped)."""
+    results = benchmark.main(["--model", "v1", "--sizes", "128", "--window", "4", "--compare", "hf",
+                              "--no-floor", *QUICK])
+    assert [r.impl for r in results] == ["ours", "ours (hf weights)", "hf"]
+    assert results[2].max_rel_diff < 1e-4 and results[2].agrees
+    assert results[0].agrees is None and results[1].agrees is None
+    with torch.device("meta"):
+        model = SwinBackbone(arch="tiny", window_size=4).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, 128, 128))
+    assert all(r.gflop == pytest.approx(counter.get_total_flops() / 1e9) for r in results)
+    assert "model=v1" in capsys.readouterr().out
+
+
+def test_swin_v1_training_case_without_peers(capsys):
+    results = benchmark.main(["--model", "v1", "--sizes", "64", "--task", "train", "--with-cp",
+                              "--no-floor", *QUICK])
+    assert [r.impl for r in results] == ["ours"]
+    assert results[0].task == "train" and results[0].median_s > 0 and results[0].peak_mem_mib > 0
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--model", "v1", "--compare", "timm"], "--compare timm: no such peer for --model v1"),
+    (["--model", "v3"], "invalid choice"),
     (["--sizes", "0x64"], "size must be N or HxW"),
     (["--batch", "0"], "--batch and --repeats must be >= 1"),
     (["--dtypes", "fp8"], "invalid choice"),

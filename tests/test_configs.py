@@ -1,10 +1,12 @@
 """Every shipped config parses, names its checkpoint, builds its model with neck/head channels that
-match the backbone's, and runs a forward on CPU; the optimizer-wrapper constructor produces the
+match the backbone's, and runs a forward on CPU; the Swin V1 configs keep the settings of the
+installed mmdet / mmseg Swin configs they mirror; the optimizer-wrapper constructor produces the
 intended parameter groups."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Tuple
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS, OPTIM_WRAPPERS, init_default_scope
 from torch import nn
 
-from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.openmmlab.launch import config_task
 from swinv2_backbone.openmmlab.optim import (DEFAULT_NO_DECAY_KEYS,
                                              Swinv2LayerDecayOptimWrapperConstructor,
@@ -25,12 +27,48 @@ CONFIGS = ROOT / "configs"
 DET = sorted((CONFIGS / "det").glob("*.py"))
 SEG = sorted((CONFIGS / "seg").glob("*.py"))
 DEMO = sorted((CONFIGS / "demo").glob("*.py"))
-#: Official SwinV2 release files the configs may name (github.com/SwinTransformer/storage, v2.0.0).
+#: Swin V1 configs (``*_swin-*``, ``swin-*``), as opposed to the SwinV2 ones (``swinv2``).
+V1 = [p for p in DET + SEG if "swinv2" not in p.name]
+#: Official release files the configs may name (github.com/SwinTransformer/storage, v2.0.0 for
+#: SwinV2, v1.0.0 for Swin V1).
 OFFICIAL_CHECKPOINTS = {
     "swinv2_tiny_patch4_window16_256.pth",
     "swinv2_small_patch4_window16_256.pth",
     "swinv2_base_patch4_window16_256.pth",
     "swinv2_base_patch4_window12_192_22k.pth",
+}
+OFFICIAL_V1_CHECKPOINTS = {
+    "swin_tiny_patch4_window7_224.pth",
+    "swin_small_patch4_window7_224.pth",
+    "swin_base_patch4_window7_224.pth",
+    "swin_base_patch4_window12_384_22k.pth",
+}
+#: Swin-B's architecture and detection stochastic depth (the official Swin-B detectors), for the
+#: V1 configs whose size mmdet ships no Mask R-CNN config of.
+SWIN_B = dict(embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32])
+#: Each V1 config -> (the installed mmdet / mmseg config it mirrors, backbone settings it changes).
+#: mmdet's Swin-S 3x config is its AMP variant (`--amp` here); mmdet has no Swin-S 1x nor Swin-B
+#: Mask R-CNN, so those mirror the Swin-T recipe with the larger architecture, as mmdet's Swin-S 3x
+#: does (Swin-S: depths only, drop_path kept at 0.2; Swin-B: drop_path 0.3 as the official Swin-B
+#: detectors).
+V1_PEERS: Dict[str, Tuple[str, dict]] = {
+    "mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py": ("mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py", {}),
+    "mask-rcnn_swin-s-p4-w7_fpn_1x_coco.py": ("mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py",
+                                              dict(depths=[2, 2, 18, 2])),
+    "mask-rcnn_swin-b-p4-w7_fpn_1x_coco.py": ("mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py",
+                                              dict(SWIN_B, drop_path_rate=0.3)),
+    "mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py": (
+        "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py", {}),
+    "mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco.py": (
+        "mmdet::swin/mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py", {}),
+    "mask-rcnn_swin-b-p4-w7_fpn_ms-crop-3x_coco.py": (
+        "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py", dict(SWIN_B, drop_path_rate=0.3)),
+    **{f"swin-{size}-p4-w7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py": (
+        f"mmseg::swin/swin-{size}-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py", {})
+       for size in ("tiny", "small", "base")},
+    "swin-base-p4-w12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py": (
+        "mmseg::swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py",
+        {}),
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -62,25 +100,40 @@ def test_the_issue_configs_exist():
     for size in ("tiny", "small", "base"):
         assert f"swinv2-{size}-p4-w16-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py" in names
     assert "swinv2-tiny-p4-w16-in1k-pre_fpn_4xb4-80k_ade20k-512x512.py" in names
-    assert len(DEMO) == 2
+    # Swin V1 (issue #16): Mask R-CNN 1x and 3x, UPerNet 160k, each T/S/B
+    for schedule in ("1x", "ms-crop-3x"):
+        for size in "tsb":
+            assert f"mask-rcnn_swin-{size}-p4-w7_fpn_{schedule}_coco.py" in names
+    for size in ("tiny", "small", "base"):
+        assert f"swin-{size}-p4-w7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py" in names
+    assert {p.name for p in V1} == set(V1_PEERS)
+    assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
+                                      "upernet_swinv2-compact_toy-shapes.py",
+                                      "upernet_swin-compact_toy-shapes.py"}
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
 def test_config_names_an_official_checkpoint_under_checkpoints(path):
     cfg = Config.fromfile(str(path))
     backbone = cfg.model.backbone
-    assert backbone.type == "Swinv2Backbone"
     assert cfg.custom_imports["imports"] == ["swinv2_backbone"]
     init = backbone.init_cfg
     assert init["type"] == "Pretrained"
     folder, name = init["checkpoint"].split("/")
-    assert folder == "checkpoints" and name in OFFICIAL_CHECKPOINTS
     assert name in (CONFIGS / "README.md").read_text(), "checkpoint not documented"
     assert config_task(cfg) == ("det" if path.parent.name == "det" else "seg")
-    # Window 16 everywhere; pretrained windows describe what the checkpoint ran.
-    assert backbone.window_size == 16
-    expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
-    assert tuple(backbone.pretrained_window_sizes) == expected
+    assert folder == "checkpoints"
+    if path in V1:
+        # Swin V1: the window the checkpoint was trained with (its bias tables' size)
+        assert backbone.type == "SwinBackbone" and name in OFFICIAL_V1_CHECKPOINTS
+        assert backbone.window_size == (12 if "window12" in name else 7)
+        assert "pretrained_window_sizes" not in backbone
+    else:
+        # SwinV2: window 16 everywhere; pretrained windows describe what the checkpoint ran.
+        assert backbone.type == "Swinv2Backbone" and name in OFFICIAL_CHECKPOINTS
+        assert backbone.window_size == 16
+        expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
+        assert tuple(backbone.pretrained_window_sizes) == expected
     # Larger variants trade compute for memory.
     assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base"))
 
@@ -92,8 +145,116 @@ def test_optimizer_is_adamw_without_decay_on_swinv2_specials(path):
     assert wrapper.constructor == "Swinv2LayerDecayOptimWrapperConstructor"
     assert wrapper.optimizer.type == "AdamW" and wrapper.optimizer.weight_decay > 0
     assert wrapper.type == ("AmpOptimWrapper" if "amp" in path.name else "OptimWrapper")
-    expected_rate = 0.9 if "in22k" in path.name else 1.0
+    expected_rate = 0.9 if "in22k" in path.name and path not in V1 else 1.0
     assert wrapper.paramwise_cfg.layer_decay_rate == expected_rate
+
+
+# ----------------------------------------------------------------------------- Swin V1 vs mmdet/mmseg
+def _peer_config(ref: str) -> Config:
+    """An installed mmdet / mmseg config, named ``'mmdet::swin/NAME.py'``."""
+    package, relative = ref.split("::")
+    root = Path(importlib.import_module(package).__file__).parent / ".mim" / "configs"
+    return Config.fromfile(str(root / relative))
+
+
+def _plain(value):
+    """Config data as plain values (lists for tuples), without mmengine's ``_scope_`` tags and
+    ``_delete_`` markers and without the ``backend_args=None`` that mmdet's configs spell out."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()
+                if k not in ("_scope_", "_delete_") and not (k == "backend_args" and v is None)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+#: Module-level helper variables of the configs (their values are compared where they are used).
+_HELPER_VARIABLES = ("pretrained", "checkpoint_file", "crop_size", "data_preprocessor",
+                     "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters")
+
+
+def _comparable(cfg: Config) -> dict:
+    """The config as plain data without helper variables and without the neck / head input
+    channels (tested against the built backbone by test_neck_and_head_channels_...)."""
+    data = _plain(cfg.to_dict())
+    for key in _HELPER_VARIABLES:
+        data.pop(key, None)
+    for part in ("neck", "decode_head", "auxiliary_head"):
+        data["model"].get(part, {}).pop("in_channels", None)
+    return data
+
+
+@pytest.mark.parametrize("path", V1, ids=ids(V1))
+def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
+    """Everything but the backbone type, the checkpoint and the optimizer-wrapper constructor equals
+    the installed mmdet / mmseg Swin config: model heads, data pipelines and loaders, schedule,
+    optimizer, runtime; the built backbone has the peer's architecture and layer settings."""
+    ref, changes = V1_PEERS[path.name]
+    peer_cfg = _peer_config(ref)
+    ours, peer = _comparable(Config.fromfile(str(path))), _comparable(peer_cfg)
+    our_wrapper, peer_wrapper = ours.pop("optim_wrapper"), peer.pop("optim_wrapper")
+    ours["model"].pop("backbone")
+    peer["model"].pop("backbone")
+    assert ours == peer
+    assert our_wrapper["optimizer"] == peer_wrapper["optimizer"]
+    assert our_wrapper["type"] == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
+    assert peer_wrapper["type"] == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
+    # the no-decay keys: test_v1_weight_decay_per_parameter_equals_mmdet_mmseg
+
+    expected = dict(peer_cfg.model.backbone, **changes)
+    cfg = load(path)
+    init_default_scope(cfg.default_scope)
+    with torch.device("meta"):
+        backbone = MODELS.build(cfg.model.backbone)
+    assert isinstance(backbone, SwinBackbone)
+    assert backbone.embed_dims == expected["embed_dims"]
+    assert list(backbone.depths) == list(expected["depths"])
+    assert list(backbone.num_heads) == list(expected["num_heads"])
+    assert list(backbone.window_size) == [expected["window_size"]] * 4
+    assert backbone.drop_path_rate == expected["drop_path_rate"]
+    assert list(backbone.out_indices) == list(expected["out_indices"])
+    options = backbone.block_options
+    assert options["mlp_ratio"] == expected["mlp_ratio"] and options["qkv_bias"] == expected["qkv_bias"]
+    assert expected["qk_scale"] is None  # head_dim ** -0.5, the only scale SwinBackbone has
+    assert (options["drop"], options["attn_drop"]) == (expected["drop_rate"], expected["attn_drop_rate"])
+    assert isinstance(backbone.patch_embed.norm, nn.LayerNorm) == expected["patch_norm"]
+    assert (backbone.absolute_pos_embed is not None) == expected.get("use_abs_pos_embed", False)
+    assert backbone.pretrain_grid * 4 == expected.get("pretrain_img_size", 224)
+    assert expected.get("patch_size", 4) == 4 and list(expected.get("strides", (4, 2, 2, 2))) == [4, 2, 2, 2]
+
+
+def _effective_groups(model: nn.Module, optim_wrapper: dict) -> Dict[str, Tuple[float, float]]:
+    """(lr, weight decay) of every parameter of ``model`` under ``optim_wrapper``."""
+    wrapper = build_optim_wrapper(model, optim_wrapper)
+    by_id = {id(p): (group["lr"], group["weight_decay"])
+             for group in wrapper.optimizer.param_groups for p in group["params"]}
+    return {name: by_id[id(p)] for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py",
+                                  "swin-tiny-p4-w7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py"])
+def test_v1_weight_decay_per_parameter_equals_mmdet_mmseg(name):
+    """Our constructor (no decay on normalisation layers and the position parameters) against the
+    mmdet / mmseg `custom_keys` (no decay on names containing absolute_pos_embed,
+    relative_position_bias_table or norm), on the whole built model: the same lr and weight decay
+    for every parameter, except that mmseg's name match misses the heads' BatchNorms (``bn``),
+    which ours exempts as every normalisation layer."""
+    path = next(p for p in V1 if p.name == name)
+    cfg = load(path)
+    init_default_scope(cfg.default_scope)
+    with torch.device("meta"):  # groups only: no weights allocated
+        model = MODELS.build(cfg.model)
+    ours = _effective_groups(model, cfg.optim_wrapper)
+    peer = _effective_groups(model, _peer_config(V1_PEERS[name][0]).optim_wrapper)
+    differ = {n for n in ours if ours[n] != peer[n]}
+    head_bn = {n for module_name, m in model.named_modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and not module_name.startswith("backbone.")
+               for n in (f"{module_name}.weight", f"{module_name}.bias")}
+    assert differ == (head_bn if path.parent.name == "seg" else set())
+    assert all(ours[n][1] == 0.0 and peer[n][1] == cfg.optim_wrapper.optimizer.weight_decay for n in differ)
+    assert {ours[n][0] for n in ours} == {cfg.optim_wrapper.optimizer.lr}
+    tables = [n for n in ours if n.endswith("relative_position_bias_table")]
+    assert len(tables) == sum(model.backbone.depths) and all(ours[n][1] == 0.0 for n in tables)
 
 
 def _fake_det_batch(h: int, w: int) -> dict:
@@ -129,7 +290,7 @@ def test_neck_and_head_channels_equal_the_built_backbones(path):
     init_default_scope(cfg.default_scope)
     with torch.device("meta"):  # the channels only: skip allocating and initialising weights
         backbone = MODELS.build(cfg.model.backbone)
-    assert isinstance(backbone, Swinv2Backbone)
+    assert isinstance(backbone, SwinBackbone if cfg.model.backbone.type == "SwinBackbone" else Swinv2Backbone)
     assert backbone.out_channels == [backbone.embed_dims * 2 ** i for i in backbone.out_indices]
     _check_channels(cfg, backbone.out_channels)
 
@@ -165,9 +326,9 @@ def test_config_builds_and_runs_forward_on_cpu(path):
 class _Detector(nn.Module):
     """A backbone plus a head with a GroupNorm, like the detectors' layout."""
 
-    def __init__(self, **backbone) -> None:
+    def __init__(self, backbone_class: type = Swinv2Backbone, **backbone) -> None:
         super().__init__()
-        self.backbone = Swinv2Backbone(arch=None, embed_dims=16, depths=(1, 1, 2, 1),
+        self.backbone = backbone_class(arch=None, embed_dims=16, depths=(1, 1, 2, 1),
                                        num_heads=(1, 2, 2, 4), drop_path_rate=0.0, **backbone)
         self.head = nn.Sequential(nn.Conv2d(128, 8, 1), nn.GroupNorm(2, 8), nn.Conv2d(8, 4, 1))
 
@@ -231,6 +392,30 @@ def test_layer_decay_scales_lr_by_depth():
     assert by_name["backbone.layers.2.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
 
 
+def test_swin_v1_groups_and_layer_decay():
+    """The constructor serves a Swin V1 backbone: no decay on its bias tables and norms, and the same
+    depth ids (block / merging / output-norm names are shared by both versions)."""
+    model = _Detector(SwinBackbone, use_abs_pos_embed=True, pretrain_img_size=64)
+    by_name = _by_name(_groups(model, layer_decay_rate=0.5))
+    top = sum((1, 1, 2, 1)) + 1
+    assert set(by_name) == {n for n, _ in model.named_parameters()}
+    expected = {  # name: (layer id, weight decay)
+        "backbone.absolute_pos_embed": (0, 0.0),
+        "backbone.patch_embed.norm.weight": (0, 0.0),
+        "backbone.layers.0.blocks.0.attn.relative_position_bias_table": (1, 0.0),
+        "backbone.layers.0.downsample.norm.weight": (1, 0.0),
+        "backbone.layers.0.downsample.reduction.weight": (1, 0.05),
+        "backbone.layers.2.blocks.1.attn.relative_position_bias_table": (4, 0.0),
+        "backbone.layers.2.blocks.1.attn.qkv.bias": (4, 0.05),
+        "backbone.layers.3.blocks.0.norm2.weight": (5, 0.0),
+        "backbone.norm3.bias": (top, 0.0),
+        "head.0.weight": (top, 0.05),
+    }
+    for name, (layer, decay) in expected.items():
+        assert by_name[name]["lr"] == pytest.approx(1e-3 * 0.5 ** (top - layer)), name
+        assert by_name[name]["weight_decay"] == decay, name
+
+
 def test_frozen_parameters_are_left_out():
     model = _Detector(frozen_stages=1)
     by_name = _by_name(_groups(model))
@@ -251,9 +436,12 @@ def test_constructor_rejects_bad_paramwise_cfg(paramwise, message):
             dict(optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05)), paramwise)
 
 
-def test_layer_decay_needs_a_swinv2_backbone():
-    with pytest.raises(ValueError, match="exactly one Swinv2Backbone"):
+def test_layer_decay_needs_one_swin_backbone():
+    with pytest.raises(ValueError, match="exactly one Swinv2Backbone or SwinBackbone in the model, found 0"):
         _groups(nn.Linear(2, 2), layer_decay_rate=0.9)
+    two = nn.ModuleDict(dict(a=_Detector(), b=_Detector(SwinBackbone)))
+    with pytest.raises(ValueError, match=r"found 2 \(\['a.backbone', 'b.backbone'\]\)"):
+        _groups(two, layer_decay_rate=0.9)
 
 
 def test_backbone_layer_id_rejects_unknown_names():

@@ -1,5 +1,6 @@
-"""Benchmark Swinv2Backbone and, with ``--compare``, the installed peer implementations (HF
-transformers, timm, mmpretrain, torchvision) on the same input with the same weights.
+"""Benchmark Swinv2Backbone (or, with ``--model v1``, the Swin V1 SwinBackbone) and, with
+``--compare``, the installed peer implementations (SwinV2: HF transformers, timm, mmpretrain,
+torchvision; Swin V1: HF transformers) on the same input with the same weights.
 
 For every case (input size x dtype x task) it reports the median time, images/s, achieved GFLOP/s,
 the share of the machine's measured GEMM floor (every Linear-type matrix product of the run timed in
@@ -10,6 +11,7 @@ process so that machine noise hits all of them alike.
 
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare
     python tools/benchmark.py --task train --batch 2 --sizes 512x512 --compare --json out.json
+    python tools/benchmark.py --model v1 --sizes 224 512 800x1344 --compare   # Swin V1-T, window 7
 """
 from __future__ import annotations
 
@@ -38,6 +40,12 @@ from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
                                            build_peer, ours_with_weights, single_window,
                                            variant_of)
+from swinv2_backbone.testing.peers_v1 import (V1_PEER_PACKAGES, V1_PEERS,  # noqa: E402
+                                              build_v1_peer, ours_v1)
+
+#: Per model version: the peers that can run beside ours, the distribution providing each, and the
+#: default window (the official one: SwinV2 8 at 256 px, Swin V1 7 at 224 px).
+MODELS = {"v2": (PEERS, PEER_PACKAGES, 8), "v1": (V1_PEERS, V1_PEER_PACKAGES, 7)}
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -55,15 +63,19 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="v2",
+                        help="Swinv2Backbone (v2) or the Swin V1 SwinBackbone (v1)")
     parser.add_argument("--arch", default="tiny", choices=sorted(ARCH_SETTINGS))
-    parser.add_argument("--window", type=int, default=8)
+    parser.add_argument("--window", type=int, default=None,
+                        help="window of every stage (default: 8 for v2, 7 for v1)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 512), (800, 1344)])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32"])
     parser.add_argument("--task", choices=["inference", "train"], default="inference")
     parser.add_argument("--mode", choices=["eager", "compile"], default="eager")
-    parser.add_argument("--compare", nargs="*", choices=PEERS, default=None,
-                        help="peers to run beside ours (no names: all of them)")
+    parser.add_argument("--compare", nargs="*", choices=sorted(set(PEERS) | set(V1_PEERS)),
+                        default=None, help="peers to run beside ours (no names: all of the "
+                        f"model's installed ones; v2: {', '.join(PEERS)}; v1: {', '.join(V1_PEERS)})")
     parser.add_argument("--with-cp", action="store_true", help="activation checkpointing (ours)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -74,35 +86,57 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _installed(peer: str) -> bool:
-    return importlib.util.find_spec(PEER_PACKAGES[peer]) is not None
-
-
-def _peers(parser: argparse.ArgumentParser, compare: Optional[List[str]]) -> List[str]:
-    """The peers to run: none without ``--compare``, the named ones (refused unless installed), or
-    every installed one."""
+def _peers(parser: argparse.ArgumentParser, compare: Optional[List[str]], model: str) -> List[str]:
+    """The peers to run: none without ``--compare``, the named ones (refused unless the model
+    version has them and they are installed), or every installed one of the model version."""
+    names, packages, _ = MODELS[model]
     if compare is None:
         return []
     if not compare:
-        return [p for p in PEERS if _installed(p)]
-    missing = [p for p in compare if not _installed(p)]
+        return [p for p in names if importlib.util.find_spec(packages[p]) is not None]
+    other = [p for p in compare if p not in names]
+    if other:
+        parser.error(f"--compare {' '.join(other)}: no such peer for --model {model} "
+                     f"(its peers: {', '.join(names)})")
+    missing = [p for p in compare if importlib.util.find_spec(packages[p]) is None]
     if missing:
         parser.error(f"--compare {' '.join(missing)}: not installed "
-                     f"({', '.join(PEER_PACKAGES[p] for p in missing)})")
+                     f"({', '.join(packages[p] for p in missing)})")
     return list(compare)
+
+
+def _flops(args: argparse.Namespace, hw: Tuple[int, int]) -> float:
+    """Analytic FLOPs (2 x MAC) of one step: the forward, x3 for a training step (backward ~2x).
+    Swin V1 counts as SwinV2 of the same architecture and windows without the position-bias MLP:
+    every other matrix product has the same shape in both."""
+    macs = analyze(spec_from_config(arch=args.arch, window_size=args.window), hw).macs
+    if args.model == "v1":
+        macs = {op: n for op, n in macs.items() if op != "cpb_mlp"}
+    return 2 * sum(macs.values()) * args.batch * (3 if args.task == "train" else 1)
 
 
 def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: List[str],
            hw: Tuple[int, int], dtype_name: str, device: torch.device) -> List[Impl]:
     """Ours (and a copy cast to a low ``dtype_name``), then for every peer ours with the peer's
     weights beside the peer itself."""
-    ours = randomize_(ours_with_weights(None, None, variant, windows, True, with_cp=args.with_cp),
-                      args.seed).to(device)
+    if args.model == "v1":
+        ours = ours_v1(variant, args.window, "pad", out_norm=True, with_cp=args.with_cp)
+    else:
+        ours = ours_with_weights(None, None, variant, windows, True, with_cp=args.with_cp)
+    ours = randomize_(ours, args.seed).to(device)
     impls = [Impl("ours", ours, ours)]
     if dtype_name != "fp32":
         low = copy.deepcopy(ours).to(DTYPES[dtype_name])
         impls.append(Impl(f"ours ({dtype_name} model)", low, low, autocast=False, reference="ours"))
     for name in peers:
+        if args.model == "v1":
+            peer, mine = build_v1_peer(name, variant, args.window, hw, args.seed,
+                                       with_cp=args.with_cp)
+            peer.module.to(device)
+            reference = f"ours ({name} weights)"
+            impls += [Impl(reference, mine.to(device), mine),
+                      Impl(name, peer.module, peer.stages, reference=reference)]
+            continue
         peer = build_peer(name, variant, windows, hw, args.seed)
         # mmpretrain's stage outputs are normed: ours then has output norms too, loaded strictly.
         mine = ours_with_weights(peer.module.state_dict(), name, variant, windows, name == "mmpretrain",
@@ -119,7 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         parser.error("--batch and --repeats must be >= 1, --warmup >= 0")
     device = torch.device(args.device)
-    peers = _peers(parser, args.compare)
+    peers = _peers(parser, args.compare, args.model)
+    if args.window is None:
+        args.window = MODELS[args.model][2]
     variant, windows = variant_of(args.arch), single_window(args.window)
     env = environment()
     if args.mode == "compile":
@@ -128,14 +164,13 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
         # Freezing (weights as constants, prepacked for oneDNN) is inductor's CPU inference mode.
         inductor_config.freezing = args.task == "inference"
         env["inductor_freezing"] = str(inductor_config.freezing)
+    env["model"] = args.model
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
-    # analytic FLOPs (2 x MAC) of the forward; a training step counts 3x (backward ~ 2x)
-    spec = spec_from_config(arch=args.arch, window_size=args.window)
     results: List[Result] = []
     for hw in args.sizes:
         torch.manual_seed(args.seed)
         x = torch.randn(args.batch, 3, *hw, device=device)
-        flops = analyze(spec, hw).flops * args.batch * (3 if args.task == "train" else 1)
+        flops = _flops(args, hw)
         for dtype_name in args.dtypes:
             impls = _impls(args, variant, windows, peers, hw, dtype_name, device)
             case = run_case(impls, x, dtype_name, args.task, args.mode, args.warmup,

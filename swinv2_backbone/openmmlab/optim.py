@@ -1,6 +1,7 @@
-"""Optimizer-wrapper constructor for models with a :class:`Swinv2Backbone`: no weight decay on
-normalisation layers and on the SwinV2 parameters that must not be shrunk (``cpb_mlp``,
-``logit_scale``, ``absolute_pos_embed``), and optional layer-wise learning-rate decay over the
+"""Optimizer-wrapper constructor for models with a :class:`Swinv2Backbone` or a Swin V1
+:class:`SwinBackbone`: no weight decay on normalisation layers and on the position parameters that
+must not be shrunk (SwinV2's ``cpb_mlp`` and ``logit_scale``, V1's ``relative_position_bias_table``,
+both versions' ``absolute_pos_embed``), and optional layer-wise learning-rate decay over the
 backbone's depth.
 
 Use it from a config::
@@ -22,10 +23,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from ..models import Swinv2Backbone
+from ..models import SwinBackboneBase
 
-#: Parameter-name substrings that never get weight decay (besides normalisation layers).
-DEFAULT_NO_DECAY_KEYS: Tuple[str, ...] = ("cpb_mlp", "logit_scale", "absolute_pos_embed")
+#: Parameter-name substrings that never get weight decay (besides normalisation layers): the
+#: SwinV2 and the Swin V1 position parameters (each version has only its own, so one list serves both).
+DEFAULT_NO_DECAY_KEYS: Tuple[str, ...] = ("cpb_mlp", "logit_scale", "relative_position_bias_table",
+                                          "absolute_pos_embed")
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
 _ALLOWED_KEYS = ("layer_decay_rate", "no_decay_keys")
 
@@ -64,17 +67,17 @@ def _norm_parameter_names(model: nn.Module) -> set:
             for name, _ in module.named_parameters(recurse=False)}
 
 
-def _find_backbone(model: nn.Module) -> Tuple[str, Swinv2Backbone]:
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, Swinv2Backbone)]
+def _find_backbone(model: nn.Module) -> Tuple[str, SwinBackboneBase]:
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, SwinBackboneBase)]
     if len(found) != 1:
-        raise ValueError(f"layer-wise lr decay needs exactly one Swinv2Backbone in the model, found "
-                         f"{len(found)} ({[name for name, _ in found]})")
+        raise ValueError(f"layer-wise lr decay needs exactly one Swinv2Backbone or SwinBackbone in "
+                         f"the model, found {len(found)} ({[name for name, _ in found]})")
     return found[0]
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class Swinv2LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """Parameter groups for a model holding a :class:`Swinv2Backbone`.
+    """Parameter groups for a model holding a :class:`Swinv2Backbone` or a :class:`SwinBackbone`.
 
     Weight decay is 0 for every parameter of a normalisation layer (LayerNorm, GroupNorm,
     BatchNorm, InstanceNorm; anywhere in the model) and for every parameter whose name contains

@@ -1,6 +1,7 @@
-# ADE20K 160k iterations with AdamW for SwinV2 segmentors: lr 6e-5 for a total batch of 16,
-# 1500-iter linear warm-up, then linear (power 1) decay to 0. No weight decay on norm layers,
-# cpb_mlp, logit_scale and absolute_pos_embed; layer_decay_rate < 1 turns on layer-wise lr decay.
+# ADE20K 160k iterations with AdamW for Swin V1 and V2 segmentors: lr 6e-5 for a total batch of
+# 16, 1500-iter linear warm-up, then linear (power 1) decay to 0. No weight decay on norm layers,
+# cpb_mlp, logit_scale (V2), relative_position_bias_table (V1) and absolute_pos_embed;
+# layer_decay_rate < 1 turns on layer-wise lr decay.
 _base_ = 'mmseg::_base_/schedules/schedule_160k.py'
 
 max_iters = 160000

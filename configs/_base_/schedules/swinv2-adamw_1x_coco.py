@@ -1,7 +1,8 @@
-# COCO 1x (12 epochs) with AdamW for SwinV2 detectors: lr 1e-4 for a total batch of 16, 1000-iter
-# linear warm-up, x0.1 after epochs 8 and 11. No weight decay on norm layers, cpb_mlp, logit_scale
-# and absolute_pos_embed (see swinv2_backbone/openmmlab/optim.py); layer_decay_rate < 1 turns on
-# layer-wise lr decay over the backbone depth.
+# COCO 1x (12 epochs) with AdamW for Swin V1 and V2 detectors: lr 1e-4 for a total batch of 16,
+# 1000-iter linear warm-up, x0.1 after epochs 8 and 11. No weight decay on norm layers, cpb_mlp,
+# logit_scale (V2), relative_position_bias_table (V1) and absolute_pos_embed (see
+# swinv2_backbone/openmmlab/optim.py); layer_decay_rate < 1 turns on layer-wise lr decay over the
+# backbone depth.
 _base_ = 'mmdet::_base_/schedules/schedule_1x.py'
 
 max_epochs = 12

@@ -1,4 +1,4 @@
-# COCO 3x (36 epochs) with AdamW for SwinV2 detectors: the 1x recipe with the decay steps after
+# COCO 3x (36 epochs) with AdamW for Swin V1 and V2 detectors: the 1x recipe with the decay steps after
 # epochs 27 and 33.
 _base_ = './swinv2-adamw_1x_coco.py'
 
