@@ -175,9 +175,11 @@ def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None
                              f"{given.pretrained_window_sizes}) disagree: leave them out")
         converted = given
     cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
-    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]), **cfg)
-    load_pretrained(model, converted,
-                    pretrained_window_sizes="checkpoint" if converted.windows_known else None)
+    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]),
+                             backbone_type=converted.model_type, **cfg)
+    # a Swin V1 model has no coordinate normalisation: its window_size is all there is
+    take_windows = converted.windows_known and converted.version == 2
+    load_pretrained(model, converted, pretrained_window_sizes="checkpoint" if take_windows else None)
     return model.eval(), converted
 
 
