@@ -328,6 +328,18 @@ def ours_v1(variant: Variant, window: int, small_map: str, out_norm: bool = True
                         out_norm=out_norm, drop_path_rate=0.0, **kwargs)
 
 
+def hf_v1_model(kind: str, variant: Variant, window: int, seed: int, image_size: int = 224,
+                **kwargs: Any) -> nn.Module:
+    """A randomised HF Swin V1 model: ``kind`` in ``SwinModel``, ``SwinBackbone``,
+    ``SwinForImageClassification``, ``SwinForMaskedImageModeling``."""
+    import transformers
+
+    config = transformers.SwinConfig(image_size=image_size, embed_dim=variant.embed_dims,
+                                     depths=list(variant.depths), num_heads=list(variant.num_heads),
+                                     window_size=window, drop_path_rate=0.0, **kwargs)
+    return randomize_(getattr(transformers, kind)(config), seed).eval()
+
+
 def timm_v1_model(variant: Variant, window: int, seed: int, num_classes: int = 10,
                   img_size: Any = 224) -> nn.Module:
     """A randomised timm ``SwinTransformer`` (V1) for ``img_size`` inputs."""
