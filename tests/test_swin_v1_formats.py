@@ -269,3 +269,23 @@ def test_export_simmim_to_hf_and_the_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "hf SwinForMaskedImageModeling" in out and "Swin V1" in out
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["model_type"] == "swin"
+
+
+def test_feature_extractor_and_classify_take_v1_checkpoints(tv_v1, tmp_path):
+    """tools/extract_features.py and tools/classify.py build the checkpoint's version."""
+    from swinv2_backbone.features import FeatureExtractor
+    from swinv2_backbone.features.classify import load_classifier
+
+    path = peers.save_torch(tv_v1.state_dict(), str(tmp_path), "swin_t.pth")
+    extractor = FeatureExtractor(checkpoint=path, out_features=("stage2",), mean=(0, 0, 0),
+                                 std=(1, 1, 1))
+    classifier, converted = load_classifier(path)
+    assert type(extractor.model) is SwinBackbone and type(classifier.backbone) is SwinBackbone
+    assert converted.window_sizes == (7,) * 4
+    x = image((224, 224))
+    with torch.no_grad():
+        raw = peers.torchvision_stages(tv_v1, x)[1]  # torchvision keeps no stage-2 norm: defaults
+        want = torch.nn.functional.layer_norm(raw.permute(0, 2, 3, 1), raw.shape[1:2])
+        want = want.permute(0, 3, 1, 2)
+        torch.testing.assert_close(extractor(x)["stage2"], want, **TOL)
+        torch.testing.assert_close(classifier(x), tv_v1(x), **TOL)
