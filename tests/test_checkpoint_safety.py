@@ -1,20 +1,28 @@
 """Loading never runs code from a checkpoint; broken files and mismatched weights give clear errors
-naming the file and the keys."""
+naming the file and the keys, through every entry point a user has (convert_checkpoint.py,
+extract_features.py --checkpoint, init_cfg, train.py --resume, test.py)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_checkpoint_file, \
     load_pretrained
+from swinv2_backbone.openmmlab.resume import ResumeError, resolve_resume
 from swinv2_backbone.testing import peers
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _RunsCode:
@@ -190,3 +198,100 @@ def test_hf_config_contradicting_the_weights_is_refused(tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"depths \[1, 1, 6, 1\] in the metadata vs \[1, 1, 2, 1\]"):
         convert_checkpoint(tmp_path / "hf")
+
+
+# ------------------------------------------------------------- every entry point a user has
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def entry_points(tmp_path_factory):
+    """name -> a function that feeds a checkpoint file to that entry point and returns the error
+    text it gives (each entry point must refuse the file, never raise anything else)."""
+    root = tmp_path_factory.mktemp("entry_points")
+    image = root / "image.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    convert, extract, test_tool = (_tool("convert_checkpoint"), _tool("extract_features"),
+                                   _tool("test"))
+
+    def through_convert(path: str, capsys) -> str:
+        assert convert.main([path, str(root / "out.safetensors")]) == 2
+        return capsys.readouterr().err
+
+    def through_extract(path: str, capsys) -> str:
+        assert extract.main([str(image), "--out", str(root / "features"), "--checkpoint", path,
+                             "--no-progress"]) == 2
+        return capsys.readouterr().err
+
+    def through_init_cfg(path: str, capsys) -> str:
+        model = Swinv2Backbone(**peers.ours(peers.MINI, peers.W8, out_norm=True),
+                               init_cfg=dict(type="Pretrained", checkpoint=path))
+        with pytest.raises(CheckpointError) as info:
+            model.init_weights()
+        return str(info.value)
+
+    def through_resume(path: str, capsys) -> str:
+        with pytest.raises(ResumeError) as info:
+            resolve_resume(str(root), path)
+        return str(info.value)
+
+    def through_test(path: str, capsys) -> str:
+        with pytest.raises(SystemExit) as info:
+            test_tool.main([str(ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"), path,
+                            "--work-dir", str(root / "test")])
+        return str(info.value.code)
+
+    return {"convert_checkpoint.py": through_convert, "extract_features.py --checkpoint": through_extract,
+            "init_cfg": through_init_cfg, "train.py --resume": through_resume,
+            "test.py": through_test}
+
+
+def truncation_offsets(size: int) -> List[int]:
+    """Cuts from the first bytes (magic, header length) through the middle to the last bytes (the
+    zip central directory and end record, the safetensors data end)."""
+    return sorted({1, 4, 8, 30, 100, 512, size // 10, size // 4, size // 2, 3 * size // 4,
+                   9 * size // 10, size - 4096, size - 512, size - 100, size - 22, size - 1})
+
+
+@pytest.mark.parametrize("entry", ["convert_checkpoint.py", "extract_features.py --checkpoint",
+                                   "init_cfg", "train.py --resume", "test.py"])
+def test_truncated_and_zeroed_checkpoints_are_refused_by_every_entry_point(
+        tmp_path, mini_state, entry_points, capsys, entry):
+    """A training checkpoint (zip) and a safetensors file, each cut at 16 offsets and zeroed."""
+    whole = {".pth": tmp_path / "whole.pth", ".safetensors": tmp_path / "whole.safetensors"}
+    torch.save({"state_dict": dict(mini_state), "meta": {"iter": 2}}, whole[".pth"])
+    peers.save_safetensors(mini_state, str(tmp_path), "whole.safetensors")
+    tried = 0
+    for suffix, source in whole.items():
+        data = source.read_bytes()
+        cases = [(f"cut{n}{suffix}", data[:n]) for n in truncation_offsets(len(data))]
+        cases.append((f"zeroed{suffix}", bytes(len(data))))
+        for name, content in cases:
+            path = tmp_path / name
+            path.write_bytes(content)
+            message = entry_points[entry](str(path), capsys)
+            assert f"cannot read {path}" in message, (name, message)
+            assert any(why in message for why in ("truncated or corrupt",
+                                                  "not a valid safetensors file")), (name, message)
+            tried += 1
+    assert tried == 2 * 17
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize("entry", ["convert_checkpoint.py", "extract_features.py --checkpoint",
+                                   "init_cfg", "train.py --resume", "test.py"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_malicious_checkpoints_are_refused_by_every_entry_point(tmp_path, mini_state, entry_points,
+                                                                capsys, entry, legacy):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "iter_2.pth"
+    torch.save({"state_dict": dict(mini_state), "meta": {"iter": 2}, "payload": _RunsCode(str(marker))},
+               path, _use_new_zipfile_serialization=not legacy)
+    message = entry_points[entry](str(path), capsys)
+    assert f"refusing to load {path}: it references the Python object posix.system" in message
+    assert not marker.exists()

@@ -20,7 +20,7 @@ from swinv2_backbone.openmmlab.simmim_pictures import GAP, LABEL_HEIGHT
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from demo_simmim import MIM_CONFIG, first_reaching  # noqa: E402
+from demo_simmim import MIM_CONFIG, compare, first_reaching  # noqa: E402
 from demo import SEG_CONFIG  # noqa: E402
 
 #: Arguments the UPerNet's backbone sets for dense prediction that SimMIM sets its own way.
@@ -49,6 +49,14 @@ def test_simmim_checkpoint_loads_into_the_upernets_backbone(tmp_path):
     assert len(taken) >= 100 and backbone.mask_token is None
     for name in taken:
         assert torch.equal(backbone.state_dict()[name], pretrained[f"backbone.{name}"]), name
+
+
+def test_compare_says_when_there_is_nothing_to_reach():
+    flat = [(100, 0.236), (200, 0.236), (300, 0.236)]
+    assert "no comparison" in compare(flat, flat)
+    rising = [(100, 0.3), (200, 0.6), (300, 0.8)]
+    assert compare(rising, rising) == "reaches it after 300 of 300 iterations"
+    assert compare(flat, rising) == "does not reach it"
 
 
 def test_first_reaching():

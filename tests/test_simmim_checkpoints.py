@@ -168,7 +168,9 @@ def test_backbone_with_mask_token_keeps_its_own_without_one(caplog):
     assert "use_mask_token=True keeps its initial token" in caplog.text
 
 
-def test_simmim_training_checkpoint_initialises_the_demo_seg_config(tmp_path, caplog):
+@pytest.mark.parametrize("config", ["upernet_swinv2-compact_toy-shapes.py",
+                                    "mask-rcnn_swinv2-compact_fpn_toy-shapes.py"])
+def test_simmim_training_checkpoint_initialises_the_demo_seg_and_det_configs(tmp_path, caplog, config):
     """The det/seg route: ``init_cfg=dict(type='Pretrained', checkpoint=...)`` on the backbone of a
     config takes ``backbone.*`` of a whole SimMIM checkpoint and names what it leaves out."""
     from mmengine.config import Config
@@ -180,7 +182,7 @@ def test_simmim_training_checkpoint_initialises_the_demo_seg_config(tmp_path, ca
     source = Swinv2SimMIM(dict(COMPACT))
     path = str(tmp_path / "iter_100.pth")
     torch.save({"meta": {"iter": 100}, "state_dict": source.state_dict()}, path)
-    cfg = Config.fromfile(str(ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"))
+    cfg = Config.fromfile(str(ROOT / "configs/demo" / config))
     cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=path)
     init_default_scope(cfg.default_scope)
     model = MODELS.build(cfg.model)

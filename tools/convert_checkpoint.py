@@ -202,14 +202,16 @@ def write(converted: ConvertedCheckpoint,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the conversion; returns the exit status (2 with a message on bad input)."""
+    """Run the conversion; returns the exit status (2 with a message on bad input, or when the
+    output cannot be written: a full disk names the file and the free space, and leaves no partial
+    output)."""
     args = parse_args(argv)
     try:
         converted = convert_checkpoint(args.src, format=args.format, prefix=args.prefix)
         if args.window_size:
             converted = converted.with_windows(args.window_size, args.pretrained_window_sizes or 0)
         lines, taken = write(converted, args)
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report(converted, lines, taken)

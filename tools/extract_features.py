@@ -3,6 +3,7 @@
     python tools/extract_features.py INPUT... --out DIR [--checkpoint PATH] [--arch tiny]
         [--window-size W ...] [--stages stage1 stage3] [--batch-size N] [--device cpu|cuda]
         [--dtype fp32|bf16|fp16] [--pca] [--size H W | --short-side N] [--mean R G B --std R G B]
+        [--max-pixels N] [--overwrite]
 
 INPUT: image files, folders (their images, not recursive) or glob patterns (quote them; ``**``
 recurses). For every image, ``DIR/<stem>.safetensors`` holds one tensor per stage, ``(C, h, w)``
@@ -13,9 +14,19 @@ the image's original size.
 
 Images are batched only with images of the same (resized) size, so every image's features equal
 those of a batch of one; ``--size`` makes all sizes equal. The architecture comes from the checkpoint
-(any supported format); without one, ``--arch`` (default tiny) gets random weights. Errors (no images
-for a pattern, unreadable image, unknown stage, unavailable device, two inputs with the same stem)
-stop the run with exit status 2 before or at the offending image.
+(any supported format); without one, ``--arch`` (default tiny) gets random weights. Errors in the
+set-up (no images for a pattern, unknown stage, unavailable device, an unusable checkpoint, two inputs
+with the same stem) stop the run with exit status 2 before any image is processed.
+
+An image that cannot be read (truncated, empty, not an image, 32-bit or float pixels, more than
+``--max-pixels`` pixels) is reported on stderr with the reason and left out; every other image is
+processed, the summary counts both, and the exit status is 1. 16-bit greyscale is scaled to 8 bits,
+alpha dropped, CMYK and palettes converted (see ``swinv2_backbone.features.images``).
+
+Every output file is written crash-safely (complete or absent under its name). A rerun skips the
+images whose ``.safetensors`` (and, with ``--pca``, pictures) are complete and were written with
+the same source, stages, checkpoint, dtype, normalisation and input size; ``--overwrite`` recomputes
+them all. Temporary files of a killed run are removed.
 """
 from __future__ import annotations
 
@@ -23,12 +34,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from swinv2_backbone import ARCH_SETTINGS
-from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor,
-                                      ImageFeatures, find_images, pca_rgb, save_features, save_png,
-                                      upsample_to_image)
+from swinv2_backbone.checkpoint import remove_partial_files
+from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, FeatureExtractor,
+                                      ImageFeatures, ImageReadError, dtype_name, find_images,
+                                      image_size, is_complete, pca_rgb, save_features, save_png,
+                                      target_size, upsample_to_image)
 
 
 def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
@@ -47,7 +60,8 @@ def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
 
 
 def write_outputs(result: ImageFeatures, extractor: FeatureExtractor, out_dir: Path, pca: bool) -> None:
-    """Write one image's ``.safetensors`` (and PCA pictures).
+    """Write one image's PCA pictures (with ``pca``) and then its ``.safetensors``, each
+    crash-safely: the features file, written last, marks the image done for a rerun.
 
     Args:
         result: The image's features.
@@ -56,13 +70,34 @@ def write_outputs(result: ImageFeatures, extractor: FeatureExtractor, out_dir: P
         pca: Also write ``<stem>_<stage>_pca.png`` per stage.
     """
     stem = result.path.stem
+    if pca:
+        for name, feature in result.features.items():
+            picture = upsample_to_image(pca_rgb(feature), extractor.strides[name], result.input_size,
+                                        result.original_size)
+            save_png(picture, out_dir / f"{stem}_{name}_pca.png")
     save_features(result, extractor, out_dir / f"{stem}.safetensors")
-    if not pca:
-        return
-    for name, feature in result.features.items():
-        picture = upsample_to_image(pca_rgb(feature), extractor.strides[name], result.input_size,
-                                    result.original_size)
-        save_png(picture, out_dir / f"{stem}_{name}_pca.png")
+
+
+def already_done(path: Path, extractor: FeatureExtractor, args: argparse.Namespace) -> bool:
+    """Whether a previous run wrote ``path``'s outputs completely with these settings.
+
+    Args:
+        path: The input image.
+        extractor: This run's extractor.
+        args: Parsed arguments (output folder, resizing, ``--pca``).
+    """
+    try:
+        original = image_size(path, args.max_pixels)
+    except ImageReadError:
+        return False  # processed (and reported) with the others
+    size = tuple(args.size) if args.size is not None else None
+    expected = dict(source=str(path), stages=list(extractor.out_features),
+                    checkpoint=extractor.checkpoint, dtype=dtype_name(extractor.dtype),
+                    mean=list(extractor.mean), std=list(extractor.std),
+                    input_size=list(target_size(original, size=size, short_side=args.short_side)))
+    pictures = [args.out / f"{path.stem}_{n}_pca.png" for n in extractor.out_features] if args.pca else []
+    return is_complete(args.out / f"{path.stem}.safetensors", expected) and \
+        all(p.is_file() for p in pictures)
 
 
 class LineProgress:
@@ -163,10 +198,17 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="normalisation mean for pixels in [0, 1] (default: ImageNet)")
     parser.add_argument("--std", nargs=3, type=float, default=IMAGENET_STD, metavar=("R", "G", "B"),
                         help="normalisation std for pixels in [0, 1] (default: ImageNet)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                        help=f"refuse images with more pixels, checked before decoding (default "
+                             f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute images whose outputs a previous run already wrote")
     parser.add_argument("--no-progress", action="store_true", help="no progress report")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
     return args
 
 
@@ -184,13 +226,28 @@ def model_config(args: argparse.Namespace) -> Dict[str, Any]:
     return cfg
 
 
+def reporter(failed: List[str]) -> Callable[[ImageReadError], None]:
+    """A per-image error handler that prints the error on stderr and records it in ``failed``.
+
+    Args:
+        failed: Collects the error texts.
+    """
+    def report(err: ImageReadError) -> None:
+        failed.append(str(err))
+        print(f"error: {err}", file=sys.stderr, flush=True)
+
+    return report
+
+
 def main(argv: Sequence[str]) -> int:
-    """Extract features; returns the exit status (0, or 2 after an error message on stderr).
+    """Extract features; returns the exit status: 0, 1 when some images could not be read (each
+    reported), 2 after a set-up error (message on stderr).
 
     Args:
         argv: Arguments without the program name.
     """
     args = parse_args(argv)
+    failed: List[str] = []
     try:
         images = find_images(args.inputs)
         clash = stem_clashes(images)
@@ -200,19 +257,25 @@ def main(argv: Sequence[str]) -> int:
                                      out_features=args.stages, device=args.device, dtype=args.dtype,
                                      mean=args.mean, std=args.std)
         args.out.mkdir(parents=True, exist_ok=True)
-        size = tuple(args.size) if args.size is not None else None
-        results = extractor.iter_files(images, batch_size=args.batch_size, size=size,
-                                       short_side=args.short_side)
-        bar = progress_bar(len(images), not args.no_progress)
-        try:
-            count = run(results, extractor, args.out, args.pca, bar)
-        finally:
-            bar.close()
-    except (ValueError, OSError) as err:
+        remove_partial_files(args.out)
+        todo = images if args.overwrite else [p for p in images if not already_done(p, extractor, args)]
+        count = 0
+        if todo:
+            size = tuple(args.size) if args.size is not None else None
+            results = extractor.iter_files(todo, batch_size=args.batch_size, size=size,
+                                           short_side=args.short_side, on_error=reporter(failed),
+                                           max_pixels=args.max_pixels)
+            bar = progress_bar(len(todo), not args.no_progress)
+            try:
+                count = run(results, extractor, args.out, args.pca, bar)
+            finally:
+                bar.close()
+    except (ValueError, OSError) as err:  # per-image errors go to the handler, not here
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote features of {count} image(s) ({', '.join(extractor.out_features)}) to {args.out}")
-    return 0
+    print(f"wrote features of {count} image(s) ({', '.join(extractor.out_features)}) to {args.out}; "
+          f"{len(images) - len(todo)} already complete, skipped; {len(failed)} could not be read")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

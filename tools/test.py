@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from swinv2_backbone.checkpoint import CheckpointError, load_checkpoint_file
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, add_prediction_dump,
                                               build_runner, enable_visualization, load_config,
                                               setup_launcher, shutdown_distributed)
@@ -59,6 +60,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         sys.exit(f"error: {args.config} has no {', '.join(missing)}: it defines no evaluation "
                  "(add them, e.g. as configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py "
                  "does)")
+    try:  # mmengine's load_from unpickles anything on torch < 2.6: read it weights-only first
+        load_checkpoint_file(args.checkpoint)
+    except (CheckpointError, OSError) as err:
+        sys.exit(f"error: {err}")
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)

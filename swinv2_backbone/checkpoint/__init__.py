@@ -7,6 +7,8 @@ SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg model
   what it inferred (:class:`ConvertedCheckpoint`).
 * :func:`load_pretrained` fits the result to a model; importing this package registers it as the
   backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader.
+* :func:`write_atomic` writes a file crash-safely (complete or absent under its name), and
+  :class:`AtomicWriteError` names the file and the free space when that fails.
 * :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export;
   :func:`to_hf_classifier` exports a classifier and :func:`to_hf_mim` a SimMIM model
   (:func:`from_model` of a built model).
@@ -15,6 +17,7 @@ One module per source layout (``hf``, ``official``, ``timm``, ``torchvision``, `
 ``native``) holds only that layout's renames; the native key patterns and the rules they share are
 in :mod:`.keys`, the mapping result and window reading in :mod:`.common`.
 """
+from .atomic import AtomicWriteError, remove_partial_files, write_atomic
 from .common import CheckpointError
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .export import (Exported, HeadExportError, from_model, save_hf, save_native, save_timm, to_hf,
@@ -28,6 +31,7 @@ WEIGHT_LOADERS["Pretrained"] = load_pretrained
 
 __all__ = [
     "FORMATS",
+    "AtomicWriteError",
     "CheckpointError",
     "CheckpointFile",
     "CheckpointFormat",
@@ -39,6 +43,7 @@ __all__ = [
     "from_model",
     "load_checkpoint_file",
     "load_pretrained",
+    "remove_partial_files",
     "save_hf",
     "save_native",
     "save_state_dict",
@@ -47,4 +52,5 @@ __all__ = [
     "to_hf_classifier",
     "to_hf_mim",
     "to_timm",
+    "write_atomic",
 ]

@@ -13,6 +13,7 @@ either peer (their final norm); the other output norms are left out and reported
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from torch import nn
 
 from . import hf, timm
+from .atomic import write_atomic
 from .common import CheckpointError, StateDict
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike, save_state_dict
@@ -213,28 +215,34 @@ def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) ->
 
 
 def save_hf(exported: Exported, directory: PathLike) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
-    from safetensors.torch import save_file
+    """Write ``model.safetensors`` and then ``config.json`` into ``directory`` (created if needed),
+    each crash-safely (:func:`.atomic.write_atomic`): a reader needs both, and a directory killed
+    between the two lacks the config and is refused as incomplete."""
+    from safetensors.torch import save
 
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(exported.config, handle, indent=2)
     state = {k: v.detach().contiguous() for k, v in exported.state_dict.items()}
-    save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    write_atomic(os.path.join(directory, "model.safetensors"), save(state, metadata={"format": "pt"}))
+    write_atomic(os.path.join(directory, "config.json"),
+                 json.dumps(exported.config, indent=2).encode("utf-8"))
 
 
 def save_timm(exported: Exported, path: PathLike) -> None:
-    """Write the timm state dict as ``.safetensors`` or a plain ``torch.save`` dict (``.pth``)."""
+    """Write the timm state dict as ``.safetensors`` or a plain ``torch.save`` dict (``.pth``),
+    crash-safely (:func:`.atomic.write_atomic`)."""
     path = os.fspath(path)
+    state = {k: v.detach().contiguous() for k, v in exported.state_dict.items()}
     if path.endswith(".safetensors"):
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file({k: v.detach().contiguous() for k, v in exported.state_dict.items()}, path)
+        write_atomic(path, save(state))
     else:
         import torch
 
-        torch.save({k: v.detach().contiguous() for k, v in exported.state_dict.items()}, path)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        write_atomic(path, buffer.getvalue())
 
 
 def save_native(converted: ConvertedCheckpoint, path: PathLike) -> None:

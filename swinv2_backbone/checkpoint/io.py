@@ -8,20 +8,22 @@ Hugging Face / timm hub snapshots: ``config.json`` plus ``model.safetensors`` or
 ``pytorch_model.bin``.
 
 Checkpoints written by this project are ``{'state_dict': ..., 'meta': {'swinv2_backbone': {...}}}``
-(``.pth``) or ``.safetensors`` with the same metadata as JSON under the ``swinv2_backbone`` key.
+(``.pth``) or ``.safetensors`` with the same metadata as JSON under the ``swinv2_backbone`` key,
+written crash-safely (:mod:`.atomic`).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
 from ..compat import load_weights_only, refused_global
+from .atomic import write_atomic
 from .common import CheckpointError, StateDict
 
 PathLike = Union[str, os.PathLike]
@@ -81,7 +83,8 @@ def _read_torch(path: str, map_location: str) -> CheckpointFile:
                 "(torch.save(model.state_dict())) or as .safetensors.") from exc
         raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt (not a "
                               f"loadable pickle: {str(exc).splitlines()[-1] if str(exc) else exc})") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # arbitrary bytes fail in many ways (torch 2.1 reads a zeroed file as
+        # a legacy checkpoint and raises KeyError); each of them means an unusable file
         raise CheckpointError(f"cannot read {path}: the file is truncated or corrupt "
                               f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, Mapping):
@@ -152,12 +155,19 @@ def save_state_dict(state: StateDict, path: PathLike, meta: Optional[Dict[str, A
         state: Tensors to write (made contiguous).
         path: Destination file; its suffix picks the format.
         meta: JSON-serialisable facts about the weights (format, architecture, windows).
+
+    Raises:
+        AtomicWriteError: The file could not be written (a full disk: the message names the file
+            and the free space); ``path`` is then unchanged (:func:`.atomic.write_atomic`).
     """
     path = os.fspath(path)
     state = {k: v.detach().contiguous() for k, v in state.items()}
     if path.endswith(".safetensors"):
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(state, path, metadata={META_KEY: json.dumps(meta or {})})
+        data = save(state, metadata={META_KEY: json.dumps(meta or {})})
     else:
-        torch.save({"state_dict": state, "meta": {META_KEY: meta or {}}}, path)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": state, "meta": {META_KEY: meta or {}}}, buffer)
+        data = buffer.getvalue()
+    write_atomic(path, data)

@@ -14,16 +14,17 @@ here for the callers of the former single module).
 from ..checkpoint.build import build_backbone
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageFeatures,
                         dtype_name, parse_device, parse_dtype)
-from .images import (IMAGE_EXTENSIONS, ImageReadError, batches_by_size, each_image, find_images,
-                     image_size, read_image, target_size)
+from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
+                     find_images, image_size, read_image, target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
-from .storage import feature_metadata, load_features, save_features
+from .storage import feature_metadata, is_complete, load_features, save_features
 
 __all__ = [
     "DTYPES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "FeatureExtractor",
     "ImageFeatures",
     "ImageReadError",
@@ -34,6 +35,7 @@ __all__ = [
     "feature_metadata",
     "find_images",
     "image_size",
+    "is_complete",
     "load_features",
     "parse_device",
     "parse_dtype",

@@ -19,13 +19,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..checkpoint.build import ModelOrCfg, build_backbone
 from ..models import SwinBackboneBase
-from .images import PathLike, Size, batches_by_size, image_size, read_image, target_size
+from .images import (MAX_PIXELS, ImageReadError, PathLike, Size, batches_by_size, image_size,
+                     read_image, target_size)
 
 #: ImageNet mean and std of RGB values in [0, 1] (the SwinV2 checkpoints were trained with them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -228,6 +229,8 @@ class FeatureExtractor:
         batch_size: int = 8,
         size: Optional[Size] = None,
         short_side: Optional[int] = None,
+        on_error: Optional[Callable[[ImageReadError], None]] = None,
+        max_pixels: Optional[int] = MAX_PIXELS,
     ) -> Iterator[ImageFeatures]:
         """Features of image files, batched by model input size, yielded as they are computed
         (images of one size together, in their order; sizes in order of first appearance).
@@ -238,22 +241,41 @@ class FeatureExtractor:
             batch_size: Most images per forward pass.
             size: Resize every image to ``(rows, columns)``; ``None`` keeps sizes.
             short_side: Resize keeping the aspect ratio so that the shorter side has this length.
+            on_error: Called with the error of each file that cannot be read, which is then left
+                out while the others go on; ``None`` raises the first error instead.
+            max_pixels: Refuse images with more pixels (checked from the header); ``None``: no limit.
 
         Raises:
-            ImageReadError: A file is missing or cannot be decoded (raised before any compute for
-                files whose header is unreadable).
+            ImageReadError: Without ``on_error``: a file is missing or cannot be decoded (raised
+                before any compute for files whose header is unreadable).
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         files = [Path(p) for p in paths]
         if not files:
             raise ValueError("no image files given")
-        originals = [image_size(p) for p in files]
-        inputs = [target_size(s, size=size, short_side=short_side) for s in originals]
-        for batch in batches_by_size(inputs, batch_size):
-            pixels = torch.stack([read_image(files[i], inputs[i]) for i in batch])
-            maps = self(pixels)
-            for row, i in enumerate(batch):
+
+        def attempt(read: Callable[[], Any]) -> Any:
+            try:
+                return read()
+            except ImageReadError as err:
+                if on_error is None:
+                    raise
+                on_error(err)
+                return None
+
+        originals = {i: s for i, p in enumerate(files)
+                     if (s := attempt(lambda p=p: image_size(p, max_pixels))) is not None}
+        readable = list(originals)
+        inputs = {i: target_size(originals[i], size=size, short_side=short_side) for i in readable}
+        for batch in batches_by_size([inputs[i] for i in readable], batch_size):
+            decoded = {readable[k]: attempt(lambda i=readable[k]: read_image(
+                files[i], inputs[i], max_pixels=max_pixels)) for k in batch}
+            kept = [i for i, pixels in decoded.items() if pixels is not None]
+            if not kept:
+                continue
+            maps = self(torch.stack([decoded[i] for i in kept]))
+            for row, i in enumerate(kept):
                 yield ImageFeatures(
                     index=i, path=files[i],
                     features={n: m[row].to("cpu", copy=True) for n, m in maps.items()},

@@ -1,21 +1,30 @@
 """Image files for feature extraction: finding them, their sizes, decoding, and batching by size.
 
 Sizes are ``(rows, columns)`` after the EXIF orientation is applied, so a photo taken upright reads
-upright. :func:`batches_by_size` groups only images of equal size: padding to a common size would
+upright. What is decoded: any mode Pillow reads, as 8-bit RGB (alpha dropped, palette, greyscale and
+CMYK converted, 16-bit greyscale scaled to 8 bits); refused with the reason: truncated or
+undecodable files, 32-bit integer and floating-point pixels, and images of more than
+:data:`MAX_PIXELS` pixels (checked from the header, before decoding). :func:`batches_by_size` groups only images of equal size: padding to a common size would
 change the features (see :mod:`swinv2_backbone.features.extractor`).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
 #: File endings taken from folders and globs (explicitly named files are read whatever their ending).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+#: Default limit on an image's pixels, checked from its header before decoding: Pillow's own
+#: decompression-bomb threshold (a 9459 x 9459 image; 256 MiB as 8-bit RGB).
+MAX_PIXELS = 89_478_485
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -108,49 +117,90 @@ def each_image(inputs: Sequence[PathLike], on_error: Callable[[ImageReadError], 
         yield from paths
 
 
-def image_size(path: PathLike) -> Size:
+@contextlib.contextmanager
+def _open_image(path: PathLike, max_pixels: Optional[int]) -> Iterator[Any]:
+    """Pillow's image of ``path``, its header read and checked; every failure, on opening or while
+    the caller decodes, becomes an :class:`ImageReadError` naming the file and the reason."""
+    pil_image, _ = load_pillow()
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():  # the pixel limit is checked here, below
+            warnings.simplefilter("ignore", pil_image.DecompressionBombWarning)
+            with pil_image.open(path) as img:
+                if max_pixels is not None and img.width * img.height > max_pixels:
+                    raise ImageReadError(
+                        f"cannot read image {name!r}: {img.width}x{img.height} is "
+                        f"{img.width * img.height} pixels, more than max_pixels={max_pixels} (a guard "
+                        "against decompression bombs; raise it to read larger images)")
+                yield img
+    except ImageReadError:
+        raise
+    except pil_image.DecompressionBombError as err:
+        raise ImageReadError(f"cannot read image {name!r}: {err}") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {name!r}: {err}") from None
+
+
+def _sixteen_bit(img: Any) -> bool:
+    """Whether ``img`` holds one channel of 16-bit values (PNG greyscale opens as ``I;16*``, or as
+    32-bit ``I`` in older Pillow)."""
+    return img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
+
+
+def _as_rgb(img: Any, name: str) -> Any:
+    """``img`` as 8-bit RGB: 16-bit greyscale scaled to 0-255 (``round(v / 257)``; Pillow's own
+    conversion clips every value above 255 to white), alpha dropped, palette/greyscale/CMYK
+    converted by Pillow. 32-bit integer and floating-point pixels have no defined 0-255 scale and
+    are refused."""
+    if _sixteen_bit(img):
+        img = img.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
+    elif img.mode in ("I", "F"):
+        raise ImageReadError(f"cannot read image {name!r}: mode {img.mode!r} ("
+                             f"{'32-bit integer' if img.mode == 'I' else 'floating-point'} pixels) has "
+                             "no defined 0-255 range; save it with 8 or 16 bits per channel")
+    return img.convert("RGB")
+
+
+def image_size(path: PathLike, max_pixels: Optional[int] = MAX_PIXELS) -> Size:
     """(rows, columns) of an image file after EXIF orientation, from its header only.
 
     Args:
         path: The image file.
+        max_pixels: Refuse images with more pixels (``None``: no limit).
 
     Raises:
-        ImageReadError: Missing file or unrecognised format.
+        ImageReadError: Missing file, unrecognised format, or more than ``max_pixels`` pixels.
     """
-    pil_image, _ = load_pillow()
-    try:
-        with pil_image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"cannot read image {os.fspath(path)!r}: {err}") from None
+    with _open_image(path, max_pixels) as img:
+        w, h = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     return (w, h) if orientation in _TRANSPOSED_ORIENTATIONS else (h, w)
 
 
-def read_image(path: PathLike, size: Optional[Size] = None, resample: Optional[int] = None) -> torch.Tensor:
+def read_image(path: PathLike, size: Optional[Size] = None, resample: Optional[int] = None,
+               max_pixels: Optional[int] = MAX_PIXELS) -> torch.Tensor:
     """Decode an image as ``(3, H, W)`` uint8 RGB (EXIF orientation applied, alpha dropped, grey
-    expanded), resized with Pillow's antialiased bilinear filter (or ``resample``) to ``size`` if
-    given.
+    expanded, 16-bit greyscale scaled to 8 bits), resized with Pillow's antialiased bilinear filter
+    (or ``resample``) to ``size`` if given.
 
     Args:
         path: The image file.
         size: Output (rows, columns), or ``None`` for the image's own size.
         resample: Pillow's filter number (2 bilinear, 3 bicubic, ...: what HF preprocessor
             configs store), or ``None`` for bilinear.
+        max_pixels: Refuse images with more pixels before decoding them (``None``: no limit).
 
     Raises:
-        ImageReadError: Missing, truncated or undecodable file.
+        ImageReadError: Missing, truncated or undecodable file, 32-bit or floating-point pixels,
+            or more than ``max_pixels`` pixels.
     """
     pil_image, pil_ops = load_pillow()
-    try:
-        with pil_image.open(path) as img:
-            rgb = pil_ops.exif_transpose(img).convert("RGB")
-            if size is not None and (rgb.height, rgb.width) != tuple(size):
-                rgb = rgb.resize((size[1], size[0]), pil_image.Resampling(
-                    pil_image.Resampling.BILINEAR if resample is None else resample))
-            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageReadError(f"cannot read image {os.fspath(path)!r}: {err}") from None
+    with _open_image(path, max_pixels) as img:
+        rgb = _as_rgb(pil_ops.exif_transpose(img), os.fspath(path))
+        if size is not None and (rgb.height, rgb.width) != tuple(size):
+            rgb = rgb.resize((size[1], size[0]), pil_image.Resampling(
+                pil_image.Resampling.BILINEAR if resample is None else resample))
+        data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
 
 

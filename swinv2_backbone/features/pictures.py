@@ -1,6 +1,7 @@
 """Feature maps as pictures: the 3 leading principal components as RGB, expanded to image pixels."""
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Optional, Union
@@ -8,6 +9,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint.atomic import write_atomic
 from .images import Size, load_pillow
 
 
@@ -63,7 +65,8 @@ def upsample_to_image(picture: torch.Tensor, stride: int, input_size: Size,
 
 
 def save_png(picture: torch.Tensor, path: Union[str, os.PathLike]) -> None:
-    """Write a ``(3, H, W)`` uint8 picture as PNG.
+    """Write a ``(3, H, W)`` uint8 picture as PNG, crash-safely
+    (:func:`swinv2_backbone.checkpoint.write_atomic`: complete or absent under its name).
 
     Args:
         picture: The picture.
@@ -71,4 +74,6 @@ def save_png(picture: torch.Tensor, path: Union[str, os.PathLike]) -> None:
     """
     pil_image, _ = load_pillow()
     array = picture.permute(1, 2, 0).contiguous().numpy()
-    pil_image.fromarray(array).save(path, format="PNG")
+    buffer = io.BytesIO()
+    pil_image.fromarray(array).save(buffer, format="PNG")
+    write_atomic(path, buffer.getvalue())

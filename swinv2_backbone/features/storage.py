@@ -1,13 +1,16 @@
 """One image's features on disk: a ``.safetensors`` file with a tensor per stage and the geometry
-(strides, sizes), source, checkpoint, dtype and normalisation as JSON metadata."""
+(strides, sizes), source, checkpoint, dtype and normalisation as JSON metadata, written crash-safely
+(a file under its name is complete), and the test a rerun uses to skip what is already done
+(:func:`is_complete`)."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Mapping, Tuple, Union
 
 import torch
 
+from ..checkpoint.atomic import write_atomic
 from .extractor import FeatureExtractor, ImageFeatures, dtype_name
 
 
@@ -41,17 +44,17 @@ def feature_metadata(result: ImageFeatures, extractor: FeatureExtractor) -> Dict
 def save_features(result: ImageFeatures, extractor: FeatureExtractor,
                   path: Union[str, os.PathLike]) -> None:
     """Write one image's features (one tensor per stage) and :func:`feature_metadata` as
-    ``.safetensors``.
+    ``.safetensors``, crash-safely (:func:`swinv2_backbone.checkpoint.write_atomic`).
 
     Args:
         result: The image's features.
         extractor: The extractor that computed them.
         path: Output file.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {n: t.contiguous() for n, t in result.features.items()}
-    save_file(tensors, os.fspath(path), metadata=feature_metadata(result, extractor))
+    write_atomic(path, save(tensors, metadata=feature_metadata(result, extractor)))
 
 
 def load_features(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -67,3 +70,25 @@ def load_features(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return {n: tensors[n] for n in meta.get("stages", sorted(tensors))}, meta
+
+
+def is_complete(path: Union[str, os.PathLike], expected: Mapping[str, Any]) -> bool:
+    """Whether ``path`` is a complete features file (safetensors checks that its header is whole and
+    its tensors cover the file exactly) whose metadata holds ``expected`` (decoded JSON values,
+    e.g. ``source``, ``stages``, ``checkpoint``, ``dtype``, ``input_size``): what a rerun may skip.
+    A missing, truncated or unreadable file, or one written with other settings, is not.
+
+    Args:
+        path: The ``.safetensors`` file.
+        expected: Metadata keys and the values they must have.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            stored = f.metadata() or {}
+            names = set(f.keys())
+        meta = {k: json.loads(v) for k, v in stored.items()}
+    except (SafetensorError, OSError, ValueError):
+        return False
+    return set(meta.get("stages", ())) == names and all(meta.get(k) == v for k, v in expected.items())

@@ -73,6 +73,17 @@ def simmim_mask(image_size: Union[int, Tuple[int, int]], mask_patch_size: int = 
     return blocks.view(rows, cols).repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
 
+def _box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of the in-image pixels of the ``window x window`` neighbourhood of every pixel: a
+    column pass then a row pass (each averaging over in-image pixels only, so their product of
+    counts is the 2-D count), ``2 * window`` additions per pixel instead of ``window**2`` (the
+    official 47-px window: 94 instead of 2209); equal to the 2-D ``avg_pool2d`` with
+    ``count_include_pad=False`` up to rounding."""
+    half = window // 2
+    x = F.avg_pool2d(x, (window, 1), stride=1, padding=(half, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, window), stride=1, padding=(0, half), count_include_pad=False)
+
+
 def local_statistics(images: torch.Tensor, window: int = NORM_TARGET_WINDOW
                      ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The mean and the standard deviation (unbiased variance plus ``NORM_TARGET_EPS``, square
@@ -86,9 +97,8 @@ def local_statistics(images: torch.Tensor, window: int = NORM_TARGET_WINDOW
         window: Odd side of the neighbourhood.
     """
     check_odd_window("window", window)
-    pool = dict(kernel_size=window, stride=1, padding=window // 2, count_include_pad=False)
-    mean = F.avg_pool2d(images, **pool)
-    mean_sq = F.avg_pool2d(images * images, **pool)
+    mean = _box_mean(images, window)
+    mean_sq = _box_mean(images * images, window)
     # pixels in each neighbourhood: the product of the in-image rows and columns it spans
     h, w = images.shape[-2:]
     count = (_span(h, window, images.device)[:, None] * _span(w, window, images.device)[None, :])

@@ -18,6 +18,7 @@ from unittest import mock
 import torch
 from mmengine.config import Config
 from mmengine.dist import init_dist, is_distributed
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -43,7 +44,8 @@ def config_task(cfg: Config) -> str:
 
 def load_config(path: "str | Path", cfg_options: Optional[Dict[str, Any]] = None,
                 work_dir: Optional[str] = None) -> Config:
-    """Load a config, apply ``--cfg-options`` overrides and fix the work directory.
+    """Load a config, apply ``--cfg-options`` overrides, fix the work directory and make its
+    checkpoint saving crash-safe (:func:`use_atomic_checkpoints`).
 
     Args:
         path: Config file.
@@ -59,7 +61,21 @@ def load_config(path: "str | Path", cfg_options: Optional[Dict[str, Any]] = None
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / Path(path).stem)
     config_task(cfg)
+    use_atomic_checkpoints(cfg)
     return cfg
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Save the config's checkpoints with :class:`~.checkpointing.AtomicCheckpointHook` instead of
+    mmengine's ``CheckpointHook`` (same arguments): never a half-written checkpoint, never a
+    ``last_checkpoint`` naming one. Other checkpoint hooks are left as they are.
+
+    Args:
+        cfg: Config, updated in place.
+    """
+    hook = cfg.get("default_hooks", {}).get("checkpoint")
+    if hook is not None and hook.get("type") in ("CheckpointHook", CheckpointHook):
+        hook["type"] = "AtomicCheckpointHook"
 
 
 def enable_amp(cfg: Config) -> None:
@@ -76,18 +92,18 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = "dynamic"
 
 
-def set_resume(cfg: Config, resume: Optional[str]) -> None:
-    """``resume='auto'`` resumes from the latest checkpoint of the work directory, a path from that
-    checkpoint, ``None`` starts fresh.
+def set_resume(cfg: Config, checkpoint: Optional[str]) -> None:
+    """Resume from ``checkpoint`` (as :func:`.resume.resolve_resume` chose and checked it), or with
+    ``None`` start fresh.
 
     Args:
         cfg: Config to update in place.
-        resume: ``None``, ``'auto'`` or a checkpoint path.
+        checkpoint: A checkpoint path, or ``None``.
     """
-    if resume is None:
+    if checkpoint is None:
         return
     cfg.resume = True
-    cfg.load_from = None if resume == "auto" else resume
+    cfg.load_from = checkpoint
 
 
 def _replace_sync_bn(node: Any) -> int:
