@@ -28,6 +28,7 @@ def random_model(**kw) -> SwinBackbone:
 
 
 def test_presets_and_parameter_names():
+    torch.manual_seed(0)  # one draw: |table| < 0.1 (5 std) fails for about 1 in 80 unseeded draws
     model = SwinBackbone(arch="tiny")
     assert (model.embed_dims, model.depths, model.num_heads) == (96, (2, 2, 6, 2), (3, 6, 12, 24))
     assert model.window_size == (7, 7, 7, 7) and model.version == 1

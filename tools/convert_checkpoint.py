@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Convert a SwinV2 checkpoint from any supported source to a Swinv2Backbone checkpoint, or export
-it to Hugging Face (with its classifier or SimMIM heads) / timm.
+"""Convert a SwinV2 or Swin V1 checkpoint from any supported source to a Swinv2Backbone /
+SwinBackbone checkpoint, or export it to Hugging Face (with its classifier or SimMIM heads) / timm.
 
     python tools/convert_checkpoint.py SRC DST                 # -> DST .pth or .safetensors
     python tools/convert_checkpoint.py SRC DST_DIR --to hf     # -> config.json + model.safetensors
-    python tools/convert_checkpoint.py SRC DST --to timm       # -> timm SwinTransformerV2 weights
+    python tools/convert_checkpoint.py SRC DST --to timm       # -> timm SwinTransformerV2 / SwinTransformer
 
 SRC is a file or an HF/timm directory in any supported format (see --help for the list). The tool
 prints the detected format, the architecture, the training windows and the backbone dict to paste
@@ -13,8 +13,8 @@ torch.load.
 
 --to hf writes the HF model for what SRC holds: Swinv2ForImageClassification with a classification
 head (id2label from the checkpoint's class names), Swinv2ForMaskedImageModeling with a SimMIM mask
-token and decoder, else Swinv2Model; --encoder-only writes Swinv2Model regardless. The native and
-timm outputs hold the encoder only; the heads they leave out are named.
+token and decoder, else Swinv2Model; --encoder-only writes Swinv2Model regardless (Swin V1: the Swin*
+classes). The native and timm outputs hold the encoder only; the heads they leave out are named.
 """
 from __future__ import annotations
 
@@ -65,16 +65,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--format", help="source format instead of detecting it")
     parser.add_argument("--prefix", help="take only keys under this prefix, e.g. 'backbone.'")
     parser.add_argument("--to", choices=("native", "hf", "timm"), default="native",
-                        help="output layout (default: native Swinv2Backbone checkpoint)")
+                        help="output layout (default: native Swinv2Backbone / SwinBackbone checkpoint)")
     parser.add_argument("--window-size", type=int, nargs="+", metavar="W",
                         help="training window (one, or one per stage) when the file does not record it")
     parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="P",
                         help="pretrained windows (one, or one per stage; 0: none) to go with --window-size")
     parser.add_argument("--image-size", type=int,
                         help="--to hf/timm: input size the exported model is built for "
-                             "(default: derived from the windows, else 256)")
+                             "(default: derived from the windows, else 256; Swin V1 224)")
     parser.add_argument("--encoder-only", action="store_true",
-                        help="--to hf: write Swinv2Model even when the checkpoint holds a classifier "
+                        help="--to hf: write Swinv2Model (SwinModel) even when the checkpoint holds a classifier "
                              "or SimMIM heads")
     args = parser.parse_args(argv)
     if args.pretrained_window_sizes and not args.window_size:
@@ -166,10 +166,10 @@ def write(converted: ConvertedCheckpoint,
         Lines to print, and the heads written with the encoder.
     """
     if args.to == "native":
-        # the native output is a Swinv2Backbone checkpoint: the encoder and its metadata only
+        # the native output is a backbone checkpoint: the encoder and its metadata only
         save_native(converted, args.dst)
         cfg = converted.backbone_cfg(checkpoint=args.dst)
-        return ([f"wrote:            {args.dst} (Swinv2Backbone checkpoint, "
+        return ([f"wrote:            {args.dst} ({converted.model_type} checkpoint, "
                  f"{len(converted.state_dict)} tensors)"]
                 + left_out(converted, (), "a backbone checkpoint holds the encoder only; --to hf "
                                           "keeps a classifier head or the SimMIM token and decoder")
@@ -187,7 +187,9 @@ def write(converted: ConvertedCheckpoint,
         exported = to_timm(converted, image_size=args.image_size)
         save_timm(exported, args.dst)
         kind = "timm"
-        usage = ("timm.models.swin_transformer_v2.SwinTransformerV2(**kwargs), then "
+        timm_class = ("swin_transformer.SwinTransformer" if converted.version == 1
+                      else "swin_transformer_v2.SwinTransformerV2")
+        usage = (f"timm.models.{timm_class}(**kwargs), then "
                  f"load_state_dict of {args.dst}; kwargs={python_literal(exported.config)}")
         why = "the timm export is the encoder, num_classes=0"
     lines = [f"wrote:            {args.dst} ({kind}, {len(exported.state_dict)} tensors)"]

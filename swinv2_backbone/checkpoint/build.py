@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-from ..models import SwinBackbone, SwinBackboneBase, Swinv2Backbone
+from ..models import BACKBONE_TYPES, SwinBackboneBase, backbone_class
 from . import convert_checkpoint, load_pretrained
 
 #: What :func:`build_backbone` accepts as its model: a built backbone, its keyword arguments, or
 #: ``None`` (the architecture then comes from the checkpoint).
 ModelOrCfg = Union[SwinBackboneBase, Mapping[str, Any], None]
-
-#: The backbone classes by config ``type``.
-BACKBONES = {"Swinv2Backbone": Swinv2Backbone, "SwinBackbone": SwinBackbone}
 
 #: Keys that fix the architecture. A config naming any of them replaces all of the checkpoint's, so
 #: a preset never mixes with another model's widths or depths (``arch='tiny'`` and the checkpoint's
@@ -31,8 +28,8 @@ def _backbone_kwargs(cfg: Mapping[str, Any]) -> Tuple[Optional[str], Dict[str, A
     """The optional ``type`` of a config dict (checked) and the backbone keyword arguments."""
     kwargs = dict(cfg)
     kind = kwargs.pop("type", None)
-    if kind is not None and kind not in BACKBONES:
-        raise ValueError(f"model config type must be one of {sorted(BACKBONES)}, got {kind!r}")
+    if kind is not None:
+        backbone_class(kind, "model config type")
     return kind, kwargs
 
 
@@ -71,7 +68,7 @@ def _merge_cfg(checkpoint_cfg: Mapping[str, Any], overrides: Mapping[str, Any]) 
 def _random_backbone(kind: str, kwargs: Dict[str, Any]) -> SwinBackboneBase:
     """A backbone of a config without a checkpoint: default initialisation unless its ``init_cfg``
     or ``pretrained`` names weights."""
-    backbone = BACKBONES[kind](**kwargs)
+    backbone = BACKBONE_TYPES[kind](**kwargs)
     if backbone.init_cfg is not None:
         backbone.init_weights()
     return backbone
@@ -125,7 +122,7 @@ def build_backbone(
     if kind is not None and kind != converted.model_type:
         raise ValueError(f"{converted.source} is a Swin V{converted.version} checkpoint; the "
                          f"config says type={kind!r}: use type='{converted.model_type}'")
-    backbone = BACKBONES[converted.model_type](
+    backbone = BACKBONE_TYPES[converted.model_type](
         **_merge_cfg(_backbone_kwargs(converted.backbone_cfg())[1], kwargs))
     # SwinV2: the checkpoint's training windows define the position-bias normalisation unless the
     # config sets its own pretrained_window_sizes or the file does not record them.

@@ -1,6 +1,7 @@
 """Export native backbone weights (e.g. after detection fine-tuning) to Hugging Face and timm, a
 classifier to Hugging Face ``Swinv2ForImageClassification`` and a SimMIM model to Hugging Face
-``Swinv2ForMaskedImageModeling``.
+``Swinv2ForMaskedImageModeling``; Swin V1 weights to the V1 classes (``SwinModel``,
+``SwinForImageClassification``, ``SwinForMaskedImageModeling``, timm ``SwinTransformer``).
 
 ``to_hf`` / ``to_timm`` return the peer's state dict (``to_hf_classifier`` with the classification
 head, ``to_hf_mim`` with the mask token and the SimMIM decoder; :func:`from_model` turns a built
@@ -60,19 +61,20 @@ def known_windows(converted: ConvertedCheckpoint) -> Tuple[Tuple[int, ...], Tupl
     return tuple(converted.window_sizes), tuple(converted.pretrained_window_sizes)
 
 
-def default_image_size(windows: Sequence[int], patch_size: int, grid: Optional[int] = None) -> int:
+def default_image_size(windows: Sequence[int], patch_size: int, grid: Optional[int] = None,
+                       version: int = 2) -> int:
     """The input size an exported model is built for: the position-embedding grid if any, else the
     size whose last-stage map equals a last-stage window smaller than the others (the official
-    ``*_256``/``*_384`` releases), else 256."""
+    ``*_256``/``*_384`` releases), else the version's usual size (SwinV2 256, Swin V1 224)."""
     if grid is not None:
         return grid * patch_size
     if windows[-1] < max(windows):
         return windows[-1] * patch_size * 2 ** (len(windows) - 1)
-    return 256
+    return 224 if version == 1 else 256
 
 
 def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
-    """Native weights -> HF ``Swinv2Model`` state dict and ``config.json``.
+    """Native weights -> HF ``Swinv2Model`` (Swin V1: ``SwinModel``) state dict and ``config.json``.
 
     Args:
         converted: Weights with known windows, e.g. from
@@ -83,20 +85,21 @@ def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> E
     """
     s = converted.structure
     windows, pretrained = known_windows(converted)
-    image_size = image_size or default_image_size(windows, s.patch_size, s.pos_embed_grid)
+    image_size = image_size or default_image_size(windows, s.patch_size, s.pos_embed_grid,
+                                                  converted.version)
     if s.pos_embed_grid is not None and image_size != s.pos_embed_grid * s.patch_size:
         raise CheckpointError(f"the absolute position embedding is defined for "
                               f"{s.pos_embed_grid * s.patch_size} px; HF needs image_size equal to it")
     config = hf.hf_config(s.embed_dims, s.depths, s.num_heads, windows, pretrained, image_size,
                           s.patch_size, s.in_channels, s.mlp_ratio, s.qkv_bias,
-                          s.pos_embed_grid is not None)
+                          s.pos_embed_grid is not None, converted.version)
     state, notes = hf.from_native(converted.state_dict)
     return Exported(state, config, notes)
 
 
 def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
     """Native weights with a classification head -> HF ``Swinv2ForImageClassification`` state dict
-    (``swinv2.`` encoder, ``classifier``) and ``config.json`` (``id2label`` from
+    (``swinv2.`` encoder, ``classifier``; Swin V1: ``SwinForImageClassification``, ``swin.``) and ``config.json`` (``id2label`` from
     :attr:`~ConvertedCheckpoint.labels`, else HF's ``LABEL_i`` placeholders).
 
     Args:
@@ -114,9 +117,11 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
     encoder = to_hf(converted, image_size)
     num_classes = head["head.weight"].shape[0]
     labels = converted.labels or tuple(f"LABEL_{i}" for i in range(num_classes))
-    state = {f"swinv2.{k}": v for k, v in encoder.state_dict.items()}
+    prefix = hf.encoder_prefix(converted.version)
+    state = {prefix + k: v for k, v in encoder.state_dict.items()}
     state.update({"classifier." + k[len("head."):]: v for k, v in head.items()})
-    config = {**encoder.config, "architectures": ["Swinv2ForImageClassification"],
+    architecture = hf.hf_class(converted.version, "ForImageClassification")
+    config = {**encoder.config, "architectures": [architecture],
               "id2label": {str(i): name for i, name in enumerate(labels)},
               "label2id": {name: i for i, name in enumerate(labels)}}
     return Exported(state, config, encoder.notes)
@@ -125,7 +130,8 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
 def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
     """Native weights with a mask token and a SimMIM decoder -> HF
     ``Swinv2ForMaskedImageModeling`` state dict (``swinv2.`` encoder with
-    ``swinv2.embeddings.mask_token``, ``decoder.0.*``) and ``config.json`` (``encoder_stride`` the
+    ``swinv2.embeddings.mask_token``, ``decoder.0.*``; Swin V1: ``SwinForMaskedImageModeling``,
+    ``swin.``) and ``config.json`` (``encoder_stride`` the
     encoder's output stride, which the decoder's pixel shuffle undoes).
 
     HF reconstructs square inputs of ``image_size`` only (it reshapes the tokens to a square and
@@ -156,10 +162,12 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
         raise HeadExportError(f"{converted.source}: the SimMIM decoder does not fit HF's: "
                               + "; ".join(problems))
     encoder = to_hf(converted, image_size)
-    state = {f"swinv2.{k}": v for k, v in encoder.state_dict.items()}
-    state["swinv2.embeddings.mask_token"] = converted.heads[MASK_TOKEN][MASK_TOKEN_KEY]
+    prefix = hf.encoder_prefix(converted.version)
+    state = {prefix + k: v for k, v in encoder.state_dict.items()}
+    state[prefix + "embeddings.mask_token"] = converted.heads[MASK_TOKEN][MASK_TOKEN_KEY]
     state.update(decoder)
-    config = {**encoder.config, "architectures": ["Swinv2ForMaskedImageModeling"],
+    architecture = hf.hf_class(converted.version, "ForMaskedImageModeling")
+    config = {**encoder.config, "architectures": [architecture],
               "encoder_stride": stride}
     return Exported(state, config, encoder.notes)
 
@@ -170,18 +178,21 @@ def from_model(model: nn.Module) -> ConvertedCheckpoint:
     its mask token and decoder.
 
     Args:
-        model: A ``Swinv2Backbone``, ``Swinv2Classifier``, ``SimMIM`` or ``Swinv2SimMIM``.
+        model: A ``Swinv2Backbone`` or ``SwinBackbone``, or a ``Swinv2Classifier``, ``SimMIM`` or
+            ``Swinv2SimMIM`` around one.
     """
     backbone = backbone_of(model)
     converted = convert_checkpoint(model.state_dict(), format="native").with_windows(
-        backbone.window_size, backbone.pretrained_window_sizes)
+        backbone.window_size, getattr(backbone, "pretrained_window_sizes", 0))  # Swin V1 has none
     names = getattr(model, "class_names", None)
     return replace(converted, source=type(model).__name__,
                    labels=tuple(names) if names is not None else None)
 
 
 def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
-    """Native weights -> timm ``SwinTransformerV2`` state dict and constructor arguments.
+    """Native weights -> timm ``SwinTransformerV2`` (Swin V1: ``SwinTransformer``) state dict and
+    constructor arguments. timm's Swin V1 takes one window, clamped to each stage's map at
+    ``img_size`` (as HF's).
 
     Args:
         converted: Weights with known windows (see :func:`to_hf`).
@@ -189,13 +200,16 @@ def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) ->
     """
     s = converted.structure
     if s.pos_embed_grid is not None:
-        raise CheckpointError("timm's SwinTransformerV2 has no absolute position embedding")
+        raise CheckpointError("timm's Swin models have no absolute position embedding")
     windows, pretrained = known_windows(converted)
-    config = {"img_size": image_size or default_image_size(windows, s.patch_size),
-              "patch_size": s.patch_size, "in_chans": s.in_channels, "num_classes": 0,
-              "embed_dim": s.embed_dims, "depths": s.depths, "num_heads": s.num_heads,
-              "window_size": windows, "pretrained_window_sizes": pretrained,
-              "mlp_ratio": s.mlp_ratio, "qkv_bias": s.qkv_bias}
+    img_size = image_size or default_image_size(windows, s.patch_size, version=converted.version)
+    config = {"img_size": img_size, "patch_size": s.patch_size, "in_chans": s.in_channels,
+              "num_classes": 0, "embed_dim": s.embed_dims, "depths": s.depths,
+              "num_heads": s.num_heads, "mlp_ratio": s.mlp_ratio, "qkv_bias": s.qkv_bias}
+    if converted.version == 1:
+        config["window_size"] = hf.single_window(windows, img_size, s.patch_size, "timm's Swin V1")
+    else:
+        config.update(window_size=windows, pretrained_window_sizes=pretrained)
     state, notes = timm.from_native(converted.state_dict)
     return Exported(state, config, notes)
 

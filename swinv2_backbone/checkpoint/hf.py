@@ -45,8 +45,21 @@ _STAGE_NORM = re.compile(r"^hidden_states_norms\.stage(\d+)\.(weight|bias)$")
 _WRAPPERS = ("swinv2.", "swin.")
 #: ``config.json`` model_type by Swin version.
 _MODEL_TYPES = {1: "swin", 2: "swinv2"}
+#: HF class-name stem (``SwinModel``, ``Swinv2ForImageClassification``, ...) by Swin version.
+_CLASS_STEMS = {1: "Swin", 2: "Swinv2"}
+
+
+def hf_class(version: int, task: str = "Model") -> str:
+    """The HF class of a Swin ``version`` for ``task`` (``'Model'``, ``'ForImageClassification'``,
+    ``'ForMaskedImageModeling'``): ``Swinv2Model``, ``SwinForImageClassification``, ..."""
+    return _CLASS_STEMS[version] + task
+
+
+def encoder_prefix(version: int) -> str:
+    """The encoder's prefix in the HF task models of a Swin ``version``: ``swinv2.`` or ``swin.``."""
+    return _MODEL_TYPES[version] + "."
 _QKV = re.compile(r"^(encoder\.layers\.\d+\.blocks\.\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
-_NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|q_bias|v_bias)$")
+_NATIVE_QKV = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.attn\.(qkv\.weight|qkv\.bias|q_bias|v_bias)$")
 #: Heads next to ``swinv2.`` in the task models: prefix -> (head name, native prefix). The MIM
 #: decoder's keys are the native ones already.
 _HEAD_PREFIXES = {"classifier.": (CLASSIFICATION_HEAD, "head."), "decoder.": (MIM_HEAD, "decoder.")}
@@ -256,13 +269,15 @@ def _hf_block_key(native_key: str) -> str:
 
 
 def from_native(state: StateDict) -> Tuple[StateDict, List[str]]:
-    """Native -> HF ``Swinv2Model`` keys, with notes on what changed.
+    """Native -> HF ``Swinv2Model`` (or Swin V1 ``SwinModel``) keys, with notes on what changed.
 
-    q/k/v are split (the key gets no bias), the [CLS] slot of the position embedding is added back
-    (zeros), the last stage's output norm becomes ``layernorm`` (a default LayerNorm when missing);
-    other output norms have no HF counterpart and are left out.
+    q/k/v are split (SwinV2: the key gets no bias; V1 splits its ``qkv.bias`` too), the [CLS] slot
+    of the position embedding is added back (zeros), the last stage's output norm becomes
+    ``layernorm`` (a default LayerNorm when missing); other output norms have no HF counterpart and
+    are left out.
     """
-    rest, final_norm, notes = final_norm_for_export(state, "layernorm", "Swinv2Model", "HF's layernorm")
+    model = hf_class(version_of(list(state)))
+    rest, final_norm, notes = final_norm_for_export(state, "layernorm", model, "HF's layernorm")
     out: StateDict = {}
     for key, value in rest.items():
         qkv = _NATIVE_QKV.match(key)
@@ -274,9 +289,10 @@ def from_native(state: StateDict) -> Tuple[StateDict, List[str]]:
             out["embeddings.position_embeddings"] = torch.cat([value.new_zeros(1, 1, value.shape[2]), value], 1)
         elif qkv:
             prefix = "encoder." + qkv.group(1) + ".attention.self."
-            if qkv.group(2) == "qkv.weight":
+            if qkv.group(2) in ("qkv.weight", "qkv.bias"):
+                suffix = qkv.group(2)[len("qkv"):]
                 for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
-                    out[prefix + part + ".weight"] = chunk
+                    out[prefix + part + suffix] = chunk
             else:
                 out[prefix + ("query" if qkv.group(2) == "q_bias" else "value") + ".bias"] = value
         else:
@@ -297,8 +313,10 @@ def hf_config(
     mlp_ratio: float = 4.0,
     qkv_bias: bool = True,
     use_abs_pos_embed: bool = False,
+    version: int = 2,
 ) -> Dict[str, Any]:
-    """``config.json`` content for an HF ``Swinv2Model`` with these weights.
+    """``config.json`` content for an HF ``Swinv2Model`` (Swin V1: ``SwinModel``) with these
+    weights.
 
     HF has one ``window_size`` for all stages and clamps it to each stage's map size at
     ``image_size``; per-stage ``window_sizes`` that this rule cannot produce are refused.
@@ -308,26 +326,19 @@ def hf_config(
         depths: Blocks per stage.
         num_heads: Heads per stage.
         window_sizes: Window of every stage.
-        pretrained_window_sizes: Pretrained window of every stage (0: none).
+        pretrained_window_sizes: Pretrained window of every stage (0: none; Swin V1 has none).
         image_size: Input size the HF model is built for (it fixes windows and shifts from it).
         patch_size: Patch-embedding stride.
         in_channels: Image channels.
         mlp_ratio: MLP hidden width ratio.
         qkv_bias: Whether the q and v projections have biases.
         use_abs_pos_embed: Whether the weights have an absolute position embedding.
+        version: Swin version of the weights (1: ``model_type`` ``'swin'``).
     """
-    window = max(window_sizes)
-    clamped = clamped_windows(window, image_size, patch_size, len(depths))
-    if list(window_sizes) != clamped:
-        maps = map_sides(image_size, patch_size, len(depths))
-        raise CheckpointError(
-            f"HF SwinV2 uses one window_size for all stages, clamped to the map size; windows "
-            f"{tuple(window_sizes)} at image_size {image_size} (maps {tuple(maps)}) cannot be "
-            f"expressed (window_size={window} gives {tuple(clamped)}); choose another image_size "
-            "or windows")
-    return {
-        "model_type": "swinv2",
-        "architectures": ["Swinv2Model"],
+    window = single_window(window_sizes, image_size, patch_size, "HF Swin")
+    config = {
+        "model_type": _MODEL_TYPES[version],
+        "architectures": [hf_class(version)],
         "image_size": image_size,
         "patch_size": patch_size,
         "num_channels": in_channels,
@@ -335,7 +346,6 @@ def hf_config(
         "depths": list(depths),
         "num_heads": list(num_heads),
         "window_size": window,
-        "pretrained_window_sizes": list(pretrained_window_sizes),
         "mlp_ratio": mlp_ratio,
         "qkv_bias": qkv_bias,
         "use_absolute_embeddings": use_abs_pos_embed,
@@ -343,3 +353,21 @@ def hf_config(
         "layer_norm_eps": 1e-5,
         "encoder_stride": 32,
     }
+    if version == 2:
+        config["pretrained_window_sizes"] = list(pretrained_window_sizes)
+    return config
+
+
+def single_window(window_sizes: Sequence[int], image_size: int, patch_size: int, peer: str) -> int:
+    """The one ``window_size`` of a peer that clamps it to each stage's map size at ``image_size``
+    (HF, timm Swin V1) and gives ``window_sizes``; an error when no such window exists."""
+    window = max(window_sizes)
+    clamped = clamped_windows(window, image_size, patch_size, len(window_sizes))
+    if list(window_sizes) != clamped:
+        maps = map_sides(image_size, patch_size, len(window_sizes))
+        raise CheckpointError(
+            f"{peer} uses one window_size for all stages, clamped to the map size; windows "
+            f"{tuple(window_sizes)} at image_size {image_size} (maps {tuple(maps)}) cannot be "
+            f"expressed (window_size={window} gives {tuple(clamped)}); choose another image_size "
+            "or windows")
+    return window

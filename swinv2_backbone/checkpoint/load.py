@@ -34,7 +34,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import SwinBackboneBase, Swinv2Backbone, Swinv2Classifier
+from ..models import SwinBackboneBase, Swinv2Classifier
 from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
 from .common import CheckpointError, StateDict, format_keys
@@ -193,10 +193,10 @@ def fit_classifier_head(
 
 
 def is_simmim(model: nn.Module) -> bool:
-    """Whether ``model`` is a SimMIM model: a ``Swinv2Backbone`` as ``backbone`` and a
-    :class:`~swinv2_backbone.models.simmim.SimMIMDecoder` as ``decoder`` (``SimMIM`` and the mmengine
+    """Whether ``model`` is a SimMIM model: a ``Swinv2Backbone`` or ``SwinBackbone`` as ``backbone``
+    and a :class:`~swinv2_backbone.models.simmim.SimMIMDecoder` as ``decoder`` (``SimMIM`` and the mmengine
     ``Swinv2SimMIM``, which this package layer cannot import)."""
-    return (isinstance(getattr(model, "backbone", None), Swinv2Backbone)
+    return (isinstance(getattr(model, "backbone", None), SwinBackboneBase)
             and isinstance(getattr(model, "decoder", None), SimMIMDecoder))
 
 
@@ -217,7 +217,7 @@ def backbone_of(model: nn.Module) -> SwinBackboneBase:
 
 
 def fit_mask_token(
-    converted: ConvertedCheckpoint, backbone: Swinv2Backbone, required: bool
+    converted: ConvertedCheckpoint, backbone: SwinBackboneBase, required: bool
 ) -> Tuple[StateDict, List[str]]:
     """The checkpoint's mask token for ``backbone`` (``{'mask_token': tensor}``, empty when the
     backbone has none or keeps its own) and the notes for the summary.

@@ -1,12 +1,19 @@
-"""mmpretrain ``SwinTransformerV2`` checkpoints -> native.
+"""OpenMMLab Swin checkpoints -> native: mmpretrain ``SwinTransformerV2`` and ``SwinTransformer`` (V1),
+and the Swin V1 backbone of mmdet/mmseg (``mmdet.models.backbones.SwinTransformer``, the same keys).
 
 mmpretrain saves ``{'state_dict': {'backbone.*', 'head.*'}, ...}`` with ``stages`` for layers,
 ``attn.w_msa.`` around the attention, an mmcv ``FFN`` (``ffn.layers.0.0`` = fc1, ``ffn.layers.1`` =
-fc2), ``patch_embed.projection``, and patch merging at the *start* of stages 1-3. Its merge gathers
-each 2x2 neighbourhood with ``nn.Unfold`` (channel-major, then row offset, then column offset)
-instead of the official ``x0..x3`` concatenation (column offset major, row offset, then channel),
-so the ``reduction`` weight's input columns are permuted back; the merge norm acts on the outputs
-and is left alone. Output norms ``norm{i}`` have the native names already.
+fc2), ``patch_embed.projection`` and output norms ``norm{i}`` (the native names). SwinV2 puts patch
+merging at the *start* of stages 1-3; V1 (mmpretrain, mmdet, mmseg) at the *end* of stages 0-2, as
+native does. The merge gathers each 2x2 neighbourhood with ``nn.Unfold`` (channel-major, then row
+offset, then column offset) instead of the official ``x0..x3`` concatenation (column offset major,
+row offset, then channel), so every tensor indexed by the ``4C`` merge input is permuted back: the
+``reduction`` weight's input columns, and in V1, whose merge LayerNorm acts on that input, the norm's
+weight and bias too (SwinV2's merge norm acts on the ``2C`` output and is left alone).
+
+A whole mmdet/mmseg model (``backbone.`` next to ``neck.``, ``rpn_head.``, ``decode_head.``, ...) keeps
+its backbone; an mmpretrain ``ImageClassifier``'s ``LinearClsHead`` is kept as the classification
+head.
 """
 from __future__ import annotations
 
@@ -17,13 +24,15 @@ from .common import Mapped, Source
 from .keys import CLASSIFICATION_HEAD, StateDict, Tensor, is_buffer_key, shift_downsample
 
 NAME = "mmpretrain"
-DESCRIPTION = ("mmpretrain SwinTransformerV2 ({'state_dict': ...}, 'backbone.stages', "
-               "'attn.w_msa', 'ffn.layers', nn.Unfold patch merging)")
+DESCRIPTION = ("mmpretrain SwinTransformerV2 / SwinTransformer and mmdet/mmseg Swin ({'state_dict': ...}, "
+               "'backbone.stages', 'attn.w_msa', 'ffn.layers', nn.Unfold patch merging)")
 
 #: mmpretrain's ``LinearClsHead`` keys -> the native classifier keys.
 _LINEAR_CLS_HEAD = {"head.fc.weight": "head.weight", "head.fc.bias": "head.bias"}
 #: Why any other ``head`` is dropped: only a linear head is the classifier of the peers.
 _OTHER_HEAD = "classification head (not a LinearClsHead)"
+#: Why the other modules of a detector or segmentor are dropped (as for native whole models).
+_OTHER_MODULES = "other modules of a whole model"
 _STAGE_PREFIX = re.compile(r"^stages\.(\d+)\.")
 _RENAMES = (
     ("attn.w_msa.", "attn."),
@@ -37,16 +46,18 @@ def detect(keys: Collection[str]) -> bool:
     return any(re.match(r"^(backbone\.)?stages\.\d+\.blocks\.\d+\.attn\.w_msa\.", k) for k in keys)
 
 
-def unfold_to_official(weight: Tensor) -> Tensor:
-    """Reorder the ``(2C, 4C)`` merge ``reduction`` weight from ``nn.Unfold`` input order
+def unfold_to_official(value: Tensor) -> Tensor:
+    """Reorder the last axis of a tensor indexed by the ``4C`` merge input (the ``(2C, 4C)``
+    ``reduction`` weight, a V1 merge norm's ``(4C,)`` weight or bias) from ``nn.Unfold`` order
     (index ``c*4 + dh*2 + dw``) to the official order (index ``(dw*2 + dh)*C + c``)."""
-    out_dim, in_dim = weight.shape
-    blocks = weight.reshape(out_dim, in_dim // 4, 4)[:, :, [0, 2, 1, 3]]
-    return blocks.permute(0, 2, 1).reshape(out_dim, in_dim)
+    *lead, in_dim = value.shape
+    blocks = value.reshape(*lead, in_dim // 4, 4)[..., [0, 2, 1, 3]]
+    return blocks.transpose(-1, -2).reshape(*lead, in_dim)
 
 
-def _rename(key: str) -> str:
-    """The native name of an mmpretrain backbone key (patch merging moved to the previous stage)."""
+def _rename(key: str, merge_at_start: bool) -> str:
+    """The native name of an OpenMMLab backbone key (patch merging at the start of a stage moved
+    to the end of the previous one)."""
     m = _STAGE_PREFIX.match(key)
     if not m:
         return key.replace("patch_embed.projection.", "patch_embed.proj.")
@@ -54,14 +65,15 @@ def _rename(key: str) -> str:
     if not rest.startswith("downsample."):
         for old, new in _RENAMES:
             rest = rest.replace(old, new)
-    return shift_downsample(f"layers.{m.group(1)}.{rest}", -1)
+    native = f"layers.{m.group(1)}.{rest}"
+    return shift_downsample(native, -1) if merge_at_start else native
 
 
 def to_native(source: Source) -> Mapped:
-    """mmpretrain -> native: take ``backbone.*``, keep a ``LinearClsHead`` (``head.fc``) as the
-    classification head (another kind of ``head`` is dropped), rename, move patch merging to the
-    end of the previous stage with its ``reduction`` weight reordered, drop the coordinate
-    buffers."""
+    """OpenMMLab -> native: take ``backbone.*``, keep a ``LinearClsHead`` (``head.fc``) as the
+    classification head (another kind of ``head`` is dropped, and so are a detector's or
+    segmentor's other modules), rename, move SwinV2's patch merging to the end of the previous
+    stage, reorder the merge input (:func:`unfold_to_official`), drop the buffers."""
     mapped = Mapped()
     state = source.state_dict
     if any(k.startswith("backbone.") for k in state):
@@ -71,15 +83,20 @@ def to_native(source: Source) -> Mapped:
                 mapped.keep_head(CLASSIFICATION_HEAD, key, _LINEAR_CLS_HEAD[key], value)
             state = {k: v for k, v in state.items() if k not in head}
         state, others = mapped.take_prefix(state, "backbone.", (("head.", _OTHER_HEAD),))
-        mapped.state_dict.update(others)  # left for validation to report
+        for key in others:
+            mapped.drop(_OTHER_MODULES, key)
+        if others:
+            modules = sorted({k.split(".", 1)[0] for k in others})
+            mapped.notes.append(f"whole-model checkpoint: took 'backbone.*', left out {', '.join(modules)}")
+    v1 = any(k.endswith(".relative_position_bias_table") for k in state)
     buffers: StateDict = {}
     for key, value in state.items():
-        new = _rename(key)
+        new = _rename(key, merge_at_start=not v1)
         if is_buffer_key(key):
             mapped.drop("recomputed buffers", key)
             buffers[new] = value
             continue
-        if new.endswith(".downsample.reduction.weight"):
+        if new.endswith(".downsample.reduction.weight") or v1 and ".downsample.norm." in new:
             value = unfold_to_official(value)
         mapped.state_dict[new] = value
     mapped.read_tables(buffers)

@@ -82,7 +82,8 @@ def checkpoint_image_size(converted: ConvertedCheckpoint, config: Optional[Mappi
         return _square(config["image_size"])
     s = converted.structure
     if converted.windows_known:
-        return default_image_size(converted.window_sizes, s.patch_size, s.pos_embed_grid)
+        return default_image_size(converted.window_sizes, s.patch_size, s.pos_embed_grid,
+                                  converted.version)
     return s.pos_embed_grid * s.patch_size if s.pos_embed_grid is not None else DEFAULT_IMAGE_SIZE
 
 
@@ -175,9 +176,11 @@ def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None
                              f"{given.pretrained_window_sizes}) disagree: leave them out")
         converted = given
     cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
-    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]), **cfg)
-    load_pretrained(model, converted,
-                    pretrained_window_sizes="checkpoint" if converted.windows_known else None)
+    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]),
+                             backbone_type=converted.model_type, **cfg)
+    # a Swin V1 model has no coordinate normalisation: its window_size is all there is
+    take_windows = converted.windows_known and converted.version == 2
+    load_pretrained(model, converted, pretrained_window_sizes="checkpoint" if take_windows else None)
     return model.eval(), converted
 
 

@@ -1,7 +1,8 @@
-"""Multi-scale SwinV2 features of image tensors and image files.
+"""Multi-scale Swin (V2 or V1) features of image tensors and image files.
 
-:class:`FeatureExtractor` wraps a :class:`~swinv2_backbone.Swinv2Backbone` (given, or built from a
-config and/or any supported checkpoint by :func:`~swinv2_backbone.checkpoint.build.build_backbone`)
+:class:`FeatureExtractor` wraps a :class:`~swinv2_backbone.Swinv2Backbone` or Swin V1
+``SwinBackbone`` (given, or built from a config and/or any supported checkpoint by
+:func:`~swinv2_backbone.checkpoint.build.build_backbone`)
 with ImageNet normalisation, a device and a dtype, and maps a batch to
 ``{stage name: (N, C, ceil(H / stride), ceil(W / stride))}``.
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 
 from ..checkpoint.build import ModelOrCfg, build_backbone
-from ..models import Swinv2Backbone
+from ..models import SwinBackboneBase
 from .images import (MAX_PIXELS, ImageReadError, PathLike, Size, batches_by_size, image_size,
                      read_image, target_size)
 
@@ -125,7 +126,8 @@ class FeatureExtractor:
     """Multi-scale features from a SwinV2 backbone, as ``{stage name: tensor}``.
 
     Args:
-        model: A ``Swinv2Backbone``, a config dict of its keyword arguments, or ``None`` to take the
+        model: A ``Swinv2Backbone`` or ``SwinBackbone``, a config dict of its keyword arguments
+            (``type='SwinBackbone'`` for V1), or ``None`` to take the
             architecture from ``checkpoint`` (see
             :func:`~swinv2_backbone.checkpoint.build.build_backbone`). A given model is moved to
             ``device``/``dtype`` and put in eval mode in place.
@@ -170,7 +172,7 @@ class FeatureExtractor:
         self.channels = {name: channels[name] for name in self.out_features}
 
     @staticmethod
-    def _requested_outputs(backbone: Swinv2Backbone,
+    def _requested_outputs(backbone: SwinBackboneBase,
                            out_features: Optional[Sequence[str]]) -> Tuple[str, ...]:
         """The requested outputs (all by default) in the model's order."""
         if out_features is None:

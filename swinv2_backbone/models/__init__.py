@@ -7,8 +7,9 @@ from .layers import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
 from .simmim import SimMIM, local_statistics, normalize_targets, simmim_loss, simmim_mask
+from .versions import BACKBONE_TYPES, backbone_class
 
-__all__ = ["ARCH_SETTINGS", "ArchPreset", "FeatureInfo", "SMALL_MAP_RULES", "SwinBackbone",
+__all__ = ["ARCH_SETTINGS", "ArchPreset", "BACKBONE_TYPES", "FeatureInfo", "SMALL_MAP_RULES", "SwinBackbone",
            "SwinBackboneBase", "Swinv2Backbone",
            "SimMIM", "Swinv2Classifier", "WEIGHT_LOADERS", "local_statistics", "normalize_targets",
-           "resolve_outputs", "simmim_loss", "simmim_mask"]
+           "backbone_class", "resolve_outputs", "simmim_loss", "simmim_mask"]

@@ -407,8 +407,8 @@ class Swinv2Backbone(SwinBackboneBase):
             mode and without gradients after ``train()``.
         with_cp: Activation checkpointing of every block (``use_reentrant=False``).
         small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
-            prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``).
-            The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.
+            prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``,
+            ``'mmdet'``). The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).

@@ -61,7 +61,8 @@ class SwinBackbone(SwinBackboneBase):
             mask token) and additionally stages 1..k with their output norms; -1 freezes nothing.
         with_cp: Activation checkpointing of every block (``use_reentrant=False``).
         small_map: Rule for maps not larger than the window: ``'pad'`` (default) or a peer's rule
-            (``'official'``, ``'hf'``, ``'timm'``), see
+            (``'official'``, ``'hf'``, ``'timm'``, ``'mmdet'``: mmdet/mmseg's Swin, which shifts
+            even a map of one window), see
             :func:`~swinv2_backbone.models.layers.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
             rule, which for V1 is the official one (it looks at ``min(H, W)``).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),

@@ -1,9 +1,11 @@
-"""Swinv2Classifier: image classification on the backbone, equal to the peers' classifiers.
+"""Swinv2Classifier: image classification on a SwinV2 or Swin V1 backbone, equal to the peers'
+classifiers.
 
-The official code, Hugging Face ``Swinv2ForImageClassification``, timm, torchvision and mmpretrain all
-classify as: last stage -> final LayerNorm -> mean over the tokens -> Linear. Here the backbone is
-built up to its last stage only, with that stage's output norm ``norm{last}`` as the final LayerNorm
-(the native checkpoint layout maps their final norm to it), and ``head`` is the Linear.
+The official code, Hugging Face ``Swinv2ForImageClassification`` / ``SwinForImageClassification``,
+timm, torchvision and mmpretrain all classify as: last stage -> final LayerNorm -> mean over the
+tokens -> Linear. Here the backbone is built up to its last stage only, with that stage's output
+norm ``norm{last}`` as the final LayerNorm (the native checkpoint layout maps their final norm to
+it), and ``head`` is the Linear.
 """
 from __future__ import annotations
 
@@ -13,15 +15,17 @@ import torch
 from torch import nn
 
 from .args import check_flag, check_int, check_number
-from .backbone import Swinv2Backbone, load_registered_weights, pretrained_init_cfg
+from .backbone import load_registered_weights, pretrained_init_cfg
 from .base import BaseModule
+from .versions import backbone_class
 
 #: Backbone arguments the classifier fixes: one output, the last stage, with its norm.
 _FIXED_BACKBONE_ARGS = ("out_indices", "out_features", "out_norm")
 
 
 class Swinv2Classifier(BaseModule):
-    """SwinV2 image classifier: ``head(dropout(mean_tokens(norm{last}(stage_last(x)))))``.
+    """Swin image classifier (SwinV2, or Swin V1 with ``backbone_type='SwinBackbone'``):
+    ``head(dropout(mean_tokens(norm{last}(stage_last(x)))))``.
 
     ``forward(x)`` takes ``(N, C, H, W)`` float images and returns ``(N, num_classes)`` logits;
     :meth:`forward_features` returns the pooled ``(N, channels)`` features. A state dict holds
@@ -41,11 +45,14 @@ class Swinv2Classifier(BaseModule):
             checkpoint's classifier (fine-tuning with another class count, or from a backbone
             checkpoint without a classifier). Without it a missing or differently sized classifier
             is an error.
+        backbone_type: ``'Swinv2Backbone'`` (default) or ``'SwinBackbone'`` (Swin V1: HF
+            ``SwinForImageClassification``, timm/torchvision/mmpretrain/official Swin V1
+            classifiers).
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).
         init_cfg: mmengine initialisation config; ``dict(type='Pretrained', checkpoint=PATH)``
             loads through the checkpoint adapters (keys as for ``Swinv2Backbone``).
-        **backbone: ``Swinv2Backbone`` arguments (``arch``, ``window_size``,
-            ``pretrained_window_sizes``, ``drop_path_rate``, ...), except ``out_indices``,
+        **backbone: Arguments of the ``backbone_type`` class (``arch``, ``window_size``,
+            ``pretrained_window_sizes`` (SwinV2), ``drop_path_rate``, ...), except ``out_indices``,
             ``out_features`` and ``out_norm``, which the classifier fixes.
     """
 
@@ -56,6 +63,7 @@ class Swinv2Classifier(BaseModule):
         head_drop_rate: float = 0.0,
         small_map: str = "official",
         new_head: bool = False,
+        backbone_type: str = "Swinv2Backbone",
         pretrained: Optional[str] = None,
         init_cfg: Optional[Union[dict, List[dict]]] = None,
         **backbone: Any,
@@ -66,8 +74,8 @@ class Swinv2Classifier(BaseModule):
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         check_int("num_classes", num_classes, 1)
         check_number("head_drop_rate", head_drop_rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
-        self.backbone = Swinv2Backbone(out_indices=(-1,), out_norm=True, small_map=small_map,
-                                       **backbone)
+        self.backbone = backbone_class(backbone_type)(out_indices=(-1,), out_norm=True,
+                                                      small_map=small_map, **backbone)
         self.num_classes = num_classes
         self.class_names = self._checked_names(class_names)
         self.new_head = check_flag("new_head", new_head)

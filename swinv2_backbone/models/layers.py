@@ -15,7 +15,7 @@ from .fast import active
 from .ops import pad_to_multiple, padded_size
 
 #: Rules for feature maps not larger than the window (defined at :func:`window_and_shift`).
-SMALL_MAP_RULES = ("pad", "official", "hf", "timm")
+SMALL_MAP_RULES = ("pad", "official", "hf", "timm", "mmdet")
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -58,9 +58,15 @@ def window_and_shift(
     ``H`` is not larger than the window; it equals ``'official'`` on square maps. ``'timm'`` shifts
     like ``'pad'`` (only the axes longer than the window; the block then rolls the map before
     padding it, as timm does) and shrinks the window to ``min(H, W)`` when a side is shorter than
-    the window; timm's rectangular window for a non-square such map is not reproduced.
+    the window; timm's rectangular window for a non-square such map is not reproduced. ``'mmdet'``
+    keeps the window and shifts both axes of every shifted block, even where the padded map is one
+    window (the official Swin for detection, mmdet/mmseg ``SwinTransformer`` and mmpretrain's
+    ``pad_small_map=True``): it differs from ``'pad'`` only where a padded axis holds one window.
     """
     h, w = hw
+    if rule == "mmdet":
+        shift = window // 2 if shifted else 0
+        return window, (shift, shift)
     if rule == "timm" and min(h, w) < window:
         return min(h, w), (0, 0)
     if rule == "hf":

@@ -1,8 +1,9 @@
-"""SimMIM masked image modeling with the SwinV2 encoder (pure torch): the block mask generator, the
+"""SimMIM masked image modeling with the SwinV2 or Swin V1 encoder (pure torch): the block mask generator, the
 one-layer decoder, the (optionally locally normalised) L1 loss on the masked pixels, and
 :class:`SimMIM`, which puts them together.
 
-Numerically HF ``Swinv2ForMaskedImageModeling`` and the official SimMIM code: the mask token replaces
+Numerically HF ``Swinv2ForMaskedImageModeling`` / ``SwinForMaskedImageModeling`` and the official
+SimMIM code: the mask token replaces
 the masked patch embeddings after the patch LayerNorm, the last stage goes through its output
 LayerNorm, a 1x1 convolution to ``stride**2 * in_channels`` channels and ``PixelShuffle(stride)``,
 and the loss is ``(|x - rec| * m).sum() / (m.sum() + 1e-5) / in_channels`` with the patch mask ``m``
@@ -23,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .args import check_int, check_number
-from .backbone import Swinv2Backbone, check_patch_mask, load_registered_weights, pretrained_init_cfg
+from .backbone import SwinBackboneBase, check_patch_mask, load_registered_weights, pretrained_init_cfg
 from .base import BaseModule
+from .versions import backbone_class
 
 #: ``'eps'`` of the loss's denominator (HF and official), so that an all-visible mask gives 0.
 LOSS_EPS = 1e-5
@@ -184,18 +186,22 @@ class SimMIMDecoder(nn.Sequential):
                          nn.PixelShuffle(stride))
 
 
-def simmim_backbone(backbone: Union[Swinv2Backbone, Dict[str, Any]]) -> Swinv2Backbone:
-    """The encoder of a SimMIM model: an existing backbone, or the keyword arguments of one, where
-    ``use_mask_token=True``, ``out_norm=True`` and the last stage as the only output are the
-    defaults. Either must have a mask token and return its last stage, normalised, alone."""
+def simmim_backbone(backbone: Union[SwinBackboneBase, Dict[str, Any]]) -> SwinBackboneBase:
+    """The encoder of a SimMIM model: an existing ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``, or
+    the keyword arguments of one (``type``: ``'Swinv2Backbone'``, the default, or
+    ``'SwinBackbone'``), where ``use_mask_token=True``, ``out_norm=True`` and the last stage as the
+    only output are the defaults. Either must have a mask token and return its last stage,
+    normalised, alone."""
     if isinstance(backbone, dict):
+        kwargs = dict(backbone)
+        cls = backbone_class(kwargs.pop("type", "Swinv2Backbone"), "backbone type")
         defaults = dict(use_mask_token=True, out_norm=True)
-        if backbone.get("out_features") is None:
+        if kwargs.get("out_features") is None:
             defaults["out_indices"] = (-1,)
-        backbone = Swinv2Backbone(**{**defaults, **backbone})
-    if not isinstance(backbone, Swinv2Backbone):
-        raise TypeError(f"backbone must be a Swinv2Backbone or a dict of its arguments, got "
-                        f"{type(backbone).__name__}")
+        backbone = cls(**{**defaults, **kwargs})
+    if not isinstance(backbone, SwinBackboneBase):
+        raise TypeError(f"backbone must be a Swinv2Backbone, a SwinBackbone or a dict of its "
+                        f"arguments, got {type(backbone).__name__}")
     last = backbone.num_stages - 1
     if backbone.mask_token is None or backbone.out_indices != (last,) or not backbone.out_norm:
         raise ValueError("a SimMIM backbone needs use_mask_token=True, out_indices=(-1,) (the last "
@@ -205,7 +211,7 @@ def simmim_backbone(backbone: Union[Swinv2Backbone, Dict[str, Any]]) -> Swinv2Ba
     return backbone
 
 
-def reconstruct(backbone: Swinv2Backbone, decoder: nn.Module, images: torch.Tensor,
+def reconstruct(backbone: SwinBackboneBase, decoder: nn.Module, images: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
     """The reconstruction of ``images`` (``(N, C, H, W)``) from the visible patches of ``mask``,
     cropped to ``H x W``."""
@@ -214,7 +220,8 @@ def reconstruct(backbone: Swinv2Backbone, decoder: nn.Module, images: torch.Tens
 
 
 class SimMIM(BaseModule):
-    """SimMIM masked image modeling with a :class:`Swinv2Backbone` encoder (pure torch):
+    """SimMIM masked image modeling with a :class:`Swinv2Backbone` or Swin V1 ``SwinBackbone``
+    encoder (pure torch):
     ``forward(images, mask)`` returns the reconstruction, :meth:`loss` the L1 loss on the masked
     pixels. Keys: ``backbone.*`` (with ``backbone.mask_token`` and ``backbone.norm{last}``, HF's
     final ``layernorm``) and ``decoder.0.weight/bias``.
@@ -222,12 +229,13 @@ class SimMIM(BaseModule):
     A checkpoint given by ``pretrained`` / ``init_cfg=dict(type='Pretrained', ...)`` is loaded whole
     at :meth:`init_weights` (encoder, mask token and decoder, strictly: to continue pre-training)
     from this model's own state dicts and training checkpoints, HF ``Swinv2ForMaskedImageModeling``
-    directories and official SimMIM files.
+    / ``SwinForMaskedImageModeling`` directories and official SimMIM files.
 
     Args:
-        backbone: A :class:`Swinv2Backbone` with ``use_mask_token=True`` returning its last stage
-            normalised (``out_indices=(-1,)``, ``out_norm=True``), or the keyword arguments of one
-            (those three are then set).
+        backbone: A :class:`Swinv2Backbone` or ``SwinBackbone`` with ``use_mask_token=True``
+            returning its last stage normalised (``out_indices=(-1,)``, ``out_norm=True``), or the
+            keyword arguments of one, with ``type='SwinBackbone'`` for Swin V1 (those three are
+            then set).
         norm_target_window: Normalise the loss's target per pixel over this odd window
             (:func:`normalize_targets`; the official SwinV2 pre-training uses
             ``NORM_TARGET_WINDOW`` = 47); ``None`` (default, as HF): the images themselves.
@@ -237,7 +245,7 @@ class SimMIM(BaseModule):
             loads through the checkpoint adapters, as ``pretrained`` does.
     """
 
-    def __init__(self, backbone: Union[Swinv2Backbone, Dict[str, Any]],
+    def __init__(self, backbone: Union[SwinBackboneBase, Dict[str, Any]],
                  norm_target_window: Optional[int] = None, pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))

@@ -51,7 +51,8 @@ class Swinv2SimMIM(BaseModel):
 
     Args:
         backbone: :class:`~swinv2_backbone.Swinv2Backbone` keyword arguments (``use_mask_token``,
-            ``out_norm`` and the last stage as the only output are the defaults).
+            ``out_norm`` and the last stage as the only output are the defaults); with
+            ``type='SwinBackbone'`` those of the Swin V1 backbone.
         norm_target_window: Normalise the loss's target over this odd window (official SwinV2
             pre-training: 47); ``None`` (default): the normalised images themselves.
         data_preprocessor: mmengine data preprocessor config; default ``ImgDataPreprocessor``
