@@ -145,7 +145,7 @@ def test_output_selection_errors_name_valid_choices(kw, match):
     (dict(pretrained_window_sizes=-1), r"pretrained_window_sizes must be >= 0"),
     (dict(drop_path_rate=-0.1), r"drop_path_rate must be in \[0, 1\)"),
     (dict(frozen_stages=5), r"frozen_stages must be an int in \[-1, 4\]"),
-    (dict(small_map="shrink"), r"small_map must be one of \('pad', 'official', 'hf', 'timm'\)"),
+    (dict(small_map="shrink"), r"small_map must be one of \('pad', 'official', 'hf', 'timm', 'mmdet'\)"),
     (dict(use_sdpa="yes"), r"use_sdpa must be"),
 ])
 def test_bad_configuration_errors(kw, match):
