@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import benchmark  # noqa: E402
 from swinv2_backbone import SwinBackbone  # noqa: E402
 from swinv2_backbone.benchmark.measure import peak_memory_mib, rss_peak_mib  # noqa: E402
+from swinv2_backbone.testing import peers_v1  # noqa: E402
 from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
 
 QUICK = ["--repeats", "1", "--warmup", "0"]
@@ -85,6 +86,19 @@ def test_swin_v1_runs_beside_hf_on_the_same_weights(capsys):
     assert "model=v1" in capsys.readouterr().out
 
 
+def test_swin_v1_peers_read_from_their_own_files_agree(monkeypatch):
+    """timm, torchvision, mmpretrain and mmdet beside ours, each peer's weights read from the file
+    it writes, under its small-map rule: stage 4 (4x4 at window 4) is one window, which mmdet
+    shifts and the others do not. A small V1 instead of Swin-T keeps the four builds quick."""
+    monkeypatch.setattr(benchmark, "variant_of", lambda arch: peers_v1.V1_MINI)
+    others = ["timm", "torchvision", "mmpretrain", "mmdet"]
+    results = benchmark.main(["--model", "v1", "--sizes", "128", "--window", "4", "--compare",
+                              *others, "--no-floor", *QUICK])
+    assert [r.impl for r in results] == ["ours"] + [n for p in others for n in (f"ours ({p} weights)", p)]
+    for r in results[2::2]:
+        assert r.max_rel_diff < 1e-4 and r.agrees, r.impl
+
+
 def test_swin_v1_training_case_without_peers(capsys):
     results = benchmark.main(["--model", "v1", "--sizes", "64", "--task", "train", "--with-cp",
                               "--no-floor", *QUICK])
@@ -93,7 +107,7 @@ def test_swin_v1_training_case_without_peers(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "v1", "--compare", "timm"], "--compare timm: no such peer for --model v1"),
+    (["--model", "v2", "--compare", "mmdet"], "--compare mmdet: no such peer for --model v2"),
     (["--model", "v3"], "invalid choice"),
     (["--sizes", "0x64"], "size must be N or HxW"),
     (["--batch", "0"], "--batch and --repeats must be >= 1"),

@@ -211,12 +211,12 @@ def tokens_to_nchw(tokens: torch.Tensor, hw) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *hw)
 
 
-# HF SwinBackbone partitions and shifts at every size (always_partition=True, unlike SwinModel):
-# sizes whose last map is larger than the window, where that is every rule's layout
-@pytest.mark.parametrize("size", [(256, 256), (256, 352)])
+# HF SwinBackbone partitions and shifts at every size (always_partition=True, unlike SwinModel),
+# which is small_map='mmdet': also where stage 4 is one window (7x7 at 224 px)
+@pytest.mark.parametrize("size", [(224, 224), (256, 352)])
 def test_hf_swin_backbone_feature_maps(tmp_path, size):
     hf, path = hf_dir(tmp_path, "SwinBackbone", out_features=STAGES)
-    ours = build_backbone(dict(small_map="hf"), checkpoint=path).eval()
+    ours = build_backbone(dict(small_map="mmdet"), checkpoint=path).eval()
     assert type(ours) is SwinBackbone and ours.window_size == (7, 7, 7, 7)
     x = torch.randn(1, 3, *size)
     with torch.no_grad():

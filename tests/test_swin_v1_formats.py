@@ -16,12 +16,12 @@ from swinv2_backbone.checkpoint.export import from_model, save_hf, save_timm, to
     to_hf_mim, to_timm
 from swinv2_backbone.checkpoint.mmpretrain import unfold_to_official
 from swinv2_backbone.models import SimMIM
-from swinv2_backbone.testing import peers
+from swinv2_backbone.testing import peers, peers_v1
 
 TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                     "convert_checkpoint.py")
 
-V = peers.V1_MINI
+V = peers_v1.V1_MINI
 TOL = dict(rtol=1e-4, atol=1e-4)
 #: 224 px (stage 4 is one 7x7 window) and a non-square size that is no window multiple anywhere
 SIZES = [(224, 224), (200, 264)]
@@ -38,24 +38,32 @@ def close(got, want):
 
 
 def loaded(converted, small_map, out_norm=True, **kw) -> SwinBackbone:
-    model = peers.ours_v1(V, 7, small_map, out_norm=out_norm, **kw).eval()
+    model = peers_v1.ours_v1(V, 7, small_map, out_norm=out_norm, **kw).eval()
+    load_pretrained(model, converted)
+    return model
+
+
+def loaded_classifier(converted, small_map) -> Swinv2Classifier:
+    model = Swinv2Classifier(num_classes=10, backbone_type="SwinBackbone", small_map=small_map,
+                             arch=None, embed_dims=V.embed_dims, depths=V.depths,
+                             num_heads=V.num_heads, window_size=7).eval()
     load_pretrained(model, converted)
     return model
 
 
 @pytest.fixture(scope="module")
 def timm_v1():
-    return peers.timm_v1_model(V, 7, seed=1)
+    return peers_v1.timm_v1_model(V, 7, seed=1)
 
 
 @pytest.fixture(scope="module")
 def tv_v1():
-    return peers.torchvision_v1_model(V, 7, seed=2)
+    return peers_v1.torchvision_v1_model(V, 7, seed=2)
 
 
 @pytest.fixture(scope="module")
 def mmdet_v1():
-    return peers.mmdet_swin(V, 7, seed=3)
+    return peers_v1.mmdet_swin(V, 7, seed=3)
 
 
 def test_merge_input_permutation_covers_the_v1_norm():
@@ -76,14 +84,11 @@ def test_merge_input_permutation_covers_the_v1_norm():
 def test_timm_features_and_logits(timm_v1, size):
     x = image(size)
     if size != (224, 224):  # timm fixes its windows from the construction-time size
-        timm_v1 = peers.timm_v1_model(V, 7, seed=1, img_size=size)
+        timm_v1 = peers_v1.timm_v1_model(V, 7, seed=1, img_size=size)
     converted = convert_checkpoint(timm_v1.state_dict())
     assert (converted.format, converted.version, converted.window_sizes) == ("timm", 1, (7,) * 4)
     ours = loaded(converted, "timm", out_norm=False)
-    classifier = Swinv2Classifier(num_classes=10, backbone_type="SwinBackbone", small_map="timm",
-                                  arch=None, embed_dims=V.embed_dims, depths=V.depths,
-                                  num_heads=V.num_heads, window_size=7).eval()
-    load_pretrained(classifier, converted)
+    classifier = loaded_classifier(converted, "timm")
     with torch.no_grad():
         want = timm_v1.forward_intermediates(x, intermediates_only=True)
         close(ours(x), want)
@@ -93,7 +98,7 @@ def test_timm_features_and_logits(timm_v1, size):
 def test_timm_old_layout_is_the_official_one(timm_v1, tmp_path):
     """timm < 0.9 and the V1 files of the timm hub keep the official layout (merge at the end of
     stages, ``head``, ``relative_position_index`` and ``attn_mask`` buffers)."""
-    state = peers.official_v1_state(timm_v1)
+    state = peers_v1.official_v1_state(timm_v1)
     assert any(k.endswith("attn_mask") for k in state) and "layers.0.downsample.norm.weight" in state
     converted = convert_checkpoint(peers.save_torch(state, str(tmp_path), "swin_tiny.pth"))
     assert (converted.format, converted.version) == ("official", 1)
@@ -113,10 +118,7 @@ def test_torchvision_features_and_logits(tv_v1, size):
     assert (converted.format, converted.version) == ("torchvision", 1)
     assert "unused k third of qkv.bias" not in converted.dropped  # V1 uses its k bias
     ours = loaded(converted, "pad", out_norm=False)
-    classifier = Swinv2Classifier(num_classes=10, backbone_type="SwinBackbone", small_map="pad",
-                                  arch=None, embed_dims=V.embed_dims, depths=V.depths,
-                                  num_heads=V.num_heads, window_size=7).eval()
-    load_pretrained(classifier, converted)
+    classifier = loaded_classifier(converted, "pad")
     with torch.no_grad():
         close(ours(x), peers.torchvision_stages(tv_v1, x))
         torch.testing.assert_close(classifier(x), tv_v1(x), **TOL)
@@ -125,16 +127,16 @@ def test_torchvision_features_and_logits(tv_v1, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_mmpretrain_backbone_features(size):
     x = image(size)
-    backbone = peers.mmpretrain_v1_backbone(V, 7, seed=4, img_size=size)
+    backbone = peers_v1.mmpretrain_v1_backbone(V, 7, seed=4, img_size=size)
     converted = convert_checkpoint(backbone.state_dict())
     assert (converted.format, converted.version) == ("mmpretrain", 1)
-    ours = loaded(converted, peers.V1_PEER_RULES["mmpretrain"])
+    ours = loaded(converted, peers_v1.V1_PEER_RULES["mmpretrain"])
     with torch.no_grad():
         close(ours(x), backbone(x))
 
 
 def test_mmpretrain_classifier_logits(tmp_path):
-    model = peers.mmpretrain_v1_classifier(V, 7, seed=5)
+    model = peers_v1.mmpretrain_v1_classifier(V, 7, seed=5)
     path = peers.save_torch(peers.mmpretrain_checkpoint(model), str(tmp_path), "cls.pth")
     classifier = Swinv2Classifier(num_classes=10, backbone_type="SwinBackbone", pretrained=path,
                                   arch=None, embed_dims=V.embed_dims, depths=V.depths,
@@ -150,7 +152,7 @@ def test_mmpretrain_classifier_logits(tmp_path):
 def test_mmdet_detector_checkpoint_gives_mmdet_features(mmdet_v1, tmp_path, size):
     """A mmdet Swin config switched to SwinBackbone(small_map='mmdet') with the detector's own
     checkpoint gives mmdet's normed stages norm0..3 (also a subset of them)."""
-    path = peers.save_torch(peers.mmdet_checkpoint(mmdet_v1, seed=6), str(tmp_path), "det.pth")
+    path = peers.save_torch(peers_v1.mmdet_checkpoint(mmdet_v1, seed=6), str(tmp_path), "det.pth")
     converted = convert_checkpoint(path)
     assert (converted.format, converted.version) == ("mmpretrain", 1)
     assert len(converted.dropped["other modules of a whole model"]) == 3
@@ -172,9 +174,9 @@ def test_mmdet_detector_checkpoint_gives_mmdet_features(mmdet_v1, tmp_path, size
 def test_every_v1_format_says_which_class_to_use(timm_v1, tv_v1, mmdet_v1, tmp_path):
     files = {
         "timm": timm_v1.state_dict(),
-        "official": peers.official_v1_state(timm_v1),
+        "official": peers_v1.official_v1_state(timm_v1),
         "torchvision": tv_v1.state_dict(),
-        "mmpretrain": peers.mmdet_checkpoint(mmdet_v1, seed=6),
+        "mmpretrain": peers_v1.mmdet_checkpoint(mmdet_v1, seed=6),
     }
     for fmt, state in files.items():
         converted = convert_checkpoint(state)
@@ -190,14 +192,14 @@ def test_every_v1_format_says_which_class_to_use(timm_v1, tv_v1, mmdet_v1, tmp_p
 
 def test_hf_classifier_and_simmim_with_a_v1_backbone(tmp_path):
     x = image((224, 224))
-    hf_cls = peers.hf_v1_model("SwinForImageClassification", V, 7, seed=7, num_labels=5)
+    hf_cls = peers_v1.hf_v1_model("SwinForImageClassification", V, 7, seed=7, num_labels=5)
     hf_cls.save_pretrained(tmp_path / "cls")
     classifier = Swinv2Classifier(num_classes=5, backbone_type="SwinBackbone", small_map="hf",
                                   pretrained=str(tmp_path / "cls"), arch=None,
                                   embed_dims=V.embed_dims, depths=V.depths, num_heads=V.num_heads,
                                   window_size=7)
     classifier.init_weights()
-    hf_mim = peers.hf_v1_model("SwinForMaskedImageModeling", V, 7, seed=8)
+    hf_mim = peers_v1.hf_v1_model("SwinForMaskedImageModeling", V, 7, seed=8)
     hf_mim.save_pretrained(tmp_path / "mim")
     simmim = SimMIM(dict(type="SwinBackbone", arch=None, embed_dims=V.embed_dims, depths=V.depths,
                          num_heads=V.num_heads, window_size=7, small_map="hf"),

@@ -1,6 +1,6 @@
 """Benchmark Swinv2Backbone (or, with ``--model v1``, the Swin V1 SwinBackbone) and, with
 ``--compare``, the installed peer implementations (SwinV2: HF transformers, timm, mmpretrain,
-torchvision; Swin V1: HF transformers) on the same input with the same weights.
+torchvision; Swin V1: those and mmdet) on the same input with the same weights.
 
 For every case (input size x dtype x task) it reports the median time, images/s, achieved GFLOP/s,
 the share of the machine's measured GEMM floor (every Linear-type matrix product of the run timed in
@@ -130,17 +130,15 @@ def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: 
         impls.append(Impl(f"ours ({dtype_name} model)", low, low, autocast=False, reference="ours"))
     for name in peers:
         if args.model == "v1":
+            # Read from the file the peer writes, with the peer's small-map rule (V1_PEER_RULES).
             peer, mine = build_v1_peer(name, variant, args.window, hw, args.seed,
                                        with_cp=args.with_cp)
-            peer.module.to(device)
-            reference = f"ours ({name} weights)"
-            impls += [Impl(reference, mine.to(device), mine),
-                      Impl(name, peer.module, peer.stages, reference=reference)]
-            continue
-        peer = build_peer(name, variant, windows, hw, args.seed)
-        # mmpretrain's stage outputs are normed: ours then has output norms too, loaded strictly.
-        mine = ours_with_weights(peer.module.state_dict(), name, variant, windows, name == "mmpretrain",
-                                 with_cp=args.with_cp).to(device)
+        else:
+            peer = build_peer(name, variant, windows, hw, args.seed)
+            # mmpretrain's stage outputs are normed: ours then has output norms too, loaded strictly.
+            mine = ours_with_weights(peer.module.state_dict(), name, variant, windows,
+                                     name == "mmpretrain", with_cp=args.with_cp)
+        mine.to(device)
         peer.module.to(device)
         reference = f"ours ({name} weights)"
         impls += [Impl(reference, mine, mine), Impl(name, peer.module, peer.stages, reference=reference)]

@@ -9,6 +9,9 @@ torchvision's ``qkv.bias`` and the position-bias MLP. The official format is not
 :func:`official_checkpoint` writes the official key layout (buffers, final ``norm``, ``head``) from a
 timm model, following the layout table in ``/work/shared/reference``; its features are timm's.
 
+The Swin V1 peers are in :mod:`swinv2_backbone.testing.peers_v1`, which shares this module's
+:class:`Variant`, :class:`Peer`, the official layout and the file helpers.
+
 The peer libraries are test-only dependencies: they are imported inside the functions that need
 them, so importing this module needs torch alone.
 """
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import convert_checkpoint
-from ..models import ARCH_SETTINGS, SwinBackbone, Swinv2Backbone
+from ..models import ARCH_SETTINGS, Swinv2Backbone
 from . import mmpretrain_stub, randomize_
 
 Tensor = torch.Tensor
@@ -177,10 +180,10 @@ def timm_features(model: nn.Module, x: Tensor) -> Tuple[List[Tensor], Tensor]:
     return list(stages), final.permute(0, 3, 1, 2)
 
 
-def official_state(model: nn.Module) -> Dict[str, Tensor]:
-    """The official Microsoft key layout of a timm model: patch merging at the end of stages,
-    classifier ``head``, and the persistent buffers (coordinate tables, position indices,
-    shift masks) the official code saves."""
+def official_layout(model: nn.Module, buffers: Sequence[str]) -> Dict[str, Tensor]:
+    """The official Microsoft key layout of a timm model (either version): patch merging at the
+    end of stages, classifier ``head``, and the persistent block buffers the official code saves:
+    ``attn.<name>`` for each of ``buffers`` and ``attn_mask`` where a block has one."""
     state: Dict[str, Tensor] = {}
     for key, value in model.state_dict().items():
         parts = key.split(".")
@@ -192,11 +195,17 @@ def official_state(model: nn.Module) -> Dict[str, Tensor]:
     for i, stage in enumerate(model.layers):
         for j, block in enumerate(stage.blocks):
             prefix = f"layers.{i}.blocks.{j}."
-            state[prefix + "attn.relative_coords_table"] = block.attn.relative_coords_table.clone()
-            state[prefix + "attn.relative_position_index"] = block.attn.relative_position_index.clone()
-            if block.attn_mask is not None:
+            for name in buffers:
+                state[f"{prefix}attn.{name}"] = getattr(block.attn, name).clone()
+            if getattr(block, "attn_mask", None) is not None:
                 state[prefix + "attn_mask"] = block.attn_mask.clone()
     return state
+
+
+def official_state(model: nn.Module) -> Dict[str, Tensor]:
+    """The official SwinV2 layout of a timm ``SwinTransformerV2``'s weights (coordinate tables,
+    position indices and shift masks included), see :func:`official_layout`."""
+    return official_layout(model, ("relative_coords_table", "relative_position_index"))
 
 
 def official_checkpoint(model: nn.Module) -> Dict[str, Any]:
@@ -312,144 +321,16 @@ def mmpretrain_checkpoint(model: nn.Module) -> Dict[str, Any]:
     return {"meta": {"mmpretrain_version": "1.2.0", "epoch": 1}, "state_dict": model.state_dict()}
 
 
-# ----------------------------------------------------------------------------- Swin V1
-#: A small Swin V1 to compare with every peer quickly (window 7 at 224 px: stage 4 is one window).
-V1_MINI = Variant("v1-mini", 16, (2, 2, 2, 2), (1, 2, 2, 4))
-#: The Swin V1 peers: their checkpoint format name and the :class:`SwinBackbone` ``small_map`` rule
-#: that reproduces their features (mmdet/mmseg and mmpretrain's ``pad_small_map=True`` always shift).
-V1_PEER_RULES = {"timm": "timm", "torchvision": "pad", "mmpretrain": "official", "mmdet": "mmdet"}
-
-
-def ours_v1(variant: Variant, window: int, small_map: str, out_norm: bool = True,
-            **kwargs: Any) -> SwinBackbone:
-    """Our :class:`SwinBackbone` for ``variant`` at ``window`` (no drop path)."""
-    return SwinBackbone(arch=None, embed_dims=variant.embed_dims, depths=variant.depths,
-                        num_heads=variant.num_heads, window_size=window, small_map=small_map,
-                        out_norm=out_norm, drop_path_rate=0.0, **kwargs)
-
-
-def hf_v1_model(kind: str, variant: Variant, window: int, seed: int, image_size: int = 224,
-                **kwargs: Any) -> nn.Module:
-    """A randomised HF Swin V1 model: ``kind`` in ``SwinModel``, ``SwinBackbone``,
-    ``SwinForImageClassification``, ``SwinForMaskedImageModeling``."""
-    import transformers
-
-    config = transformers.SwinConfig(image_size=image_size, embed_dim=variant.embed_dims,
-                                     depths=list(variant.depths), num_heads=list(variant.num_heads),
-                                     window_size=window, drop_path_rate=0.0, **kwargs)
-    return randomize_(getattr(transformers, kind)(config), seed).eval()
-
-
-def timm_v1_model(variant: Variant, window: int, seed: int, num_classes: int = 10,
-                  img_size: Any = 224) -> nn.Module:
-    """A randomised timm ``SwinTransformer`` (V1) for ``img_size`` inputs."""
-    from timm.models.swin_transformer import SwinTransformer
-
-    model = SwinTransformer(img_size=img_size, embed_dim=variant.embed_dims, depths=variant.depths,
-                            num_heads=variant.num_heads, window_size=window,
-                            num_classes=num_classes, drop_path_rate=0.0)
-    return randomize_(model, seed).eval()
-
-
-def official_v1_state(model: nn.Module) -> Dict[str, Tensor]:
-    """The official Microsoft Swin V1 layout of a timm V1 model's weights, which is also timm's
-    layout before 0.9 and that of the V1 files on the timm hub: patch merging at the end of
-    stages, classifier ``head``, and the persistent buffers (``relative_position_index`` of every
-    block, ``attn_mask`` of the shifted ones)."""
-    state: Dict[str, Tensor] = {}
-    for key, value in model.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "layers" and parts[2] == "downsample":
-            parts[1] = str(int(parts[1]) - 1)
-        if parts[0] == "head" and parts[1] == "fc":
-            parts = ["head"] + parts[2:]
-        state[".".join(parts)] = value
-    for i, stage in enumerate(model.layers):
-        for j, block in enumerate(stage.blocks):
-            state[f"layers.{i}.blocks.{j}.attn.relative_position_index"] = \
-                block.attn.relative_position_index.clone()
-            if getattr(block, "attn_mask", None) is not None:
-                state[f"layers.{i}.blocks.{j}.attn_mask"] = block.attn_mask.clone()
-    return state
-
-
-def torchvision_v1_model(variant: Variant, window: int, seed: int, num_classes: int = 10) -> nn.Module:
-    """A randomised torchvision ``SwinTransformer`` with V1 blocks (as ``swin_t``, at ``variant``)."""
-    from torchvision.models.swin_transformer import SwinTransformer
-
-    model = SwinTransformer(patch_size=[4, 4], embed_dim=variant.embed_dims, depths=list(variant.depths),
-                            num_heads=list(variant.num_heads), window_size=[window, window],
-                            stochastic_depth_prob=0.0, num_classes=num_classes)
-    return randomize_(model, seed).eval()
-
-
-def mmpretrain_v1_backbone_cfg(variant: Variant, window: int, img_size: ImageSize = 224,
-                               pad_small_map: bool = False) -> Dict[str, Any]:
-    """The config of an mmpretrain ``SwinTransformer`` (V1) returning all four stages (output
-    norms ``norm0..3``)."""
-    arch = dict(embed_dims=variant.embed_dims, depths=list(variant.depths),
-                num_heads=list(variant.num_heads))
-    return dict(type="SwinTransformer", arch=arch, img_size=img_size, window_size=window,
-                out_indices=(0, 1, 2, 3), drop_path_rate=0.0, pad_small_map=pad_small_map)
-
-
-def mmpretrain_v1_backbone(variant: Variant, window: int, seed: int, img_size: ImageSize = 224,
-                           pad_small_map: bool = False) -> nn.Module:
-    """A randomised mmpretrain ``SwinTransformer`` (:func:`mmpretrain_v1_backbone_cfg`)."""
-    models = import_mmpretrain()
-    cfg = mmpretrain_v1_backbone_cfg(variant, window, img_size, pad_small_map)
-    model = models.backbones.SwinTransformer(**{k: v for k, v in cfg.items() if k != "type"})
-    randomize_(model, seed).eval()  # its train() override returns None, not the module
-    return model
-
-
-def mmpretrain_v1_classifier(variant: Variant, window: int, seed: int, num_classes: int = 10
-                             ) -> nn.Module:
-    """A randomised mmpretrain ``ImageClassifier`` around a V1 ``SwinTransformer`` at 224 px
-    returning its last stage, with a linear head."""
-    models = import_mmpretrain()
-    backbone = {**mmpretrain_v1_backbone_cfg(variant, window), "out_indices": (3,)}
-    model = models.ImageClassifier(
-        backbone=backbone, neck=dict(type="GlobalAveragePooling"),
-        head=dict(type="LinearClsHead", num_classes=num_classes, in_channels=variant.embed_dims * 8))
-    return randomize_(model, seed).eval()
-
-
-def mmdet_swin(variant: Variant, window: int, seed: int, out_indices: Sequence[int] = (0, 1, 2, 3)
-               ) -> nn.Module:
-    """A randomised ``mmdet.models.backbones.SwinTransformer`` (the Swin V1 backbone of the mmdet
-    and mmseg configs), returning the normed stages ``out_indices`` (``norm{i}``)."""
-    from mmdet.models.backbones import SwinTransformer
-
-    model = SwinTransformer(embed_dims=variant.embed_dims, depths=variant.depths,
-                            num_heads=variant.num_heads, window_size=window,
-                            out_indices=tuple(out_indices), drop_path_rate=0.0)
-    randomize_(model, seed).eval()  # its train() override returns None, not the module
-    return model
-
-
-def mmdet_checkpoint(backbone: nn.Module, seed: int) -> Dict[str, Any]:
-    """What mmdet's runner saves for a detector with ``backbone``: ``{'meta', 'state_dict'}`` with
-    ``backbone.*`` and a seeded stand-in for the neck and heads (``neck.``, ``rpn_head.``,
-    ``roi_head.``), which a backbone checkpoint reader must leave out."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    state.update({"neck.lateral_convs.0.conv.weight": torch.randn(8, 16, 1, 1, generator=gen),
-                  "rpn_head.rpn_conv.weight": torch.randn(8, 8, 3, 3, generator=gen),
-                  "roi_head.bbox_head.fc_cls.weight": torch.randn(3, 8, generator=gen)})
-    return {"meta": {"mmdet_version": "3.3.0", "epoch": 12}, "state_dict": state}
-
-
 # ----------------------------------------------------------------------------- one peer by name
 @dataclass(frozen=True)
 class Peer:
     """A peer model with random weights and its differentiable forward.
 
     Args:
-        name: One of :data:`PEERS`, also its checkpoint format name.
+        name: One of :data:`PEERS` (or of :data:`~swinv2_backbone.testing.peers_v1.V1_PEERS`).
         module: The model (in eval mode as built).
-        stages: Input batch -> stage feature maps (NCHW): raw for every peer but mmpretrain, whose
-            are normed (``norm0..3``).
+        stages: Input batch -> stage feature maps (NCHW): raw, but normed (``norm0..3``) for
+            mmpretrain and mmdet.
     """
 
     name: str
