@@ -20,7 +20,6 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ...compat import autocast_enabled, is_compiling
-from . import chunked
 
 #: A chunk holds the scores of at most this many (window, head, query, key) entries (768 KiB in
 #: fp32: 16 windows of 64 tokens with 3 heads), whatever the map's size, so that its temporaries

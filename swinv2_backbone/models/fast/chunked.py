@@ -33,7 +33,7 @@ def chunk_rows(rows: int, row_tokens: int) -> int:
     return max(1, tokens // row_tokens)
 
 
-def mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
+def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tensor:
     """Rows ``start:stop`` of a per-window ``(nW or 1, ...)`` tensor (a ``(nW or 1, heads, N, N)``
     mask) repeated over the batch, for windows flattened as ``(B * nW)``."""
     if mask.shape[0] == 1:
@@ -90,7 +90,7 @@ def _attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         chunk = flat[start:stop]
         inputs = block.branch_input(block.norm1, chunk)
         if valid is not None:
-            inputs = inputs * mask_rows(valid, start, stop, nw)
-        attn = block.attn(inputs.unsqueeze(0), mask_rows(mask, start, stop, nw))[0]
+            inputs = inputs * _mask_rows(valid, start, stop, nw)
+        attn = block.attn(inputs.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
         chunk.add_(block.branch_output(block.norm1, attn))  # the attention has read the chunk already
     return from_windows(windows, h, w, shift, block.roll_first)
