@@ -6,10 +6,10 @@ softmax, ``@ v``) under autograd.
 Autograd through the reference keeps, per window and head, the heads-first q/k/v copy, the scaled q
 and k, and the ``N x N`` probabilities, and its temporaries (scores, probabilities, their gradients)
 are map-sized. :class:`_ChunkedAttention` saves the qkv projection output and two per-row norms
-only, works ``step`` windows at a time (chunk-sized temporaries, reused by the allocator and
-cache-resident: see :mod:`.chunked`), reads q/k/v straight from the projection's token-major layout
-and writes its output in the layout the output projection reads, so neither the heads-first copy
-nor the copy back exists outside a chunk.
+only and works ``step`` windows at a time (chunk-sized temporaries, reused by the allocator and
+cache-resident: see :mod:`.chunked`): each chunk's q/k/v are copied to heads-first layout there and
+its output is written straight into the layout the output projection reads, so no map-sized
+heads-first copy or copy back exists.
 """
 from __future__ import annotations
 
