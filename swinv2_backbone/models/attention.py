@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,14 @@ class WindowAttention(nn.Module):
         capped at the range of ``range_of``."""
         raise NotImplementedError
 
+    #: Whether :meth:`logit_qk` normalises q and k (cosine attention) before scaling q by
+    #: :meth:`query_scale`; otherwise it only scales q. Fused attention kernels read the two.
+    cosine: bool = False
+
+    def query_scale(self) -> Union[float, torch.Tensor]:
+        """The factor :meth:`logit_qk` applies to q: a float, or a ``(heads, 1, 1)`` tensor."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ shared
     def attention_mask(
         self, window: int, padded_hw: Tuple[int, int], shift: Tuple[int, int], dtype: torch.dtype
@@ -140,11 +148,16 @@ class WindowAttention(nn.Module):
         (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
         kernels = active()
         b, nw, n, c = windows.shape
+        h, d = self.num_heads, c // self.num_heads
+        qkv = kernels.linear(windows, self.qkv.weight, self.qkv_bias_vector())
+        if kernels.attention is not None and not self._sdpa(windows):
+            out = kernels.attention(self, qkv, mask)  # None where that strategy does not apply
+            if out is not None:
+                return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
         # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies;
         # the Linear's own output is not kept past it.
-        h, d = self.num_heads, c // self.num_heads
-        q, k, v = kernels.linear(windows, self.qkv.weight, self.qkv_bias_vector()).view(
-            b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        del qkv
         if self._sdpa(windows):
             q, k = self.logit_qk(q, k, q.dtype)  # (B*nW, heads, N, d)
             out = F.scaled_dot_product_attention(
@@ -250,12 +263,18 @@ class WindowAttentionV2(WindowAttention):
     def bias_setting(self) -> Tuple[int, ...]:
         return (self.pretrained_window_size,)
 
+    cosine = True
+
+    def query_scale(self) -> torch.Tensor:
+        """The temperature ``exp(min(logit_scale, log 100))``, ``(heads, 1, 1)``."""
+        return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+
     def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
         # each, so training keeps no normalised copy of q or k besides the scaled ones.
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        return q * _inverse_norm(q, scale, range_of), k * _inverse_norm(k, None, range_of)
+        return (q * _inverse_norm(q, self.query_scale(), range_of),
+                k * _inverse_norm(k, None, range_of))
 
 
 def central_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
@@ -356,6 +375,9 @@ class WindowAttentionV1(WindowAttention):
 
     def bias_setting(self) -> Tuple[int, ...]:
         return (self.window_size,)
+
+    def query_scale(self) -> float:
+        return self.scale
 
     def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
                  ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,11 @@ class Kernels:
         scores: ``(q, k, mask)`` -> ``q @ k^T + mask`` for ``(B, nW, heads, N, d)`` queries and keys
             and a mask broadcastable to ``(B, nW, heads, N, N)``.
         mlp: ``(mlp, x)`` -> the output of an :class:`~swinv2_backbone.models.layers.Mlp`.
+        attention: ``(attention, qkv, mask)`` -> the window attention of the module ``attention``
+            (a :class:`~swinv2_backbone.models.attention.WindowAttention`) from its ``(B, nW, N, 3C)``
+            qkv projection output and its ``(nW or 1, heads, N, N)`` additive mask, as the
+            ``(B, nW, N, C)`` input of its output projection; ``None`` where that strategy does not
+            apply (the module then runs its own attention). ``None``: no such strategy.
         block: ``(block, x)`` -> the output of a whole
             :class:`~swinv2_backbone.models.layers.SwinV2Block` computed another way, or ``None``
             where that strategy does not apply (the block then runs its own forward). ``None``: no
@@ -47,6 +52,8 @@ class Kernels:
     from_windows: Callable[[torch.Tensor, int, int, Shift, bool], torch.Tensor]
     scores: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     mlp: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    attention: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor],
+                                 Optional[torch.Tensor]]] = None
     block: Optional[Callable[[nn.Module, torch.Tensor], Optional[torch.Tensor]]] = None
 
 

@@ -6,7 +6,9 @@ reference implementations.
 * :mod:`.onednn`: Linear layers through oneDNN on CPU, forward and backward;
 * :mod:`.mlp`: the training MLP that recomputes its GELU output in the backward pass;
 * :mod:`.windows`: pad + roll + partition (and back) as single row gathers;
-* :mod:`.attention`: the mask added inside the score GEMM for one image.
+* :mod:`.attention`: the mask added inside the score GEMM for one image;
+* :mod:`.attention_train`: training attention a chunk of windows at a time, recomputing the
+  probabilities in the backward pass.
 
 Each applies only where it is valid and otherwise falls back to plain torch by itself. They are on by
 default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead.
@@ -19,12 +21,12 @@ from typing import Iterator
 import torch
 
 from ..kernels import REFERENCE, Kernels
-from . import attention, chunked, mlp, onednn, windows
+from . import attention, attention_train, chunked, mlp, onednn, windows
 
 #: The fast strategies (the default).
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
                from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
-               block=chunked.block_inference)
+               attention=attention_train.window_attention, block=chunked.block_inference)
 
 _active = FAST
 
