@@ -23,7 +23,7 @@ at the kill, and the checkpoint the next run said it resumed from.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import random
@@ -41,19 +41,13 @@ sys.path.insert(0, str(ROOT))
 from swinv2_backbone.checkpoint import atomic  # noqa: E402
 from swinv2_backbone.compat import load_weights_only  # noqa: E402
 from swinv2_backbone.openmmlab.resume import CHECKPOINT_NAME, checkpoint_problem  # noqa: E402
+from tool_modules import load_tool  # noqa: E402
 
 #: How long a slowed checkpoint write pauses half-way (the window the during-write kills aim at).
 SLOW_WRITE_S = 0.4
 
 
-def _load_train_tool() -> Any:
-    spec = importlib.util.spec_from_file_location("train_tool", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRAIN = _load_train_tool()
+TRAIN = load_tool("train")
 import mmengine.config.config as mm_config  # noqa: E402
 import mmengine.runner.runner as mm_runner  # noqa: E402
 

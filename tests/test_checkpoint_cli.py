@@ -4,7 +4,6 @@ classifier or a SimMIM checkpoint exports to the HF task model (or the encoder, 
 the native output names the heads it leaves out."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.models.simmim import simmim_mask
 from swinv2_backbone.testing import peers
+from tool_modules import load_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
@@ -34,10 +34,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def tool_main():
     """The tool's ``main`` imported in-process (cheaper than a subprocess)."""
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool("convert_checkpoint").main
 
 
 def features(x: torch.Tensor, **kwargs: Any) -> List[torch.Tensor]:

@@ -3,7 +3,6 @@ naming the file and the keys, through every entry point a user has (convert_chec
 extract_features.py --checkpoint, init_cfg, train.py --resume, test.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -21,6 +20,7 @@ from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load
     load_pretrained
 from swinv2_backbone.openmmlab.resume import ResumeError, resolve_resume
 from swinv2_backbone.testing import peers
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,13 +202,6 @@ def test_hf_config_contradicting_the_weights_is_refused(tmp_path):
 
 # ------------------------------------------------------------- every entry point a user has
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def entry_points(tmp_path_factory):
     """name -> a function that feeds a checkpoint file to that entry point and returns the error
@@ -216,8 +209,8 @@ def entry_points(tmp_path_factory):
     root = tmp_path_factory.mktemp("entry_points")
     image = root / "image.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
-    convert, extract, test_tool = (_tool("convert_checkpoint"), _tool("extract_features"),
-                                   _tool("test"))
+    convert, extract, test_tool = (load_tool("convert_checkpoint"), load_tool("extract_features"),
+                                   load_tool("test"))
 
     def through_convert(path: str, capsys) -> str:
         assert convert.main([path, str(root / "out.safetensors")]) == 2

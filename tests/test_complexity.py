@@ -3,7 +3,6 @@ against the built model: parameters against ``sum(p.numel())``, FLOPs against to
 ``FlopCounterMode`` over a forward pass on the 'meta' device."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.complexity import (OPERATIONS, ArchSpec, analyze, count_macs, count_params,
                                         spec_from_config)
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
@@ -147,19 +147,10 @@ def test_from_model_refuses_other_modules_and_stem_only():
         spec_from_config(**SMALL, out_features=("stem",))
 
 
-def load_tool():
-    """Import tools/analyze_complexity.py as a module (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("analyze_complexity",
-                                                  ROOT / "tools" / "analyze_complexity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_tool(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, str, str]:
     """Run the tool's ``main`` in-process; returns (exit status, stdout, stderr)."""
     try:
-        status = load_tool().main(list(args))
+        status = load_tool("analyze_complexity").main(list(args))
     except SystemExit as exit_:  # argparse errors
         status = exit_.code
     out, err = capsys.readouterr()

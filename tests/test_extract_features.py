@@ -2,7 +2,6 @@
 generated images and a native checkpoint of a small random model."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import subprocess
@@ -23,6 +22,7 @@ from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtrac
                                       batches_by_size, find_images, image_size, load_features,
                                       parse_device, parse_dtype, pca_rgb, read_image, save_features,
                                       target_size, upsample_to_image)
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
@@ -371,18 +371,10 @@ def test_save_and_load_round_trip(data, tmp_path: Path):
 
 
 # ------------------------------------------------------------------------------------ the CLI
-def load_tool():
-    """Import tools/extract_features.py (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("extract_features", ROOT / "tools" / "extract_features.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_main(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, str, str]:
     """The tool's ``main`` in-process: (exit status, stdout, stderr)."""
     try:
-        status = load_tool().main([*args, "--no-progress"])
+        status = load_tool("extract_features").main([*args, "--no-progress"])
     except SystemExit as exit_:  # argparse errors
         status = exit_.code
     out, err = capsys.readouterr()

@@ -2,12 +2,11 @@
 unreadable or unusual, a rerun after it, a run killed while writing an output."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import atomic, save_state_dict
 from swinv2_backbone.features import (MAX_PIXELS, FeatureExtractor, ImageReadError, image_size,
                                       load_features, read_image)
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
@@ -35,14 +35,7 @@ BAD = {
 }
 
 
-def _load_tool() -> Any:
-    spec = importlib.util.spec_from_file_location("extract_tool", ROOT / "tools" / "extract_features.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _load_tool()
+TOOL = load_tool("extract_features")
 
 
 def png_header_only(width: int, height: int) -> bytes:

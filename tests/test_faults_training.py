@@ -7,7 +7,6 @@ eight generated images and a checkpoint every 2 iterations; they run on one thre
 from __future__ import annotations
 
 import errno
-import importlib.util
 import io
 import json
 import os
@@ -24,19 +23,13 @@ from PIL import Image
 from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.openmmlab.resume import ResumeError, checkpoint_problem, resolve_resume
+from tool_modules import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "simmim" / "simmim_swinv2-compact_toy-shapes.py"
 
 
-def _load_train_tool() -> Any:
-    spec = importlib.util.spec_from_file_location("train_tool", ROOT / "tools" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRAIN = _load_train_tool()
+TRAIN = load_tool("train")
 
 
 def write_config(root: Path, max_iters: int, max_keep_ckpts: int) -> Path:

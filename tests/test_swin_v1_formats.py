@@ -1,7 +1,6 @@
 """Swin V1 checkpoints of every peer (timm old and new layouts, torchvision, mmpretrain, mmdet/mmseg,
 HF task models) auto-detected as V1 and equal to the peer's features and logits on its own random
 weights; the classifier and SimMIM with a V1 backbone; export to HF and timm, round-tripped."""
-import importlib.util
 import json
 import os
 
@@ -17,6 +16,7 @@ from swinv2_backbone.checkpoint.export import from_model, save_hf, save_timm, to
 from swinv2_backbone.checkpoint.mmpretrain import unfold_to_official
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.testing import peers, peers_v1
+from tool_modules import load_tool
 
 TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                     "convert_checkpoint.py")
@@ -263,9 +263,7 @@ def test_export_simmim_to_hf_and_the_cli(tmp_path, capsys):
         torch.testing.assert_close(hf_mim(x, bool_masked_pos=mask.flatten(1)).reconstruction, want,
                                    **TOL)
     torch.save({"state_dict": simmim.state_dict()}, tmp_path / "simmim.pth")
-    spec = importlib.util.spec_from_file_location("convert_checkpoint_tool", TOOL)
-    convert_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert_tool)
+    convert_tool = load_tool("convert_checkpoint")
     assert convert_tool.main([str(tmp_path / "simmim.pth"), str(tmp_path / "cli"), "--to", "hf",
                               "--image-size", "192"]) == 0
     out = capsys.readouterr().out

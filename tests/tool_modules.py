@@ -1,0 +1,21 @@
+"""The command-line scripts of ``tools/`` as modules, for tests that call their ``main`` in-process
+(cheaper than a subprocess). ``tools/`` is not a package, so each is imported from its file."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+def load_tool(name: str) -> ModuleType:
+    """A fresh import of ``tools/<name>.py``.
+
+    Args:
+        name: The script's name without ``.py`` (``'train'``, ``'extract_features'``, ...).
+    """
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
