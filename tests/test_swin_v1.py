@@ -307,8 +307,6 @@ def test_version_confusion_is_refused_with_the_class_to_use(tmp_path):
         build_backbone(dict(type="Swinv2Backbone"), checkpoint=tmp_path / "v1.pth")
     assert type(build_backbone(checkpoint=tmp_path / "v1.pth")) is SwinBackbone
     assert type(build_backbone(checkpoint=tmp_path / "v2.pth")) is Swinv2Backbone
-    with pytest.raises(ValueError, match="pretrained_window_sizes='checkpoint' is a SwinV2 setting"):
-        load_pretrained(SwinBackbone(**SMALL), tmp_path / "v1.pth", pretrained_window_sizes="checkpoint")
 
 
 def test_window_transfer_resizes_the_tables_with_a_warning(tmp_path, caplog):
@@ -323,3 +321,20 @@ def test_window_transfer_resizes_the_tables_with_a_warning(tmp_path, caplog):
     torch.testing.assert_close(target.state_dict()[key], resize_bias_table(source.state_dict()[key], 6))
     assert torch.equal(target.state_dict()["layers.2.blocks.0.attn.relative_position_bias_table"],
                        source.state_dict()["layers.2.blocks.0.attn.relative_position_bias_table"])
+
+
+def test_window_transfer_can_take_the_checkpoints_windows_instead(tmp_path, caplog):
+    """``pretrained_window_sizes='checkpoint'`` (the option V2 has for its coordinate windows): the
+    V1 model takes the checkpoint's windows, loads the tables as trained and warns about nothing."""
+    source = random_model()  # window 4
+    torch.save(source.state_dict(), tmp_path / "w4.pth")
+    target = SwinBackbone(**{**SMALL, "window_size": (6, 6, 4, 4)})
+    with caplog.at_level(logging.INFO, logger="swinv2_backbone"):
+        load_pretrained(target, tmp_path / "w4.pth", pretrained_window_sizes="checkpoint")
+    assert target.window_size == (4, 4, 4, 4)
+    assert "window_size set from the checkpoint: (4, 4, 4, 4)" in caplog.text
+    assert "resized" not in caplog.text
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
+    x = torch.randn(1, 3, 72, 88, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(target.eval()(x), source.eval()(x)))

@@ -116,7 +116,8 @@ def resize_bias_tables(converted: ConvertedCheckpoint, backbone: SwinBackboneBas
     windows = ", ".join(f"stage {i + 1}: {old} -> {new}" for i, (old, new) in changed.items())
     return state, (f"{converted.source}: Swin V1 bias tables trained with other windows than the "
                    f"model's were resized bicubically ({windows}); set window_size to the "
-                   f"checkpoint's {tuple(converted.window_sizes)} to use them as trained")
+                   f"checkpoint's {tuple(converted.window_sizes)}, or load with "
+                   "pretrained_window_sizes='checkpoint', to use them as trained")
 
 
 def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module,
@@ -323,7 +324,11 @@ def load_pretrained(
             be unset).
         prefix: Take only keys under this prefix (e.g. ``'backbone.'``).
         pretrained_window_sizes: ``None`` (keep the model's, warn if they disagree with the
-            checkpoint) or ``'checkpoint'`` (take them from the checkpoint).
+            checkpoint) or ``'checkpoint'`` (take them from the checkpoint). For a Swin V1 model,
+            whose windows size its bias tables: ``None`` resizes tables trained with other
+            windows to the model's (with a warning), ``'checkpoint'`` sets the model's windows to
+            the checkpoint's instead (nothing resized; the tables become new parameters, so build
+            the optimizer afterwards, as mmengine's runner does).
         map_location: Device for tensors read from disk.
         format: Force a source format instead of detecting it.
 
@@ -350,8 +355,10 @@ def load_pretrained(
     backbone = backbone_of(model)
     check_version(converted, backbone)
     if pretrained_window_sizes == "checkpoint" and backbone.version == 1:
-        raise ValueError("pretrained_window_sizes='checkpoint' is a SwinV2 setting; a Swin V1 "
-                         "model takes its windows from window_size (its bias tables are resized)")
+        # V1's counterpart: the model takes the checkpoint's windows, so no table is resized
+        backbone.set_window_size(tuple(
+            trained if trained is not None else current
+            for trained, current in zip(converted.window_sizes, backbone.window_size)))
     resized, table_warning = resize_bias_tables(converted, backbone)
     state, notes = fit_state_dict(converted, backbone, resized)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
@@ -379,7 +386,9 @@ def load_pretrained(
         module.load_state_dict(head_state)
     if isinstance(model, Swinv2Classifier) and heads and converted.labels is not None:
         model.set_class_names(converted.labels)
-    if pretrained_window_sizes == "checkpoint":
+    if pretrained_window_sizes == "checkpoint" and backbone.version == 1:
+        notes.append(f"window_size set from the checkpoint: {tuple(backbone.window_size)}")
+    elif pretrained_window_sizes == "checkpoint":
         values = apply_checkpoint_windows(converted, backbone)
         notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
     if converted.format == "timm" and backbone.small_map != "timm":
