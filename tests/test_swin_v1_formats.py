@@ -1,4 +1,4 @@
-"""Swin V1 checkpoints of every peer (timm old and new layouts, torchvision, mmpretrain, mmdet/mmseg,
+"""Swin V1 checkpoints of every peer (timm old and new layouts, torchvision, mmpretrain, mmdet, mmseg,
 HF task models) auto-detected as V1 and equal to the peer's features and logits on its own random
 weights; the classifier and SimMIM with a V1 backbone; export to HF and timm, round-tripped."""
 import json
@@ -169,6 +169,28 @@ def test_mmdet_detector_checkpoint_gives_mmdet_features(mmdet_v1, tmp_path, size
         close(subset(x), [want[1], want[3]])
         # 'pad' does not shift a one-window stage 4 (7x7 at 224, 7x9 padded to 7x14): mmdet does
         assert (pad(x)[3] - want[3]).abs().max() > 1e-2
+
+
+def test_mmseg_segmentor_checkpoint_gives_mmseg_features(mmdet_v1, tmp_path):
+    """mmseg's own Swin V1 (``mmseg.models.backbones.SwinTransformer``, the zoo's UPerNet backbone)
+    has mmdet's key layout; a segmentor checkpoint with its weights gives its features too."""
+    from mmseg.models.backbones import SwinTransformer
+
+    mmseg_v1 = SwinTransformer(embed_dims=V.embed_dims, depths=V.depths, num_heads=V.num_heads,
+                               window_size=7, out_indices=(0, 1, 2, 3), drop_path_rate=0.0)
+    mmseg_v1.load_state_dict(mmdet_v1.state_dict())  # the same names and shapes, seeded values
+    mmseg_v1.eval()
+    state = {f"backbone.{k}": v for k, v in mmseg_v1.state_dict().items()}
+    state["decode_head.conv_seg.weight"] = torch.randn(4, 8, 1, 1)
+    path = peers.save_torch({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state},
+                            str(tmp_path), "seg.pth")
+    ours = build_backbone(dict(type="SwinBackbone", arch=None, embed_dims=V.embed_dims,
+                               depths=V.depths, num_heads=V.num_heads, window_size=7,
+                               small_map="mmdet", drop_path_rate=0.0,
+                               init_cfg=dict(type="Pretrained", checkpoint=path))).eval()
+    x = image((200, 264))
+    with torch.no_grad():
+        close(ours(x), mmseg_v1(x))
 
 
 def test_every_v1_format_says_which_class_to_use(timm_v1, tv_v1, mmdet_v1, tmp_path):
