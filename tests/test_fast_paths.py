@@ -1,12 +1,13 @@
 """Every fast path (:mod:`swinv2_backbone.models.fast`) against the reference kernels
-(:mod:`swinv2_backbone.models.kernels`): outputs and gradients, each strategy alone and all together,
-and each taken exactly where it applies. oneDNN's own tests are in ``test_fast_onednn.py``."""
+(:mod:`swinv2_backbone.models.kernels`): outputs and gradients, each strategy alone and all together
+(whole-backbone cases for SwinV2 and Swin V1, which share the strategies), and each taken exactly
+where it applies. oneDNN's own tests are in ``test_fast_onednn.py``."""
 import dataclasses
 
 import pytest
 import torch
 
-from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.models import fast, kernels, layers
 from swinv2_backbone.models.fast import attention, chunked, mlp, windows
 from swinv2_backbone.models.ops import pad_to_multiple, window_partition
@@ -24,9 +25,13 @@ def alone():
     fast.set_fast_paths(True)
 
 
-def random_model(**kw) -> Swinv2Backbone:
+#: The backbones whose blocks run the strategies (V1 with its pre-norm, V2 with its post-norm).
+BACKBONES = pytest.mark.parametrize("cls", [Swinv2Backbone, SwinBackbone], ids=["v2", "v1"])
+
+
+def random_model(cls: type = Swinv2Backbone, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = Swinv2Backbone(**{**SMALL, **kw})
+    model = cls(**{**SMALL, **kw})
     for p in model.parameters():  # break the symmetry of the default init
         p.data.add_(torch.randn_like(p) * 0.05)
     return model
@@ -109,9 +114,10 @@ def test_scores_equal_the_reference_with_gradients(batch):
 @pytest.mark.parametrize("chunk_tokens", [16, 48, 4096])  # 1 window, 3 (chunks cross images), all
 @pytest.mark.parametrize("size, rule", [((64, 64), "pad"), ((52, 76), "pad"), ((52, 76), "official"),
                                         ((20, 36), "pad"), ((52, 76), "timm")])
-def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens, size, rule):
+@BACKBONES
+def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens, size, rule, cls):
     monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk_tokens)
-    model = random_model(small_map=rule).eval()
+    model = random_model(cls, small_map=rule).eval()
     x = torch.randn(2, 3, *size)
     with torch.no_grad():
         with fast.fast_paths(False):
@@ -201,9 +207,10 @@ def test_chunk_rows(rows, row_tokens, want):
 
 
 @pytest.mark.parametrize("size, rule", [((52, 76), "pad"), ((40, 32), "timm")])
-def test_all_fast_paths_together_equal_the_reference(size, rule):
+@BACKBONES
+def test_all_fast_paths_together_equal_the_reference(size, rule, cls):
     """Outputs (inference: chunked) and training gradients of the whole backbone."""
-    model = random_model(small_map=rule, drop_path_rate=0.0)
+    model = random_model(cls, small_map=rule, drop_path_rate=0.0)
     x = torch.randn(2, 3, *size)
     # A random projection of the outputs: a loss like o.square().mean() of LayerNorm'd outputs is
     # nearly constant, and its gradient rounding noise.

@@ -1,7 +1,6 @@
 """Swin V1 (:class:`swinv2_backbone.SwinBackbone`): shapes, outputs, freezing, checkpointing, errors,
-its bias-table windows and fast paths; its checkpoints (native, official, SimMIM, Hugging Face
+its bias-table windows (its fast paths are in ``test_fast_paths.py``); its checkpoints (native, official, SimMIM, Hugging Face
 directories of every class, with parity to HF on random weights) and the version checks."""
-import dataclasses
 import logging
 
 import pytest
@@ -11,9 +10,7 @@ import transformers  # a test dependency, installed by tools/setup_env.sh
 from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load_pretrained
 from swinv2_backbone.checkpoint.build import build_backbone
-from swinv2_backbone.models import fast, kernels
 from swinv2_backbone.models.attention import central_bias_table, resize_bias_table
-from swinv2_backbone.models.fast import chunked
 from swinv2_backbone.models.ops import relative_position_index
 
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
@@ -143,50 +140,6 @@ def test_set_window_size_resizes_the_tables_bicubically():
     assert torch.equal(resize_bias_table(got, 5), got)  # same window: unchanged
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 16, 16, 16)
-
-
-@pytest.fixture
-def alone():
-    def use(**ops):
-        fast.use(dataclasses.replace(kernels.REFERENCE, **ops))
-    yield use
-    fast.set_fast_paths(True)
-
-
-@pytest.mark.parametrize("chunk_tokens", [16, 4096])  # chunks crossing images, or one chunk
-@pytest.mark.parametrize("size, rule", [((52, 76), "pad"), ((52, 76), "official"), ((20, 36), "pad"),
-                                        ((52, 76), "timm")])
-def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens, size, rule):
-    monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk_tokens)
-    model = random_model(small_map=rule).eval()
-    x = torch.randn(2, 3, *size)
-    with torch.no_grad():
-        with fast.fast_paths(False):
-            ref = model(x)
-        alone(block=chunked.block_inference)
-        got = model(x)
-    for a, b in zip(got, ref):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("size", [(64, 64), (52, 76)])
-def test_all_fast_paths_equal_the_reference_with_training_gradients(size):
-    model = random_model(drop_path_rate=0.0)
-    x = torch.randn(2, 3, *size)
-    results = []
-    for enabled in (False, True):
-        with fast.fast_paths(enabled):
-            outs = model(x)
-            grads = torch.autograd.grad(sum((o * o).sum() for o in outs), list(model.parameters()))
-            with torch.no_grad():
-                evals = model.eval()(x)
-            model.train()
-        results.append((outs, grads, evals))
-    (ref, ref_grads, ref_eval), (got, got_grads, got_eval) = results
-    for a, b in zip(got + got_eval, ref + ref_eval):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    for a, b in zip(got_grads, ref_grads):
-        assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6
 
 
 # ---------------------------------------------------------------------------- checkpoints
