@@ -52,14 +52,18 @@ def test_model_code_imports_without_mmengine():
             "for name in ('mmengine', 'mmcv', 'mmdet', 'mmseg'):\n"
             "    sys.modules[name] = None\n"
             "import torch, swinv2_backbone as s\n"
-            "m = s.Swinv2Backbone(arch=None, embed_dims=8, depths=(1,1,1,1), num_heads=(1,1,1,1))\n"
-            "print(type(m).__mro__[1].__module__, [tuple(o.shape) for o in m(torch.randn(1,3,32,32))])\n"
+            "for cls in (s.Swinv2Backbone, s.SwinBackbone):\n"
+            "    m = cls(arch=None, embed_dims=8, depths=(1,1,1,1), num_heads=(1,1,1,1))\n"
+            "    base = next(c for c in type(m).__mro__ if c.__name__ == 'BaseModule')\n"
+            "    print(base.__module__, [tuple(o.shape) for o in m(torch.randn(1,3,32,32))])\n"
             "print(sorted(k for k, v in sys.modules.items() if v is not None and k.split('.')[0] in ('mmengine', 'mmcv', 'mmdet', 'mmseg')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("swinv2_backbone.models.base [(1, 8, 8, 8), (1, 16, 4, 4)")
-    assert lines[1] == "[]"
+    # the torch-only stand-in for mmengine's BaseModule, under both backbones
+    assert all(line.startswith("swinv2_backbone.models.base [(1, 8, 8, 8), (1, 16, 4, 4)")
+               for line in lines[:2]), lines
+    assert lines[2] == "[]"
 
 
 def _toy_model():

@@ -296,13 +296,23 @@ def mmpretrain_backbone(variant: Variant, windows: Windows, seed: int,
 def mmpretrain_classifier(variant: Variant, windows: Windows, seed: int) -> nn.Module:
     """A randomised mmpretrain ``ImageClassifier`` with the backbone of
     :func:`mmpretrain_backbone_cfg` at 256 px and a linear head."""
-    models = import_mmpretrain()
-    model = models.ImageClassifier(
+    model = mmpretrain_image_classifier(
         backbone=mmpretrain_backbone_cfg(variant, windows),
         neck=dict(type="GlobalAveragePooling"),
         head=dict(type="LinearClsHead", num_classes=10, in_channels=variant.embed_dims * 8),
     )
     return randomize_(model, seed).eval()
+
+
+def mmpretrain_image_classifier(**parts: Any) -> nn.Module:
+    """mmpretrain's ``ImageClassifier(**parts)``, built in mmpretrain's registry scope: it builds its
+    default ``ClsDataPreprocessor`` by name, which another default scope (one a runner or
+    ``init_default_scope`` left set earlier in the process) does not hold."""
+    from mmengine.registry import DefaultScope
+
+    models = import_mmpretrain()
+    with DefaultScope.overwrite_default_scope("mmpretrain"):
+        return models.ImageClassifier(**parts)
 
 
 def mmpretrain_stages(backbone: nn.Module, x: Tensor) -> List[Tensor]:

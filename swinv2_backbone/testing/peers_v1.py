@@ -23,7 +23,8 @@ from ..checkpoint import load_pretrained
 from ..models import SwinBackbone
 from . import randomize_
 from .peers import (ImageSize, Peer, Variant, import_mmpretrain, mmpretrain_checkpoint,
-                    official_layout, save_safetensors, save_torch, timm_stages, torchvision_stages)
+                    mmpretrain_image_classifier, official_layout, save_safetensors, save_torch,
+                    timm_stages, torchvision_stages)
 
 Tensor = torch.Tensor
 #: A small Swin V1 to compare with every peer quickly (window 7 at 224 px: stage 4 is one window).
@@ -133,9 +134,8 @@ def mmpretrain_v1_classifier(variant: Variant, window: int, seed: int, num_class
                              ) -> nn.Module:
     """A randomised mmpretrain ``ImageClassifier`` around a V1 ``SwinTransformer`` at 224 px
     returning its last stage, with a linear head."""
-    models = import_mmpretrain()
     backbone = {**mmpretrain_v1_backbone_cfg(variant, window), "out_indices": (3,)}
-    model = models.ImageClassifier(
+    model = mmpretrain_image_classifier(
         backbone=backbone, neck=dict(type="GlobalAveragePooling"),
         head=dict(type="LinearClsHead", num_classes=num_classes, in_channels=variant.embed_dims * 8))
     return randomize_(model, seed).eval()
