@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import benchmark  # noqa: E402
 from swinv2_backbone import SwinBackbone  # noqa: E402
-from swinv2_backbone.benchmark.measure import peak_memory_mib, rss_peak_mib  # noqa: E402
+from swinv2_backbone.benchmark.measure import (environment, isa_flags, native_bf16,  # noqa: E402
+                                                 peak_memory_mib, rss_peak_mib)
 from swinv2_backbone.testing import peers_v1  # noqa: E402
 from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
 
@@ -129,3 +130,16 @@ def test_cpu_peak_memory_counts_the_tensors_alive_together():
 
     assert peak_memory_mib(run, torch.device("cpu")) == pytest.approx(96, abs=0.1)
     assert 90 < rss_peak_mib(run) < 130
+
+
+def test_environment_names_the_isa_and_whether_bf16_is_native():
+    avx512 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 avx512_vnni\n"
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    amx = "flags\t\t: avx2 avx512f amx_tile amx_bf16\n"
+    assert isa_flags(avx512) == ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16")
+    assert isa_flags(avx2) == ("avx2", "fma") and isa_flags("no flags line") == ()
+    assert native_bf16(isa_flags(avx512)) and native_bf16(isa_flags(amx))
+    assert not native_bf16(isa_flags(avx2))
+    env = environment()
+    assert env["native_bf16"].startswith("yes" if native_bf16(tuple(env["isa"].split())) else "no")
+    assert env["cpu"] and env["onednn"]

@@ -140,6 +140,8 @@ def environment() -> Dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_model(),
+        "isa": " ".join(isa_flags(_cpuinfo())) or "unknown",
+        "native_bf16": "yes" if native_bf16(isa_flags(_cpuinfo())) else "no (emulated: fp32 is faster)",
         "threads": str(torch.get_num_threads()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn": _onednn_version(),
@@ -156,9 +158,34 @@ def _onednn_version() -> str:
     return found.group(1) if found else "none"
 
 
-def _cpu_model() -> str:
+#: The CPU flags that decide which kernels run here, and whether bf16 arithmetic is native.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+             "amx_bf16")
+
+
+def _cpuinfo() -> str:
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
+    return ""
+
+
+def isa_flags(cpuinfo: str) -> Tuple[str, ...]:
+    """The :data:`ISA_FLAGS` of the first processor in a ``/proc/cpuinfo`` text, in that order."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return tuple(f for f in ISA_FLAGS if f in present)
+    return ()
+
+
+def native_bf16(flags: Tuple[str, ...]) -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX); without it oneDNN and ATen
+    emulate bf16 through fp32, several times slower than fp32 itself."""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_model() -> str:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
