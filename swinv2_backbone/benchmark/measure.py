@@ -136,12 +136,13 @@ def environment() -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("OMP_", "MKL_", "KMP_", "DNNL_", "ONEDNN_", "MALLOC_", "LD_PRELOAD",
                             "PYTORCH_", "TORCH_"))}
+    flags = isa_flags(_cpuinfo())
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_model(),
-        "isa": " ".join(isa_flags(_cpuinfo())) or "unknown",
-        "native_bf16": "yes" if native_bf16(isa_flags(_cpuinfo())) else "no (emulated: fp32 is faster)",
+        "isa": " ".join(flags) or "unknown",
+        "native_bf16": "yes" if native_bf16(flags) else "no (emulated: fp32 is faster)",
         "threads": str(torch.get_num_threads()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn": _onednn_version(),
