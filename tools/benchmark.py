@@ -2,14 +2,20 @@
 ``--compare``, the installed peer implementations (SwinV2: HF transformers, timm, mmpretrain,
 torchvision; Swin V1: those and mmdet) on the same input with the same weights.
 
-For every case (input size x dtype x task) it reports the median time, images/s, achieved GFLOP/s,
-the share of the machine's measured GEMM floor (every Linear-type matrix product of the run timed in
-isolation with the fastest kernel available), peak memory and, with ``--compare``, each peer's time
-ratio to ours and the largest output difference; in bf16/fp16 also each implementation's relative
-error against its own fp32 output. Runs of the implementations alternate in one
-process so that machine noise hits all of them alike.
+For every case (input size x batch x dtype x task) it reports the median time, the time per image,
+images/s, achieved GFLOP/s, the share of the machine's measured GEMM floor (every Linear-type matrix
+product of the run timed in isolation with the fastest kernel available) and the floor's own
+GFLOP/s, peak memory and, with ``--compare``, each peer's time ratio to ours and the largest output
+difference; in bf16/fp16 also each implementation's relative error against its own fp32 output.
+By default the runs of the implementations alternate in one process so that machine noise hits all
+of them alike (``runs=alternating``); ``--isolate`` times each implementation in a fresh process of
+its own instead (``runs=isolated``), since the peers' times depend on the process's history. Several
+``--batch`` values run as separate cases, with a line comparing our per-image time at the largest
+batch with the smallest. The environment line names, among the machine's settings, the ISA oneDNN
+dispatches to (``onednn_isa``).
 
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare
+    python tools/benchmark.py --sizes 512 --batch 1 4 8 --compare --isolate
     python tools/benchmark.py --task train --batch 2 --sizes 512x512 --compare --json out.json
     python tools/benchmark.py --model v1 --sizes 224 512 800x1344 --compare   # Swin V1-T, window 7
 """
@@ -31,10 +37,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swinv2_backbone import ARCH_SETTINGS  # noqa: E402
-from swinv2_backbone.benchmark.cases import DTYPES, Impl, Result, run_case  # noqa: E402
+from swinv2_backbone.benchmark.cases import (DTYPES, Impl, Result, compare,  # noqa: E402
+                                             measure, run_case)
+from swinv2_backbone.benchmark.isolate import (ALTERNATING, ISOLATED, Failure,  # noqa: E402
+                                               run_isolated, save_measured)
 from swinv2_backbone.benchmark.measure import environment  # noqa: E402
-from swinv2_backbone.benchmark.report import (disagreements, first_steps, markdown,  # noqa: E402
-                                              scaling, to_json)
+from swinv2_backbone.benchmark.report import (batch_scaling, disagreements, failures,  # noqa: E402
+                                              first_steps, markdown, scaling, to_json)
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
@@ -69,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=None,
                         help="window of every stage (default: 8 for v2, 7 for v1)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 512), (800, 1344)])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", nargs="+", type=int, default=[1],
+                        help="images per step; several values run as separate cases")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32"])
     parser.add_argument("--task", choices=["inference", "train"], default="inference")
     parser.add_argument("--mode", choices=["eager", "compile"], default="eager")
@@ -83,7 +93,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--isolate", action="store_true",
+                        help="time each implementation in a fresh process of its own (default: "
+                        "all in this process, their runs alternating)")
+    # Internal to --isolate: the child process times this one implementation of the one case its
+    # --sizes/--batch/--dtypes name and saves what it measured to --child-out.
+    parser.add_argument("--run-impl", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse values the parser's types let through."""
+    if min(args.batch) < 1:
+        parser.error(f"--batch {' '.join(map(str, args.batch))}: every batch must be >= 1")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be >= 1, --warmup >= 0")
+    if (args.run_impl is None) != (args.child_out is None):
+        parser.error("--run-impl and --child-out (internal to --isolate) go together")
+    if args.run_impl is not None and (args.isolate or len(args.sizes) > 1 or len(args.batch) > 1
+                                      or len(args.dtypes) > 1):
+        parser.error("--run-impl (internal to --isolate) times one case: one size, one batch, "
+                     "one dtype, without --isolate")
 
 
 def _peers(parser: argparse.ArgumentParser, compare: Optional[List[str]], model: str) -> List[str]:
@@ -105,84 +136,184 @@ def _peers(parser: argparse.ArgumentParser, compare: Optional[List[str]], model:
     return list(compare)
 
 
-def _flops(args: argparse.Namespace, hw: Tuple[int, int]) -> float:
+def _flops(args: argparse.Namespace, hw: Tuple[int, int], batch: int) -> float:
     """Analytic FLOPs (2 x MAC) of one step: the forward, x3 for a training step (backward ~2x).
     Swin V1 counts as SwinV2 of the same architecture and windows without the position-bias MLP:
     every other matrix product has the same shape in both."""
     macs = analyze(spec_from_config(arch=args.arch, window_size=args.window), hw).macs
     if args.model == "v1":
         macs = {op: n for op, n in macs.items() if op != "cpb_mlp"}
-    return 2 * sum(macs.values()) * args.batch * (3 if args.task == "train" else 1)
+    return 2 * sum(macs.values()) * batch * (3 if args.task == "train" else 1)
 
 
-def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: List[str],
-           hw: Tuple[int, int], dtype_name: str, device: torch.device) -> List[Impl]:
-    """Ours (and a copy cast to a low ``dtype_name``), then for every peer ours with the peer's
-    weights beside the peer itself."""
-    if args.model == "v1":
-        ours = ours_v1(variant, args.window, "pad", out_norm=True, with_cp=args.with_cp)
-    else:
-        ours = ours_with_weights(None, None, variant, windows, True, with_cp=args.with_cp)
-    ours = randomize_(ours, args.seed).to(device)
-    impls = [Impl("ours", ours, ours)]
-    if dtype_name != "fp32":
-        low = copy.deepcopy(ours).to(DTYPES[dtype_name])
-        impls.append(Impl(f"ours ({dtype_name} model)", low, low, autocast=False, reference="ours"))
+def _input(args: argparse.Namespace, hw: Tuple[int, int], batch: int,
+           device: torch.device) -> torch.Tensor:
+    """The case's seeded input batch (the same in a child of ``--isolate``)."""
+    torch.manual_seed(args.seed)
+    return torch.randn(batch, 3, *hw, device=device)
+
+
+def _low_name(dtype_name: str) -> str:
+    """The name of ours cast to a low dtype."""
+    return f"ours ({dtype_name} model)"
+
+
+def _twin_name(peer: str) -> str:
+    """The name of ours with ``peer``'s weights, the peer's reference."""
+    return f"ours ({peer} weights)"
+
+
+def impl_names(dtype_name: str, peers: Sequence[str]) -> List[str]:
+    """The implementations of a case in run order: ours, ours cast to a low ``dtype_name``, then
+    for every peer ours with the peer's weights and the peer."""
+    names = ["ours"] + ([] if dtype_name == "fp32" else [_low_name(dtype_name)])
+    for peer in peers:
+        names += [_twin_name(peer), peer]
+    return names
+
+
+def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: Sequence[str],
+           hw: Tuple[int, int], dtype_name: str, device: torch.device,
+           only: Optional[str] = None) -> List[Impl]:
+    """The implementations :func:`impl_names` lists, ours and each peer's twin of ours with the same
+    weights. With ``only`` just that one (a child of ``--isolate``), built with what its weights
+    come from, which is dropped when this returns (before the timing): ours cast to the low dtype
+    is ours built and cast in place, ours with a peer's weights builds the peer, and under
+    ``--model v1`` a peer also builds its twin (``build_v1_peer`` loads ours from the file the peer
+    writes)."""
+    def wanted(name: str) -> bool:
+        return only is None or name == only
+
+    low_wanted = dtype_name != "fp32" and wanted(_low_name(dtype_name))
+    impls = []
+    if wanted("ours") or low_wanted:
+        if args.model == "v1":
+            ours = ours_v1(variant, args.window, "pad", out_norm=True, with_cp=args.with_cp)
+        else:
+            ours = ours_with_weights(None, None, variant, windows, True, with_cp=args.with_cp)
+        ours = randomize_(ours, args.seed).to(device)
+        if wanted("ours"):
+            impls.append(Impl("ours", ours, ours))
+        if low_wanted:  # a copy unless ours itself is not timed
+            low = (copy.deepcopy(ours) if wanted("ours") else ours).to(DTYPES[dtype_name])
+            impls.append(Impl(_low_name(dtype_name), low, low, autocast=False, reference="ours"))
     for name in peers:
+        reference = _twin_name(name)
+        if not (wanted(reference) or wanted(name)):
+            continue
         if args.model == "v1":
             # Read from the file the peer writes, with the peer's small-map rule (V1_PEER_RULES).
             peer, mine = build_v1_peer(name, variant, args.window, hw, args.seed,
                                        with_cp=args.with_cp)
         else:
-            peer = build_peer(name, variant, windows, hw, args.seed)
-            # mmpretrain's stage outputs are normed: ours then has output norms too, loaded strictly.
-            mine = ours_with_weights(peer.module.state_dict(), name, variant, windows,
-                                     name == "mmpretrain", with_cp=args.with_cp)
-        mine.to(device)
-        peer.module.to(device)
-        reference = f"ours ({name} weights)"
-        impls += [Impl(reference, mine, mine), Impl(name, peer.module, peer.stages, reference=reference)]
+            peer, mine = build_peer(name, variant, windows, hw, args.seed), None
+            if wanted(reference):
+                # mmpretrain's stage outputs are normed: ours then has output norms too, loaded
+                # strictly.
+                mine = ours_with_weights(peer.module.state_dict(), name, variant, windows,
+                                         name == "mmpretrain", with_cp=args.with_cp)
+        if wanted(reference):
+            impls.append(Impl(reference, mine.to(device), mine))
+        if wanted(name):
+            impls.append(Impl(name, peer.module.to(device), peer.stages, reference=reference))
     return impls
+
+
+def _child_command(args: argparse.Namespace, peers: Sequence[str], hw: Tuple[int, int],
+                   batch: int, dtype_name: str, impl: str, out: Path) -> List[str]:
+    """The command line of the ``--isolate`` child that times ``impl`` in the case (``hw``,
+    ``batch``, ``dtype_name``) and saves to ``out``: every other option as this run has it."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--model", args.model,
+               "--arch", args.arch, "--window", str(args.window), "--sizes", f"{hw[0]}x{hw[1]}",
+               "--batch", str(batch), "--dtypes", dtype_name, "--task", args.task,
+               "--mode", args.mode, "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+               "--device", args.device, "--seed", str(args.seed), "--run-impl", impl,
+               "--child-out", str(out)]
+    if peers:
+        command += ["--compare", *peers]
+    if args.with_cp:
+        command.append("--with-cp")
+    if args.no_floor:
+        command.append("--no-floor")
+    return command
+
+
+def _run_child(parser: argparse.ArgumentParser, args: argparse.Namespace, variant: Variant,
+               windows: Windows, peers: List[str], device: torch.device) -> List[Result]:
+    """An ``--isolate`` child: time ``--run-impl`` alone on the one case (as :func:`run_case` times
+    each implementation) and save its result and outputs to ``--child-out`` for the parent."""
+    hw, batch, dtype_name = args.sizes[0], args.batch[0], args.dtypes[0]
+    names = impl_names(dtype_name, peers)
+    if args.run_impl not in names:
+        parser.error(f"--run-impl {args.run_impl}: not an implementation of this case (its "
+                     f"implementations: {', '.join(names)})")
+    impls = _impls(args, variant, windows, peers, hw, dtype_name, device, only=args.run_impl)
+    measured = measure(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
+                       args.warmup, args.repeats, not args.no_floor, _flops(args, hw, batch))
+    save_measured(measured, args.child_out)
+    return measured.results
+
+
+def _run_case(args: argparse.Namespace, variant: Variant, windows: Windows, peers: List[str],
+              hw: Tuple[int, int], batch: int, dtype_name: str,
+              device: torch.device) -> Tuple[List[Result], List[Failure]]:
+    """One case, its implementations alternating in this process or (``--isolate``) each in a
+    child process; the results and the implementations that failed (only a child can)."""
+    flops = _flops(args, hw, batch)
+    if not args.isolate:
+        impls = _impls(args, variant, windows, peers, hw, dtype_name, device)
+        return run_case(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
+                        args.warmup, args.repeats, not args.no_floor, flops), []
+    measured, failed = run_isolated(
+        impl_names(dtype_name, peers),
+        lambda name, out: _child_command(args, peers, hw, batch, dtype_name, name, out))
+    return compare(measured), [Failure(name, hw, batch, dtype_name, args.task, args.mode, why)
+                               for name, why in failed.items()]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        parser.error("--batch and --repeats must be >= 1, --warmup >= 0")
+    _check(parser, args)
     device = torch.device(args.device)
     peers = _peers(parser, args.compare, args.model)
     if args.window is None:
         args.window = MODELS[args.model][2]
     variant, windows = variant_of(args.arch), single_window(args.window)
-    env = environment()
     if args.mode == "compile":
         import torch._inductor.config as inductor_config
 
         # Freezing (weights as constants, prepacked for oneDNN) is inductor's CPU inference mode.
         inductor_config.freezing = args.task == "inference"
-        env["inductor_freezing"] = str(inductor_config.freezing)
+    if args.run_impl is not None:
+        return _run_child(parser, args, variant, windows, peers, device)
+    env = environment()
+    if args.mode == "compile":
+        env["inductor_freezing"] = str(args.task == "inference")
     env["model"] = args.model
+    env["runs"] = ISOLATED if args.isolate else ALTERNATING
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     results: List[Result] = []
+    failed: List[Failure] = []
     for hw in args.sizes:
-        torch.manual_seed(args.seed)
-        x = torch.randn(args.batch, 3, *hw, device=device)
-        flops = _flops(args, hw)
-        for dtype_name in args.dtypes:
-            impls = _impls(args, variant, windows, peers, hw, dtype_name, device)
-            case = run_case(impls, x, dtype_name, args.task, args.mode, args.warmup,
-                            args.repeats, not args.no_floor, flops)
-            results += case
-            print(markdown(case), flush=True)
-            for warning in disagreements(case):
-                print(warning, flush=True)
-            if args.mode == "compile":
-                print(first_steps(case), flush=True)
+        for batch in args.batch:
+            for dtype_name in args.dtypes:
+                case, case_failed = _run_case(args, variant, windows, peers, hw, batch,
+                                              dtype_name, device)
+                results += case
+                failed += case_failed
+                print(markdown(case, env["runs"]), flush=True)
+                for line in failures(case_failed) + disagreements(case):
+                    print(line, flush=True)
+                if args.mode == "compile":
+                    print(first_steps(case), flush=True)
     if len(args.sizes) > 1:
         print(scaling(results), flush=True)
+    if args.task == "inference":
+        for line in batch_scaling(results):
+            print(line, flush=True)
     if args.json:
-        args.json.write_text(to_json(env, results))
+        args.json.write_text(to_json(env, results, failed))
     return results
 
 

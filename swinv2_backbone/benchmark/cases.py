@@ -1,16 +1,19 @@
 """One benchmark case (input size x dtype x task x mode): every implementation timed alike, their
-runs alternating in one process so that machine noise hits all of them alike, and their outputs
-compared with their references'."""
+outputs compared with their references'. :func:`run_case` times all implementations in one process,
+their runs alternating so that machine noise hits all of them alike; ``tools/benchmark.py
+--isolate`` instead times each in a process of its own with the same :func:`measure` and compares
+what the processes hand back with the same :func:`compare`."""
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .measure import elapsed, gemm_floor_seconds, peak_memory_mib, rss_peak_mib
+from .measure import elapsed, gemm_floor, peak_memory_mib, rss_peak_mib
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Largest max-abs-difference / max-abs an implementation may show against its reference (the
@@ -56,8 +59,14 @@ class Result:
         gflop: Analytic work of one step.
         gflops_per_s: ``gflop / median_s``.
         peak_mem_mib: Tensor memory (allocator level) the step adds at its peak.
+        pid: The process that timed it (``--isolate``: a process of its own).
+        reference: Name of the implementation whose outputs this one must reproduce (same weights).
         rss_peak_mib: CPU only: resident high-water mark the step adds.
-        floor_pct: Ours only: the GEMM floor as a share of the median time.
+        floor_s: Ours only: the GEMM floor, the step's Linear-type GEMMs each timed in isolation
+            with the fastest kernel here, summed.
+        floor_gflop: Ours only: the work of those GEMMs (2 M K N each, summed).
+        floor_gflops_per_s: Ours only: ``floor_gflop / floor_s``, the GEMMs' throughput at the floor.
+        floor_pct: Ours only: ``floor_s`` as a share of the median time.
         ratio_to_ours: ``median_s`` over that of the fastest of ours in the case.
         max_rel_diff: Max abs difference / max abs against the reference's outputs.
         agrees: ``max_rel_diff`` within :data:`AGREE_TOL` of the case's dtype.
@@ -78,7 +87,12 @@ class Result:
     gflop: float
     gflops_per_s: float
     peak_mem_mib: float
+    pid: int
+    reference: Optional[str] = None
     rss_peak_mib: Optional[float] = None
+    floor_s: Optional[float] = None
+    floor_gflop: Optional[float] = None
+    floor_gflops_per_s: Optional[float] = None
     floor_pct: Optional[float] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
@@ -86,6 +100,24 @@ class Result:
     fp32_rel_err: Optional[float] = None
     first_step_s: Optional[float] = None
     times_s: List[float] = field(default_factory=list)
+
+
+@dataclass
+class Measured:
+    """Implementations timed on one case, before their outputs are compared.
+
+    Args:
+        results: One per implementation, in run order; the comparisons (``ratio_to_ours``,
+            ``max_rel_diff``, ``agrees``, ``fp32_rel_err``) not yet filled in.
+        outputs: Each implementation's outputs of the case's first forward (eval mode, as fp32), by
+            name.
+        fp32_outputs: Low precision only: each autocast implementation's fp32 output (its
+            yardstick), by name; a model cast to the low dtype has none of its own.
+    """
+
+    results: List[Result]
+    outputs: Dict[str, List[torch.Tensor]]
+    fp32_outputs: Dict[str, List[torch.Tensor]]
 
 
 def make_step(impl: Impl, x: torch.Tensor, dtype: torch.dtype, task: str
@@ -117,10 +149,11 @@ def make_step(impl: Impl, x: torch.Tensor, dtype: torch.dtype, task: str
     return forward, step
 
 
+
 def fp32_outputs(impls: List[Impl], x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
-    """Each implementation's fp32 output on ``x`` (eager, eval mode, no autocast): the yardstick of
-    its low-precision output. A model cast to the low dtype is measured against its reference's
-    fp32 output (the same weights before the cast)."""
+    """Each autocast implementation's fp32 output on ``x`` (eager, eval mode, no autocast): the
+    yardstick of its low-precision output. A model cast to the low dtype gets none: :func:`compare`
+    measures it against its reference's (the same weights before the cast)."""
     outs = {}
     with torch.no_grad():
         for impl in impls:
@@ -129,17 +162,16 @@ def fp32_outputs(impls: List[Impl], x: torch.Tensor) -> Dict[str, List[torch.Ten
                 impl.module.eval()
                 outs[impl.name] = [o.float() for o in impl.forward(x)]
                 impl.module.train(training)
-    for impl in impls:
-        if not impl.autocast and impl.reference in outs:
-            outs[impl.name] = outs[impl.reference]
     return outs
 
 
-def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
-             warmup: int, repeats: int, floor: bool, flops: float) -> List[Result]:
-    """Time all implementations on one case, alternating their runs. ``impls`` run eagerly (under
+def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
+            warmup: int, repeats: int, floor: bool, flops: float) -> Measured:
+    """Time ``impls`` on one case, alternating their runs (a single implementation: its runs one
+    after another), and keep their outputs for :func:`compare`. ``impls`` run eagerly (under
     ``mode='compile'`` this compiles copies of their forwards); ``flops`` is the work of one step
-    (the same for every implementation: they compute the same function)."""
+    (the same for every implementation: they compute the same function). ``floor``: measure the
+    GEMM floor of ours (not in fp16)."""
     dtype = DTYPES[dtype_name]
     device = x.device
     steps = {}
@@ -174,20 +206,42 @@ def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mod
             impl=name, size=tuple(x.shape[2:]), batch=x.shape[0], dtype=dtype_name, task=task,
             mode=mode, median_s=median, images_per_s=x.shape[0] / median, gflop=flops / 1e9,
             gflops_per_s=flops / median / 1e9, peak_mem_mib=peak_memory_mib(step, device),
+            pid=os.getpid(), reference=impl.reference,
             rss_peak_mib=rss_peak_mib(step) if device.type == "cpu" else None,
             times_s=times[name],
             first_step_s=first_forward[name] if task == "inference" else first.get(name))
         if name.startswith("ours") and floor and dtype != torch.float16:
-            res.floor_pct = 100.0 * gemm_floor_seconds(step, dtype, device) / median
-        if name in fp32_outs:
-            res.fp32_rel_err = max((a - b).norm().item() / b.norm().item()
-                                   for a, b in zip(outs[name], fp32_outs[name]))
-        if impl.reference is not None:
-            res.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
-                                   for a, b in zip(outs[name], outs[impl.reference]))
-            res.agrees = res.max_rel_diff <= AGREE_TOL[dtype_name]
+            gemms = gemm_floor(step, dtype, device)
+            res.floor_s, res.floor_gflop = gemms.seconds, gemms.flop / 1e9
+            res.floor_gflops_per_s = res.floor_gflop / gemms.seconds
+            res.floor_pct = 100.0 * gemms.seconds / median
         results.append(res)
-    best_ours = min(r.median_s for r in results if r.impl.startswith("ours"))
-    for r in results:
-        r.ratio_to_ours = r.median_s / best_ours
-    return results
+    return Measured(results, outs, fp32_outs)
+
+
+def compare(measured: Measured) -> List[Result]:
+    """Fill in each result's comparisons: its outputs against its reference's (where the reference
+    was measured), its low-precision output against its fp32 yardstick (its own, or for a model cast
+    to the low dtype its reference's), and its time against the fastest of ours (where any of ours
+    was measured)."""
+    outs, fp32 = measured.outputs, measured.fp32_outputs
+    for r in measured.results:
+        yardstick = fp32.get(r.impl, fp32.get(r.reference))
+        if yardstick is not None:
+            r.fp32_rel_err = max((a - b).norm().item() / b.norm().item()
+                                 for a, b in zip(outs[r.impl], yardstick))
+        if r.reference in outs:
+            r.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
+                                 for a, b in zip(outs[r.impl], outs[r.reference]))
+            r.agrees = r.max_rel_diff <= AGREE_TOL[r.dtype]
+    ours = [r.median_s for r in measured.results if r.impl.startswith("ours")]
+    for r in measured.results:
+        r.ratio_to_ours = r.median_s / min(ours) if ours else None
+    return measured.results
+
+
+def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
+             warmup: int, repeats: int, floor: bool, flops: float) -> List[Result]:
+    """Time all implementations on one case in this process, alternating their runs, and compare
+    them (:func:`measure`, then :func:`compare`)."""
+    return compare(measure(impls, x, dtype_name, task, mode, warmup, repeats, floor, flops))

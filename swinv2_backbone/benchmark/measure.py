@@ -9,10 +9,12 @@ import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -48,8 +50,22 @@ class GemmRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def gemm_floor_seconds(run: Callable[[], None], dtype: torch.dtype, device: torch.device) -> float:
-    """Sum over the run's Linear GEMMs of each one's isolated time with the fastest kernel here."""
+class GemmFloor(NamedTuple):
+    """The GEMM floor of a run.
+
+    Args:
+        seconds: Sum over the run's Linear GEMMs of each one's isolated time with the fastest
+            kernel here.
+        flop: Their work: ``2 * M * K * N`` summed over them.
+    """
+
+    seconds: float
+    flop: float
+
+
+def gemm_floor(run: Callable[[], None], dtype: torch.dtype, device: torch.device) -> GemmFloor:
+    """The run's Linear GEMMs recorded, then each distinct shape timed alone with the fastest
+    kernel here (every occurrence counted)."""
     rec = GemmRecorder()
     with rec:
         run()
@@ -63,7 +79,7 @@ def gemm_floor_seconds(run: Callable[[], None], dtype: torch.dtype, device: torc
             packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
             candidates.append(lambda: onednn.onednn_linear(a, packed, None))
         total += count * min(median_time(c, 2, 5, device) for c in candidates)
-    return total
+    return GemmFloor(total, float(sum(2 * m * k * n for m, k, n in rec.shapes)))
 
 
 def _sync(device: torch.device) -> None:
@@ -146,6 +162,7 @@ def environment() -> Dict[str, str]:
         "threads": str(torch.get_num_threads()),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "onednn": _onednn_version(),
+        "onednn_isa": onednn_isa(),
         "linear_backend": fast.describe(),
         "allocator": "glibc malloc" if "LD_PRELOAD" not in env else env["LD_PRELOAD"],
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
@@ -157,6 +174,40 @@ def environment() -> Dict[str, str]:
 def _onednn_version() -> str:
     found = re.search(r"(?:MKL-DNN|oneDNN) v(\d+(?:\.\d+)*)", torch.__config__.show())
     return found.group(1) if found else "none"
+
+
+#: One oneDNN Linear in a fresh process: oneDNN prints its info lines (the ISA among them) when it
+#: creates its first primitive, once per process, and reads its verbose setting before that.
+_ONEDNN_PROBE = ("import torch; torch.ops.mkldnn._linear_pointwise("
+                 "torch.randn(4, 8), torch.randn(16, 8), None, 'none', [], '')")
+
+
+def parse_onednn_isa(verbose: str) -> Optional[str]:
+    """The ISA named on the ``info,cpu,isa:`` line of oneDNN's verbose output (oneDNN 3.1:
+    ``onednn_verbose,info,cpu,isa:...``, later 3.x ``onednn_verbose,v1,info,cpu,isa:...``, 2.x
+    ``dnnl_verbose,...``), or None when no such line is there."""
+    found = re.search(r"^(?:onednn|dnnl)_verbose,(?:v\d+,)?info,cpu,isa:(.+)$", verbose, re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+def onednn_isa(timeout_s: float = 120.0) -> str:
+    """The instruction set oneDNN dispatches to here (after any ``ONEDNN_MAX_CPU_ISA`` limit; the
+    probe inherits this process's environment), or ``unknown (<why>)``. Runs :data:`_ONEDNN_PROBE`
+    in a child Python with verbose output on: ``ONEDNN_VERBOSE`` and ``DNNL_VERBOSE`` both (oneDNN
+    3.x reads either, 2.x the second)."""
+    if not torch.backends.mkldnn.is_available():
+        return "unknown (torch was built without oneDNN)"
+    env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
+    try:
+        probe = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], env=env, capture_output=True,
+                               text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"unknown (the oneDNN probe ran over {timeout_s:g} s)"
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"unknown (the oneDNN probe failed with exit code {probe.returncode}: {last})"
+    isa = parse_onednn_isa(probe.stdout + probe.stderr)
+    return isa or "unknown (oneDNN's verbose output named no ISA)"
 
 
 #: The CPU flags that decide which kernels run here, and whether bf16 arithmetic is native.
