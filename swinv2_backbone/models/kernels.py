@@ -13,10 +13,15 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from .ops import pad_to_multiple, window_partition, window_reverse
 
 Shift = Tuple[int, int]
+
+
+def checkpoint(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch_checkpoint(block, x, use_reentrant=False)
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class Kernels:
             :class:`~swinv2_backbone.models.layers.SwinV2Block` computed another way, or ``None``
             where that strategy does not apply (the block then runs its own forward). ``None``: no
             such strategy.
+        checkpoint: ``(block, x)`` -> ``block(x)`` with activation checkpointing: only ``x`` is
+            kept for the backward pass, which recomputes the block.
     """
 
     name: str
@@ -55,6 +62,7 @@ class Kernels:
     attention: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor],
                                  Optional[torch.Tensor]]] = None
     block: Optional[Callable[[nn.Module, torch.Tensor], Optional[torch.Tensor]]] = None
+    checkpoint: Callable[[nn.Module, torch.Tensor], torch.Tensor] = checkpoint
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,

@@ -8,7 +8,6 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
 from .fast import active
@@ -367,7 +366,7 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = active().checkpoint(block, x)
             else:
                 x = block(x)
         return x, (self.downsample(x) if self.downsample is not None else x)

@@ -3,7 +3,10 @@
 Every temporary of the block (the attention's ``N x N`` scores, the MLP's ``4C`` hidden layer)
 then stays a few MiB, reused by the allocator and cache-resident, instead of map-sized: on CPU every
 fresh map-sized temporary costs page faults on first touch. Applies only where no gradient is
-needed and no stochastic layer is active. Reference: the block's own forward
+needed and no dropout is active; an active drop path is drawn exactly as the block's own forward
+draws it (one Bernoulli draw per image and branch, attention branch first), so a training-mode
+forward without gradients (the first pass of :mod:`.checkpoint`) consumes the same random numbers
+and gives the same result. Reference: the block's own forward
 (:meth:`swinv2_backbone.models.layers.SwinBlock.forward` with the reference kernels). Both block
 versions take it: the block's ``branch_input`` / ``branch_output`` place its norms (V1 pre-norm,
 V2 res-post-norm).
@@ -44,12 +47,47 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
 
 
 def chunkable(block: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the chunked path applies to ``block`` on ``x``: eval mode (no dropout, no drop path),
-    nothing needs a gradient, not inside ``torch.compile`` (which fuses the block its own way)."""
-    if block.training or is_compiling():
+    """Whether the chunked path applies to ``block`` on ``x``: no dropout active (eval mode, or
+    every dropout probability 0), nothing needs a gradient, not inside ``torch.compile`` (which
+    fuses the block its own way)."""
+    if is_compiling() or (block.training and active_dropout(block)):
         return False
     return not (torch.is_grad_enabled()
                 and (x.requires_grad or any(p.requires_grad for p in block.parameters())))
+
+
+def active_dropout(block: nn.Module) -> bool:
+    """Whether a dropout layer of ``block`` has a non-zero probability (its draws, per element and
+    in the reference's order, are not reproduced chunk by chunk)."""
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in block.modules())
+
+
+def _drop_path_factors(block: nn.Module, branch: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
+    """The ``(batch,)`` factors (0 or ``1 / keep``) the block's active drop path multiplies one
+    branch's output by, drawn as :func:`~swinv2_backbone.models.layers.drop_path` draws them (one
+    Bernoulli value per image, in ``branch``'s dtype and device), or ``None`` when it is inactive."""
+    p = block.drop_path.p
+    if not block.training or p == 0.0:
+        return None
+    keep = 1.0 - p
+    return branch.new_empty((batch,)).bernoulli_(keep).div_(keep)
+
+
+def _rows_of(factors: Optional[torch.Tensor], start: int, stop: int, per_image: int
+             ) -> Optional[torch.Tensor]:
+    """The factors of rows ``start:stop`` of an image-major flattening with ``per_image`` rows per
+    image, as a ``(stop - start, 1)`` column (``None`` stays ``None``)."""
+    if factors is None:
+        return None
+    index = torch.arange(start, stop, device=factors.device) // per_image
+    return factors.index_select(0, index).unsqueeze(1)
+
+
+def _add_branch(target: torch.Tensor, branch: torch.Tensor, factors: Optional[torch.Tensor]) -> None:
+    """``target += branch`` (times the drop-path ``factors``, one per leading row, when given)."""
+    if factors is not None:
+        branch = branch * factors.view(-1, *(1,) * (branch.ndim - 1))
+    target.add_(branch)
 
 
 def block_inference(block: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -64,10 +102,15 @@ def block_inference(block: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]
         return None
     x = _attention_half(block, x)  # a fresh tensor: updated in place by the MLP half
     tokens = x.view(-1, x.shape[-1])
+    per_image = tokens.shape[0] // x.shape[0]
     step = chunk_rows(tokens.shape[0], 1)
+    factors = None
     for start in range(0, tokens.shape[0], step):
         chunk = tokens[start:start + step]
-        chunk.add_(block.mlp_branch(chunk))
+        branch = block.mlp_branch(chunk)
+        if start == 0:  # drawn once the branch's dtype is known, after the attention branch's
+            factors = _drop_path_factors(block, branch, x.shape[0])
+        _add_branch(chunk, branch, _rows_of(factors, start, start + chunk.shape[0], per_image))
     return x
 
 
@@ -85,6 +128,7 @@ def _attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if block.pre_norm and (h % window or w % window):
         valid = to_windows(x.new_ones(1, h, w, 1), window, shift, block.roll_first)[0]  # (nW, N, 1)
     step = chunk_rows(b * nw, n)
+    factors = None
     for start in range(0, b * nw, step):
         stop = min(start + step, b * nw)
         chunk = flat[start:stop]
@@ -92,5 +136,9 @@ def _attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if valid is not None:
             inputs = inputs * _mask_rows(valid, start, stop, nw)
         attn = block.attn(inputs.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
-        chunk.add_(block.branch_output(block.norm1, attn))  # the attention has read the chunk already
+        branch = block.branch_output(block.norm1, attn)
+        if start == 0:
+            factors = _drop_path_factors(block, branch, b)
+        # the attention has read the chunk already
+        _add_branch(chunk, branch, _rows_of(factors, start, stop, nw))
     return from_windows(windows, h, w, shift, block.roll_first)
