@@ -114,11 +114,16 @@ def test_swin_v1_peers_read_from_their_own_files_agree(monkeypatch):
         assert r.max_rel_diff < 1e-4 and r.agrees, r.impl
 
 
-def test_swin_v1_training_case_without_peers(capsys):
+def test_swin_v1_training_case_without_peers_with_its_time_breakdown(capsys):
     results = benchmark.main(["--model", "v1", "--sizes", "64", "--task", "train", "--with-cp",
-                              "--no-floor", *QUICK])
+                              "--no-floor", "--breakdown", *QUICK])
     assert [r.impl for r in results] == ["ours"]
     assert results[0].task == "train" and results[0].median_s > 0 and results[0].peak_mem_mib > 0
+    parts = results[0].breakdown_ms
+    assert parts["Linear GEMMs"] > 0 and parts["attention GEMMs"] > 0 and parts["softmax"] > 0
+    printed = capsys.readouterr().out
+    assert "where the time goes, ours (one profiled step, " in printed
+    assert "  Linear GEMMs: " in printed
 
 
 def test_batches_run_as_cases_with_the_floor_throughput_and_per_image_times(capsys):
@@ -181,7 +186,7 @@ def test_isolate_children_get_every_option_of_the_run(tmp_path):
                                 "96x64", "--batch", "1", "3", "--dtypes", "fp32", "bf16", "--task",
                                 "train", "--mode", "compile", "--compare", "hf", "--with-cp",
                                 "--warmup", "3", "--repeats", "4", "--no-floor", "--device", "cpu",
-                                "--json", "x.json", "--seed", "5", "--isolate"])
+                                "--json", "x.json", "--seed", "5", "--isolate", "--breakdown"])
     command = benchmark._child_command(parent, ["hf"], (96, 64), 3, "bf16", "ours (hf weights)",
                                        tmp_path / "out.pt")
     assert command[:2] == [sys.executable, str(Path(benchmark.__file__).resolve())]

@@ -42,8 +42,9 @@ from swinv2_backbone.benchmark.cases import (DTYPES, Impl, Result, compare,  # n
 from swinv2_backbone.benchmark.isolate import (ALTERNATING, ISOLATED, Failure,  # noqa: E402
                                                run_isolated, save_measured)
 from swinv2_backbone.benchmark.measure import environment  # noqa: E402
-from swinv2_backbone.benchmark.report import (batch_scaling, disagreements, failures,  # noqa: E402
-                                              first_steps, markdown, scaling, to_json)
+from swinv2_backbone.benchmark.report import (batch_scaling, breakdowns,  # noqa: E402
+                                              disagreements, failures, first_steps, markdown,
+                                              scaling, to_json)
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-floor", action="store_true", help="skip the GEMM-floor measurement")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also profile one step of ours and print its time per operator "
+                             "category (Linear GEMMs, attention GEMMs, copies, ...)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--seed", type=int, default=0)
@@ -235,6 +239,8 @@ def _child_command(args: argparse.Namespace, peers: Sequence[str], hw: Tuple[int
         command.append("--with-cp")
     if args.no_floor:
         command.append("--no-floor")
+    if args.breakdown:
+        command.append("--breakdown")
     return command
 
 
@@ -249,7 +255,8 @@ def _run_child(parser: argparse.ArgumentParser, args: argparse.Namespace, varian
                      f"implementations: {', '.join(names)})")
     impls = _impls(args, variant, windows, peers, hw, dtype_name, device, only=args.run_impl)
     measured = measure(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
-                       args.warmup, args.repeats, not args.no_floor, _flops(args, hw, batch))
+                       args.warmup, args.repeats, not args.no_floor, _flops(args, hw, batch),
+                       args.breakdown)
     save_measured(measured, args.child_out)
     return measured.results
 
@@ -263,7 +270,7 @@ def _run_case(args: argparse.Namespace, variant: Variant, windows: Windows, peer
     if not args.isolate:
         impls = _impls(args, variant, windows, peers, hw, dtype_name, device)
         return run_case(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
-                        args.warmup, args.repeats, not args.no_floor, flops), []
+                        args.warmup, args.repeats, not args.no_floor, flops, args.breakdown), []
     measured, failed = run_isolated(
         impl_names(dtype_name, peers),
         lambda name, out: _child_command(args, peers, hw, batch, dtype_name, name, out))
@@ -303,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
                 results += case
                 failed += case_failed
                 print(markdown(case, env["runs"]), flush=True)
-                for line in failures(case_failed) + disagreements(case):
+                for line in failures(case_failed) + disagreements(case) + breakdowns(case):
                     print(line, flush=True)
                 if args.mode == "compile":
                     print(first_steps(case), flush=True)

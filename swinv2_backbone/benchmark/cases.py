@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .breakdown import breakdown as time_breakdown
 from .measure import elapsed, gemm_floor, peak_memory_mib, rss_peak_mib
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,6 +68,8 @@ class Result:
         floor_gflop: Ours only: the work of those GEMMs (2 M K N each, summed).
         floor_gflops_per_s: Ours only: ``floor_gflop / floor_s``, the GEMMs' throughput at the floor.
         floor_pct: Ours only: ``floor_s`` as a share of the median time.
+        breakdown_ms: Ours only, on request: one profiled step's milliseconds per category of
+            operator (:func:`swinv2_backbone.benchmark.breakdown.breakdown`).
         ratio_to_ours: ``median_s`` over that of the fastest of ours in the case.
         max_rel_diff: Max abs difference / max abs against the reference's outputs.
         agrees: ``max_rel_diff`` within :data:`AGREE_TOL` of the case's dtype.
@@ -94,6 +97,7 @@ class Result:
     floor_gflop: Optional[float] = None
     floor_gflops_per_s: Optional[float] = None
     floor_pct: Optional[float] = None
+    breakdown_ms: Optional[Dict[str, float]] = None
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
     agrees: Optional[bool] = None
@@ -166,12 +170,13 @@ def fp32_outputs(impls: List[Impl], x: torch.Tensor) -> Dict[str, List[torch.Ten
 
 
 def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
-            warmup: int, repeats: int, floor: bool, flops: float) -> Measured:
+            warmup: int, repeats: int, floor: bool, flops: float, breakdown: bool = False
+            ) -> Measured:
     """Time ``impls`` on one case, alternating their runs (a single implementation: its runs one
     after another), and keep their outputs for :func:`compare`. ``impls`` run eagerly (under
     ``mode='compile'`` this compiles copies of their forwards); ``flops`` is the work of one step
     (the same for every implementation: they compute the same function). ``floor``: measure the
-    GEMM floor of ours (not in fp16)."""
+    GEMM floor of ours (not in fp16); ``breakdown``: where one step of ours spends its time."""
     dtype = DTYPES[dtype_name]
     device = x.device
     steps = {}
@@ -215,6 +220,8 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
             res.floor_s, res.floor_gflop = gemms.seconds, gemms.flop / 1e9
             res.floor_gflops_per_s = res.floor_gflop / gemms.seconds
             res.floor_pct = 100.0 * gemms.seconds / median
+        if name.startswith("ours") and breakdown:
+            res.breakdown_ms = time_breakdown(step)
         results.append(res)
     return Measured(results, outs, fp32_outs)
 
@@ -241,7 +248,9 @@ def compare(measured: Measured) -> List[Result]:
 
 
 def run_case(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode: str,
-             warmup: int, repeats: int, floor: bool, flops: float) -> List[Result]:
+             warmup: int, repeats: int, floor: bool, flops: float, breakdown: bool = False
+             ) -> List[Result]:
     """Time all implementations on one case in this process, alternating their runs, and compare
     them (:func:`measure`, then :func:`compare`)."""
-    return compare(measure(impls, x, dtype_name, task, mode, warmup, repeats, floor, flops))
+    return compare(measure(impls, x, dtype_name, task, mode, warmup, repeats, floor, flops,
+                           breakdown))

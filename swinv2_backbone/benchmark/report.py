@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Dict, List, Optional
 
+from .breakdown import format_breakdown
 from .cases import AGREE_TOL, Result
 from .isolate import Failure
 
@@ -86,6 +87,17 @@ def failures(failed: List[Failure]) -> List[str]:
     """One message per implementation that failed, with why."""
     return [f"FAILED: {f.impl} at {f.size[0]}x{f.size[1]}, batch {f.batch}, {f.dtype} {f.task}: "
             f"{f.error}" for f in failed]
+
+
+def breakdowns(results: List[Result]) -> List[str]:
+    """For every result with a time breakdown: a heading line, then one line per category."""
+    lines: List[str] = []
+    for r in results:
+        if r.breakdown_ms is not None:
+            lines.append(f"where the time goes, {r.impl} (one profiled step, "
+                         f"{sum(r.breakdown_ms.values()) / 1e3:.3f} s):")
+            lines += format_breakdown(r.breakdown_ms)
+    return lines
 
 
 def first_steps(results: List[Result]) -> str:
