@@ -3,7 +3,7 @@
     python tools/extract_features.py INPUT... --out DIR [--checkpoint PATH] [--arch tiny]
         [--window-size W ...] [--stages stage1 stage3] [--batch-size N] [--device cpu|cuda]
         [--dtype fp32|bf16|fp16] [--pca] [--size H W | --short-side N] [--mean R G B --std R G B]
-        [--max-pixels N] [--overwrite]
+        [--max-pixels N] [--prefetch N] [--overwrite]
 
 INPUT: image files, folders (their images, not recursive) or glob patterns (quote them; ``**``
 recurses). For every image, ``DIR/<stem>.safetensors`` holds one tensor per stage, ``(C, h, w)``
@@ -27,21 +27,35 @@ Every output file is written crash-safely (complete or absent under its name). A
 images whose ``.safetensors`` (and, with ``--pca``, pictures) are complete and were written with
 the same source, stages, checkpoint, dtype, normalisation and input size; ``--overwrite`` recomputes
 them all. Temporary files of a killed run are removed.
+
+The model runs in the main thread and never waits for files: a background thread decodes, resizes
+and normalises up to ``--prefetch`` batches ahead of it (default 2), and another writes the outputs
+(PCA pictures, then the features file, image by image in the order computed) with up to
+``--prefetch`` batches of finished features queued. ``--prefetch 0`` does everything in the main
+thread, one step after the other; the output files are the same bytes either way. An error in
+either thread (other than an unreadable image, which is reported and skipped) stops the run in the
+main thread; the outputs written before it stay complete. At the end the tool prints the throughput
+end to end (from the first header read to the last output written; building the model and the
+rerun check not counted) and that of the model forward alone (summed over batches), e.g.
+``200 images in 66.1 s: 3.03 images/s end to end; model forward alone 3.10 images/s (end to end
+97.7 % of it)``; :func:`extract` returns them as a :class:`RunSummary`.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from swinv2_backbone import ARCH_SETTINGS
 from swinv2_backbone.checkpoint import remove_partial_files
-from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, FeatureExtractor,
-                                      ImageFeatures, ImageReadError, dtype_name, find_images,
-                                      image_size, is_complete, pca_rgb, save_features, save_png,
-                                      target_size, upsample_to_image)
+from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, BackgroundConsumer,
+                                      FeatureExtractor, ForwardTiming, ImageFeatures, ImageReadError,
+                                      dtype_name, find_images, image_size, is_complete, pca_rgb,
+                                      save_features, save_png, target_size, upsample_to_image)
 
 
 def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
@@ -86,6 +100,9 @@ def already_done(path: Path, extractor: FeatureExtractor, args: argparse.Namespa
         extractor: This run's extractor.
         args: Parsed arguments (output folder, resizing, ``--pca``).
     """
+    features = args.out / f"{path.stem}.safetensors"
+    if not features.is_file():
+        return False  # the common case of a first run: no need to read the image's header
     try:
         original = image_size(path, args.max_pixels)
     except ImageReadError:
@@ -96,8 +113,7 @@ def already_done(path: Path, extractor: FeatureExtractor, args: argparse.Namespa
                     mean=list(extractor.mean), std=list(extractor.std),
                     input_size=list(target_size(original, size=size, short_side=args.short_side)))
     pictures = [args.out / f"{path.stem}_{n}_pca.png" for n in extractor.out_features] if args.pca else []
-    return is_complete(args.out / f"{path.stem}.safetensors", expected) and \
-        all(p.is_file() for p in pictures)
+    return is_complete(features, expected) and all(p.is_file() for p in pictures)
 
 
 class LineProgress:
@@ -147,22 +163,32 @@ def progress_bar(total: int, enabled: bool) -> Any:
 
 
 def run(results: Iterable[ImageFeatures], extractor: FeatureExtractor, out_dir: Path, pca: bool,
-        bar: Any) -> int:
+        bar: Any, depth: int) -> int:
     """Write the outputs of every result while advancing ``bar``; returns the number of images.
+    With ``depth`` > 0 a background thread writes them (in order) while the next results are
+    computed, with at most ``depth`` results waiting; its first error is raised here and stops the
+    run (the results queued after it are not written). An error in this thread (computing the
+    results) lets the writer finish the results queued before it.
 
     Args:
         results: Features as computed.
         extractor: The extractor.
         out_dir: Output folder.
         pca: Write PCA pictures.
-        bar: Progress report with ``update(n)``.
+        bar: Progress report with ``update(n)``, advanced as each image's outputs are written.
+        depth: Results queued for the writer thread; 0 writes in this thread.
     """
-    count = 0
-    for result in results:
+    written = [0]
+
+    def write(result: ImageFeatures) -> None:
         write_outputs(result, extractor, out_dir, pca)
+        written[0] += 1
         bar.update(1)
-        count += 1
-    return count
+
+    with BackgroundConsumer(write, depth, name="swinv2-feature-writer") as writer:
+        for result in results:
+            writer.submit(result)
+    return written[0]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -201,6 +227,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels, checked before decoding (default "
                              f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
+    parser.add_argument("--prefetch", type=int, default=2, metavar="N",
+                        help="batches decoded ahead of the model and batches of outputs queued for "
+                             "writing, each in a background thread (default 2; 0: no threads, "
+                             "everything in turn in the main thread)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute images whose outputs a previous run already wrote")
     parser.add_argument("--no-progress", action="store_true", help="no progress report")
@@ -209,6 +239,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    if args.prefetch < 0:
+        parser.error(f"--prefetch must be >= 0 (0: no background threads), got {args.prefetch}")
     return args
 
 
@@ -239,43 +271,103 @@ def reporter(failed: List[str]) -> Callable[[ImageReadError], None]:
     return report
 
 
+@dataclass
+class RunSummary:
+    """What a run did, and how fast.
+
+    Args:
+        found: Images the inputs named.
+        written: Images whose outputs this run wrote.
+        skipped: Images a previous run had completed (not recomputed).
+        failed: Error texts of the images that could not be read.
+        out_features: The stages written.
+        seconds: Wall-clock seconds from the first header read to the last output written (building
+            the model and the rerun check not counted); 0 when nothing was to do.
+        forward: Time and images of the model forward alone, summed over batches.
+    """
+
+    found: int
+    written: int = 0
+    skipped: int = 0
+    failed: List[str] = field(default_factory=list)
+    out_features: Sequence[str] = ()
+    seconds: float = 0.0
+    forward: ForwardTiming = field(default_factory=ForwardTiming)
+
+    @property
+    def images_per_second(self) -> float:
+        """Written images per second end to end (0 when none were written)."""
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def throughput(self) -> str:
+        """One line: images and seconds, images/s end to end and in the model forward alone, and
+        the first as a percentage of the second."""
+        forward = self.forward.images_per_second
+        share = 100 * self.images_per_second / forward if forward > 0 else 0.0
+        return (f"{self.written} images in {self.seconds:.1f} s: {self.images_per_second:.2f} images/s "
+                f"end to end; model forward alone {forward:.2f} images/s (end to end {share:.1f} % "
+                "of it)")
+
+
+def extract(args: argparse.Namespace) -> RunSummary:
+    """Run the extraction the arguments describe.
+
+    Args:
+        args: Parsed arguments (:func:`parse_args`).
+
+    Raises:
+        ValueError, OSError: A set-up error (no images, a bad checkpoint, ...) or a failed write.
+    """
+    images = find_images(args.inputs)
+    clash = stem_clashes(images)
+    if clash:
+        raise ValueError(clash)
+    extractor = FeatureExtractor(model_config(args), checkpoint=args.checkpoint,
+                                 out_features=args.stages, device=args.device, dtype=args.dtype,
+                                 mean=args.mean, std=args.std)
+    summary = RunSummary(found=len(images), out_features=extractor.out_features)
+    args.out.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(args.out)
+    todo = images if args.overwrite else [p for p in images if not already_done(p, extractor, args)]
+    summary.skipped = len(images) - len(todo)
+    if todo:
+        start = time.perf_counter()
+        size = tuple(args.size) if args.size is not None else None
+        results = extractor.iter_files(todo, batch_size=args.batch_size, size=size,
+                                       short_side=args.short_side, on_error=reporter(summary.failed),
+                                       max_pixels=args.max_pixels, prefetch=args.prefetch,
+                                       timing=summary.forward)
+        bar = progress_bar(len(todo), not args.no_progress)
+        # closing() stops the loader thread at once when the run ends early (an error)
+        with contextlib.closing(results):
+            try:
+                summary.written = run(results, extractor, args.out, args.pca, bar,
+                                      depth=args.prefetch * args.batch_size)
+            finally:
+                bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
 def main(argv: Sequence[str]) -> int:
     """Extract features; returns the exit status: 0, 1 when some images could not be read (each
-    reported), 2 after a set-up error (message on stderr).
+    reported), 2 after a set-up error or a failed write (message on stderr).
 
     Args:
         argv: Arguments without the program name.
     """
     args = parse_args(argv)
-    failed: List[str] = []
     try:
-        images = find_images(args.inputs)
-        clash = stem_clashes(images)
-        if clash:
-            raise ValueError(clash)
-        extractor = FeatureExtractor(model_config(args), checkpoint=args.checkpoint,
-                                     out_features=args.stages, device=args.device, dtype=args.dtype,
-                                     mean=args.mean, std=args.std)
-        args.out.mkdir(parents=True, exist_ok=True)
-        remove_partial_files(args.out)
-        todo = images if args.overwrite else [p for p in images if not already_done(p, extractor, args)]
-        count = 0
-        if todo:
-            size = tuple(args.size) if args.size is not None else None
-            results = extractor.iter_files(todo, batch_size=args.batch_size, size=size,
-                                           short_side=args.short_side, on_error=reporter(failed),
-                                           max_pixels=args.max_pixels)
-            bar = progress_bar(len(todo), not args.no_progress)
-            try:
-                count = run(results, extractor, args.out, args.pca, bar)
-            finally:
-                bar.close()
+        summary = extract(args)
     except (ValueError, OSError) as err:  # per-image errors go to the handler, not here
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote features of {count} image(s) ({', '.join(extractor.out_features)}) to {args.out}; "
-          f"{len(images) - len(todo)} already complete, skipped; {len(failed)} could not be read")
-    return 1 if failed else 0
+    print(f"wrote features of {summary.written} image(s) ({', '.join(summary.out_features)}) to "
+          f"{args.out}; {summary.skipped} already complete, skipped; {len(summary.failed)} could not "
+          "be read")
+    if summary.written:
+        print(summary.throughput())
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Feature extraction for downstream heads: multi-scale SwinV2 features of tensors or image files.
 
-* :mod:`.extractor`: :class:`FeatureExtractor` (normalisation, device, dtype, files batched by size)
-  and :class:`ImageFeatures`, one image's result;
+* :mod:`.extractor`: :class:`FeatureExtractor` (normalisation, device, dtype, files batched by size,
+  decoded ahead of the model), :class:`ImageFeatures`, one image's result, and
+  :class:`ForwardTiming`, the time of the model forward alone;
+* :mod:`.background`: a bounded background thread before the model (:class:`Prefetcher`) and
+  after it (:class:`BackgroundConsumer`), errors re-raised in the caller;
 * :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
 * :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
 * :mod:`.storage`: one image's features with their geometry as ``.safetensors``;
@@ -12,8 +15,9 @@ The model itself is built by :func:`swinv2_backbone.checkpoint.build.build_backb
 here for the callers of the former single module).
 """
 from ..checkpoint.build import build_backbone
-from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageFeatures,
-                        dtype_name, parse_device, parse_dtype)
+from .background import BackgroundConsumer, Prefetcher
+from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ForwardTiming,
+                        ImageFeatures, dtype_name, parse_device, parse_dtype)
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
                      find_images, image_size, read_image, target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
@@ -25,9 +29,12 @@ __all__ = [
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
+    "BackgroundConsumer",
     "FeatureExtractor",
+    "ForwardTiming",
     "ImageFeatures",
     "ImageReadError",
+    "Prefetcher",
     "batches_by_size",
     "build_backbone",
     "dtype_name",

@@ -12,19 +12,26 @@ change the features: padded pixels pass through the patch embedding (conv bias, 
 take part in window attention and in the shifted-window regions, so the result of an image would
 depend on its batch neighbours. Batching by size keeps every image's features equal to those of a
 batch of one.
+
+Decoding, resizing and normalising run ``prefetch`` batches ahead of the model in a background
+thread (:class:`~swinv2_backbone.features.background.Prefetcher`), so that the model does not wait
+for them; the results are the same bytes as with ``prefetch=0`` (the same operations on the same
+pixels, only in another thread). :class:`ForwardTiming` sums the time of the model forward alone.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..checkpoint.build import ModelOrCfg, build_backbone
 from ..models import SwinBackboneBase
+from .background import Prefetcher, check_depth
 from .images import (MAX_PIXELS, ImageReadError, PathLike, Size, batches_by_size, image_size,
                      read_image, target_size)
 
@@ -122,6 +129,39 @@ class ImageFeatures:
     padded_size: Size
 
 
+@dataclass
+class ForwardTiming:
+    """Time spent in the model forward, summed over batches, and the images it computed:
+    :meth:`FeatureExtractor.iter_files` adds to it. The clock runs from the normalised batch to the
+    finished output maps (on CUDA the device is synchronised before it stops), so it leaves out
+    reading, decoding, normalising and anything the caller does with the features.
+
+    Args:
+        seconds: Seconds in the forward so far.
+        images: Images computed so far.
+        batches: Forward passes so far.
+    """
+
+    seconds: float = 0.0
+    images: int = 0
+    batches: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        """Images per second of forward time (0 before any image)."""
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _LoadedBatch:
+    """One batch as the loader prepared it: the indices of the files it decoded, their normalised
+    pixels (``None`` when none could be read) and the errors of the others, in file order."""
+
+    kept: List[int]
+    inputs: Optional[torch.Tensor]
+    errors: List[ImageReadError] = field(default_factory=list)
+
+
 class FeatureExtractor:
     """Multi-scale features from a SwinV2 backbone, as ``{stage name: tensor}``.
 
@@ -208,11 +248,28 @@ class FeatureExtractor:
         Returns:
             Stage name -> ``(N, C, ceil(H / stride), ceil(W / stride))`` on ``device`` in ``dtype``.
         """
-        x = self._normalize(images)
+        return self._forward(self._normalize(images))
+
+    def _forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The requested maps of the model for a normalised batch ``x``."""
         with torch.inference_mode():
             outs = self.model(x)
         named = dict(zip(self.model.out_features, outs))
         return {name: named[name] for name in self.out_features}
+
+    def _timed_forward(self, x: torch.Tensor, timing: Optional[ForwardTiming]) -> Dict[str, torch.Tensor]:
+        """:meth:`_forward`, its time added to ``timing`` (the device synchronised first on CUDA,
+        where the call returns before the work is done)."""
+        if timing is None:
+            return self._forward(x)
+        start = time.perf_counter()
+        maps = self._forward(x)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timing.seconds += time.perf_counter() - start
+        timing.images += x.shape[0]
+        timing.batches += 1
+        return maps
 
     def padded_size(self, size: Size) -> Size:
         """``size`` rounded up to a multiple of the largest returned stride.
@@ -231,9 +288,17 @@ class FeatureExtractor:
         short_side: Optional[int] = None,
         on_error: Optional[Callable[[ImageReadError], None]] = None,
         max_pixels: Optional[int] = MAX_PIXELS,
+        prefetch: int = 2,
+        timing: Optional[ForwardTiming] = None,
     ) -> Iterator[ImageFeatures]:
         """Features of image files, batched by model input size, yielded as they are computed
         (images of one size together, in their order; sizes in order of first appearance).
+
+        The image headers are read first (sizes decide the batches); a background thread then
+        decodes, resizes and normalises up to ``prefetch`` batches ahead of the model. Errors of
+        unreadable files are passed to ``on_error`` (or raised) in the calling thread, at the point
+        where that file's batch is reached; any other exception of the thread is raised there too.
+        Closing the iterator early stops the thread.
 
         Args:
             paths: Image files (see :func:`~swinv2_backbone.features.images.find_images` to expand
@@ -244,6 +309,10 @@ class FeatureExtractor:
             on_error: Called with the error of each file that cannot be read, which is then left
                 out while the others go on; ``None`` raises the first error instead.
             max_pixels: Refuse images with more pixels (checked from the header); ``None``: no limit.
+            prefetch: Batches prepared ahead of the model in a background thread (memory: that many
+                batches of normalised pixels); 0 prepares each batch in the calling thread when it
+                is needed. The features do not depend on it.
+            timing: Adds the forward's time and images to it (see :class:`ForwardTiming`).
 
         Raises:
             ImageReadError: Without ``on_error``: a file is missing or cannot be decoded (raised
@@ -251,36 +320,54 @@ class FeatureExtractor:
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_depth(prefetch)
         files = [Path(p) for p in paths]
         if not files:
             raise ValueError("no image files given")
 
-        def attempt(read: Callable[[], Any]) -> Any:
-            try:
-                return read()
-            except ImageReadError as err:
-                if on_error is None:
-                    raise
-                on_error(err)
-                return None
+        def report(err: ImageReadError) -> None:
+            if on_error is None:
+                raise err
+            on_error(err)
 
-        originals = {i: s for i, p in enumerate(files)
-                     if (s := attempt(lambda p=p: image_size(p, max_pixels))) is not None}
+        originals: Dict[int, Size] = {}
+        for i, p in enumerate(files):
+            try:
+                originals[i] = image_size(p, max_pixels)
+            except ImageReadError as err:
+                report(err)
         readable = list(originals)
         inputs = {i: target_size(originals[i], size=size, short_side=short_side) for i in readable}
-        for batch in batches_by_size([inputs[i] for i in readable], batch_size):
-            decoded = {readable[k]: attempt(lambda i=readable[k]: read_image(
-                files[i], inputs[i], max_pixels=max_pixels)) for k in batch}
-            kept = [i for i, pixels in decoded.items() if pixels is not None]
-            if not kept:
-                continue
-            maps = self(torch.stack([decoded[i] for i in kept]))
-            for row, i in enumerate(kept):
-                yield ImageFeatures(
-                    index=i, path=files[i],
-                    features={n: m[row].to("cpu", copy=True) for n, m in maps.items()},
-                    original_size=originals[i], input_size=inputs[i],
-                    padded_size=self.padded_size(inputs[i]))
+
+        def load(batch: List[int]) -> _LoadedBatch:
+            """Decode, resize and normalise one batch (in the loader thread)."""
+            loaded = _LoadedBatch(kept=[], inputs=None)
+            pixels = []
+            for k in batch:
+                i = readable[k]
+                try:
+                    pixels.append(read_image(files[i], inputs[i], max_pixels=max_pixels))
+                    loaded.kept.append(i)
+                except ImageReadError as err:
+                    loaded.errors.append(err)
+            if pixels:
+                loaded.inputs = self._normalize(torch.stack(pixels))
+            return loaded
+
+        plan = batches_by_size([inputs[i] for i in readable], batch_size)
+        with Prefetcher((load(batch) for batch in plan), prefetch, name="swinv2-image-loader") as batches:
+            for loaded in batches:
+                for err in loaded.errors:
+                    report(err)
+                if loaded.inputs is None:
+                    continue
+                maps = self._timed_forward(loaded.inputs, timing)
+                for row, i in enumerate(loaded.kept):
+                    yield ImageFeatures(
+                        index=i, path=files[i],
+                        features={n: m[row].to("cpu", copy=True) for n, m in maps.items()},
+                        original_size=originals[i], input_size=inputs[i],
+                        padded_size=self.padded_size(inputs[i]))
 
     def extract_files(
         self,
@@ -288,6 +375,7 @@ class FeatureExtractor:
         batch_size: int = 8,
         size: Optional[Size] = None,
         short_side: Optional[int] = None,
+        prefetch: int = 2,
     ) -> List[ImageFeatures]:
         """:meth:`iter_files` collected in the order of ``paths`` (all features held in memory).
 
@@ -296,6 +384,8 @@ class FeatureExtractor:
             batch_size: Most images per forward pass.
             size: Resize every image to ``(rows, columns)``.
             short_side: Resize keeping the aspect ratio, shorter side to this length.
+            prefetch: Batches decoded ahead of the model in a background thread (0: none).
         """
-        results = list(self.iter_files(paths, batch_size=batch_size, size=size, short_side=short_side))
+        results = list(self.iter_files(paths, batch_size=batch_size, size=size, short_side=short_side,
+                                       prefetch=prefetch))
         return sorted(results, key=lambda r: r.index)
