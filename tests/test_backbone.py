@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.models.layers import window_and_shift
+from swinv2_backbone.models.layers import checkpoint_plan, window_and_shift
 from capabilities import needs_cpu_fp16
 
 # A small but complete configuration: 4 stages, 2 blocks each (regular + shifted), several heads.
@@ -208,6 +208,39 @@ def test_with_cp_gives_same_outputs_and_gradients():
     sum((o ** 2).mean() for o in outs_cp).backward()
     for (name, p), q in zip(ref.named_parameters(), cp.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("sizes, recorded, want", [
+    # SwinV2-T: tokens x channels halve per stage; stage 4 and half of stage 3 fit in one stage-1 block
+    ([4, 4, 2, 2] + [1] * 6 + [0.5, 0.5], [True] * 12, [True] * 7 + [False] * 5),
+    # stem and stage 1 frozen: the budget is a stage-2 block
+    ([4, 4, 2, 2] + [1] * 6 + [0.5, 0.5], [False] * 2 + [True] * 10, [False] * 2 + [True] * 7 + [False] * 3),
+    ([3.0], [True], [False]),  # a single block: its activations are held once either way
+    ([2.0, 2.0], [True, True], [True, False]),
+    ([1.0, 5.0], [True, True], [True, False]),  # the largest block is the trailing one
+    ([2.0, 1.0, 1.0, 1.0], [True] * 4, [True, True, False, False]),
+    ([1.0, 1.0], [False, False], [False, False]),  # nothing records a graph
+    ([], [], []),
+])
+def test_checkpoint_plan_leaves_out_the_trailing_blocks_within_one_block(sizes, recorded, want):
+    assert checkpoint_plan(sizes, recorded) == want
+
+
+def test_checkpoint_plan_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 sizes for 1 blocks"):
+        checkpoint_plan([1.0, 2.0], [True])
+
+
+def test_backbone_checkpoint_plan_follows_frozen_stages_and_map_sizes():
+    """``with_cp``'s plan as the backbone computes it: tokens x channels of every block from the
+    actual map sizes (odd sizes round up), recorded once a gradient reaches it."""
+    model = small(with_cp=True, depths=(2, 2, 6, 2)).train()
+    stem = torch.zeros(1, 64, 40, model.embed_dims, requires_grad=True)
+    assert model._checkpoint_plan(stem) == [[True, True], [True, True], [True] * 3 + [False] * 3,
+                                            [False, False]]
+    frozen = small(with_cp=True, depths=(2, 2, 6, 2), frozen_stages=1).train()
+    assert frozen._checkpoint_plan(stem.detach()) == [[False, False], [True, True], [True] * 5 + [False],
+                                                      [False, False]]
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (2, 3), (5, 4), (9, 1)])

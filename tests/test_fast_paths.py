@@ -214,7 +214,10 @@ def test_fast_checkpoint_equals_the_step_without_checkpointing(cls, drop, frozen
 
 def test_fast_checkpoint_takes_the_inference_path_first():
     """The first pass of a checkpointed block runs the chunked inference path; the recomputation in
-    the backward pass runs the block with autograd (the chunked path declines there)."""
+    the backward pass runs the block with autograd (the chunked path declines there), as does every
+    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`layers.checkpoint_plan`:
+    at 32 x 32 the maps hold 64, 32, 16 and 8 units of tokens x channels, so stages 3 and 4 fit in
+    the 64 of a stage-1 block)."""
     calls = []
     original = chunked.block_inference
 
@@ -227,11 +230,42 @@ def test_fast_checkpoint_takes_the_inference_path_first():
     model = random_model(with_cp=True, depths=(2, 2, 2, 2)).train()
     try:
         outs = model(torch.randn(1, 3, 32, 32))
-        assert calls == [True] * 8  # every block's first pass: chunked
+        assert calls == [True] * 4 + [False] * 4  # checkpointed first passes: chunked
         sum(o.sum() for o in outs).backward()
-        assert calls[8:] == [False] * 8  # recomputed with autograd
+        assert calls[8:] == [False] * 4  # the four checkpointed blocks recomputed with autograd
     finally:
         fast.set_fast_paths(True)
+
+
+@BACKBONES
+def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
+    """Leaving the trailing blocks un-checkpointed (:func:`layers.checkpoint_plan`) does not raise
+    the step's peak tensor memory above checkpointing every block, which stays well below no
+    checkpointing; the trailing blocks are then not recomputed."""
+    from swinv2_backbone.benchmark.measure import peak_memory_mib
+    from swinv2_backbone.models import backbone
+
+    model = random_model(cls, with_cp=True, embed_dims=32, depths=(2, 2, 6, 2),
+                         num_heads=(1, 2, 4, 8), window_size=8).train()
+    x = torch.randn(2, 3, 256, 256)
+
+    def step():
+        sum(o.mean() for o in model(x)).backward()
+        model.zero_grad(set_to_none=True)
+
+    def peak(plan=None):
+        if plan is not None:
+            monkeypatch.setattr(backbone, "checkpoint_plan", plan)
+        step()  # warm: caches built once
+        return peak_memory_mib(step, torch.device("cpu"))
+
+    planned = peak()
+    assert model._checkpoint_plan(model.patch_embed(x))[2:] == [[True] * 3 + [False] * 3, [False] * 2]
+    every = peak(lambda sizes, recorded: list(recorded))
+    model.with_cp = False
+    none = peak()
+    assert planned <= every * 1.02, (planned, every)
+    assert every < 0.6 * none, (every, none)
 
 
 @pytest.mark.isa

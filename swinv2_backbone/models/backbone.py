@@ -14,7 +14,7 @@ from torch import nn
 from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
 from .base import BaseModule
 from .layers import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
-                     stochastic_depth_schedule)
+                     checkpoint_plan, stochastic_depth_schedule)
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
 
@@ -235,8 +235,7 @@ class SwinBackboneBase(BaseModule):
         schedule = stochastic_depth_schedule(self.depths, self.drop_path_rate)
         self.layers = nn.ModuleList([
             SwinStage([self._make_block(i, j, schedule[i][j]) for j in range(self.depths[i])],
-                      self.merging(self.stage_channels[i]) if i < stage_count - 1 else None,
-                      with_cp=self.with_cp)
+                      self.merging(self.stage_channels[i]) if i < stage_count - 1 else None)
             for i in range(stage_count)
         ])
         if self.out_norm:
@@ -331,6 +330,26 @@ class SwinBackboneBase(BaseModule):
         masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
         return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
+    def _checkpoint_plan(self, x: torch.Tensor) -> List[List[bool]]:
+        """Per stage and block, whether ``with_cp`` checkpoints it (:func:`checkpoint_plan`) for
+        the stem output ``x`` (channels last): a block's activations are sized as its map's
+        tokens times channels, and it records a graph once ``x`` or any parameter up to it needs a
+        gradient."""
+        h, w = x.shape[1:3]
+        needs_grad = x.requires_grad
+        sizes: List[float] = []
+        recorded: List[bool] = []
+        for i, stage in enumerate(self.layers):
+            for block in stage.blocks:
+                needs_grad = needs_grad or any(p.requires_grad for p in block.parameters())
+                sizes.append(float(h * w * self.stage_channels[i]))
+                recorded.append(needs_grad)
+            if stage.downsample is not None:
+                needs_grad = needs_grad or any(p.requires_grad for p in stage.downsample.parameters())
+            h, w = -(-h // 2), -(-w // 2)
+        flat = iter(checkpoint_plan(sizes, recorded))
+        return [[next(flat) for _ in stage.blocks] for stage in self.layers]
+
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, ...]:
         """Returns the selected maps, NCHW, in stage order; stage i has ``ceil(H / (4 * 2**(i-1)))``
@@ -352,8 +371,9 @@ class SwinBackboneBase(BaseModule):
         outs = []
         if self.feature_info[0].stage is None:  # the stem comes first when selected
             outs.append(x.permute(0, 3, 1, 2).contiguous())
+        plan = self._checkpoint_plan(x) if self.with_cp and torch.is_grad_enabled() else None
         for i, layer in enumerate(self.layers):
-            out, x = layer(x)
+            out, x = layer(x, plan[i] if plan is not None else ())
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
@@ -405,7 +425,11 @@ class Swinv2Backbone(SwinBackboneBase):
             mask token) and additionally the first k stages with
             their output norms (k = 1..num_stages); -1 freezes nothing. Frozen parts stay in eval
             mode and without gradients after ``train()``.
-        with_cp: Activation checkpointing of every block (``use_reentrant=False``).
+        with_cp: Activation checkpointing: only a block's input is kept and the backward pass
+            recomputes the rest. Every block a gradient reaches is checkpointed except the trailing
+            ones whose activations together are no larger than one block's
+            (:func:`~swinv2_backbone.models.layers.checkpoint_plan`): the peak memory is that of
+            checkpointing every block, without recomputing those.
         small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
             prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``,
             ``'mmdet'``). The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.

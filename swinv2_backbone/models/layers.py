@@ -353,23 +353,51 @@ class SwinStage(nn.Module):
     Args:
         blocks: The stage's blocks (:class:`SwinBlock`).
         downsample: The patch merging at the end of the stage, or ``None``.
-        with_cp: Activation checkpointing of each block while gradients are enabled.
     """
 
-    def __init__(self, blocks: Sequence[SwinBlock], downsample: Optional[nn.Module],
-                 with_cp: bool = False) -> None:
+    def __init__(self, blocks: Sequence[SwinBlock], downsample: Optional[nn.Module]) -> None:
         super().__init__()
-        self.with_cp = with_cp
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
+    def forward(self, x: torch.Tensor, checkpointed: Sequence[bool] = ()
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``checkpointed``: per block, whether it runs with activation checkpointing (missing
+        entries: no)."""
+        for j, block in enumerate(self.blocks):
+            if j < len(checkpointed) and checkpointed[j]:
                 x = active().checkpoint(block, x)
             else:
                 x = block(x)
         return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+def checkpoint_plan(sizes: Sequence[float], recorded: Sequence[bool]) -> List[bool]:
+    """Which blocks ``with_cp`` checkpoints, in network order: every block that records a graph,
+    except the trailing ones whose activations together are no larger than the largest recorded
+    block's.
+
+    Under checkpointing the backward pass holds one block's recomputed activations at a time, so
+    its peak holds the largest block's. The trailing blocks are differentiated first and free what
+    they saved before any checkpointed block is recomputed, so keeping their activations (at most
+    that much, all together) leaves the peak where it was and saves their recomputation.
+
+    Args:
+        sizes: Each block's saved activations, in any common unit (tokens x channels).
+        recorded: Whether each block records a graph (a gradient reaches its input or parameters);
+            the others have nothing to checkpoint.
+    """
+    if len(sizes) != len(recorded):
+        raise ValueError(f"checkpoint_plan: {len(sizes)} sizes for {len(recorded)} blocks")
+    budget = max((s for s, r in zip(sizes, recorded) if r), default=0.0)
+    plan = list(recorded)
+    kept = 0.0
+    for i in reversed(range(len(sizes))):
+        if not recorded[i] or kept + sizes[i] > budget:
+            break
+        kept += sizes[i]
+        plan[i] = False
+    return plan
 
 
 def stochastic_depth_schedule(depths: Sequence[int], rate: float) -> List[List[float]]:
