@@ -3,12 +3,15 @@ their categories, and a profiled step's parts add up to its wall time."""
 import torch
 import torch.nn.functional as F
 
+from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.benchmark.breakdown import (BOOKKEEPING, CATEGORIES, OTHER, OUTSIDE, breakdown,
                                                  categorize, format_breakdown)
+from swinv2_backbone.benchmark.measure import GemmRecorder
 
 
 def test_categorize_sums_operators_per_category():
-    got = categorize({"aten::addmm": 3.0, "mkldnn::_linear_pointwise": 2.0, "aten::bmm": 1.5,
+    got = categorize({"aten::addmm": 2.0, "aten::addmm_": 1.0, "mkldnn::_linear_pointwise": 2.0,
+                      "aten::bmm": 1.5,
                       "aten::copy_": 0.5, "aten::index_select": 0.25, "aten::add_": 0.125,
                       "autograd::engine::evaluate_function: MmBackward0": 0.0625})
     assert got["Linear GEMMs"] == 5.0
@@ -37,3 +40,26 @@ def test_breakdown_of_a_step_adds_up_to_its_wall_time():
     lines = format_breakdown(parts)
     assert lines[0].startswith("  Linear GEMMs: ") and lines[0].endswith("%)")
     assert len(lines) == len(parts)
+
+
+def _work(rec: GemmRecorder) -> int:
+    return sum(2 * m * k * n for m, k, n in rec.shapes)
+
+
+def test_the_floor_records_every_gemm_of_a_training_step():
+    """A training step's Linear-type GEMMs (the floor's work) are each Linear's forward, input- and
+    weight-gradient products, whichever op runs them (the MLP accumulates its weight gradients with
+    ``addmm_``): 3x the forward's work, less the input gradient of the position-bias MLP's first
+    layer (its input, the fixed coordinate table, needs none)."""
+    torch.manual_seed(0)
+    model = Swinv2Backbone(arch=None, embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                           window_size=4).train()
+    x = torch.randn(2, 3, 64, 64)
+    model(x)  # the first call also runs oneDNN's one-off capability self-test
+    with GemmRecorder() as forward:
+        model(x)
+    with GemmRecorder() as step:
+        sum(o.sum() for o in model(x)).backward()
+    assert any(k == 2 for _, k, _ in forward.shapes)  # the position-bias MLP's first layer
+    coords = sum(2 * m * k * n for m, k, n in forward.shapes if k == 2)
+    assert _work(step) == 3 * _work(forward) - coords

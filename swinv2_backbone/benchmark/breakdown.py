@@ -10,7 +10,8 @@ import torch
 
 #: (category, operator names): the first category naming an operator gets its self time.
 CATEGORIES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("Linear GEMMs", ("mkldnn::_linear_pointwise", "aten::addmm", "aten::mm", "aten::linear")),
+    ("Linear GEMMs", ("mkldnn::_linear_pointwise", "aten::addmm", "aten::addmm_", "aten::mm",
+                      "aten::linear")),
     ("attention GEMMs", ("aten::bmm", "aten::baddbmm")),
     ("copies and gathers", ("aten::copy_", "aten::index_select", "aten::cat", "aten::index",
                             "aten::gather", "aten::index_add_", "aten::index_copy_", "aten::fill_",

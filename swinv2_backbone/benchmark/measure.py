@@ -33,7 +33,7 @@ class GemmRecorder(TorchDispatchMode):
     Args: none.
     """
 
-    OPS = ("aten.mm", "aten.addmm", "mkldnn._linear_pointwise", "aten.linear")
+    OPS = ("aten.mm", "aten.addmm", "aten.addmm_", "mkldnn._linear_pointwise", "aten.linear")
 
     def __init__(self) -> None:
         super().__init__()
