@@ -2,6 +2,7 @@
 unreadable or unusual, a rerun after it, a run killed while writing an output."""
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -211,3 +212,41 @@ def test_max_pixels_argument(folder, tmp_path, capsys):
                                        "huge.png"}, stderr
     with pytest.raises(SystemExit):
         TOOL.parse_args(["x", "--out", "o", "--max-pixels", "0"])
+
+
+def test_feature_files_leave_the_page_cache_once_synced(folder, tmp_path, capsys, monkeypatch):
+    """Every features file is dropped from the page cache (``POSIX_FADV_DONTNEED`` over the whole
+    file) after its content is synced and before its rename; a system that refuses the advice
+    still gets every file."""
+    out = tmp_path / "out"
+    real_sync, advised, synced = atomic._write_and_sync, [], set()
+
+    def sync(fd: int, data: bytes) -> None:
+        real_sync(fd, data)
+        synced.add(fd)
+
+    def advise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert fd in synced  # only once the content is on disk
+        advised.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length, advice))
+        raise OSError(errno.EINVAL, "refused")  # the advice is optional: the write goes on
+
+    monkeypatch.setattr(atomic, "_write_and_sync", sync)
+    monkeypatch.setattr(os, "posix_fadvise", advise, raising=False)
+    status, stdout, _ = run_tool(capsys, folder, out)
+    assert f"wrote features of {len(GOOD)} image(s)" in stdout
+    assert sorted(Path(p).name for p, *_ in advised) == sorted(
+        f".{n}.safetensors.{os.getpid()}.partial" for n in GOOD)
+    assert {(offset, length, advice) for _, offset, length, advice in advised} == {
+        (0, 0, os.POSIX_FADV_DONTNEED)}
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.safetensors" for n in GOOD)
+
+
+def test_write_atomic_keeps_pages_cached_unless_asked(tmp_path, monkeypatch):
+    advised = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: advised.append(args), raising=False)
+    atomic.write_atomic(tmp_path / "kept.bin", b"abc")
+    assert advised == []
+    atomic.write_atomic(tmp_path / "dropped.bin", b"abcd", keep_cached=False)
+    assert [args[1:] for args in advised] == [(0, 0, os.POSIX_FADV_DONTNEED)]
+    assert (tmp_path / "kept.bin").read_bytes() == b"abc"
+    assert (tmp_path / "dropped.bin").read_bytes() == b"abcd"

@@ -54,7 +54,8 @@ def save_features(result: ImageFeatures, extractor: FeatureExtractor,
     from safetensors.torch import save
 
     tensors = {n: t.contiguous() for n, t in result.features.items()}
-    write_atomic(path, save(tensors, metadata=feature_metadata(result, extractor)))
+    # streamed: a run writes gigabytes that stay on disk rather than in the page cache
+    write_atomic(path, save(tensors, metadata=feature_metadata(result, extractor)), keep_cached=False)
 
 
 def load_features(path: Union[str, os.PathLike]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
