@@ -43,8 +43,8 @@ from swinv2_backbone.benchmark.isolate import (ALTERNATING, ISOLATED, Failure,  
                                                run_isolated, save_measured)
 from swinv2_backbone.benchmark.measure import environment  # noqa: E402
 from swinv2_backbone.benchmark.report import (batch_scaling, breakdowns,  # noqa: E402
-                                              disagreements, failures, first_steps, markdown,
-                                              scaling, to_json)
+                                              checkpoint_cost, disagreements, failures,
+                                              first_steps, markdown, scaling, to_json)
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
@@ -162,15 +162,21 @@ def _low_name(dtype_name: str) -> str:
     return f"ours ({dtype_name} model)"
 
 
+#: Ours without activation checkpointing, timed beside ours under ``--with-cp``.
+NO_CP = "ours (no checkpointing)"
+
+
 def _twin_name(peer: str) -> str:
     """The name of ours with ``peer``'s weights, the peer's reference."""
     return f"ours ({peer} weights)"
 
 
-def impl_names(dtype_name: str, peers: Sequence[str]) -> List[str]:
-    """The implementations of a case in run order: ours, ours cast to a low ``dtype_name``, then
-    for every peer ours with the peer's weights and the peer."""
-    names = ["ours"] + ([] if dtype_name == "fp32" else [_low_name(dtype_name)])
+def impl_names(dtype_name: str, peers: Sequence[str], with_cp: bool = False) -> List[str]:
+    """The implementations of a case in run order: ours, with ``with_cp`` ours without
+    checkpointing (:data:`NO_CP`, the yardstick of its cost), ours cast to a low ``dtype_name``,
+    then for every peer ours with the peer's weights and the peer."""
+    names = ["ours"] + ([NO_CP] if with_cp else [])
+    names += [] if dtype_name == "fp32" else [_low_name(dtype_name)]
     for peer in peers:
         names += [_twin_name(peer), peer]
     return names
@@ -189,8 +195,9 @@ def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: 
         return only is None or name == only
 
     low_wanted = dtype_name != "fp32" and wanted(_low_name(dtype_name))
+    plain_wanted = args.with_cp and wanted(NO_CP)
     impls = []
-    if wanted("ours") or low_wanted:
+    if wanted("ours") or low_wanted or plain_wanted:
         if args.model == "v1":
             ours = ours_v1(variant, args.window, "pad", out_norm=True, with_cp=args.with_cp)
         else:
@@ -198,6 +205,10 @@ def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: 
         ours = randomize_(ours, args.seed).to(device)
         if wanted("ours"):
             impls.append(Impl("ours", ours, ours))
+        if plain_wanted:  # a copy unless ours itself is not timed
+            plain = copy.deepcopy(ours) if wanted("ours") or low_wanted else ours
+            plain.with_cp = False
+            impls.append(Impl(NO_CP, plain, plain, reference="ours"))
         if low_wanted:  # a copy unless ours itself is not timed
             low = (copy.deepcopy(ours) if wanted("ours") else ours).to(DTYPES[dtype_name])
             impls.append(Impl(_low_name(dtype_name), low, low, autocast=False, reference="ours"))
@@ -249,7 +260,7 @@ def _run_child(parser: argparse.ArgumentParser, args: argparse.Namespace, varian
     """An ``--isolate`` child: time ``--run-impl`` alone on the one case (as :func:`run_case` times
     each implementation) and save its result and outputs to ``--child-out`` for the parent."""
     hw, batch, dtype_name = args.sizes[0], args.batch[0], args.dtypes[0]
-    names = impl_names(dtype_name, peers)
+    names = impl_names(dtype_name, peers, args.with_cp)
     if args.run_impl not in names:
         parser.error(f"--run-impl {args.run_impl}: not an implementation of this case (its "
                      f"implementations: {', '.join(names)})")
@@ -272,7 +283,7 @@ def _run_case(args: argparse.Namespace, variant: Variant, windows: Windows, peer
         return run_case(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
                         args.warmup, args.repeats, not args.no_floor, flops, args.breakdown), []
     measured, failed = run_isolated(
-        impl_names(dtype_name, peers),
+        impl_names(dtype_name, peers, args.with_cp),
         lambda name, out: _child_command(args, peers, hw, batch, dtype_name, name, out))
     return compare(measured), [Failure(name, hw, batch, dtype_name, args.task, args.mode, why)
                                for name, why in failed.items()]
@@ -319,6 +330,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     if args.task == "inference":
         for line in batch_scaling(results):
             print(line, flush=True)
+    for line in checkpoint_cost(results, NO_CP):
+        print(line, flush=True)
     if args.json:
         args.json.write_text(to_json(env, results, failed))
     return results

@@ -75,6 +75,19 @@ def batch_scaling(results: List[Result]) -> List[str]:
     return lines
 
 
+def checkpoint_cost(results: List[Result], plain: str) -> List[str]:
+    """For each case where ours ran both with checkpointing (``ours``) and without (``plain``):
+    the two times and their ratio (the cost of ``with_cp``)."""
+    lines = []
+    for r in (r for r in results if r.impl == "ours"):
+        for p in (p for p in results if p.impl == plain and (p.size, p.batch, p.dtype, p.task)
+                  == (r.size, r.batch, r.dtype, r.task)):
+            lines.append(f"with_cp, ours, {r.size[0]}x{r.size[1]} batch {r.batch} {r.dtype} "
+                         f"{r.task}: {r.median_s:.3f} s, without checkpointing {p.median_s:.3f} s "
+                         f"({r.median_s / p.median_s:.2f}x)")
+    return lines
+
+
 def disagreements(results: List[Result]) -> List[str]:
     """One warning per implementation whose outputs differ from its reference's beyond
     :data:`AGREE_TOL`."""
