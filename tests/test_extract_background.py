@@ -17,8 +17,8 @@ from PIL import Image
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import save_state_dict
-from swinv2_backbone.features import (BackgroundConsumer, FeatureExtractor, ForwardTiming,
-                                      Prefetcher, image_size)
+from swinv2_backbone.features import (AUTO_DEPTH, BackgroundConsumer, FeatureExtractor,
+                                      ForwardTiming, Prefetcher, auto_depth, image_size)
 from swinv2_backbone.features import extractor as extractor_module
 from tool_modules import load_tool
 
@@ -79,13 +79,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 
 def run_tool(capsys: pytest.CaptureFixture, folder: Dict[str, Path], out: Path,
              *extra: str) -> Tuple[int, str, str]:
-    """The tool's ``main`` on the folder, one torch thread, within :data:`LIMIT`."""
+    """The tool's ``main`` on the folder, one torch thread, within :data:`LIMIT`; with the
+    background threads (``--prefetch 2``) unless ``extra`` says otherwise, whatever the CPUs."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    prefetch = [] if "--prefetch" in extra else ["--prefetch", "2"]
     try:
         status = within(LIMIT, lambda: TOOL.main([str(folder["images"]), "--out", str(out),
                                                   "--checkpoint", str(folder["checkpoint"]),
-                                                  "--batch-size", "2", "--no-progress", *extra]))
+                                                  "--batch-size", "2", "--no-progress",
+                                                  *prefetch, *extra]))
     finally:
         torch.set_num_threads(threads)
     captured = capsys.readouterr()
@@ -122,7 +125,8 @@ def test_background_threads_write_the_same_bytes_and_skip_the_bad_image(folder, 
         assert len(errors) == 1 and "img4.jpg" in errors[0] and "truncated" in errors[0].lower(), stderr
         assert f"wrote features of {len(GOOD)} image(s)" in stdout and "1 could not be read" in stdout
         assert re.search(rf"^{len(GOOD)} images in [0-9.]+ s: [0-9.]+ images/s end to end; model forward "
-                         r"alone [0-9.]+ images/s \(end to end [0-9.]+ % of it\)$", stdout, re.M), stdout
+                         r"alone [0-9.]+ images/s \(end to end [0-9.]+ % of it\); prefetch " + prefetch + "$",
+                         stdout, re.M), stdout
         runs[prefetch] = contents(out)
         assert sorted(runs[prefetch]) == sorted(
             [f"{n}.safetensors" for n in GOOD] + [f"{n}_stage{s}_pca.png" for n in GOOD for s in range(1, 5)])
@@ -143,7 +147,9 @@ def test_extract_returns_the_throughput(folder, tmp_path):
     share = 100 * summary.forward.seconds / summary.seconds
     assert summary.throughput() == (
         f"7 images in {summary.seconds:.1f} s: {7 / summary.seconds:.2f} images/s end to end; model "
-        f"forward alone {7 / summary.forward.seconds:.2f} images/s (end to end {share:.1f} % of it)")
+        f"forward alone {7 / summary.forward.seconds:.2f} images/s (end to end {share:.1f} % of it); "
+        f"{summary.prefetch}")
+    assert summary.prefetch.startswith("prefetch ") and "(auto: " in summary.prefetch
     rerun = within(LIMIT, lambda: TOOL.extract(args))  # tries img4 again, computes nothing
     assert (rerun.written, rerun.skipped, len(rerun.failed), rerun.forward.images) == (0, 7, 1, 0)
 
@@ -208,16 +214,40 @@ def test_an_error_in_the_model_lets_the_queued_outputs_be_written(folder, tmp_pa
     assert no_background_threads()
 
 
-@pytest.mark.parametrize("value, message", [
-    ("-1", "--prefetch must be >= 0 (0: no background threads), got -1"),
-    ("2.5", "argument --prefetch: invalid int value: '2.5'"),
-    ("many", "argument --prefetch: invalid int value: 'many'"),
-])
-def test_bad_prefetch_values_are_refused(folder, tmp_path, capsys, value: str, message: str):
+@pytest.mark.parametrize("value", ["-1", "2.5", "many", "Auto", ""])
+def test_bad_prefetch_values_are_refused(folder, tmp_path, capsys, value: str):
+    message = (f"argument --prefetch: must be 'auto' or an int >= 0 (0: no background threads), "
+               f"got {value!r}")
     with pytest.raises(SystemExit) as exit_:
         TOOL.main([str(folder["images"]), "--out", str(tmp_path), "--prefetch", value])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("device, threads, cpus, depth", [
+    ("cpu", 2, 2, 0), ("cpu", 4, 2, 0), ("cpu", 1, 2, AUTO_DEPTH), ("cpu", 8, 16, AUTO_DEPTH),
+    ("cuda", 16, 16, AUTO_DEPTH), ("cuda", 2, 1, AUTO_DEPTH),
+])
+def test_auto_prefetch_runs_the_threads_only_where_they_have_a_core(device, threads, cpus, depth):
+    assert auto_depth(device, threads, cpus) == depth
+
+
+@pytest.mark.parametrize("cpus, depth, why", [
+    (1, 0, "prefetch 0 (auto: no CPU to spare beside the model's 1 thread)"),
+    (3, AUTO_DEPTH, f"prefetch {AUTO_DEPTH} (auto: 3 CPUs for the model's 1 thread)"),
+])
+def test_the_tool_reports_the_depth_auto_chose(folder, tmp_path, capsys, monkeypatch, cpus, depth,
+                                               why):
+    monkeypatch.setattr(TOOL, "_cpus", lambda: cpus)
+    made, real = [], extractor_module.Prefetcher
+    monkeypatch.setattr(extractor_module, "Prefetcher",
+                        lambda items, d, **kw: made.append(d) or real(items, d, **kw))
+    status, stdout, _ = run_tool(capsys, folder, tmp_path / "out", "--prefetch", "auto")
+    assert status == 1 and f"% of it); {why}" in stdout  # 1: img4 cannot be read
+    assert made == [depth]  # the image loader's queue
+    assert TOOL.resolve_prefetch(3, torch.device("cpu")) == (3, "prefetch 3")
+    assert TOOL.resolve_prefetch("auto", torch.device("cuda")) == (
+        AUTO_DEPTH, f"prefetch {AUTO_DEPTH} (auto: the model runs on cuda)")
 
 
 # ------------------------------------------------------------------------------------ the API

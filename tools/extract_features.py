@@ -28,34 +28,41 @@ images whose ``.safetensors`` (and, with ``--pca``, pictures) are complete and w
 the same source, stages, checkpoint, dtype, normalisation and input size; ``--overwrite`` recomputes
 them all. Temporary files of a killed run are removed.
 
-The model runs in the main thread and never waits for files: a background thread decodes, resizes
-and normalises up to ``--prefetch`` batches ahead of it (default 2), and another writes the outputs
-(PCA pictures, then the features file, image by image in the order computed) with up to
-``--prefetch`` batches of finished features queued. ``--prefetch 0`` does everything in the main
-thread, one step after the other; the output files are the same bytes either way. An error in
+The model runs in the main thread: a background thread decodes, resizes and normalises up to
+``--prefetch`` batches ahead of it, and another writes the outputs (PCA pictures, then the features
+file, image by image in the order computed) with up to ``--prefetch`` batches of finished features
+queued. ``--prefetch 0`` does everything in the main thread, one step after the other; the output
+files are the same bytes either way. The default, ``auto``, runs the threads (depth 2) only where
+they have a core of their own: with the model on a GPU, or with more CPUs than the model's threads
+(:func:`swinv2_backbone.features.auto_depth` says why). An error in
 either thread (other than an unreadable image, which is reported and skipped) stops the run in the
 main thread; the outputs written before it stay complete. At the end the tool prints the throughput
 end to end (from the first header read to the last output written; building the model and the
 rerun check not counted) and that of the model forward alone (summed over batches), e.g.
 ``200 images in 66.1 s: 3.03 images/s end to end; model forward alone 3.10 images/s (end to end
-97.7 % of it)``; :func:`extract` returns them as a :class:`RunSummary`.
+97.7 % of it); prefetch 2 (auto: the model runs on cuda)``; :func:`extract` returns them as a
+:class:`RunSummary`.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
 
 from swinv2_backbone import ARCH_SETTINGS
 from swinv2_backbone.checkpoint import remove_partial_files
-from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS, BackgroundConsumer,
-                                      FeatureExtractor, ForwardTiming, ImageFeatures, ImageReadError,
-                                      dtype_name, find_images, image_size, is_complete, pca_rgb,
-                                      save_features, save_png, target_size, upsample_to_image)
+from swinv2_backbone.features import (AUTO_DEPTH, IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS,
+                                      BackgroundConsumer, FeatureExtractor, ForwardTiming,
+                                      ImageFeatures, ImageReadError, auto_depth, dtype_name,
+                                      find_images, image_size, is_complete, pca_rgb, save_features,
+                                      save_png, target_size, upsample_to_image)
 
 
 def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
@@ -227,10 +234,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels, checked before decoding (default "
                              f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
-    parser.add_argument("--prefetch", type=int, default=2, metavar="N",
+    parser.add_argument("--prefetch", type=_prefetch, default="auto", metavar="N",
                         help="batches decoded ahead of the model and batches of outputs queued for "
-                             "writing, each in a background thread (default 2; 0: no threads, "
-                             "everything in turn in the main thread)")
+                             "writing, each in a background thread; 0: no threads, everything in "
+                             f"turn in the main thread; auto (default): {AUTO_DEPTH} where the "
+                             "threads have a core of their own (a GPU model, or more CPUs than "
+                             "the model's threads), else 0")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute images whose outputs a previous run already wrote")
     parser.add_argument("--no-progress", action="store_true", help="no progress report")
@@ -239,9 +248,49 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_pixels < 1:
         parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
-    if args.prefetch < 0:
-        parser.error(f"--prefetch must be >= 0 (0: no background threads), got {args.prefetch}")
     return args
+
+
+def _prefetch(text: str) -> Union[int, str]:
+    """``--prefetch``: ``'auto'`` or an int >= 0."""
+    if text == "auto":
+        return text
+    try:
+        depth = int(text)
+    except ValueError:
+        depth = -1
+    if depth < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or an int >= 0 (0: no background threads), got {text!r}")
+    return depth
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_prefetch(prefetch: Union[int, str], device: torch.device) -> Tuple[int, str]:
+    """The depth of the background queues and how it was chosen, for the summary line.
+
+    Args:
+        prefetch: ``--prefetch``: an int >= 0, or ``'auto'`` (:func:`auto_depth`).
+        device: The model's device.
+    """
+    if prefetch != "auto":
+        return int(prefetch), f"prefetch {prefetch}"
+    threads, cpus = torch.get_num_threads(), _cpus()
+    depth = auto_depth(device.type, threads, cpus)
+    model_threads = f"the model's {threads} thread{'s' if threads != 1 else ''}"
+    if device.type != "cpu":
+        why = f"the model runs on {device.type}"
+    elif depth:
+        why = f"{cpus} CPUs for {model_threads}"
+    else:
+        why = f"no CPU to spare beside {model_threads}"
+    return depth, f"prefetch {depth} (auto: {why})"
 
 
 def model_config(args: argparse.Namespace) -> Dict[str, Any]:
@@ -284,6 +333,7 @@ class RunSummary:
         seconds: Wall-clock seconds from the first header read to the last output written (building
             the model and the rerun check not counted); 0 when nothing was to do.
         forward: Time and images of the model forward alone, summed over batches.
+        prefetch: The background queues' depth, and with ``--prefetch auto`` why that one.
     """
 
     found: int
@@ -293,6 +343,7 @@ class RunSummary:
     out_features: Sequence[str] = ()
     seconds: float = 0.0
     forward: ForwardTiming = field(default_factory=ForwardTiming)
+    prefetch: str = "prefetch 0"
 
     @property
     def images_per_second(self) -> float:
@@ -306,7 +357,7 @@ class RunSummary:
         share = 100 * self.images_per_second / forward if forward > 0 else 0.0
         return (f"{self.written} images in {self.seconds:.1f} s: {self.images_per_second:.2f} images/s "
                 f"end to end; model forward alone {forward:.2f} images/s (end to end {share:.1f} % "
-                "of it)")
+                f"of it); {self.prefetch}")
 
 
 def extract(args: argparse.Namespace) -> RunSummary:
@@ -330,19 +381,20 @@ def extract(args: argparse.Namespace) -> RunSummary:
     remove_partial_files(args.out)
     todo = images if args.overwrite else [p for p in images if not already_done(p, extractor, args)]
     summary.skipped = len(images) - len(todo)
+    depth, summary.prefetch = resolve_prefetch(args.prefetch, extractor.device)
     if todo:
         start = time.perf_counter()
         size = tuple(args.size) if args.size is not None else None
         results = extractor.iter_files(todo, batch_size=args.batch_size, size=size,
                                        short_side=args.short_side, on_error=reporter(summary.failed),
-                                       max_pixels=args.max_pixels, prefetch=args.prefetch,
+                                       max_pixels=args.max_pixels, prefetch=depth,
                                        timing=summary.forward)
         bar = progress_bar(len(todo), not args.no_progress)
         # closing() stops the loader thread at once when the run ends early (an error)
         with contextlib.closing(results):
             try:
                 summary.written = run(results, extractor, args.out, args.pca, bar,
-                                      depth=args.prefetch * args.batch_size)
+                                      depth=depth * args.batch_size)
             finally:
                 bar.close()
         summary.seconds = time.perf_counter() - start

@@ -4,7 +4,8 @@
   decoded ahead of the model), :class:`ImageFeatures`, one image's result, and
   :class:`ForwardTiming`, the time of the model forward alone;
 * :mod:`.background`: a bounded background thread before the model (:class:`Prefetcher`) and
-  after it (:class:`BackgroundConsumer`), errors re-raised in the caller;
+  after it (:class:`BackgroundConsumer`), errors re-raised in the caller, and the depth
+  ``--prefetch auto`` gives them (:func:`auto_depth`);
 * :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
 * :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
 * :mod:`.storage`: one image's features with their geometry as ``.safetensors``;
@@ -15,7 +16,7 @@ The model itself is built by :func:`swinv2_backbone.checkpoint.build.build_backb
 here for the callers of the former single module).
 """
 from ..checkpoint.build import build_backbone
-from .background import BackgroundConsumer, Prefetcher
+from .background import AUTO_DEPTH, BackgroundConsumer, Prefetcher, auto_depth
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ForwardTiming,
                         ImageFeatures, dtype_name, parse_device, parse_dtype)
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
@@ -24,6 +25,7 @@ from .pictures import pca_rgb, save_png, upsample_to_image
 from .storage import feature_metadata, is_complete, load_features, save_features
 
 __all__ = [
+    "AUTO_DEPTH",
     "DTYPES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -35,6 +37,7 @@ __all__ = [
     "ImageFeatures",
     "ImageReadError",
     "Prefetcher",
+    "auto_depth",
     "batches_by_size",
     "build_backbone",
     "dtype_name",

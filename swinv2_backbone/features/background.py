@@ -29,6 +29,25 @@ _POLL_SECONDS = 0.1
 _END = object()  # marks the end of the items in a queue
 
 
+#: The depth ``--prefetch auto`` gives the background threads where they have a core of their own.
+AUTO_DEPTH = 2
+
+
+def auto_depth(device_type: str, model_threads: int, cpus: int) -> int:
+    """The queue depth ``--prefetch auto`` picks: :data:`AUTO_DEPTH` where the background threads
+    have a core of their own (the model runs on an accelerator, or the process may use more CPUs
+    than the model's intra-op threads), else 0 (no threads). On a CPU whose every core runs one of
+    the model's threads, the background threads take turns with them, and each turn holds up the
+    model's parallel region on every core: the forward slows by more than the work overlapped.
+
+    Args:
+        device_type: The model's device type (``'cpu'``, ``'cuda'``...).
+        model_threads: The model's intra-op threads on CPU (``torch.get_num_threads()``).
+        cpus: CPUs this process may run on.
+    """
+    return AUTO_DEPTH if device_type != "cpu" or cpus > model_threads else 0
+
+
 def check_depth(depth: int, name: str = "prefetch") -> int:
     """``depth`` if it is an int >= 0, else a ``ValueError`` naming ``name``.
 
