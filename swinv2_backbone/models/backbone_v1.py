@@ -59,7 +59,8 @@ class SwinBackbone(SwinBackboneBase):
             stage outputs (equal to HF ``SwinBackbone.feature_maps`` without its stage norms).
         frozen_stages: Freeze the patch embedding (0; with the absolute position embedding and the
             mask token) and additionally stages 1..k with their output norms; -1 freezes nothing.
-        with_cp: Activation checkpointing of every block (``use_reentrant=False``).
+        with_cp: Activation checkpointing, as :class:`~swinv2_backbone.Swinv2Backbone`'s (every
+            block a gradient reaches but the trailing ones that fit in one block's activations).
         small_map: Rule for maps not larger than the window: ``'pad'`` (default) or a peer's rule
             (``'official'``, ``'hf'``, ``'timm'``, ``'mmdet'``: mmdet/mmseg's Swin, which shifts
             even a map of one window), see
