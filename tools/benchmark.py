@@ -206,7 +206,7 @@ def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: 
         if wanted("ours"):
             impls.append(Impl("ours", ours, ours))
         if plain_wanted:  # a copy unless ours itself is not timed
-            plain = copy.deepcopy(ours) if wanted("ours") or low_wanted else ours
+            plain = copy.deepcopy(ours) if wanted("ours") else ours
             plain.with_cp = False
             impls.append(Impl(NO_CP, plain, plain, reference="ours"))
         if low_wanted:  # a copy unless ours itself is not timed
