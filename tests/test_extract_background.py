@@ -4,6 +4,7 @@ still skipped, and every error of a thread raised in the main thread, never a ha
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -18,8 +19,10 @@ from PIL import Image
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.features import (AUTO_DEPTH, BackgroundConsumer, FeatureExtractor,
-                                      ForwardTiming, Prefetcher, auto_depth, image_size)
+                                      ForwardTiming, Prefetcher, auto_depth, image_size,
+                                      usable_cpus)
 from swinv2_backbone.features import extractor as extractor_module
+from swinv2_backbone.features.background import cgroup_cpu_quota
 from tool_modules import load_tool
 
 SMALL = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
@@ -224,12 +227,59 @@ def test_bad_prefetch_values_are_refused(folder, tmp_path, capsys, value: str):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("device, threads, cpus, depth", [
-    ("cpu", 2, 2, 0), ("cpu", 4, 2, 0), ("cpu", 1, 2, AUTO_DEPTH), ("cpu", 8, 16, AUTO_DEPTH),
-    ("cuda", 16, 16, AUTO_DEPTH), ("cuda", 2, 1, AUTO_DEPTH),
+@pytest.mark.parametrize("device, threads, cpus, depth, why", [
+    ("cpu", 2, 2, 0, "no CPU to spare beside the model's 2 threads"),
+    ("cpu", 4, 2, 0, "no CPU to spare beside the model's 4 threads"),
+    ("cpu", 1, 2, AUTO_DEPTH, "2 CPUs for the model's 1 thread"),
+    ("cpu", 8, 16, AUTO_DEPTH, "16 CPUs for the model's 8 threads"),
+    ("cuda", 16, 16, AUTO_DEPTH, "the model runs on cuda"),
+    ("cuda", 2, 1, AUTO_DEPTH, "the model runs on cuda"),
 ])
-def test_auto_prefetch_runs_the_threads_only_where_they_have_a_core(device, threads, cpus, depth):
-    assert auto_depth(device, threads, cpus) == depth
+def test_auto_prefetch_runs_the_threads_only_where_they_have_a_core(device, threads, cpus, depth,
+                                                                     why):
+    assert auto_depth(device, threads, cpus) == (depth, why)
+
+
+def _cgroups(tmp_path, membership, files):
+    """A fake cgroup mount under ``tmp_path`` with ``files`` ({relative path: text}) and the
+    process's membership file."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "self-cgroup").write_text(membership)
+    return tmp_path, tmp_path / "self-cgroup"
+
+
+@pytest.mark.parametrize("membership, files, quota", [
+    # v2: the process's own cgroup, and a tighter ancestor
+    ("0::/pod/app\n", {"pod/app/cpu.max": "150000 100000\n"}, 1.5),
+    ("0::/pod/app\n", {"pod/app/cpu.max": "max 100000\n", "pod/cpu.max": "300000 100000\n",
+                        "cpu.max": "max 100000\n"}, 3.0),
+    ("0::/pod/app\n", {"pod/app/cpu.max": "400000 100000\n", "pod/cpu.max": "200000 100000\n"}, 2.0),
+    ("0::/\n", {"unified/cpu.max": "50000 100000\n"}, 0.5),  # hybrid: v2 under unified/
+    # v1: the cpu controller's folder
+    ("4:memory:/x\n1:cpu,cpuacct:/docker/c1\n",
+     {"cpu/docker/c1/cpu.cfs_quota_us": "200000\n", "cpu/docker/c1/cpu.cfs_period_us": "100000\n"},
+     2.0),
+    ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    # no quota anywhere, no files, a malformed file
+    ("0::/a\n", {"a/cpu.max": "max 100000\n"}, None),
+    ("0::/a\n", {}, None),
+    ("0::/a\n", {"a/cpu.max": "garbage\n"}, None),
+    ("0::/../../outside\n", {}, None),  # outside the namespace's root: the walk still ends
+])
+def test_the_cgroup_cpu_quota_is_the_tightest_on_the_path_to_the_root(tmp_path, membership, files,
+                                                                        quota):
+    assert cgroup_cpu_quota(*_cgroups(tmp_path, membership, files)) == quota
+
+
+def test_usable_cpus_caps_the_affinity_by_the_quota_rounding_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert usable_cpus(*_cgroups(tmp_path / "a", "0::/\n", {"cpu.max": "150000 100000"})) == 2
+    assert usable_cpus(*_cgroups(tmp_path / "b", "0::/\n", {"cpu.max": "5000 100000"})) == 1
+    assert usable_cpus(*_cgroups(tmp_path / "c", "0::/\n", {"cpu.max": "max 100000"})) == 8
+    assert usable_cpus(*_cgroups(tmp_path / "d", "0::/\n", {"cpu.max": "6400000 100000"})) == 8
+    assert usable_cpus(tmp_path / "none", tmp_path / "no-such-file") == 8
 
 
 @pytest.mark.parametrize("cpus, depth, why", [
@@ -238,7 +288,7 @@ def test_auto_prefetch_runs_the_threads_only_where_they_have_a_core(device, thre
 ])
 def test_the_tool_reports_the_depth_auto_chose(folder, tmp_path, capsys, monkeypatch, cpus, depth,
                                                why):
-    monkeypatch.setattr(TOOL, "_cpus", lambda: cpus)
+    monkeypatch.setattr(TOOL, "usable_cpus", lambda: cpus)
     made, real = [], extractor_module.Prefetcher
     monkeypatch.setattr(extractor_module, "Prefetcher",
                         lambda items, d, **kw: made.append(d) or real(items, d, **kw))

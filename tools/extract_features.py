@@ -34,7 +34,8 @@ file, image by image in the order computed) with up to ``--prefetch`` batches of
 queued. ``--prefetch 0`` does everything in the main thread, one step after the other; the output
 files are the same bytes either way. The default, ``auto``, runs the threads (depth 2) only where
 they have a core of their own: with the model on a GPU, or with more CPUs than the model's threads
-(:func:`swinv2_backbone.features.auto_depth` says why). An error in
+(:func:`swinv2_backbone.features.auto_depth` says why; the CPUs are counted by
+:func:`~swinv2_backbone.features.usable_cpus`, which honours a container's CPU quota). An error in
 either thread (other than an unreadable image, which is reported and skipped) stops the run in the
 main thread; the outputs written before it stay complete. At the end the tool prints the throughput
 end to end (from the first header read to the last output written; building the model and the
@@ -47,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,7 +62,7 @@ from swinv2_backbone.features import (AUTO_DEPTH, IMAGENET_MEAN, IMAGENET_STD, M
                                       BackgroundConsumer, FeatureExtractor, ForwardTiming,
                                       ImageFeatures, ImageReadError, auto_depth, dtype_name,
                                       find_images, image_size, is_complete, pca_rgb, save_features,
-                                      save_png, target_size, upsample_to_image)
+                                      save_png, target_size, upsample_to_image, usable_cpus)
 
 
 def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
@@ -265,13 +265,6 @@ def _prefetch(text: str) -> Union[int, str]:
     return depth
 
 
-def _cpus() -> int:
-    """CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def resolve_prefetch(prefetch: Union[int, str], device: torch.device) -> Tuple[int, str]:
     """The depth of the background queues and how it was chosen, for the summary line.
 
@@ -281,15 +274,7 @@ def resolve_prefetch(prefetch: Union[int, str], device: torch.device) -> Tuple[i
     """
     if prefetch != "auto":
         return int(prefetch), f"prefetch {prefetch}"
-    threads, cpus = torch.get_num_threads(), _cpus()
-    depth = auto_depth(device.type, threads, cpus)
-    model_threads = f"the model's {threads} thread{'s' if threads != 1 else ''}"
-    if device.type != "cpu":
-        why = f"the model runs on {device.type}"
-    elif depth:
-        why = f"{cpus} CPUs for {model_threads}"
-    else:
-        why = f"no CPU to spare beside {model_threads}"
+    depth, why = auto_depth(device.type, torch.get_num_threads(), usable_cpus())
     return depth, f"prefetch {depth} (auto: {why})"
 
 

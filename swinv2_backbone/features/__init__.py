@@ -5,7 +5,7 @@
   :class:`ForwardTiming`, the time of the model forward alone;
 * :mod:`.background`: a bounded background thread before the model (:class:`Prefetcher`) and
   after it (:class:`BackgroundConsumer`), errors re-raised in the caller, and the depth
-  ``--prefetch auto`` gives them (:func:`auto_depth`);
+  ``--prefetch auto`` gives them (:func:`auto_depth`, from :func:`usable_cpus`);
 * :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
 * :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
 * :mod:`.storage`: one image's features with their geometry as ``.safetensors``;
@@ -16,7 +16,8 @@ The model itself is built by :func:`swinv2_backbone.checkpoint.build.build_backb
 here for the callers of the former single module).
 """
 from ..checkpoint.build import build_backbone
-from .background import AUTO_DEPTH, BackgroundConsumer, Prefetcher, auto_depth
+from .background import (AUTO_DEPTH, AutoDepth, BackgroundConsumer, Prefetcher, auto_depth,
+                         usable_cpus)
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ForwardTiming,
                         ImageFeatures, dtype_name, parse_device, parse_dtype)
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
@@ -26,6 +27,7 @@ from .storage import feature_metadata, is_complete, load_features, save_features
 
 __all__ = [
     "AUTO_DEPTH",
+    "AutoDepth",
     "DTYPES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -55,4 +57,5 @@ __all__ = [
     "save_png",
     "target_size",
     "upsample_to_image",
+    "usable_cpus",
 ]

@@ -17,10 +17,14 @@ Invariants of both classes:
 """
 from __future__ import annotations
 
+import math
+import os
 import queue
 import threading
+from pathlib import Path
 from types import TracebackType
-from typing import Callable, Generic, Iterable, Iterator, Optional, Tuple, Type, TypeVar
+from typing import (Callable, Generic, Iterable, Iterator, NamedTuple, Optional, Tuple, Type,
+                    TypeVar)
 
 T = TypeVar("T")
 
@@ -33,19 +37,104 @@ _END = object()  # marks the end of the items in a queue
 AUTO_DEPTH = 2
 
 
-def auto_depth(device_type: str, model_threads: int, cpus: int) -> int:
-    """The queue depth ``--prefetch auto`` picks: :data:`AUTO_DEPTH` where the background threads
-    have a core of their own (the model runs on an accelerator, or the process may use more CPUs
-    than the model's intra-op threads), else 0 (no threads). On a CPU whose every core runs one of
-    the model's threads, the background threads take turns with them, and each turn holds up the
+class AutoDepth(NamedTuple):
+    """The choice of ``--prefetch auto``.
+
+    Args:
+        depth: Queue depth of the background threads (0: none, everything in the main thread).
+        why: The reason, for the summary line (``'no CPU to spare beside the model's 2 threads'``).
+    """
+
+    depth: int
+    why: str
+
+
+def auto_depth(device_type: str, model_threads: int, cpus: int) -> AutoDepth:
+    """The queue depth ``--prefetch auto`` picks, and why: :data:`AUTO_DEPTH` where the background
+    threads have a core of their own (the model runs on an accelerator, or the process may use more
+    CPUs than the model's intra-op threads), else 0 (no threads). On a CPU whose every core runs one
+    of the model's threads, the background threads take turns with them, and each turn holds up the
     model's parallel region on every core: the forward slows by more than the work overlapped.
 
     Args:
         device_type: The model's device type (``'cpu'``, ``'cuda'``...).
         model_threads: The model's intra-op threads on CPU (``torch.get_num_threads()``).
-        cpus: CPUs this process may run on.
+        cpus: CPUs this process may use (:func:`usable_cpus`).
     """
-    return AUTO_DEPTH if device_type != "cpu" or cpus > model_threads else 0
+    threads = f"the model's {model_threads} thread{'s' if model_threads != 1 else ''}"
+    if device_type != "cpu":
+        return AutoDepth(AUTO_DEPTH, f"the model runs on {device_type}")
+    if cpus > model_threads:
+        return AutoDepth(AUTO_DEPTH, f"{cpus} CPUs for {threads}")
+    return AutoDepth(0, f"no CPU to spare beside {threads}")
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """CPUs this process may use: those it may run on (its affinity), capped by the CPU quota of
+    its cgroup or an ancestor's (a container's ``--cpus``, a Kubernetes CPU limit), rounded up.
+    A quota does not show in the affinity: a container limited to 2 CPUs of a 64-core host still
+    sees 64.
+
+    Args:
+        cgroup_root: Where the cgroup hierarchies are mounted.
+        proc_cgroup: The process's cgroup membership file.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, proc_cgroup)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(cgroup_root: Path, proc_cgroup: Path) -> Optional[float]:
+    """The smallest CPU quota, in CPUs, of the process's cgroup and its ancestors (cgroup v2
+    ``cpu.max``, v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), or ``None`` without one (or
+    where the files cannot be read: no cgroups, another OS).
+
+    Args:
+        cgroup_root: Where the cgroup hierarchies are mounted (v2 at the root or under
+            ``unified``, v1's cpu controller under ``cpu``).
+        proc_cgroup: The process's cgroup membership file (``/proc/self/cgroup``).
+    """
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:  # v2
+            mounts = [cgroup_root, cgroup_root / "unified"]
+        elif "cpu" in controllers.split(","):  # v1: "cpu", or a co-mounted "cpu,cpuacct"
+            mounts = [cgroup_root / "cpu", cgroup_root / controllers]
+        else:
+            continue
+        for mount in dict.fromkeys(mounts):  # "cpu" alone names one mount twice: read it once
+            folder = mount / path.lstrip("/")
+            # up to the mount; a path outside it (``..`` from a cgroup namespace) ends at "/"
+            for candidate in (folder, *folder.parents):
+                quota = _folder_quota(candidate)
+                if quota is not None:
+                    quotas.append(quota)
+                if candidate == mount:
+                    break
+    return min(quotas, default=None)
+
+
+def _folder_quota(folder: Path) -> Optional[float]:
+    """The CPU quota one cgroup folder sets, in CPUs (``None``: no quota, or no such files)."""
+    try:
+        fields = (folder / "cpu.max").read_text().split()  # v2: "max 100000" or "200000 100000"
+    except OSError:
+        try:
+            fields = [(folder / name).read_text().strip()  # v1: quota -1 means none
+                      for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+        except OSError:
+            return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except (ValueError, IndexError):  # "max", or a file not in the expected form
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def check_depth(depth: int, name: str = "prefetch") -> int:
