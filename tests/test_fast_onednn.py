@@ -49,6 +49,28 @@ def test_onednn_linear_matches_f_linear(activation, dtype, tol):
     torch.testing.assert_close(got.float(), ref.float(), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("layout", ["transposed", "sliced"])
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_weights_of_any_strides_go_through_onednn_as_they_are(layout, dtype, tol, monkeypatch):
+    # the backward passes weight.t() views: oneDNN must read them right, with no copy made first
+    # (where oneDNN lacks the dtype, F.linear takes them)
+    torch.manual_seed(0)
+    base = torch.randn(48, 72, dtype=dtype) if layout == "transposed" else torch.randn(72, 60,
+                                                                                       dtype=dtype)
+    weight = base.t() if layout == "transposed" else base[:, 5:53]
+    assert weight.shape == (72, 48) and not weight.is_contiguous()
+    seen = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(onednn.torch.ops.mkldnn, "_linear_pointwise",
+                        lambda x, w, *rest: seen.append(w.stride()) or real(x, w, *rest),
+                        raising=False)
+    x = torch.randn(5, 7, 48, dtype=dtype)
+    got = onednn.linear_forward(x, weight, None)
+    assert seen == ([weight.stride()] if onednn.onednn_available(dtype) else [])
+    torch.testing.assert_close(got.float(), nn.functional.linear(x.float(), weight.float()),
+                               rtol=tol, atol=tol)
+
+
 def test_weight_updates_are_seen_at_once_whatever_the_update_path():
     layer = nn.Linear(8, 4)
     x = torch.randn(3, 8)

@@ -64,7 +64,7 @@ class _GeluMlp(torch.autograd.Function):
         x2 = x.reshape(rows, x.shape[-1]).to(dtype)
         grad2 = grad_out.reshape(rows, grad_out.shape[-1]).to(dtype)
         # linear_forward() takes (out, in) weights: these give hidden @ w2 and hidden @ w1
-        w1t, w2t = w1.to(dtype).t().contiguous(), w2.to(dtype).t().contiguous()
+        w1t, w2t = w1.to(dtype).t(), w2.to(dtype).t()  # views: see onednn.onednn_linear
         acc = dict(dtype=torch.float32, device=x.device)
         grad_w1 = torch.zeros(w1.shape, **acc) if need_w1 else None
         grad_w2 = torch.zeros(w2.shape, **acc) if need_w2 else None

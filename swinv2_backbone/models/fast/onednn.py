@@ -32,17 +32,22 @@ def onednn_available(dtype: torch.dtype) -> bool:
         x = torch.randn(64, 48, generator=gen).to(dtype)
         w = torch.randn(40, 48, generator=gen).to(dtype)
         b = torch.randn(40, generator=gen).to(dtype)
-        got = onednn_linear(x, w, b, "gelu")
-        want = F.gelu(F.linear(x.float(), w.float(), b.float()))
+        wt = torch.randn(48, 40, generator=gen).to(dtype).t()  # a transposed view, as backward passes
+        got = [onednn_linear(x, w, b, "gelu"), onednn_linear(x, wt, None)]
+        want = [F.gelu(F.linear(x.float(), w.float(), b.float())), F.linear(x.float(), wt.float())]
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     tol = 1e-4 if dtype == torch.float32 else 5e-2
-    return got.shape == want.shape and bool(((got.float() - want).abs() <= tol * (1 + want.abs())).all())
+    return all(g.shape == v.shape and bool(((g.float() - v).abs() <= tol * (1 + v.abs())).all())
+               for g, v in zip(got, want))
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                   activation: str = "none") -> torch.Tensor:
-    """``activation(x @ weight^T + bias)`` through oneDNN; ``activation`` is 'none' or 'gelu'."""
+    """``activation(x @ weight^T + bias)`` through oneDNN; ``activation`` is 'none' or 'gelu'.
+    ``weight`` may have any strides: oneDNN reorders it into its own blocked layout on every call
+    anyway, and reads a transposed view as fast as a contiguous one, so the backward passes
+    ``weight.t()`` as it is rather than paying for a transposing copy first."""
     shape = x.shape
     out = torch.ops.mkldnn._linear_pointwise(
         x.reshape(-1, shape[-1]), weight, bias, activation, [], "none" if activation == "gelu" else "")
@@ -64,7 +69,7 @@ def linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """``activation(x @ weight^T + bias)`` outside autograd (inference, or inside an autograd
     Function): oneDNN where :func:`onednn_usable` allows, else ``F.linear``."""
     if onednn_usable(x, weight):
-        return onednn_linear(x, weight.contiguous(), bias, activation)
+        return onednn_linear(x, weight, bias, activation)
     out = F.linear(x, weight, bias)
     return F.gelu(out) if activation == "gelu" else out
 
@@ -88,7 +93,7 @@ class _OnednnLinear(torch.autograd.Function):
         grad2 = grad.reshape(-1, grad.shape[-1])
         grad_x = grad_w = grad_b = None
         if need_x:
-            grad_x = onednn_linear(grad2, weight.t().contiguous(), None).view(x.shape)
+            grad_x = onednn_linear(grad2, weight.t(), None).view(x.shape)
         if need_w:
             grad_w = grad2.t().mm(x.reshape(-1, x.shape[-1]))
         if need_b and ctx.has_bias:
