@@ -28,9 +28,10 @@ pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
 TORCH_VERSION=$(pinned torch) TORCHVISION_VERSION=$(pinned torchvision) MMCV_VERSION=$(pinned mmcv)
 [ -n "$TORCH_VERSION" ] && [ -n "$TORCHVISION_VERSION" ] && [ -n "$MMCV_VERSION" ] \
   || die "$CONSTRAINTS must pin torch==, torchvision== and mmcv=="
-# mmcv's C++ ops: 77 translation units, about 13 CPU-seconds each without a compiler cache (8 min on
-# 2 cores, 2026-12-01, AMD EPYC); with ccache hits the build is mostly linking and packaging.
-MMCV_UNITS=77 MMCV_CPU_SECONDS_PER_UNIT=13
+# mmcv's C++ ops: 77 translation units, 13-26 CPU-seconds each without a compiler cache, by the CPU
+# (2 cores: 8 min on 2026-12-01, AMD EPYC with AVX-512; 16 min 43 s on 2026-12-02, an AVX2-only
+# EPYC, with the other installs beside it); with ccache hits the build is mostly linking and packaging.
+MMCV_UNITS=77 MMCV_CPU_SECONDS_LOW=13 MMCV_CPU_SECONDS_HIGH=26
 JOBS="${MAX_JOBS:-$(nproc)}"
 export PIP_CONSTRAINT="$CONSTRAINTS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -152,7 +153,8 @@ show_progress() {
 
 if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; then
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    minutes=$(( (MMCV_UNITS * MMCV_CPU_SECONDS_PER_UNIT / JOBS + 59) / 60 ))
+    minutes="$(( (MMCV_UNITS * MMCV_CPU_SECONDS_LOW / JOBS + 59) / 60 ))-$(( \
+(MMCV_UNITS * MMCV_CPU_SECONDS_HIGH / JOBS + 59) / 60 ))"
     say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
     cached=0
     if [ -n "$CCACHE_BIN" ]; then
