@@ -156,6 +156,7 @@ def _plain_weights_only_load_fails(checkpoint: Path) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.oldest  # mmengine's own checkpoints under each torch's torch.load defaults
 @pytest.mark.parametrize("task, base, metric_keys", [
     ("det", DET_CONFIG, ("coco/bbox_mAP", "coco/segm_mAP", "coco/bbox_mAP_50")),
     ("seg", SEG_CONFIG, ("mIoU", "aAcc", "mAcc")),
