@@ -162,7 +162,7 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
     fi
     if [ "${cached:-0}" -gt 0 ]; then
       say "ccache holds $cached files from earlier builds: 1-3 minutes where they were compiled against \
-this torch and Python, else about $minutes"
+this torch and Python, else about $minutes minutes"
     else
       say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs; \
 this happens once per machine"
