@@ -33,6 +33,7 @@ TORCH_VERSION=$(pinned torch) TORCHVISION_VERSION=$(pinned torchvision) MMCV_VER
 # EPYC, with the other installs beside it); with ccache hits the build is mostly linking and packaging.
 MMCV_UNITS=77 MMCV_CPU_SECONDS_LOW=13 MMCV_CPU_SECONDS_HIGH=26
 JOBS="${MAX_JOBS:-$(nproc)}"
+compile_minutes() { echo $(( (MMCV_UNITS * $1 / JOBS + 59) / 60 )); }  # $1: CPU-seconds per unit
 export PIP_CONSTRAINT="$CONSTRAINTS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -153,8 +154,7 @@ show_progress() {
 
 if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; then
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    minutes="$(( (MMCV_UNITS * MMCV_CPU_SECONDS_LOW / JOBS + 59) / 60 ))-$(( \
-(MMCV_UNITS * MMCV_CPU_SECONDS_HIGH / JOBS + 59) / 60 ))"
+    minutes="$(compile_minutes "$MMCV_CPU_SECONDS_LOW")-$(compile_minutes "$MMCV_CPU_SECONDS_HIGH")"
     say "building mmcv $MMCV_VERSION with its C++ ops from source: no cached wheel in $WHEEL_DIR"
     cached=0
     if [ -n "$CCACHE_BIN" ]; then
