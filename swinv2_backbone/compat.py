@@ -38,6 +38,22 @@ else:
         return dynamo_is_compiling()
 
 
+def tracing() -> bool:
+    """Whether the model is being traced into a graph rather than run: ``torch.compile`` /
+    ``torch.export`` (dynamo, or export's non-strict mode), ``torch.jit.trace`` (the TorchScript ONNX
+    exporter, FLOP counters) or ``torch.fx`` symbolic tracing. The fast kernels are eager strategies,
+    not graph content: a trace takes the reference kernels."""
+    if is_compiling() or torch.jit.is_tracing():
+        return True
+    is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)  # torch >= 2.4
+    if is_exporting is not None and is_exporting():
+        return True
+    from torch.fx import _symbolic_trace
+
+    # is_fx_symbolic_tracing from torch 2.8; before, is_fx_tracing meant symbolic tracing alone.
+    return getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)()
+
+
 #: Whether ``torch.compile`` traces custom autograd Functions that keep index tensors on ``ctx``.
 #: torch 2.1's dynamo fails on them ("lift_tracked_freevar_to_input should not be called on root
 #: SubgraphTracer"); torch 2.14 traces them. Both are tested in CI; the releases between are taken to

@@ -44,7 +44,7 @@ def reference(module, qkv, mask):
     b, nw, n, width = qkv.shape
     h, d = module.num_heads, width // 3 // module.num_heads
     q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = module.logit_qk(q, k, q.dtype)
+    q, k = kernels.logits_qk(q, k, module.attention_args(qkv[..., :width // 3]), q.dtype)
     attn = kernels.scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask).softmax(-1)
     out = torch.matmul(attn.view(b * nw, h, n, n), v)
     return out.view(b, nw, h, n, d).transpose(2, 3).reshape(b, nw, n, width // 3)
@@ -106,7 +106,7 @@ def test_zero_norm_rows_and_a_clamped_temperature():
     qkv[1, 3, :, 12:24] = 0  # every k of one window
     qkv.requires_grad_()
     mask = torch.randn(1, 2, 4, 4, requires_grad=True)
-    got = attention_train.window_attention(module, qkv, mask)
+    got = attention_train.chunked_attention(qkv, mask, module.attention_args(qkv))
     want = reference(module, qkv, mask)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     up = torch.randn_like(want)
@@ -155,20 +155,33 @@ def test_declines_where_the_reference_must_run(calls):
     """Attention dropout in training, autocast, bf16, no gradient: the reference runs (and gives
     the reference's result); dropout in eval mode is inactive, so the function runs."""
     module = WindowAttentionV2(12, 2, attn_drop=0.5).train()
-    qkv = torch.randn(1, 2, 4, 36, requires_grad=True)
+    windows = torch.randn(1, 2, 4, 12, requires_grad=True)
     mask = torch.randn(1, 2, 4, 4)
-    assert attention_train.window_attention(module, qkv, mask) is None
+
+    def taken(module, windows, mask) -> bool:
+        """Whether the chunked function took the call; where it declines it returns the
+        reference's result."""
+        before = len(calls)
+        with torch.random.fork_rng(), kernels.using(kernels.REFERENCE):
+            torch.manual_seed(0)
+            got = attention_train.window_attention(windows, mask, module.attention_args(windows))
+            torch.manual_seed(0)
+            want = kernels.attention(windows, mask, module.attention_args(windows))
+        if len(calls) == before:
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        return len(calls) > before
+
+    assert not taken(module, windows, mask)
     module.eval()
-    assert attention_train.window_attention(module, qkv, mask) is not None
+    assert taken(module, windows, mask)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert attention_train.window_attention(module, qkv, mask) is None
-    assert attention_train.window_attention(module.bfloat16(), qkv.bfloat16(),
-                                            mask.bfloat16()) is None
+        assert not taken(module, windows, mask)
+    assert not taken(module.bfloat16(), windows.bfloat16(), mask.bfloat16())
     module.float()
     with torch.no_grad():
-        assert attention_train.window_attention(module, qkv, mask) is None
+        assert not taken(module, windows, mask)
     # a mask of another broadcast shape than attention_mask builds
-    assert attention_train.window_attention(module, qkv, mask[None]) is None
+    assert not taken(module, windows, mask[None])
     assert len(calls) == 1
     # through the model: dropout active -> the reference path, same numbers as without the seam
     fast.use(ONLY_THIS)

@@ -112,3 +112,16 @@ def test_the_checker_sees_lazy_imports_and_cycles():
             "swinv2_backbone.checkpoint"}
     finally:
         tmp.unlink()
+
+
+def test_the_reference_model_does_not_import_the_fast_paths():
+    """Inside ``models``, only the fast package itself and the package's ``__init__`` (which makes
+    the fast kernels the default) import ``models.fast``: the reference modules reach the active
+    kernels through :mod:`swinv2_backbone.models.kernels` alone."""
+    fast = f"{PACKAGE}.models.fast"
+    allowed = {f"{PACKAGE}.models"}
+    leaks = sorted((m, d) for m, deps in import_graph().items() for d in deps
+                   if m.startswith(f"{PACKAGE}.models") and not m.startswith(fast)
+                   and m not in allowed and (d == fast or d.startswith(fast + ".")))
+    assert leaks == []
+    assert f"{PACKAGE}.models.kernels" in import_graph()[f"{PACKAGE}.models.attention"]

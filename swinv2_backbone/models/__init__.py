@@ -1,5 +1,6 @@
 """The models: the SwinV2 backbone, classifier and SimMIM, and the Swin V1 backbone; pure torch
 (mmengine optional)."""
+from . import fast, kernels
 from .backbone import WEIGHT_LOADERS, SwinBackboneBase, Swinv2Backbone
 from .backbone_v1 import SwinBackbone
 from .classifier import Swinv2Classifier
@@ -8,6 +9,8 @@ from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
 from .simmim import SimMIM, local_statistics, normalize_targets, simmim_loss, simmim_mask
 from .versions import BACKBONE_TYPES, backbone_class
+
+kernels.use(fast.FAST)  # the default; fast.set_fast_paths(False) runs the reference kernels
 
 __all__ = ["ARCH_SETTINGS", "ArchPreset", "BACKBONE_TYPES", "FeatureInfo", "SMALL_MAP_RULES", "SwinBackbone",
            "SwinBackboneBase", "Swinv2Backbone",

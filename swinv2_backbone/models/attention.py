@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compat import is_compiling
-from .fast import active
-from .ops import (MASK_VALUE, autocast_off, relative_coords_table, relative_position_index,
+from ..compat import tracing
+from .kernels import AttentionArgs, active
+from .ops import (MASK_VALUE, relative_coords_table, relative_position_index,
                   shift_window_mask)
 
 #: Upper bound of the learned attention temperature, ``exp(logit_scale) <= 100`` (the paper's clamp).
@@ -23,22 +23,11 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 _MASK_CACHE_SIZE = 8
 
 
-def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
-                  range_of: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the range of
-    ``range_of`` (default ``x``'s dtype) and returned in ``x``'s dtype. For the all-zero rows of
-    padded tokens the factor would overflow fp16 (in the forward, or in the gradient once cast
-    back); a capped factor still gives the zero row ``F.normalize`` gives."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
-    inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
-    return inv.clamp_max(torch.finfo(range_of or x.dtype).max).to(x.dtype)
-
-
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows: the machinery both Swin versions
     share. ``attn = softmax(logits(q, k) + bias + mask) @ v``; a subclass defines the position
     bias (:meth:`position_bias`, from the parameters :meth:`bias_parameters`), the qkv bias
-    (:meth:`qkv_bias_vector`) and how q and k make the logits (:meth:`logit_qk`). The window size is
+    (:meth:`qkv_bias_vector`) and how q and k make the logits (:attr:`cosine`, :meth:`query_scale`). The window size is
     a forward argument (the mask is built for it by :meth:`attention_mask`).
 
     Args:
@@ -95,18 +84,12 @@ class WindowAttention(nn.Module):
         """The settings besides the window that :meth:`position_bias` depends on (a cache key)."""
         raise NotImplementedError
 
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(q', k')`` with ``q' @ k'^T`` the attention logits before bias and mask; factors are
-        capped at the range of ``range_of``."""
-        raise NotImplementedError
-
-    #: Whether :meth:`logit_qk` normalises q and k (cosine attention) before scaling q by
-    #: :meth:`query_scale`; otherwise it only scales q. Fused attention kernels read the two.
+    #: Whether the logits are cosine similarities (q and k normalised before q is scaled by
+    #: :meth:`query_scale`) rather than dot products of q scaled and k.
     cosine: bool = False
 
     def query_scale(self) -> Union[float, torch.Tensor]:
-        """The factor :meth:`logit_qk` applies to q: a float, or a ``(heads, 1, 1)`` tensor."""
+        """The factor q is multiplied by before ``q @ k^T``: a float, or a ``(heads, 1, 1)`` tensor."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
@@ -125,7 +108,7 @@ class WindowAttention(nn.Module):
         key = None
         if not (torch.is_grad_enabled() and any(p.requires_grad for p in params)
                 or params[0].is_meta  # meta tensors (shape/FLOP analysis) have no values
-                or is_compiling()):  # compiled graphs hold no Python-side state
+                or tracing()):  # graphs hold no Python-side state (and sizes may be symbolic)
             key = (window, self.bias_setting(), shift, padded_hw if shift != (0, 0) else None,
                    dtype, params[0].device)
             entry = self._mask_cache.get(key)
@@ -147,35 +130,14 @@ class WindowAttention(nn.Module):
         """``windows``: ``(B, nW, N, C)``; ``mask``: additive, broadcastable to ``(B, nW, heads, N, N)``
         (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
         kernels = active()
-        b, nw, n, c = windows.shape
-        h, d = self.num_heads, c // self.num_heads
-        qkv = kernels.linear(windows, self.qkv.weight, self.qkv_bias_vector())
-        if kernels.attention is not None and not self._sdpa(windows):
-            out = kernels.attention(self, qkv, mask)  # None where that strategy does not apply
-            if out is not None:
-                return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
-        # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies;
-        # the Linear's own output is not kept past it.
-        q, k, v = qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4).contiguous().unbind(0)
-        del qkv
-        if self._sdpa(windows):
-            q, k = self.logit_qk(q, k, q.dtype)  # (B*nW, heads, N, d)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.to(q.dtype).expand(b, nw, -1, -1, -1).flatten(0, 1),
-                dropout_p=self.attn_drop.p if self.training else 0.0, scale=1.0)
-        else:
-            # Logits and softmax in fp32 whatever the input dtype (only the probabilities go back
-            # to v's dtype): in bf16 a SwinV2 logit of up to 116 (cosine x 100 plus a bias of up
-            # to 16) keeps 8 significant bits, an error of up to 0.25 before the exponential. At
-            # fp32 the casts are no-ops.
-            with autocast_off(windows):
-                in_dtype = q.dtype
-                q, k = self.logit_qk(q.float(), k.float(), in_dtype)
-                attn = kernels.scores(q.view(b, nw, h, n, d), k.view(b, nw, h, n, d), mask.float())
-                attn = self.attn_drop(attn.softmax(dim=-1)).to(v.dtype)
-                out = torch.matmul(attn.view(b * nw, h, n, n), v)
-        out = out.view(b, nw, h, n, d).transpose(2, 3).reshape(b, nw, n, c)
+        out = kernels.attention(windows, mask, self.attention_args(windows))
         return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
+
+    def attention_args(self, x: torch.Tensor) -> AttentionArgs:
+        """The attention kernel's settings for the input ``x`` (:class:`AttentionArgs`)."""
+        return AttentionArgs(qkv_weight=self.qkv.weight, qkv_bias=self.qkv_bias_vector(),
+                             num_heads=self.num_heads, cosine=self.cosine, q_scale=self.query_scale(),
+                             dropout=self.attn_drop.p if self.training else 0.0, sdpa=self._sdpa(x))
 
     def _sdpa(self, x: torch.Tensor) -> bool:
         if self.use_sdpa == "auto":
@@ -268,13 +230,6 @@ class WindowAttentionV2(WindowAttention):
     def query_scale(self) -> torch.Tensor:
         """The temperature ``exp(min(logit_scale, log 100))``, ``(heads, 1, 1)``."""
         return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-        # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
-        # each, so training keeps no normalised copy of q or k besides the scaled ones.
-        return (q * _inverse_norm(q, self.query_scale(), range_of),
-                k * _inverse_norm(k, None, range_of))
 
 
 def central_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
@@ -378,7 +333,3 @@ class WindowAttentionV1(WindowAttention):
 
     def query_scale(self) -> float:
         return self.scale
-
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
-                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-        return q * self.scale, k

@@ -15,6 +15,7 @@ from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_int
 from .base import BaseModule
 from .layers import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
                      checkpoint_plan, stochastic_depth_schedule)
+from .ops import dense
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
 
@@ -370,14 +371,14 @@ class SwinBackboneBase(BaseModule):
         x = self.pos_drop(x)
         outs = []
         if self.feature_info[0].stage is None:  # the stem comes first when selected
-            outs.append(x.permute(0, 3, 1, 2).contiguous())
+            outs.append(dense(x.permute(0, 3, 1, 2)))
         plan = self._checkpoint_plan(x) if self.with_cp and torch.is_grad_enabled() else None
         for i, layer in enumerate(self.layers):
             out, x = layer(x, plan[i] if plan is not None else ())
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append(dense(out.permute(0, 3, 1, 2)))
             del out  # the channels-last map is not needed while the next stage runs
         return tuple(outs)
 

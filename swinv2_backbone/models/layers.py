@@ -10,20 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
-from .fast import active
-from .ops import pad_to_multiple, padded_size
+from .kernels import BlockParts, Shift, active
+from .ops import Size, dense, drop_path, index_scalar, pad_to_multiple, padded_size, static_zero
 
 #: Rules for feature maps not larger than the window (defined at :func:`window_and_shift`).
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm", "mmdet")
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples with probability ``p`` and rescale the rest."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask.div_(keep)
+def active_dropout(module: nn.Module) -> bool:
+    """Whether a dropout layer of ``module`` has a non-zero probability."""
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
 
 
 class DropPath(nn.Module):
@@ -45,8 +41,8 @@ class DropPath(nn.Module):
 
 
 def window_and_shift(
-    hw: Tuple[int, int], window: int, shifted: bool, rule: str
-) -> Tuple[int, Tuple[int, int]]:
+    hw: Tuple[Size, Size], window: int, shifted: bool, rule: str
+) -> Tuple[int, Shift]:
     """The window and (row, col) shift a block uses on an ``hw`` feature map.
 
     ``'pad'`` keeps the window (the map is padded up to it) and shifts an axis only when its padded
@@ -63,6 +59,8 @@ def window_and_shift(
     ``pad_small_map=True``): it differs from ``'pad'`` only where a padded axis holds one window.
     """
     h, w = hw
+    if not (isinstance(h, int) and isinstance(w, int)):
+        return _traced_window_and_shift(hw, window, shifted, rule)
     if rule == "mmdet":
         shift = window // 2 if shifted else 0
         return window, (shift, shift)
@@ -84,6 +82,34 @@ def window_and_shift(
     return window, (shift if h > window else 0, shift if w > window else 0)
 
 
+#: The side whose length decides each rule's small-map case (``'pad'`` and ``'mmdet'`` have none).
+_RULE_SIDES = {"official": "min", "timm": "min", "hf": "height"}
+
+
+def _traced_window_and_shift(hw: Tuple[Size, Size], window: int, shifted: bool, rule: str
+                             ) -> Tuple[int, Shift]:
+    """:func:`window_and_shift` on the symbolic sizes of a dynamic-shape trace, without a guard on
+    them: each shift that depends on a size is a 0-d tensor (``window // 2`` or 0). The window does
+    not shrink in a graph (its size sets the shapes of the position bias): where a rule would shrink
+    it, the map must be at least a window, which the trace records as a runtime check."""
+    h, w = hw
+    decisive = _RULE_SIDES.get(rule)
+    side = None if decisive is None else (h if decisive == "height" else torch.sym_min(h, w))
+    if side is not None:
+        torch._check(side >= window, lambda: (
+            f"small_map={rule!r} shrinks the window on a map smaller than it ({window}); a traced "
+            f"graph keeps the window, so its maps must be at least {window} on that side"))
+    half = window // 2 if shifted else 0
+    if rule == "mmdet" or not shifted:
+        return window, (half, half)
+    cpu = torch.device("cpu")
+    if side is None or rule == "timm":  # each axis longer than the window is shifted
+        return window, (half * (index_scalar(h, cpu) > window).long(),
+                        half * (index_scalar(w, cpu) > window).long())
+    longer = half * (index_scalar(side, cpu) > window).long()  # 'official', 'hf': both or none
+    return window, (longer, longer)
+
+
 class Mlp(nn.Module):
     """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))``.
 
@@ -100,7 +126,7 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return active().mlp(self, x)
+        return active().mlp(x, self.fc1, self.fc2, self.drop.p if self.training else 0.0)
 
 
 class SwinBlock(nn.Module):
@@ -113,9 +139,10 @@ class SwinBlock(nn.Module):
 
     Each forward pads the map to a window multiple, rolls it (shifted blocks), attends inside windows
     with the combined position-bias/shift mask, reverses the roll and crops. The window and shift come
-    from the actual map size (see :func:`window_and_shift`). :meth:`forward` is the specification;
-    how each step executes is the active kernels' business (:mod:`swinv2_backbone.models.kernels`,
-    :mod:`swinv2_backbone.models.fast`), and a fast strategy may replace the whole block at inference.
+    from the actual map size (see :func:`window_and_shift`). The block hands its layout and branches
+    to the block kernel (:meth:`parts`); the reference kernel
+    (:func:`swinv2_backbone.models.kernels.block`) is the specification, and the fast one
+    (:mod:`swinv2_backbone.models.fast`) computes the same another way.
 
     Args:
         dim: Channels.
@@ -157,39 +184,23 @@ class SwinBlock(nn.Module):
         """Roll a shifted map before padding it (timm's order) rather than after."""
         return self.small_map == "timm"
 
-    def window_layout(self, x: torch.Tensor) -> Tuple[int, Tuple[int, int], torch.Tensor]:
-        """Window, shift and attention mask for the ``(B, H, W, C)`` map ``x``."""
+    def parts(self, x: torch.Tensor) -> BlockParts:
+        """The block as the block kernel sees it on the ``(B, H, W, C)`` map ``x``: window, shift and
+        attention mask for its size, and the branches' functions."""
         hw = tuple(x.shape[1:3])
         window, shift = window_and_shift(hw, self.window_size, self.shifted, self.layout_rule)
-        return window, shift, self.attn.attention_mask(window, padded_size(hw, window), shift,
-                                                       self.attn.mask_dtype(x))
-
-    def branch_input(self, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """What a residual branch reads: ``norm(x)`` (pre-norm) or ``x``."""
-        return norm(x) if self.pre_norm else x
-
-    def branch_output(self, norm: nn.Module, y: torch.Tensor) -> torch.Tensor:
-        """What a residual branch adds: its output ``y``, or ``norm(y)`` (res-post-norm)."""
-        return y if self.pre_norm else norm(y)
-
-    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP residual branch's contribution for the tokens ``x`` (before drop path)."""
-        return self.branch_output(self.norm2, self.mlp(self.branch_input(self.norm2, x)))
+        mask = self.attn.attention_mask(window, padded_size(hw, window), shift,
+                                        self.attn.mask_dtype(x))
+        recorded = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return BlockParts(window=window, shift=shift, mask=mask, roll_first=self.roll_first,
+                          pre_norm=self.pre_norm, norm1=self.norm1, norm2=self.norm2,
+                          attention=self.attn, mlp=self.mlp,
+                          drop_path=self.drop_path.p if self.training else 0.0,
+                          recorded=recorded, dropout=self.training and active_dropout(self))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernels = active()
-        if kernels.block is not None:
-            out = kernels.block(self, x)
-            if out is not None:
-                return out
-        h, w = x.shape[1:3]
-        window, shift, mask = self.window_layout(x)
-        windows = kernels.to_windows(self.branch_input(self.norm1, x), window, shift,
-                                     self.roll_first)  # pad, roll, partition
-        attn = self.attn(windows, mask)
-        attn = kernels.from_windows(attn, h, w, shift, self.roll_first)  # merge, roll back, crop
-        x = x + self.drop_path(self.branch_output(self.norm1, attn))
-        return x + self.drop_path(self.mlp_branch(x))
+        return active().block(x, self.parts(x))
 
 
 class SwinV2Block(SwinBlock):
@@ -295,8 +306,9 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.patch_size, (-w) % self.patch_size
-        if pad_h or pad_w:
+        hp, wp = padded_size((h, w), self.patch_size)
+        pad_h, pad_w = hp - h, wp - w
+        if not static_zero(pad_h, pad_w):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
@@ -308,7 +320,7 @@ def merge_neighbourhoods(x: torch.Tensor) -> torch.Tensor:
     x = pad_to_multiple(x, 2)
     b, h, w, c = x.shape
     # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
-    return x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+    return dense(x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)).view(b, h // 2, w // 2, 4 * c)
 
 
 class PatchMergingV2(nn.Module):
@@ -366,7 +378,7 @@ class SwinStage(nn.Module):
         entries: no)."""
         for j, block in enumerate(self.blocks):
             if j < len(checkpointed) and checkpointed[j]:
-                x = active().checkpoint(block, x)
+                x = active().recompute(block, x)
             else:
                 x = block(x)
         return x, (self.downsample(x) if self.downsample is not None else x)

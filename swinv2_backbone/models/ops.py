@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -18,19 +18,70 @@ from ..compat import autocast_dtype, autocast_enabled
 #: purpose: the published weights were trained with it, so parity needs the same value.
 MASK_VALUE = -100.0
 
+#: A size: an int, or a symbolic size (``torch.SymInt``) while a dynamic-shape trace runs.
+Size = Union[int, torch.SymInt]
+#: A shift along one axis: an int, or a 0-d int64 tensor where it was decided from a symbolic size.
+Offset = Union[int, torch.Tensor]
 
-def padded_size(hw: Tuple[int, int], window: int) -> Tuple[int, int]:
-    """``(H, W)`` rounded up to multiples of ``window``: the map size windows are laid on."""
-    return hw[0] + (-hw[0]) % window, hw[1] + (-hw[1]) % window
+
+def padded_size(hw: Tuple[Size, Size], window: int) -> Tuple[Size, Size]:
+    """``(H, W)`` rounded up to multiples of ``window``: the map size windows are laid on. Written
+    as ``window * ceil(H / window)`` so that a trace on symbolic sizes can tell it is a multiple of
+    the window (the window partition's views need that)."""
+    return tuple(window * ((n + window - 1) // window) for n in hw)
+
+
+def static_zero(*amounts: Size) -> bool:
+    """Whether every amount is a plain ``0``. The sizes of a dynamic-shape trace are symbolic and
+    never count as zero here, so no trace takes a guard on them: the padding they decide stays in
+    the graph (a pad by zero is a no-op there)."""
+    return all(isinstance(a, int) and a == 0 for a in amounts)
 
 
 def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
     """Zero-pad a ``(B, H, W, C)`` map at the bottom/right so H and W are multiples of ``window``."""
     _, h, w, _ = x.shape
     hp, wp = padded_size((h, w), window)
-    if (hp, wp) != (h, w):
+    if not static_zero(hp - h, wp - w):
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     return x
+
+
+def crop(x: torch.Tensor, h: Size, w: Size) -> torch.Tensor:
+    """The top-left ``h x w`` of a ``(B, H, W, C)`` map. Symbolic sizes take a gather: a slice
+    would make the trace prove ``h <= H``, which its solver cannot for a padded ``H``."""
+    if isinstance(h, int) and isinstance(w, int):
+        return x[:, :h, :w]
+    rows = torch.arange(h, device=x.device)
+    return x.index_select(1, rows).index_select(2, torch.arange(w, device=x.device))
+
+
+def index_scalar(n: Union[Size, torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``n`` (an int, a symbolic size or a 0-d tensor) as a 0-d int64 tensor: index arithmetic on
+    it stays tensor arithmetic, which every exporter translates, where arithmetic on a symbolic
+    size may not be."""
+    if isinstance(n, torch.Tensor):
+        return n.to(device=device, dtype=torch.int64)
+    return torch.scalar_tensor(n, dtype=torch.int64, device=device)
+
+
+def roll(x: torch.Tensor, shift: Tuple[Offset, Offset], dims: Tuple[int, int]) -> torch.Tensor:
+    """``torch.roll(x, shift, dims)``; a shift given as a 0-d tensor (decided from a symbolic size
+    while tracing) is done as a gather, ``out[i] = x[(i - s) mod n]``."""
+    if all(isinstance(s, int) for s in shift):
+        return torch.roll(x, shift, dims)
+    for s, d in zip(shift, dims):
+        n = x.shape[d]
+        source = torch.arange(n, device=x.device) - index_scalar(s, x.device)
+        x = x.index_select(d, torch.remainder(source, index_scalar(n, x.device)))
+    return x
+
+
+def dense(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``x`` (a permuted view). Unlike ``contiguous()``, which returns ``x``
+    itself where it happens to be contiguous already, this decides nothing from the sizes, so a
+    trace on symbolic sizes takes no guard on them."""
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -40,7 +91,7 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // window) * (w // window), window * window, c)
+    return dense(x.permute(0, 1, 3, 2, 4, 5)).view(b, (h // window) * (w // window), window * window, c)
 
 
 def window_reverse(windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -50,24 +101,25 @@ def window_reverse(windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
     window = math.isqrt(n)
     hp, wp = padded_size((h, w), window)
     x = windows.view(b, hp // window, wp // window, window, window, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
+    return dense(x.permute(0, 1, 3, 2, 4, 5)).view(b, hp, wp, c)
 
 
-def _region_ids(length: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
-    """Region label of each position along one padded axis after a cyclic shift by ``shift``."""
-    ids = torch.zeros(length, dtype=torch.int64, device=device)
-    if shift > 0:
-        ids[length - window:length - shift] = 1
-        ids[length - shift:] = 2
-    return ids
+def _region_ids(length: Size, window: int, shift: Offset, device: torch.device) -> torch.Tensor:
+    """Region label of each position along one padded axis after a cyclic shift by ``shift``: 0
+    before the last window, 1 in it up to the last ``shift`` positions, 2 there. Labels change only
+    at window borders where ``shift`` is 0, so they then mask nothing."""
+    position = torch.arange(length, device=device)
+    end = index_scalar(length, device)
+    return (position >= end - window).long() + (position >= end - index_scalar(shift, device)).long()
 
 
 def shift_window_mask(
-    h: int, w: int, window: int, shift: Tuple[int, int], device: torch.device
+    h: Size, w: Size, window: int, shift: Tuple[Offset, Offset], device: torch.device
 ) -> torch.Tensor | None:
     """Boolean ``(nW, N, N)`` mask, True where two tokens of a window come from different regions of
-    the padded ``h x w`` map rolled by ``shift`` (rows, cols); ``None`` when nothing is shifted."""
-    if shift[0] == 0 and shift[1] == 0:
+    the padded ``h x w`` map rolled by ``shift`` (rows, cols); ``None`` when nothing is shifted
+    (known without a trace: shifts given as tensors always get a mask, all False where they are 0)."""
+    if static_zero(*shift):
         return None
     rows = _region_ids(h, window, shift[0], device)
     cols = _region_ids(w, window, shift[1], device)
@@ -97,6 +149,26 @@ def relative_position_index(window: int) -> torch.Tensor:
     ).flatten(1)  # (2, N)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples with probability ``p`` and rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask.div_(keep)
+
+
+def inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
+                 cap_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the largest value
+    of ``cap_dtype`` (default ``x``'s dtype) and returned in ``x``'s dtype. For the all-zero rows of
+    padded tokens the factor would overflow fp16 (in the forward, or in the gradient once cast
+    back); a capped factor still gives the zero row ``F.normalize`` gives."""
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
+    inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
+    return inv.clamp_max(torch.finfo(cap_dtype or x.dtype).max).to(x.dtype)
 
 
 def _autocast_on(x: torch.Tensor) -> bool:

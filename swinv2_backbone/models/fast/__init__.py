@@ -1,5 +1,5 @@
 """Faster execution strategies for the model's replaceable operations
-(:class:`~swinv2_backbone.models.kernels.Kernels`), and the one switch between them and the
+(:class:`~swinv2_backbone.models.kernels.Kernels`) and the switch between them and the
 reference implementations.
 
 * :mod:`.chunked`: inference of a block a few thousand tokens at a time, in place;
@@ -11,8 +11,10 @@ reference implementations.
   probabilities in the backward pass;
 * :mod:`.checkpoint`: activation checkpointing whose first pass takes the inference path.
 
-Each applies only where it is valid and otherwise falls back to plain torch by itself. They are on by
-default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead.
+Each applies only where it is valid and otherwise calls the reference kernel itself. They are on by
+default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead. The
+switch itself lives beside :class:`Kernels` (:func:`~swinv2_backbone.models.kernels.use`), so the
+reference modules never import this package.
 """
 from __future__ import annotations
 
@@ -21,21 +23,14 @@ from typing import Iterator
 
 import torch
 
-from ..kernels import REFERENCE, Kernels
+from ..kernels import REFERENCE, Kernels, active, use, using
 from . import attention, attention_train, checkpoint, chunked, mlp, onednn, windows
 
-#: The fast strategies (the default).
+#: The fast strategies (the default: :mod:`swinv2_backbone.models` selects them when imported).
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
                from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
-               checkpoint=checkpoint.checkpoint)
-
-_active = FAST
-
-
-def active() -> Kernels:
-    """The kernels the model runs with now."""
-    return _active
+               recompute=checkpoint.checkpoint)
 
 
 def set_fast_paths(enabled: bool) -> None:
@@ -45,34 +40,24 @@ def set_fast_paths(enabled: bool) -> None:
     use(FAST if enabled else REFERENCE)
 
 
-def use(kernels: Kernels) -> None:
-    """Run the model with ``kernels`` (a :class:`Kernels`: tests combine single fast operations
-    with the reference)."""
-    global _active
-    if not isinstance(kernels, Kernels):
-        raise TypeError(f"expected a Kernels, got {type(kernels).__name__}")
-    _active = kernels
-
-
 @contextlib.contextmanager
 def fast_paths(enabled: bool) -> Iterator[None]:
     """:func:`set_fast_paths` for the duration of a ``with`` block."""
-    previous = _active
-    set_fast_paths(enabled)
-    try:
+    if not isinstance(enabled, bool):
+        raise TypeError(f"fast_paths takes True or False, got {enabled!r}")
+    with using(FAST if enabled else REFERENCE):
         yield
-    finally:
-        use(previous)
 
 
 def describe() -> str:
     """The kernels in use and the Linear path they take on CPU, for benchmark reports."""
-    if _active is not FAST:
-        return f"{_active.name} kernels (F.linear)"
+    if active() is not FAST:
+        return f"{active().name} kernels (F.linear)"
     if onednn.onednn_available(torch.float32):
         return ("fast kernels; Linear through oneDNN (torch.ops.mkldnn._linear_pointwise) on CPU "
                 "without autocast, F.linear otherwise")
     return "fast kernels; F.linear (oneDNN linear ops unavailable)"
 
 
-__all__ = ["FAST", "REFERENCE", "Kernels", "active", "describe", "fast_paths", "set_fast_paths", "use"]
+__all__ = ["FAST", "REFERENCE", "Kernels", "active", "describe", "fast_paths", "set_fast_paths", "use",
+           "using"]

@@ -1,7 +1,7 @@
 """Window attention for training, a chunk of windows at a time, with the probabilities recomputed in
 the backward pass. Reference: the explicit path of
-:meth:`swinv2_backbone.models.attention.WindowAttention.forward` (``logit_qk``, scores + mask,
-softmax, ``@ v``) under autograd.
+:func:`swinv2_backbone.models.kernels.attention` (``logits_qk``, scores + mask, softmax, ``@ v``)
+under autograd.
 
 Autograd through the reference keeps, per window and head, the heads-first q/k/v copy, the scaled q
 and k, and the ``N x N`` probabilities, and its temporaries (scores, probabilities, their gradients)
@@ -13,26 +13,27 @@ heads-first copy or copy back exists.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Tuple, Union
 
 import torch
-from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ...compat import autocast_enabled, is_compiling
+from .. import kernels
+from ..kernels import AttentionArgs
 
 #: A chunk holds the scores of at most this many (window, head, query, key) entries (768 KiB in
 #: fp32: 16 windows of 64 tokens with 3 heads), whatever the map's size, so that its temporaries
 #: (scores, probabilities, their gradients) stay cache-sized and are reused by the allocator.
 CHUNK_SCORES = 3 * 64 * 1024
 
-#: Lower bound of a q/k norm, as in ``_inverse_norm`` (:mod:`swinv2_backbone.models.attention`).
+#: Lower bound of a q/k norm, as in :func:`~swinv2_backbone.models.ops.inverse_norm`.
 NORM_EPS = 1e-12
 
 
 def _factor(norm: torch.Tensor, scale: Union[torch.Tensor, float], cap: float
             ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(min(scale / max(norm, eps), cap), passes)``: the factor ``_inverse_norm`` multiplies a row
+    """``(min(scale / max(norm, eps), cap), passes)``: the factor :func:`~swinv2_backbone.models.ops.inverse_norm` multiplies a row
     by, and where a gradient reaches ``norm`` and ``scale`` through it (torch's clamps pass the
     gradient at equality: ``clamp_min`` where ``x >= min``, ``clamp_max`` where ``x <= max``)."""
     raw = scale / norm.clamp_min(NORM_EPS)
@@ -189,39 +190,40 @@ def _accumulate_mask(grad_mask: torch.Tensor, grad_s: torch.Tensor, start: int) 
         grad_mask[row:row + count].add_(grad_s[offset:offset + count])
 
 
-def applies(module: nn.Module, qkv: torch.Tensor, mask: torch.Tensor,
-            scale: Union[torch.Tensor, float]) -> bool:
-    """Whether :func:`window_attention` takes over: a gradient is needed, fp32 on CPU without
-    autocast, not inside ``torch.compile`` (which fuses attention its own way), and no attention
-    dropout active (declined rather than reproduced: the reference draws its dropout mask over the
-    map-sized probabilities, which this function never holds)."""
-    if not torch.is_grad_enabled() or is_compiling() or autocast_enabled("cpu"):
+def applies(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> bool:
+    """Whether :func:`window_attention` takes over: the explicit (not SDPA) path, a gradient is
+    needed, fp32 on CPU without autocast, not inside ``torch.compile`` (which fuses attention its own
+    way), and no attention dropout active (declined rather than reproduced: the reference draws its
+    dropout mask over the map-sized probabilities, which this function never holds)."""
+    if args.sdpa or not torch.is_grad_enabled() or is_compiling() or autocast_enabled("cpu"):
         return False
-    if module.training and module.attn_drop.p > 0:
+    if args.dropout > 0:
         return False
-    if qkv.device.type != "cpu" or qkv.dtype != torch.float32 or mask.dtype != torch.float32:
+    if windows.device.type != "cpu" or mask.dtype != torch.float32 or any(
+            t is not None and t.dtype != torch.float32 for t in (windows, args.qkv_weight, args.qkv_bias)):
         return False
-    b, nw, n, width = qkv.shape
-    if mask.shape not in ((1, module.num_heads, n, n), (nw, module.num_heads, n, n)):
+    b, nw, n, c = windows.shape
+    if mask.shape not in ((1, args.num_heads, n, n), (nw, args.num_heads, n, n)):
         return False  # another broadcast shape (not one attention_mask builds): the reference
-    scale_grad = isinstance(scale, torch.Tensor) and scale.requires_grad
-    return qkv.requires_grad or mask.requires_grad or scale_grad
+    return any(isinstance(t, torch.Tensor) and t.requires_grad
+               for t in (windows, mask, args.qkv_weight, args.qkv_bias, args.q_scale))
 
 
-def window_attention(module: nn.Module, qkv: torch.Tensor, mask: torch.Tensor
-                     ) -> Optional[torch.Tensor]:
-    """:attr:`Kernels.attention <swinv2_backbone.models.kernels.Kernels>`: the attention of
-    ``module`` (a :class:`~swinv2_backbone.models.attention.WindowAttention`) by
-    :class:`_ChunkedAttention` where :func:`applies`, else ``None``.
+def window_attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> torch.Tensor:
+    """:attr:`Kernels.attention <swinv2_backbone.models.kernels.Kernels>`: the qkv projection, then
+    :func:`chunked_attention`, where :func:`applies`; else the reference."""
+    if not applies(windows, mask, args):
+        return kernels.attention(windows, mask, args)
+    qkv = kernels.active().linear(windows, args.qkv_weight, args.qkv_bias)
+    return chunked_attention(qkv, mask, args)
 
-    ``qkv``: the ``(B, nW, N, 3C)`` projection output; ``mask``: ``(nW or 1, heads, N, N)``.
-    Returns the ``(B, nW, N, C)`` input of the output projection.
-    """
-    scale = module.query_scale()
-    if not applies(module, qkv, mask, scale):
-        return None
+
+def chunked_attention(qkv: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> torch.Tensor:
+    """The attention by :class:`_ChunkedAttention` from the ``(B, nW, N, 3C)`` qkv projection
+    output and the ``(nW or 1, heads, N, N)`` mask, as the ``(B, nW, N, C)`` input of the output
+    projection."""
     b, nw, n, width = qkv.shape
-    step = max(1, CHUNK_SCORES // (module.num_heads * n * n))
-    out = _ChunkedAttention.apply(qkv.reshape(b * nw, n, width), mask, scale, module.num_heads,
-                                  module.cosine, step)
+    step = max(1, CHUNK_SCORES // (args.num_heads * n * n))
+    out = _ChunkedAttention.apply(qkv.reshape(b * nw, n, width), mask, args.q_scale, args.num_heads,
+                                  args.cosine, step)
     return out.view(b, nw, n, width // 3)

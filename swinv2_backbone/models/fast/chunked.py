@@ -6,19 +6,19 @@ fresh map-sized temporary costs page faults on first touch. Applies only where n
 needed and no dropout is active; an active drop path is drawn exactly as the block's own forward
 draws it (one Bernoulli draw per image and branch, attention branch first), so a training-mode
 forward without gradients (the first pass of :mod:`.checkpoint`) consumes the same random numbers
-and gives the same result. Reference: the block's own forward
-(:meth:`swinv2_backbone.models.layers.SwinBlock.forward` with the reference kernels). Both block
-versions take it: the block's ``branch_input`` / ``branch_output`` place its norms (V1 pre-norm,
-V2 res-post-norm).
+and gives the same result. Reference: the reference block kernel
+(:func:`swinv2_backbone.models.kernels.block`). Both block versions take it: the
+:class:`~swinv2_backbone.models.kernels.BlockParts` place their norms (V1 pre-norm, V2
+res-post-norm).
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
-from torch import nn
-
 from ...compat import is_compiling
+from .. import kernels
+from ..kernels import BlockParts
 from .windows import from_windows, to_windows
 
 #: A chunk holds at most ``CHUNK_TOKENS`` tokens, and a map is split into at least ``CHUNK_SPLIT``
@@ -49,28 +49,17 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
     return mask.index_select(0, torch.arange(start, stop, device=mask.device) % nw)
 
 
-def chunkable(block: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the chunked path applies to ``block`` on ``x``: no dropout active (eval mode, or
-    every dropout probability 0), nothing needs a gradient, not inside ``torch.compile`` (which
-    fuses the block its own way)."""
-    if is_compiling() or (block.training and active_dropout(block)):
-        return False
-    return not (torch.is_grad_enabled()
-                and (x.requires_grad or any(p.requires_grad for p in block.parameters())))
+def chunkable(parts: BlockParts) -> bool:
+    """Whether the chunked path applies to a block: no dropout active, nothing needs a gradient,
+    not inside ``torch.compile`` (which fuses the block its own way)."""
+    return not (is_compiling() or parts.dropout or parts.recorded)
 
 
-def active_dropout(block: nn.Module) -> bool:
-    """Whether a dropout layer of ``block`` has a non-zero probability (its draws, per element and
-    in the reference's order, are not reproduced chunk by chunk)."""
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in block.modules())
-
-
-def _drop_path_factors(block: nn.Module, branch: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
-    """The ``(batch,)`` factors (0 or ``1 / keep``) the block's active drop path multiplies one
-    branch's output by, drawn as :func:`~swinv2_backbone.models.layers.drop_path` draws them (one
-    Bernoulli value per image, in ``branch``'s dtype and device), or ``None`` when it is inactive."""
-    p = block.drop_path.p
-    if not block.training or p == 0.0:
+def _drop_path_factors(p: float, branch: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
+    """The ``(batch,)`` factors (0 or ``1 / keep``) a drop path of probability ``p`` multiplies one
+    branch's output by, drawn as :func:`~swinv2_backbone.models.ops.drop_path` draws them (one
+    Bernoulli value per image, in ``branch``'s dtype and device), or ``None`` when ``p`` is 0."""
+    if p == 0.0:
         return None
     keep = 1.0 - p
     return branch.new_empty((batch,)).bernoulli_(keep).div_(keep)
@@ -93,55 +82,55 @@ def _add_branch(target: torch.Tensor, branch: torch.Tensor, factors: Optional[to
     target.add_(branch)
 
 
-def block_inference(block: nn.Module, x: torch.Tensor) -> Optional[torch.Tensor]:
+def block_inference(x: torch.Tensor, parts: BlockParts) -> torch.Tensor:
     """:attr:`Kernels.block <swinv2_backbone.models.kernels.Kernels>`: the block chunk by chunk
-    where :func:`chunkable`, else ``None``.
+    where :func:`chunkable`, else the reference.
 
     The attention half runs in window order; the MLP half, after the crop, on the real tokens only,
     so no work is spent on padding. Each half is its own function so that its map-sized buffers are
     freed as it returns.
     """
-    if not chunkable(block, x):
-        return None
-    x = _attention_half(block, x)  # a fresh tensor: updated in place by the MLP half
+    if not chunkable(parts):
+        return kernels.block(x, parts)
+    x = _attention_half(x, parts)  # a fresh tensor: updated in place by the MLP half
     tokens = x.view(-1, x.shape[-1])
     per_image = tokens.shape[0] // x.shape[0]
     step = chunk_rows(tokens.shape[0], 1)
     factors = None
     for start in range(0, tokens.shape[0], step):
         chunk = tokens[start:start + step]
-        branch = block.mlp_branch(chunk)
+        branch = parts.mlp_branch(chunk)
         if start == 0:  # drawn once the branch's dtype is known, after the attention branch's
-            factors = _drop_path_factors(block, branch, x.shape[0])
+            factors = _drop_path_factors(parts.drop_path, branch, x.shape[0])
         _add_branch(chunk, branch, _rows_of(factors, start, start + chunk.shape[0], per_image))
     return x
 
 
-def _attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _attention_half(x: torch.Tensor, parts: BlockParts) -> torch.Tensor:
     """``x`` plus the attention branch, window chunk by window chunk, as a new map.
 
     A pre-norm block normalises each chunk itself; the padding tokens, which the reference pads
     after the norm, are zeroed again there (``valid`` marks the real tokens in window order)."""
     b, h, w, c = x.shape
-    window, shift, mask = block.window_layout(x)
-    windows = to_windows(x, window, shift, block.roll_first)  # fresh: updated chunk by chunk
+    window, shift, mask = parts.window, parts.shift, parts.mask
+    windows = to_windows(x, window, shift, parts.roll_first)  # fresh: updated chunk by chunk
     nw, n = windows.shape[1:3]
     flat = windows.view(b * nw, n, c)
     valid = None
-    if block.pre_norm and (h % window or w % window):
-        valid = to_windows(x.new_ones(1, h, w, 1), window, shift, block.roll_first)[0]  # (nW, N, 1)
+    if parts.pre_norm and (h % window or w % window):
+        valid = to_windows(x.new_ones(1, h, w, 1), window, shift, parts.roll_first)[0]  # (nW, N, 1)
     step = chunk_rows(b * nw, n)
     factors = None
     for start in range(0, b * nw, step):
         stop = min(start + step, b * nw)
         chunk = flat[start:stop]
-        inputs = block.branch_input(block.norm1, chunk)
+        inputs = parts.norm1(chunk) if parts.pre_norm else chunk
         if valid is not None:
             inputs = inputs * _mask_rows(valid, start, stop, nw)
-        attn = block.attn(inputs.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
-        branch = block.branch_output(block.norm1, attn)
+        attn = parts.attention(inputs.unsqueeze(0), _mask_rows(mask, start, stop, nw))[0]
+        branch = attn if parts.pre_norm else parts.norm1(attn)
         if start == 0:
-            factors = _drop_path_factors(block, branch, b)
+            factors = _drop_path_factors(parts.drop_path, branch, b)
         # the attention has read the chunk already
         _add_branch(chunk, branch, _rows_of(factors, start, stop, nw))
-    return from_windows(windows, h, w, shift, block.roll_first)
+    return from_windows(windows, h, w, shift, parts.roll_first)

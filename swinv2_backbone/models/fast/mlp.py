@@ -91,14 +91,12 @@ class _GeluMlp(torch.autograd.Function):
                 None if grad_b2 is None else grad_b2.to(w2.dtype), None)
 
 
-def mlp(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, dropout: float) -> torch.Tensor:
     """:attr:`Kernels.mlp <swinv2_backbone.models.kernels.Kernels>`: the recomputing MLP where a
     gradient is needed and no dropout is active (not under ``torch.compile``, which fuses the MLP
     its own way), else the two Linears through :func:`.onednn.linear`."""
-    if (torch.is_grad_enabled() and not is_compiling()
-            and not (module.training and module.drop.p > 0)):
+    if torch.is_grad_enabled() and not is_compiling() and dropout == 0:
         step = chunked.CHUNK_TOKENS if x.device.type == "cpu" else max(x.numel() // x.shape[-1], 1)
-        return _GeluMlp.apply(x, module.fc1.weight, module.fc1.bias, module.fc2.weight,
-                              module.fc2.bias, step)
-    hidden = module.drop(linear(x, module.fc1.weight, module.fc1.bias, "gelu"))
-    return module.drop(linear(hidden, module.fc2.weight, module.fc2.bias))
+        return _GeluMlp.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, step)
+    hidden = F.dropout(linear(x, fc1.weight, fc1.bias, "gelu"), dropout, dropout > 0)
+    return F.dropout(linear(hidden, fc2.weight, fc2.bias), dropout, dropout > 0)
