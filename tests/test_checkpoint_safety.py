@@ -20,7 +20,7 @@ from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load
     load_pretrained
 from swinv2_backbone.openmmlab.resume import ResumeError, resolve_resume
 from swinv2_backbone.testing import peers
-from tool_modules import load_tool
+from kit import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 

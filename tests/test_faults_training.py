@@ -23,7 +23,7 @@ from PIL import Image
 from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.openmmlab.resume import ResumeError, checkpoint_problem, resolve_resume
-from tool_modules import load_tool
+from kit import load_tool, one_thread, run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "simmim" / "simmim_swinv2-compact_toy-shapes.py"
@@ -65,15 +65,10 @@ default_hooks = dict(logger=dict(interval=1),
 
 def train(config: Path, work: Path, name: str, *extra: str,
           capsys: pytest.CaptureFixture) -> Tuple[int, str]:
-    """tools/train.py's main in this process, on one thread; returns (status, stdout + stderr)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        status = TRAIN.main([str(config), "--work-dir", str(work), *extra,
-                             "--cfg-options", f"experiment_name={name}"])
-    finally:
-        torch.set_num_threads(threads)
-    out, err = capsys.readouterr()
+    """tools/train.py's main in this process (:func:`kit.run_tool`); returns (status, stdout +
+    stderr)."""
+    status, out, err = run_tool(capsys, TRAIN, config, "--work-dir", work, *extra,
+                                "--cfg-options", f"experiment_name={name}")
     return status, out + err
 
 
@@ -170,13 +165,9 @@ def two_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("corrupt")
     config = write_config(root, max_iters=4, max_keep_ckpts=2)
     work = root / "work"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         assert TRAIN.main([str(config), "--work-dir", str(work),
                            "--cfg-options", "experiment_name=corrupt0"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     pristine = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
     return config, work, pristine
 

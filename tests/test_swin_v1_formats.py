@@ -16,7 +16,7 @@ from swinv2_backbone.checkpoint.export import from_model, save_hf, save_timm, to
 from swinv2_backbone.checkpoint.mmpretrain import unfold_to_official
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.testing import peers, peers_v1
-from tool_modules import load_tool
+from kit import load_tool
 
 TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                     "convert_checkpoint.py")
