@@ -1,5 +1,5 @@
-"""The tests' shared kit: the model sizes they build, ``tools/`` scripts run in this process or as
-scripts, a one-thread scope and a time limit. Fixtures over it are in ``conftest.py``; what the
+"""The tests' shared kit: the model sizes they build and a checkpoint of one, ``tools/`` scripts run
+in this process or as scripts, a one-thread scope, a time limit and a malicious pickle payload. Fixtures over it are in ``conftest.py``; what the
 running torch can do (skip marks) is in ``capabilities.py``."""
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 import pytest
 import torch
 
+from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.checkpoint import save_state_dict
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
 
@@ -30,6 +33,37 @@ SMALL: Dict[str, Any] = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_
 SHALLOW: Dict[str, Any] = dict(SMALL, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
 #: :data:`SHALLOW` at half the width (8 channels in stage 1): the cheapest model with 4 stages.
 TINY: Dict[str, Any] = dict(SHALLOW, embed_dims=8)
+
+
+def save_backbone(path: Path, arch: Dict[str, Any], seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Save a seeded ``Swinv2Backbone(**arch)`` as a native checkpoint that records its training
+    windows (as converted checkpoints do); returns its state dict.
+
+    Args:
+        path: The file to write.
+        arch: Backbone keyword arguments with one ``window_size`` for every stage.
+        seed: ``torch.manual_seed`` before the model is built.
+    """
+    torch.manual_seed(seed)
+    state = Swinv2Backbone(**arch).state_dict()
+    stages = len(arch["depths"])
+    save_state_dict(state, path, meta={"window_size": [arch["window_size"]] * stages,
+                                       "pretrained_window_sizes": [0] * stages})
+    return state
+
+
+class RunsCode:
+    """Unpickling this calls ``os.system`` (a stand-in for any code execution): it touches a file.
+
+    Args:
+        marker: The file the command creates.
+    """
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 # ---------------------------------------------------------------------------------- threads, time

@@ -16,14 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.features import (AUTO_DEPTH, BackgroundConsumer, FeatureExtractor,
                                       ForwardTiming, Prefetcher, auto_depth, image_size,
                                       usable_cpus)
 from swinv2_backbone.features import extractor as extractor_module
 from swinv2_backbone.features.background import cgroup_cpu_quota
-from kit import TINY, load_tool, run_tool, within
+from kit import TINY, load_tool, run_tool, save_backbone, within
 
 TOOL = load_tool("extract_features")
 THREADS = ("swinv2-image-loader", "swinv2-feature-writer")
@@ -51,10 +49,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     cut = images / "img4.jpg"
     data = cut.read_bytes()
     cut.write_bytes(data[:len(data) // 2])
-    torch.manual_seed(0)
     checkpoint = root / "small.pth"
-    save_state_dict(Swinv2Backbone(**TINY).state_dict(), checkpoint,
-                    meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    save_backbone(checkpoint, TINY)
     return {"images": images, "checkpoint": checkpoint}
 
 

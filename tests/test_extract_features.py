@@ -13,13 +13,12 @@ from PIL import Image
 
 from capabilities import needs_cpu_fp16
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageReadError,
                                       batches_by_size, find_images, image_size, load_features,
                                       parse_device, parse_dtype, pca_rgb, read_image, save_features,
                                       target_size, upsample_to_image)
-from kit import SMALL, run_script, run_tool
+from kit import SMALL, run_script, run_tool, save_backbone
 
 #: name -> (rows, columns): two of one size, two others, one needing padding at every stage.
 SIZES = {"a": (40, 56), "b": (40, 56), "c": (33, 70), "d": (64, 48)}
@@ -40,9 +39,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     for name, (h, w) in SIZES.items():
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{name}.png")
     (images / "notes.txt").write_text("not an image")
-    state = small_model(seed=3).state_dict()
-    checkpoint = root / "native.pth"  # records its training windows, as converted checkpoints do
-    save_state_dict(state, checkpoint, meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    checkpoint = root / "native.pth"
+    state = save_backbone(checkpoint, SMALL, seed=3)
     bare = root / "bare.pth"  # a plain state dict: windows unknown
     torch.save(state, bare)
     return {"root": root, "images": images, "checkpoint": checkpoint, "bare": bare}

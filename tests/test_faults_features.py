@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import atomic, save_state_dict
+from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.features import (MAX_PIXELS, FeatureExtractor, ImageReadError, image_size,
                                       load_features, read_image)
-from kit import TINY, load_tool, run_tool
+from kit import TINY, load_tool, run_tool, save_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["cmyk", "good_jpg", "good_png", "grey16", "rgba"]
@@ -69,10 +68,8 @@ def folder(tmp_path_factory) -> Dict[str, Path]:
     Image.fromarray(rng.random((24, 32), dtype=np.float32)).save(images / "float.tif")
     (images / "huge.png").write_bytes(png_header_only(10000, 9000))  # over ours, under Pillow's 2x
     (images / "bomb.png").write_bytes(png_header_only(40000, 40000))  # over Pillow's own limit
-    torch.manual_seed(0)
     checkpoint = root / "small.pth"
-    save_state_dict(Swinv2Backbone(**TINY).state_dict(), checkpoint,
-                    meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    save_backbone(checkpoint, TINY)
     return {"images": images, "checkpoint": checkpoint, "root": root}
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.openmmlab.resume import ResumeError, checkpoint_problem, resolve_resume
-from kit import load_tool, one_thread, run_tool
+from kit import RunsCode, load_tool, one_thread, run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "simmim" / "simmim_swinv2-compact_toy-shapes.py"
@@ -250,14 +250,6 @@ def test_train_tool_reports_a_corrupt_checkpoint_and_resumes_with_fallback(two_c
 
 # ----------------------------------------------------------------------------- malicious --resume
 
-class _RunsCode:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_resume_refuses_a_malicious_checkpoint_before_mmengine_loads_it(two_checkpoints, tmp_path,
                                                                          capsys):
     """On torch < 2.6 mmengine's own torch.load would unpickle anything; --resume reads the file
@@ -267,7 +259,7 @@ def test_resume_refuses_a_malicious_checkpoint_before_mmengine_loads_it(two_chec
     marker = tmp_path / "pwned"
     evil = work / "iter_4.pth"
     data = load_weights_only(str(evil))
-    data["meta"]["payload"] = _RunsCode(str(marker))
+    data["meta"]["payload"] = RunsCode(str(marker))
     torch.save(data, evil)
     status, text = train(config, work, "evil1", "--resume", capsys=capsys)
     assert status == 1
