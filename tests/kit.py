@@ -1,6 +1,7 @@
 """The tests' shared kit: the model sizes they build and a checkpoint of one, ``tools/`` scripts run
-in this process or as scripts, a one-thread scope, a time limit and a malicious pickle payload. Fixtures over it are in ``conftest.py``; what the
-running torch can do (skip marks) is in ``capabilities.py``."""
+in this process or as scripts, a one-thread scope, a time limit and a malicious pickle payload.
+Fixtures over it are in ``conftest.py``; what the running torch can do (skip marks) is in
+``capabilities.py``."""
 from __future__ import annotations
 
 import contextlib
@@ -10,8 +11,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from types import MappingProxyType, ModuleType
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import pytest
 import torch
@@ -23,19 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
 
 # ---------------------------------------------------------------------------------- model sizes
-# Backbone keyword arguments. Stochastic depth is off, so two train-mode forwards agree; a test
-# that exercises it passes ``drop_path_rate`` itself.
+# Backbone keyword arguments, read-only (every test file shares them: ``dict(SMALL, ...)`` makes a
+# variant). Stochastic depth is off, so two train-mode forwards agree; a test that exercises it
+# passes ``drop_path_rate`` itself.
 
 #: 4 stages of 2 blocks (regular + shifted), several heads: small but complete.
-SMALL: Dict[str, Any] = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
-                             window_size=4, drop_path_rate=0.0)
+SMALL: Mapping[str, Any] = MappingProxyType(dict(
+    arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
+    drop_path_rate=0.0))
 #: :data:`SMALL`'s widths with one (unshifted) block per stage.
-SHALLOW: Dict[str, Any] = dict(SMALL, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+SHALLOW: Mapping[str, Any] = MappingProxyType(dict(SMALL, depths=(1, 1, 1, 1),
+                                                   num_heads=(1, 1, 2, 2)))
 #: :data:`SHALLOW` at half the width (8 channels in stage 1): the cheapest model with 4 stages.
-TINY: Dict[str, Any] = dict(SHALLOW, embed_dims=8)
+TINY: Mapping[str, Any] = MappingProxyType(dict(SHALLOW, embed_dims=8))
 
 
-def save_backbone(path: Path, arch: Dict[str, Any], seed: int = 0) -> Dict[str, torch.Tensor]:
+def save_backbone(path: Path, arch: Mapping[str, Any], seed: int = 0) -> Dict[str, torch.Tensor]:
     """Save a seeded ``Swinv2Backbone(**arch)`` as a native checkpoint that records its training
     windows (as converted checkpoints do); returns its state dict.
 
