@@ -1,13 +1,12 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures (over :mod:`kit`)."""
 import pytest
-import torch
+
+import kit
 
 
 @pytest.fixture
 def one_thread():
-    """Run a test with one intra-op thread: tiny models on a 2-core machine only spin-wait with more,
-    and results do not depend on the thread count. The previous count is restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """Run a test with one intra-op thread (:func:`kit.one_thread`): tiny models on a 2-core machine
+    only spin-wait with more, and results do not depend on the thread count."""
+    with kit.one_thread():
+        yield

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from swinv2_backbone.checkpoint import atomic  # noqa: E402
 from swinv2_backbone.compat import load_weights_only  # noqa: E402
 from swinv2_backbone.openmmlab.resume import CHECKPOINT_NAME, checkpoint_problem  # noqa: E402
-from tool_modules import load_tool  # noqa: E402
+from kit import load_tool  # noqa: E402
 
 #: How long a slowed checkpoint write pauses half-way (the window the during-write kills aim at).
 SLOW_WRITE_S = 0.4

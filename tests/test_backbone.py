@@ -1,16 +1,16 @@
 """Swinv2Backbone behaviour: shapes, output selection, freezing, checkpointing, precision, state dict."""
 import math
+from typing import Dict, List, Tuple
 
 import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models.attention import WindowAttention
 from swinv2_backbone.models.layers import checkpoint_plan, window_and_shift
+from swinv2_backbone.models.ops import MASK_VALUE
 from capabilities import needs_cpu_fp16
-
-# A small but complete configuration: 4 stages, 2 blocks each (regular + shifted), several heads.
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-             drop_path_rate=0.0)
+from kit import SMALL
 
 
 def small(**kw) -> Swinv2Backbone:
@@ -290,12 +290,46 @@ def test_rules_agree_at_trained_resolutions():
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def attended(model: Swinv2Backbone, hw: Tuple[int, int]) -> List[Tuple[int, bool]]:
+    """Per block, in order: the window side its attention got in one forward of an ``hw`` image,
+    and whether its mask separated shifted regions (entries near ``MASK_VALUE``; the position bias
+    is within +-16). A block that attends a chunk of windows at a time counts once."""
+    seen: Dict[WindowAttention, Tuple[int, bool]] = {}
+
+    def record(module: WindowAttention, args: tuple) -> None:
+        windows, mask = args
+        side = math.isqrt(windows.shape[-2])
+        assert side * side == windows.shape[-2]
+        earlier_side, earlier_shifted = seen.get(module, (side, False))
+        assert earlier_side == side
+        seen[module] = (side, earlier_shifted or bool((mask < MASK_VALUE / 2).any()))
+
+    attentions = [m for m in model.modules() if isinstance(m, WindowAttention)]
+    hooks = [m.register_forward_pre_hook(record) for m in attentions]
+    try:
+        with torch.no_grad():
+            outs = model(torch.randn(1, 3, *hw))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert outs[0].shape[2:] == (math.ceil(hw[0] / 4), math.ceil(hw[1] / 4))
+    return [seen[m] for m in attentions]
+
+
 def test_window_is_decided_per_forward_not_at_construction():
+    """One model built with window 8 attends with the window and shift each forward's maps call
+    for. 'pad': at 256 px (maps 64, 32, 16, 8) the second block of stages 1-3 shifts, stage 4's
+    map is one window and does not; at 20 x 28 px (maps 5x7 .. 1x1) nothing shifts, the window
+    stays 8 (padded). 'official': the window shrinks to the smaller side of a map not larger than
+    it."""
+    at_256 = [(8, False), (8, True)] * 3 + [(8, False)] * 2
     model = small(window_size=8).eval()
-    with torch.no_grad():
-        big = model(torch.randn(1, 3, 256, 256))
-        tiny = model(torch.randn(1, 3, 20, 28))
-    assert big[0].shape[2:] == (64, 64) and tiny[0].shape[2:] == (5, 7)
+    assert attended(model, (256, 256)) == at_256
+    assert attended(model, (20, 28)) == [(8, False)] * 8
+    assert attended(model, (256, 256)) == at_256  # nothing kept from the forward before
+    official = small(window_size=8, small_map="official").eval()
+    assert attended(official, (256, 256)) == at_256
+    assert attended(official, (20, 28)) == [(w, False) for w in (5, 5, 3, 3, 2, 2, 1, 1)]
 
 
 def test_state_dict_has_no_buffers():

@@ -1,9 +1,14 @@
 """The benchmark's time breakdown (:mod:`swinv2_backbone.benchmark.breakdown`): operators land in
 their categories, and a profiled step's parts add up to its wall time."""
+import time
+from types import SimpleNamespace
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.benchmark import breakdown as breakdown_module
 from swinv2_backbone.benchmark.breakdown import (BOOKKEEPING, CATEGORIES, OTHER, OUTSIDE, breakdown,
                                                  categorize, format_breakdown)
 from swinv2_backbone.benchmark.measure import GemmRecorder
@@ -23,23 +28,35 @@ def test_categorize_sums_operators_per_category():
     assert list(got) == [name for name, _ in CATEGORIES] + [OTHER, BOOKKEEPING]
 
 
-def test_breakdown_of_a_step_adds_up_to_its_wall_time():
+def test_breakdown_of_a_step_adds_up_to_its_wall_time(monkeypatch):
     a, w = torch.randn(512, 512), torch.randn(512, 512)
+    step_ms = []
 
     def step() -> None:
+        start = time.perf_counter()
         y = F.linear(a, w)
         for _ in range(3):
             y = F.linear(y, w) / 512
         y.t().contiguous()  # a copy
+        step_ms.append((time.perf_counter() - start) * 1e3)
 
     step()
     parts = breakdown(step)
     assert parts["Linear GEMMs"] > parts["copies and gathers"] > 0
     assert parts[OUTSIDE] >= 0
+    # the wall time the parts add up to holds the whole step
+    assert sum(parts.values()) >= step_ms[-1]
     assert parts["attention GEMMs"] == parts["softmax"] == 0
     lines = format_breakdown(parts)
     assert lines[0].startswith("  Linear GEMMs: ") and lines[0].endswith("%)")
     assert len(lines) == len(parts)
+    # on a clock that says the step took 10 s (far above its operators' time), the parts are
+    # the operators' times plus the rest: exactly 10 s
+    ticks = iter([100.0, 110.0])
+    monkeypatch.setattr(breakdown_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    faked = breakdown(step)
+    assert 0 < sum(ms for name, ms in faked.items() if name != OUTSIDE) < 10_000
+    assert sum(faked.values()) == pytest.approx(10_000, rel=1e-12)
 
 
 def _work(rec: GemmRecorder) -> int:

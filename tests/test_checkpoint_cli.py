@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from typing import Any, Dict, List
 
 import pytest
@@ -18,23 +16,15 @@ from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.models.simmim import simmim_mask
 from swinv2_backbone.testing import peers
-from tool_modules import load_tool
+from kit import load_tool, run_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOL = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+TOOL = "convert_checkpoint"
 TOL = 1e-4
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """Run the tool in a fresh interpreter."""
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, TOOL, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 def tool_main():
     """The tool's ``main`` imported in-process (cheaper than a subprocess)."""
-    return load_tool("convert_checkpoint").main
+    return load_tool(TOOL).main
 
 
 def features(x: torch.Tensor, **kwargs: Any) -> List[torch.Tensor]:
@@ -71,7 +61,7 @@ def test_convert_official_prints_report_and_config(tmp_path):
     timm_model = peers.timm_model(peers.MINI, peers.W16, seed=6)
     src = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
     dst = str(tmp_path / "converted.safetensors")
-    done = cli(src, dst)
+    done = run_script(TOOL, src, dst)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "detected format:  official" in out
@@ -96,7 +86,7 @@ def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16):
     from transformers import Swinv2Model
 
     out_dir = str(native_w16["dir"] / "hf")
-    done = cli(native_w16["path"], out_dir, "--to", "hf")
+    done = run_script(TOOL, native_w16["path"], out_dir, "--to", "hf")
     assert done.returncode == 0, done.stderr
     assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in done.stdout
     assert sorted(os.listdir(out_dir)) == ["config.json", "model.safetensors"]
@@ -120,7 +110,7 @@ def test_export_to_timm_loads_in_timm_and_round_trips(native_w16):
     import timm
 
     out_file = str(native_w16["dir"] / "timm.safetensors")
-    done = cli(native_w16["path"], out_file, "--to", "timm")
+    done = run_script(TOOL, native_w16["path"], out_file, "--to", "timm")
     assert done.returncode == 0, done.stderr
     assert "window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)" in done.stdout
     mini = peers.MINI
@@ -160,7 +150,7 @@ def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
                             num_labels=len(labels), id2label=labels)
     source.save_pretrained(tmp_path / "src")
     out_dir = str(tmp_path / "hf")
-    done = cli(tmp_path / "src", out_dir, "--to", "hf")
+    done = run_script(TOOL, tmp_path / "src", out_dir, "--to", "hf")
     assert done.returncode == 0, done.stderr
     assert "(hf Swinv2ForImageClassification," in done.stdout
     assert "classification head" not in done.stdout.split("wrote:")[0]  # written, so not dropped
@@ -176,7 +166,7 @@ def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
     assert diff <= TOL
 
     encoder_dir = str(tmp_path / "encoder")
-    done = cli(tmp_path / "src", encoder_dir, "--to", "hf", "--encoder-only")
+    done = run_script(TOOL, tmp_path / "src", encoder_dir, "--to", "hf", "--encoder-only")
     assert done.returncode == 0, done.stderr
     assert "(hf Swinv2Model," in done.stdout
     assert "left out:         classification head (--encoder-only)" in done.stdout
@@ -192,7 +182,7 @@ def test_simmim_checkpoint_exports_as_masked_image_modeling(simmim_training_chec
 
     out_dir = str(tmp_path / "hf")
     # the training checkpoint does not record its windows
-    done = cli(simmim_training_checkpoint["path"], out_dir, "--to", "hf", "--window-size", "8")
+    done = run_script(TOOL, simmim_training_checkpoint["path"], out_dir, "--to", "hf", "--window-size", "8")
     assert done.returncode == 0, done.stderr
     assert "(hf Swinv2ForMaskedImageModeling," in done.stdout
     assert "load with:        transformers.Swinv2ForMaskedImageModeling.from_pretrained(" in done.stdout

@@ -20,19 +20,9 @@ from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load
     load_pretrained
 from swinv2_backbone.openmmlab.resume import ResumeError, resolve_resume
 from swinv2_backbone.testing import peers
-from tool_modules import load_tool
+from kit import RunsCode, load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _RunsCode:
-    """Unpickling this calls ``os.system`` (a stand-in for any code execution)."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def mini_state():
 
 
 def _write_malicious(path: str, marker: str, state) -> None:
-    torch.save({"state_dict": dict(state), "payload": _RunsCode(marker)}, path)
+    torch.save({"state_dict": dict(state), "payload": RunsCode(marker)}, path)
 
 
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path, mini_state):
@@ -72,7 +62,7 @@ def test_legacy_pickle_with_code_is_refused(tmp_path):
     marker = str(tmp_path / "pwned")
     path = str(tmp_path / "legacy.pth")
     with open(path, "wb") as handle:
-        pickle.dump({"model": _RunsCode(marker)}, handle)
+        pickle.dump({"model": RunsCode(marker)}, handle)
     with pytest.raises(CheckpointError, match=r"legacy\.pth"):
         load_checkpoint_file(path)
     assert not os.path.exists(marker)
@@ -283,7 +273,7 @@ def test_malicious_checkpoints_are_refused_by_every_entry_point(tmp_path, mini_s
                                                                 capsys, entry, legacy):
     marker = tmp_path / "pwned"
     path = tmp_path / "iter_2.pth"
-    torch.save({"state_dict": dict(mini_state), "meta": {"iter": 2}, "payload": _RunsCode(str(marker))},
+    torch.save({"state_dict": dict(mini_state), "meta": {"iter": 2}, "payload": RunsCode(str(marker))},
                path, _use_new_zipfile_serialization=not legacy)
     message = entry_points[entry](str(path), capsys)
     assert f"refusing to load {path}: it references the Python object posix.system" in message

@@ -4,9 +4,6 @@ on HF's own preprocessing; an unreadable image is reported without stopping the 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
@@ -17,20 +14,14 @@ import torch
 from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.features.classify import preprocessing_for
 from swinv2_backbone.testing import peers
+from kit import run_script
 
-ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "classify.py"
+TOOL = "classify"
 LABELS = ["circle", "square", "triangle", "star", "moon"]
 PREPROCESSOR = {"do_resize": True, "size": {"height": 64, "width": 64}, "resample": 3,
                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
                 "image_processor_type": "ViTImageProcessor"}
-
-
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ def test_prints_named_top_k_and_survives_a_bad_image(hf_dir, images, tmp_path):
     directory, model = hf_dir
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
-    result = run_tool(str(images[0]), str(broken), str(images[1]), "--checkpoint", str(directory),
+    result = run_script(TOOL, str(images[0]), str(broken), str(images[1]), "--checkpoint", str(directory),
                       "--topk", "3")
     assert result.returncode == 1, result.stderr
     assert "broken.png" in result.stderr and "1 input(s) could not be classified" in result.stderr
@@ -102,7 +93,7 @@ def test_prints_named_top_k_and_survives_a_bad_image(hf_dir, images, tmp_path):
 def test_indices_without_names_and_default_preprocessing(images, tmp_path):
     timm_model = peers.timm_model(peers.MINI, peers.W8, 72, num_classes=7)
     path = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
-    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "2")
+    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "2")
     assert result.returncode == 0, result.stderr
     assert "7 classes;" in result.stdout and "256 px" in result.stdout
     assert result.stdout.splitlines()[-2].startswith("  1. class ")
@@ -115,16 +106,16 @@ def test_indices_without_names_and_default_preprocessing(images, tmp_path):
 ])
 def test_bad_arguments(hf_dir, images, args, message):
     directory, _ = hf_dir
-    result = run_tool(str(images[0]), "--checkpoint", str(directory), *args)
+    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory), *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_checkpoint_without_head_or_missing(images, tmp_path):
     headless = peers.timm_model(peers.MINI, peers.W8, 73, num_classes=0)
     path = peers.save_torch(headless.state_dict(), str(tmp_path), "headless.pth")
-    result = run_tool(str(images[0]), "--checkpoint", path)
+    result = run_script(TOOL, str(images[0]), "--checkpoint", path)
     assert result.returncode == 2 and "has no classification head" in result.stderr
-    result = run_tool(str(images[0]), "--checkpoint", str(tmp_path / "nope.pth"))
+    result = run_script(TOOL, str(images[0]), "--checkpoint", str(tmp_path / "nope.pth"))
     assert result.returncode == 2 and "nope.pth" in result.stderr
 
 
@@ -134,10 +125,10 @@ def test_window_size_for_a_file_that_does_not_record_it(images, tmp_path):
     timm's on the same input."""
     timm_model = peers.timm_model(peers.MINI, peers.single_window(4), 74, num_classes=6)
     path = peers.save_torch(timm_model.state_dict(), str(tmp_path), "model.pth")
-    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "6")
+    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "6")
     assert result.returncode == 0, result.stderr
     assert "training windows unknown" in result.stdout and "using window 8" in result.stdout
-    result = run_tool(str(images[0]), "--checkpoint", path, "--topk", "6", "--window-size", "4")
+    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "6", "--window-size", "4")
     assert result.returncode == 0, result.stderr
     assert "training windows (4, 4, 4, 4) (from given explicitly)" in result.stdout
     pixels = preprocessing_for(path, convert_checkpoint(path)).load(images[0]).unsqueeze(0)
@@ -152,8 +143,8 @@ def test_window_size_for_a_file_that_does_not_record_it(images, tmp_path):
 
 def test_window_size_that_contradicts_the_checkpoint(hf_dir, images):
     directory, _ = hf_dir
-    result = run_tool(str(images[0]), "--checkpoint", str(directory), "--window-size", "4")
+    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory), "--window-size", "4")
     assert result.returncode == 2 and "disagree" in result.stderr, result.stderr
-    result = run_tool(str(images[0]), "--checkpoint", str(directory),
+    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory),
                       "--pretrained-window-sizes", "6")
     assert result.returncode == 2 and "needs --window-size" in result.stderr

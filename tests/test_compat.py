@@ -1,10 +1,12 @@
 """The compatibility helpers give the behaviour of the running torch, whichever branch it takes
 (CI runs this file on torch 2.1 and on the pinned newest torch)."""
+import importlib.metadata
 import io
 import pickle
 
 import pytest
 import torch
+from torch.torch_version import TorchVersion
 
 from swinv2_backbone import compat
 from capabilities import needs_cpu_fp16
@@ -28,8 +30,15 @@ def test_unreadable_version_is_an_error():
         compat._release("nightly")
 
 
-def test_running_release_matches_torch():
-    assert compat.TORCH_RELEASE == tuple(int(p) for p in torch.__version__.split(".")[:2])
+@pytest.mark.parametrize("version", [torch.__version__, importlib.metadata.version("torch")],
+                         ids=["torch.__version__", "installed distribution"])
+def test_running_release_matches_torch(version):
+    """Checked with torch's own version ordering (PEP 440, which ranks ``.dev`` first), on the
+    module's version and on the installed distribution's metadata: the release is the
+    ``major.minor`` whose versions hold the running one."""
+    major, minor = compat.TORCH_RELEASE
+    assert TorchVersion(version) >= f"{major}.{minor}.dev0"
+    assert TorchVersion(version) < f"{major}.{minor + 1}.dev0"
 
 
 def test_is_compiling_is_true_only_under_torch_compile():

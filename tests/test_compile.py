@@ -10,11 +10,9 @@ import torch
 
 from swinv2_backbone import Swinv2Backbone
 from capabilities import needs_inductor_index_math
+from kit import SMALL
 
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-             drop_path_rate=0.0)
-ONE_STAGE = dict(arch=None, embed_dims=16, depths=(2,), num_heads=(2,), window_size=4,
-                 drop_path_rate=0.0)
+ONE_STAGE = dict(SMALL, depths=(2,), num_heads=(2,))
 
 
 def _model(**kwargs) -> Swinv2Backbone:

@@ -4,9 +4,6 @@ against the built model: parameters against ``sum(p.numel())``, FLOPs against to
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Tuple
 
@@ -17,10 +14,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.complexity import (OPERATIONS, ArchSpec, analyze, count_macs, count_params,
                                         spec_from_config)
-from tool_modules import load_tool
+from kit import SMALL, run_script, run_tool
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+TOOL = "analyze_complexity"
 
 
 def meta_model(**kwargs: Any) -> Swinv2Backbone:
@@ -147,23 +143,10 @@ def test_from_model_refuses_other_modules_and_stem_only():
         spec_from_config(**SMALL, out_features=("stem",))
 
 
-def run_tool(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, str, str]:
-    """Run the tool's ``main`` in-process; returns (exit status, stdout, stderr)."""
-    try:
-        status = load_tool("analyze_complexity").main(list(args))
-    except SystemExit as exit_:  # argparse errors
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.mark.slow
 def test_tool_runs_as_a_script(tmp_path: Path):
     out = tmp_path / "c.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "analyze_complexity.py"), "--arch", "small",
-         "--sizes", "256", "--json", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = run_script(TOOL, "--arch", "small", "--sizes", "256", "--json", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[2] == "| small | 256x256 | 48.96 | 11.55 | 23.09 |"
     assert json.loads(out.read_text())[0]["params"] == 48_960_762
@@ -171,8 +154,8 @@ def test_tool_runs_as_a_script(tmp_path: Path):
 
 def test_tool_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture):
     out = tmp_path / "sub" / "c.json"
-    status, stdout, _ = run_tool(capsys, "--arch", "tiny", "base", "--sizes", "512", "800x1344",
-                                 "--json", str(out), "--breakdown")
+    status, stdout, _ = run_tool(capsys, TOOL, "--arch", "tiny", "base", "--sizes", "512",
+                                 "800x1344", "--json", out, "--breakdown")
     assert status == 0
     lines = stdout.strip().splitlines()
     assert lines[0].startswith("| Variant | Input (HxW) | Params (M) | GMACs | GFLOPs |")
@@ -189,9 +172,9 @@ def test_tool_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture):
 
 
 def test_tool_measure_column_agrees(tmp_path: Path, capsys: pytest.CaptureFixture):
-    status, stdout, _ = run_tool(capsys, "--arch", "tiny", "--sizes", "64x96", "--window-size", "4",
-                                 "4", "2", "2", "--out-features", "stage1", "stage2", "--measure",
-                                 "--json", str(tmp_path / "m.json"))
+    status, stdout, _ = run_tool(capsys, TOOL, "--arch", "tiny", "--sizes", "64x96", "--window-size",
+                                 "4", "4", "2", "2", "--out-features", "stage1", "stage2",
+                                 "--measure", "--json", tmp_path / "m.json")
     assert status == 0
     (row,) = json.loads((tmp_path / "m.json").read_text())
     assert row["measured_flops"] == row["flops"]
@@ -202,7 +185,7 @@ def test_tool_without_out_norm_has_fewer_params(capsys: pytest.CaptureFixture, t
     rows = []
     for extra in ((), ("--no-out-norm",)):
         path = tmp_path / f"{len(extra)}.json"
-        assert run_tool(capsys, "--arch", "tiny", "--sizes", "64", "--json", str(path), *extra)[0] == 0
+        assert run_tool(capsys, TOOL, "--arch", "tiny", "--sizes", "64", "--json", path, *extra)[0] == 0
         rows.append(json.loads(path.read_text())[0])
     assert rows[0]["params"] - rows[1]["params"] == 2 * (96 + 192 + 384 + 768)
     assert rows[0]["flops"] == rows[1]["flops"]
@@ -216,7 +199,7 @@ def test_tool_without_out_norm_has_fewer_params(capsys: pytest.CaptureFixture, t
     (("--window-size", "8", "8"), "window_size must be an int or a sequence of 4 ints"),
 ])
 def test_tool_errors(args: Tuple[str, ...], message: str, capsys: pytest.CaptureFixture):
-    status, stdout, stderr = run_tool(capsys, *args)
+    status, stdout, stderr = run_tool(capsys, TOOL, *args)
     assert status == 2
     assert message in stderr
     assert stdout == ""

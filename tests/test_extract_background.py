@@ -9,48 +9,24 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.features import (AUTO_DEPTH, BackgroundConsumer, FeatureExtractor,
                                       ForwardTiming, Prefetcher, auto_depth, image_size,
                                       usable_cpus)
 from swinv2_backbone.features import extractor as extractor_module
 from swinv2_backbone.features.background import cgroup_cpu_quota
-from tool_modules import load_tool
+from kit import TINY, load_tool, run_tool, save_backbone, within
 
-SMALL = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-             drop_path_rate=0.0)
 TOOL = load_tool("extract_features")
 THREADS = ("swinv2-image-loader", "swinv2-feature-writer")
 #: Seconds any run here may take before it counts as hung (each takes well under 5).
 LIMIT = 60.0
-
-
-def within(seconds: float, call: Callable[[], Any]) -> Any:
-    """``call()`` in a helper thread; fails the test if it has not returned after ``seconds``, and
-    re-raises what it raised."""
-    outcome: Dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as err:  # re-raised below, in the test's thread
-            outcome["error"] = err
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"still running after {seconds} s: hung"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def no_background_threads() -> bool:
@@ -73,29 +49,19 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     cut = images / "img4.jpg"
     data = cut.read_bytes()
     cut.write_bytes(data[:len(data) // 2])
-    torch.manual_seed(0)
     checkpoint = root / "small.pth"
-    save_state_dict(Swinv2Backbone(**SMALL).state_dict(), checkpoint,
-                    meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    save_backbone(checkpoint, TINY)
     return {"images": images, "checkpoint": checkpoint}
 
 
-def run_tool(capsys: pytest.CaptureFixture, folder: Dict[str, Path], out: Path,
-             *extra: str) -> Tuple[int, str, str]:
-    """The tool's ``main`` on the folder, one torch thread, within :data:`LIMIT`; with the
+def extract(capsys: pytest.CaptureFixture, folder: Dict[str, Path], out: Path,
+            *extra: str) -> Tuple[int, str, str]:
+    """The tool's ``main`` on the folder (:func:`kit.run_tool`) within :data:`LIMIT`; with the
     background threads (``--prefetch 2``) unless ``extra`` says otherwise, whatever the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     prefetch = [] if "--prefetch" in extra else ["--prefetch", "2"]
-    try:
-        status = within(LIMIT, lambda: TOOL.main([str(folder["images"]), "--out", str(out),
-                                                  "--checkpoint", str(folder["checkpoint"]),
-                                                  "--batch-size", "2", "--no-progress",
-                                                  *prefetch, *extra]))
-    finally:
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+    return run_tool(capsys, TOOL, folder["images"], "--out", out, "--checkpoint",
+                    folder["checkpoint"], "--batch-size", "2", "--no-progress", *prefetch, *extra,
+                    limit=LIMIT)
 
 
 def contents(out: Path) -> Dict[str, Any]:
@@ -122,7 +88,7 @@ def test_background_threads_write_the_same_bytes_and_skip_the_bad_image(folder, 
     runs = {}
     for prefetch in ("0", "1", "3"):
         out = tmp_path / prefetch
-        status, stdout, stderr = run_tool(capsys, folder, out, "--prefetch", prefetch, "--pca")
+        status, stdout, stderr = extract(capsys, folder, out, "--prefetch", prefetch, "--pca")
         assert status == 1, stderr
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "img4.jpg" in errors[0] and "truncated" in errors[0].lower(), stderr
@@ -169,7 +135,7 @@ def test_an_unexpected_error_in_the_loader_thread_surfaces(folder, tmp_path, cap
     monkeypatch.setattr(extractor_module, "read_image", fails_on_the_fourth)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        run_tool(capsys, folder, out)
+        extract(capsys, folder, out)
     assert set(calls) == {"swinv2-image-loader"}  # read there, raised here
     # batches of 2 by size: img0 + img3, img6, then img1 + img2 (the fourth read); the two batches
     # before the error were computed and written, nothing else (no temporary either)
@@ -177,7 +143,7 @@ def test_an_unexpected_error_in_the_loader_thread_surfaces(folder, tmp_path, cap
                                                      "img6.safetensors"]
     assert no_background_threads()
     monkeypatch.undo()
-    status, stdout, _ = run_tool(capsys, folder, out)  # a rerun completes the rest
+    status, stdout, _ = extract(capsys, folder, out)  # a rerun completes the rest
     assert status == 1 and "3 already complete" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.safetensors" for n in GOOD)
 
@@ -192,7 +158,7 @@ def test_a_failed_write_stops_the_run_with_exit_2(folder, tmp_path, capsys, monk
         real(result, extractor, path)
 
     monkeypatch.setattr(TOOL, "save_features", full_disk_on_the_third)
-    status, stdout, stderr = run_tool(capsys, folder, tmp_path / "out")
+    status, stdout, stderr = extract(capsys, folder, tmp_path / "out")
     assert status == 2 and "error: [Errno 28] No space left on device" in stderr, stderr
     assert set(calls) == {"swinv2-feature-writer"} and len(calls) == 3  # nothing written after it
     assert len(list((tmp_path / "out").glob("*.safetensors"))) == 2
@@ -210,7 +176,7 @@ def test_an_error_in_the_model_lets_the_queued_outputs_be_written(folder, tmp_pa
 
     monkeypatch.setattr(FeatureExtractor, "_forward", fails_in_the_third_batch)
     with pytest.raises(RuntimeError, match="out of memory"):
-        run_tool(capsys, folder, tmp_path / "out")
+        extract(capsys, folder, tmp_path / "out")
     # the two batches before it (img0 + img3, then img6) were queued for the writer and written
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "img0.safetensors", "img3.safetensors", "img6.safetensors"]
@@ -292,7 +258,7 @@ def test_the_tool_reports_the_depth_auto_chose(folder, tmp_path, capsys, monkeyp
     made, real = [], extractor_module.Prefetcher
     monkeypatch.setattr(extractor_module, "Prefetcher",
                         lambda items, d, **kw: made.append(d) or real(items, d, **kw))
-    status, stdout, _ = run_tool(capsys, folder, tmp_path / "out", "--prefetch", "auto")
+    status, stdout, _ = extract(capsys, folder, tmp_path / "out", "--prefetch", "auto")
     assert status == 1 and f"% of it); {why}" in stdout  # 1: img4 cannot be read
     assert made == [depth]  # the image loader's queue
     assert TOOL.resolve_prefetch(3, torch.device("cpu")) == (3, "prefetch 3")

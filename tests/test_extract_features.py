@@ -3,9 +3,6 @@ generated images and a native checkpoint of a small random model."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -16,17 +13,13 @@ from PIL import Image
 
 from capabilities import needs_cpu_fp16
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import save_state_dict
 from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.features import (IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ImageReadError,
                                       batches_by_size, find_images, image_size, load_features,
                                       parse_device, parse_dtype, pca_rgb, read_image, save_features,
                                       target_size, upsample_to_image)
-from tool_modules import load_tool
+from kit import SMALL, run_script, run_tool, save_backbone
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-             drop_path_rate=0.0)
 #: name -> (rows, columns): two of one size, two others, one needing padding at every stage.
 SIZES = {"a": (40, 56), "b": (40, 56), "c": (33, 70), "d": (64, 48)}
 
@@ -46,9 +39,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
     for name, (h, w) in SIZES.items():
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{name}.png")
     (images / "notes.txt").write_text("not an image")
-    state = small_model(seed=3).state_dict()
-    checkpoint = root / "native.pth"  # records its training windows, as converted checkpoints do
-    save_state_dict(state, checkpoint, meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    checkpoint = root / "native.pth"
+    state = save_backbone(checkpoint, SMALL, seed=3)
     bare = root / "bare.pth"  # a plain state dict: windows unknown
     torch.save(state, bare)
     return {"root": root, "images": images, "checkpoint": checkpoint, "bare": bare}
@@ -373,24 +365,17 @@ def test_save_and_load_round_trip(data, tmp_path: Path):
 
 # ------------------------------------------------------------------------------------ the CLI
 def run_main(capsys: pytest.CaptureFixture, *args: str) -> Tuple[int, str, str]:
-    """The tool's ``main`` in-process: (exit status, stdout, stderr)."""
-    try:
-        status = load_tool("extract_features").main([*args, "--no-progress"])
-    except SystemExit as exit_:  # argparse errors
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
+    """The tool's ``main`` in-process without its progress bar (:func:`kit.run_tool`)."""
+    return run_tool(capsys, "extract_features", *args, "--no-progress")
 
 
 @pytest.mark.slow
 def test_cli_writes_features_metadata_and_pca_pictures(data, tmp_path: Path):
     out = tmp_path / "out"
     images = data["images"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "extract_features.py"), str(images / "a.png"),
-         str(images / "[bc].png"), str(images), "--out", str(out), "--checkpoint",
-         str(data["checkpoint"]), "--stages", "stage1", "stage3", "--batch-size", "2", "--pca"],
-        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = run_script("extract_features", images / "a.png", images / "[bc].png", images, "--out",
+                        out, "--checkpoint", data["checkpoint"], "--stages", "stage1", "stage3",
+                        "--batch-size", "2", "--pca")
     assert result.returncode == 0, result.stderr
     assert "wrote features of 4 image(s) (stage1, stage3)" in result.stdout
     assert "4/4" in result.stderr  # the progress bar ran to the end

@@ -12,9 +12,7 @@ from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.models import fast, kernels
 from swinv2_backbone.models.attention import LOGIT_SCALE_MAX, WindowAttentionV1, WindowAttentionV2
 from swinv2_backbone.models.fast import attention_train
-
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-             drop_path_rate=0.0)
+from kit import SMALL
 ONLY_THIS = dataclasses.replace(kernels.REFERENCE, name="reference + attention_train",
                                 attention=attention_train.window_attention)
 

@@ -11,8 +11,7 @@ from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.models import fast, kernels, layers
 from swinv2_backbone.models.fast import attention, chunked, mlp, windows
 from swinv2_backbone.models.ops import pad_to_multiple, window_partition
-
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+from kit import SMALL
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ BACKBONES = pytest.mark.parametrize("cls", [Swinv2Backbone, SwinBackbone], ids=[
 
 def random_model(cls: type = Swinv2Backbone, **kw) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = cls(**{**SMALL, **kw})
+    model = cls(**{**SMALL, "drop_path_rate": 0.1, **kw})  # the default stochastic depth
     for p in model.parameters():  # break the symmetry of the default init
         p.data.add_(torch.randn_like(p) * 0.05)
     return model

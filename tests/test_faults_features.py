@@ -14,15 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.checkpoint import atomic, save_state_dict
+from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.features import (MAX_PIXELS, FeatureExtractor, ImageReadError, image_size,
                                       load_features, read_image)
-from tool_modules import load_tool
+from kit import TINY, load_tool, run_tool, save_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-             drop_path_rate=0.0)
 GOOD = ["cmyk", "good_jpg", "good_png", "grey16", "rgba"]
 #: bad file -> the reason its error must give
 BAD = {
@@ -71,24 +68,15 @@ def folder(tmp_path_factory) -> Dict[str, Path]:
     Image.fromarray(rng.random((24, 32), dtype=np.float32)).save(images / "float.tif")
     (images / "huge.png").write_bytes(png_header_only(10000, 9000))  # over ours, under Pillow's 2x
     (images / "bomb.png").write_bytes(png_header_only(40000, 40000))  # over Pillow's own limit
-    torch.manual_seed(0)
     checkpoint = root / "small.pth"
-    save_state_dict(Swinv2Backbone(**SMALL).state_dict(), checkpoint,
-                    meta={"window_size": [4] * 4, "pretrained_window_sizes": [0] * 4})
+    save_backbone(checkpoint, TINY)
     return {"images": images, "checkpoint": checkpoint, "root": root}
 
 
-def run_tool(capsys, folder: Dict[str, Path], out: Path, *extra: str) -> Tuple[int, str, str]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        status = TOOL.main([str(folder["images"]), "--out", str(out), "--checkpoint",
-                            str(folder["checkpoint"]), "--stages", "stage1", "stage4",
-                            "--no-progress", *extra])
-    finally:
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+def extract(capsys, folder: Dict[str, Path], out: Path, *extra: str) -> Tuple[int, str, str]:
+    """The tool's ``main`` on the folder, stages 1 and 4 (:func:`kit.run_tool`)."""
+    return run_tool(capsys, TOOL, folder["images"], "--out", out, "--checkpoint",
+                    folder["checkpoint"], "--stages", "stage1", "stage4", "--no-progress", *extra)
 
 
 def outputs(out: Path) -> Dict[str, int]:
@@ -98,7 +86,7 @@ def outputs(out: Path) -> Dict[str, int]:
 
 def test_every_good_image_is_processed_and_every_bad_one_reported(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    status, stdout, stderr = run_tool(capsys, folder, out)
+    status, stdout, stderr = extract(capsys, folder, out)
     assert status == 1, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(BAD), stderr
@@ -136,9 +124,9 @@ def test_unusual_images_are_converted_as_documented(folder):
 
 def test_a_rerun_skips_exactly_the_complete_outputs(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_tool(capsys, folder, out)[0] == 1
+    assert extract(capsys, folder, out)[0] == 1
     first = outputs(out)
-    status, stdout, stderr = run_tool(capsys, folder, out)
+    status, stdout, stderr = extract(capsys, folder, out)
     assert status == 1 and stderr.count("error: ") == len(BAD)  # the bad ones are still reported
     assert f"wrote features of 0 image(s) (stage1, stage4) to {out}; {len(GOOD)} already complete, " \
            "skipped" in stdout
@@ -147,10 +135,10 @@ def test_a_rerun_skips_exactly_the_complete_outputs(folder, tmp_path, capsys):
     data = (out / "good_png.safetensors").read_bytes()
     (out / "good_png.safetensors").write_bytes(data[: len(data) - 7])
     (out / ".rgba.safetensors.999.partial").write_bytes(b"half")
-    run_tool(capsys, folder, tmp_path / "other", "--dtype", "bf16")
+    extract(capsys, folder, tmp_path / "other", "--dtype", "bf16")
     (out / "grey16.safetensors").write_bytes((tmp_path / "other" / "grey16.safetensors").read_bytes())
     touched = outputs(out)
-    status, stdout, _ = run_tool(capsys, folder, out)
+    status, stdout, _ = extract(capsys, folder, out)
     assert status == 1
     assert f"wrote features of 2 image(s) (stage1, stage4) to {out}; 3 already complete, " \
            "skipped" in stdout
@@ -158,7 +146,7 @@ def test_a_rerun_skips_exactly_the_complete_outputs(folder, tmp_path, capsys):
     assert ".rgba.safetensors.999.partial" not in now
     assert {n for n in now if now[n] != touched.get(n)} == {"good_png.safetensors", "grey16.safetensors"}
     assert load_features(out / "grey16.safetensors")[1]["dtype"] == "fp32"
-    status, stdout, _ = run_tool(capsys, folder, out, "--overwrite")
+    status, stdout, _ = extract(capsys, folder, out, "--overwrite")
     assert f"wrote features of {len(GOOD)} image(s)" in stdout
 
 
@@ -180,14 +168,14 @@ def test_a_killed_write_leaves_no_output_a_rerun_would_take_as_done(folder, tmp_
 
     monkeypatch.setattr(atomic, "_write_and_sync", dies_in_the_third_write)
     with pytest.raises(_Killed):
-        run_tool(capsys, folder, out)
+        extract(capsys, folder, out)
     monkeypatch.undo()
     written = sorted(p.name for p in out.glob("*.safetensors"))
     partial = sorted(p.name for p in out.glob(".*.partial"))
     assert len(written) == 2 and len(partial) == 1  # the third output exists only as a temporary
     stem = partial[0][1:].split(".safetensors")[0]
     assert not (out / f"{stem}.safetensors").exists()
-    status, stdout, _ = run_tool(capsys, folder, out)
+    status, stdout, _ = extract(capsys, folder, out)
     assert f"wrote features of {len(GOOD) - 2} image(s) (stage1, stage4) to {out}; 2 already " \
            "complete, skipped" in stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.safetensors" for n in GOOD)
@@ -195,16 +183,16 @@ def test_a_killed_write_leaves_no_output_a_rerun_would_take_as_done(folder, tmp_
 
 def test_pca_pictures_count_for_completeness(folder, tmp_path, capsys):
     out = tmp_path / "out"
-    run_tool(capsys, folder, out, "--pca")
+    extract(capsys, folder, out, "--pca")
     (out / "rgba_stage4_pca.png").unlink()
-    status, stdout, _ = run_tool(capsys, folder, out, "--pca")
+    status, stdout, _ = extract(capsys, folder, out, "--pca")
     assert f"wrote features of 1 image(s) (stage1, stage4) to {out}; {len(GOOD) - 1} already " \
            "complete" in stdout
     assert (out / "rgba_stage4_pca.png").is_file()
 
 
 def test_max_pixels_argument(folder, tmp_path, capsys):
-    status, stdout, stderr = run_tool(capsys, folder, tmp_path / "o", "--max-pixels", "700")
+    status, stdout, stderr = extract(capsys, folder, tmp_path / "o", "--max-pixels", "700")
     lines: List[str] = [x for x in stderr.splitlines() if "more than max_pixels=700" in x]
     refused = {Path(x.split("'")[1]).name for x in lines}  # every header of 24x32 pixels or more
     assert status == 1 and refused == {"cmyk.jpg", "good_jpg.jpg", "good_png.png", "grey16.png",
@@ -232,7 +220,7 @@ def test_feature_files_leave_the_page_cache_once_synced(folder, tmp_path, capsys
 
     monkeypatch.setattr(atomic, "_write_and_sync", sync)
     monkeypatch.setattr(os, "posix_fadvise", advise, raising=False)
-    status, stdout, _ = run_tool(capsys, folder, out)
+    status, stdout, _ = extract(capsys, folder, out)
     assert f"wrote features of {len(GOOD)} image(s)" in stdout
     assert sorted(Path(p).name for p, *_ in advised) == sorted(
         f".{n}.safetensors.{os.getpid()}.partial" for n in GOOD)

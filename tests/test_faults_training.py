@@ -23,7 +23,7 @@ from PIL import Image
 from swinv2_backbone.checkpoint import atomic
 from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.openmmlab.resume import ResumeError, checkpoint_problem, resolve_resume
-from tool_modules import load_tool
+from kit import RunsCode, load_tool, one_thread, run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "simmim" / "simmim_swinv2-compact_toy-shapes.py"
@@ -65,15 +65,10 @@ default_hooks = dict(logger=dict(interval=1),
 
 def train(config: Path, work: Path, name: str, *extra: str,
           capsys: pytest.CaptureFixture) -> Tuple[int, str]:
-    """tools/train.py's main in this process, on one thread; returns (status, stdout + stderr)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        status = TRAIN.main([str(config), "--work-dir", str(work), *extra,
-                             "--cfg-options", f"experiment_name={name}"])
-    finally:
-        torch.set_num_threads(threads)
-    out, err = capsys.readouterr()
+    """tools/train.py's main in this process (:func:`kit.run_tool`); returns (status, stdout +
+    stderr)."""
+    status, out, err = run_tool(capsys, TRAIN, config, "--work-dir", work, *extra,
+                                "--cfg-options", f"experiment_name={name}")
     return status, out + err
 
 
@@ -170,13 +165,9 @@ def two_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("corrupt")
     config = write_config(root, max_iters=4, max_keep_ckpts=2)
     work = root / "work"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         assert TRAIN.main([str(config), "--work-dir", str(work),
                            "--cfg-options", "experiment_name=corrupt0"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     pristine = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
     return config, work, pristine
 
@@ -259,14 +250,6 @@ def test_train_tool_reports_a_corrupt_checkpoint_and_resumes_with_fallback(two_c
 
 # ----------------------------------------------------------------------------- malicious --resume
 
-class _RunsCode:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_resume_refuses_a_malicious_checkpoint_before_mmengine_loads_it(two_checkpoints, tmp_path,
                                                                          capsys):
     """On torch < 2.6 mmengine's own torch.load would unpickle anything; --resume reads the file
@@ -276,7 +259,7 @@ def test_resume_refuses_a_malicious_checkpoint_before_mmengine_loads_it(two_chec
     marker = tmp_path / "pwned"
     evil = work / "iter_4.pth"
     data = load_weights_only(str(evil))
-    data["meta"]["payload"] = _RunsCode(str(marker))
+    data["meta"]["payload"] = RunsCode(str(marker))
     torch.save(data, evil)
     status, text = train(config, work, "evil1", "--resume", capsys=capsys)
     assert status == 1

@@ -32,12 +32,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path, name: str, known: Set[str]) -> Set[str]:
-    """The package modules ``path`` imports, as full names (``from a import b`` counts ``a.b`` when
-    that is a module, else ``a``)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+def _imports(source: str, name: str, is_package: bool, known: Set[str]) -> Set[str]:
+    """The package modules the source of module ``name`` (a package's ``__init__`` if
+    ``is_package``) imports, as full names (``from a import b`` counts ``a.b`` when that is a
+    module, else ``a``)."""
+    package = name if is_package else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -54,7 +55,8 @@ def _imports(path: Path, name: str, known: Set[str]) -> Set[str]:
 
 def import_graph() -> Dict[str, Set[str]]:
     paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
-    return {name: _imports(path, name, set(paths)) - {name} for name, path in paths.items()}
+    return {name: _imports(path.read_text(), name, path.name == "__init__.py", set(paths)) - {name}
+            for name, path in paths.items()}
 
 
 def _part(module: str) -> str:
@@ -102,16 +104,15 @@ def test_imports_run_from_lower_layers_only():
 def test_the_checker_sees_lazy_imports_and_cycles():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) == []
-    source = ROOT / "models" / "backbone.py"
-    tree = "def f():\n    from ..checkpoint import load_pretrained\n"
-    known = {"swinv2_backbone.checkpoint", "swinv2_backbone.models.backbone"}
-    tmp = source.with_name("_layering_probe.py")
-    try:
-        tmp.write_text(tree)
-        assert _imports(tmp, "swinv2_backbone.models._layering_probe", known) == {
-            "swinv2_backbone.checkpoint"}
-    finally:
-        tmp.unlink()
+    lazy = "def f():\n    from ..checkpoint import load_pretrained\n"
+    known = {"swinv2_backbone.checkpoint", "swinv2_backbone.checkpoint.io",
+             "swinv2_backbone.models", "swinv2_backbone.models.backbone"}
+    assert _imports(lazy, "swinv2_backbone.models.probe", False, known) == {
+        "swinv2_backbone.checkpoint"}
+    # in a package's __init__, '..' is the parent package; 'from a import b' counts a.b, a module
+    assert _imports("from ..checkpoint import io\nimport swinv2_backbone.models.backbone\n",
+                    "swinv2_backbone.models", True, known) == {
+        "swinv2_backbone.checkpoint.io", "swinv2_backbone.models.backbone"}
 
 
 def test_the_reference_model_does_not_import_the_fast_paths():

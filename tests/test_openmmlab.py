@@ -13,16 +13,16 @@ from torch import nn
 import swinv2_backbone
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.compat import load_weights_only
+from kit import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(type="Swinv2Backbone", arch=None, embed_dims=16, depths=(1, 1, 2, 1),
-            num_heads=(1, 2, 2, 4), window_size=4, out_indices=(1, 2, 3))
+BACKBONE = dict(SMALL, type="Swinv2Backbone", depths=(1, 1, 2, 1), out_indices=(1, 2, 3))
 
 
 @pytest.mark.parametrize("scope", ["mmdet", "mmseg"])
 def test_registries_of_mmdet_and_mmseg_build_the_backbone(scope):
     registry = __import__(f"{scope}.registry", fromlist=["MODELS"]).MODELS
-    model = registry.build(dict(TINY))
+    model = registry.build(dict(BACKBONE))
     assert isinstance(model, Swinv2Backbone)
     assert model.out_channels == [32, 64, 128] and model.strides == [8, 16, 32]
 
@@ -31,7 +31,7 @@ def test_config_with_custom_imports_builds_in_a_fresh_interpreter(tmp_path):
     cfg = tmp_path / "cfg.py"
     cfg.write_text(
         "custom_imports = dict(imports=['swinv2_backbone'], allow_failed_imports=False)\n"
-        f"model = dict(backbone={TINY!r})\n")
+        f"model = dict(backbone={BACKBONE!r})\n")
     code = (
         "from mmengine.config import Config\n"
         "from mmdet.registry import MODELS as D\n"
@@ -151,11 +151,31 @@ def test_the_getattr_stand_in_only_resolves_history_buffer_statistics():
 
 
 def test_registration_is_idempotent():
-    from mmengine.registry import MODELS
+    """Every name the package registers resolves to its object, after import and after each
+    further ``register()``."""
+    from mmengine.fileio.backends.registry_utils import backends
+    from mmengine.registry import (DATASETS, HOOKS, METRICS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS,
+                                   TRANSFORMS)
 
-    swinv2_backbone.openmmlab.register()
-    swinv2_backbone.openmmlab.register()
-    assert MODELS.get("Swinv2Backbone") is Swinv2Backbone
+    from swinv2_backbone.models import SwinBackbone, Swinv2Classifier
+    from swinv2_backbone.openmmlab import checkpointing, optim, simmim
+
+    expected = {
+        MODELS: [Swinv2Backbone, SwinBackbone, Swinv2Classifier, simmim.Swinv2SimMIM],
+        TRANSFORMS: [simmim.SimMIMRandomResizedCrop, simmim.SimMIMMaskGenerator,
+                     simmim.PackSimMIMInputs],
+        METRICS: [simmim.SimMIMReconstructionMetric],
+        DATASETS: [simmim.UnlabeledImageFolder],
+        HOOKS: [checkpointing.AtomicCheckpointHook],
+        OPTIM_WRAPPER_CONSTRUCTORS: [optim.Swinv2LayerDecayOptimWrapperConstructor],
+    }
+    for again in (False, True, True):  # as imported, then registered twice more
+        if again:
+            swinv2_backbone.openmmlab.register()
+        for registry, objects in expected.items():
+            for obj in objects:
+                assert registry.get(obj.__name__) is obj, f"{registry.name}: {obj.__name__}"
+        assert backends[checkpointing.ATOMIC_BACKEND] is checkpointing.AtomicLocalBackend
 
 
 @pytest.mark.slow

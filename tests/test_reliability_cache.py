@@ -17,9 +17,9 @@ from torch import nn
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models.attention import WindowAttentionV2
+from kit import TINY
 
-CFG = dict(arch=None, embed_dims=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4,
-           drop_path_rate=0.0)
+CFG = dict(TINY, depths=(2, 2, 2, 2))
 #: Rounds of weight replacement: at the 2.5-6.5 % address-reuse rate seen here (glibc), a cache
 #: keyed on storage addresses serves a stale mask within 1000 rounds with probability > 99.99 %.
 ASSIGN_ROUNDS = 1000

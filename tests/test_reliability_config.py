@@ -9,8 +9,7 @@ from mmengine.registry import MODELS
 
 import swinv2_backbone  # noqa: F401  (registers Swinv2Backbone in mmengine's MODELS)
 from swinv2_backbone import Swinv2Backbone
-
-TINY = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4)
+from kit import TINY
 
 
 def build_direct(kwargs: Dict[str, Any]) -> Swinv2Backbone:

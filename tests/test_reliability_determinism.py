@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
+from kit import SMALL
 
 #: Every source of randomness on: dropout, attention dropout, stochastic depth, and the initialisation.
-STOCHASTIC = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
-                  drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.3, use_abs_pos_embed=True,
-                  pretrain_img_size=32)
+STOCHASTIC = dict(SMALL, drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.3,
+                  use_abs_pos_embed=True, pretrain_img_size=32)
 STEPS = 3
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,13 +32,12 @@ from torch import nn
 
 from swinv2_backbone import Swinv2Backbone
 from capabilities import needs_cpu_fsdp, needs_fully_shard
+from kit import TINY
 
 WORLD = 2
 STEPS = 3
 SPAWN_TIMEOUT_S = 420
 OUTPUT_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4")
-TINY = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-            drop_path_rate=0.0)
 #: Every non-empty output selection: out_indices for the 15 stage subsets, out_features with 'stem'.
 SELECTIONS: List[Dict] = [
     dict(out_features=names) if "stem" in names

@@ -11,12 +11,13 @@ from mmengine.optim import build_optim_wrapper
 from torch import nn
 
 from swinv2_backbone import Swinv2Backbone
+from kit import TINY
 
 NUM_STAGES = 4
 #: Stochastic layers on, so a frozen part that is not in eval mode shows up as changing outputs.
-CFG = dict(arch=None, embed_dims=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4,
-           drop_rate=0.2, attn_drop_rate=0.2, drop_path_rate=0.3, use_abs_pos_embed=True,
-           pretrain_img_size=32, out_features=("stem", "stage1", "stage2", "stage3", "stage4"))
+CFG = dict(TINY, depths=(2, 2, 2, 2), drop_rate=0.2, attn_drop_rate=0.2, drop_path_rate=0.3,
+           use_abs_pos_embed=True, pretrain_img_size=32,
+           out_features=("stem", "stage1", "stage2", "stage3", "stage4"))
 FROZEN = [-1, 0, 1, 2, 3, 4]
 
 

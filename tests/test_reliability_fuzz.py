@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models import SMALL_MAP_RULES
+from kit import TINY
 
 NUM_STAGES = 4
 OUTPUT_NAMES = ("stem",) + tuple(f"stage{i + 1}" for i in range(NUM_STAGES))
@@ -31,7 +32,6 @@ INVALID_INPUT_EXAMPLES = 100
 CHANNELS_LAST_TOL = dict(rtol=1e-5, atol=1e-5)
 
 FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-BASE = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -90,7 +90,7 @@ def expected_maps(cfg: Dict[str, Any], batch: int, hw: Tuple[int, int]) -> list:
 # ---------------------------------------------------------------------------------- valid inputs
 def _edge(**kw: Any) -> Dict[str, Any]:
     """An explicit edge-case configuration (always run before the generated ones)."""
-    return {**BASE, "patch_size": 4, "small_map": "pad", "out_norm": True, "use_abs_pos_embed": False,
+    return {**TINY, "patch_size": 4, "small_map": "pad", "out_norm": True, "use_abs_pos_embed": False,
             "pretrain_img_size": 16, **kw}
 
 
@@ -123,7 +123,7 @@ def test_any_valid_config_and_input_gives_ceil_shaped_finite_maps(cfg, batch, h,
 def test_channels_last_and_non_contiguous_inputs_match_contiguous(window, rule, patch_size, batch, h,
                                                                   w, seed):
     torch.manual_seed(seed)
-    model = Swinv2Backbone(**{**BASE, "window_size": window, "small_map": rule,
+    model = Swinv2Backbone(**{**TINY, "window_size": window, "small_map": rule,
                               "patch_size": patch_size}).eval()
     x = torch.randn(batch, 3, h, w)
     strided = torch.zeros(batch, 3, 2 * h, 2 * w)
@@ -189,14 +189,14 @@ _flags = st.one_of(st.text(max_size=5), st.none(), st.integers(2, 9), st.floats(
 _known = {name for name, p in inspect.signature(Swinv2Backbone.__init__).parameters.items()
           if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
-#: argument -> strategy of values that are invalid for it (the rest of the config is BASE).
+#: argument -> strategy of values that are invalid for it (the rest of the config is TINY).
 INVALID_VALUES: Dict[str, st.SearchStrategy] = {
     "arch": _not(lambda v: v in (None, "tiny", "small", "base", "large"),
                  st.one_of(st.text(max_size=6), st.integers(), st.booleans())),
     "embed_dims": _not(lambda v: _is_int(v) and v >= 1, st.one_of(_int_like, _WRONG_SCALARS)),
     "depths": _stage_tuple(lambda i, e: _is_int(e) and e >= 1),
     "num_heads": _stage_tuple(lambda i, e: _is_int(e) and e >= 1
-                              and BASE["embed_dims"] * 2 ** i % e == 0),
+                              and TINY["embed_dims"] * 2 ** i % e == 0),
     "in_channels": _not(lambda v: _is_int(v) and v >= 1, st.one_of(_int_like, _WRONG_SCALARS)),
     "patch_size": _not(lambda v: _is_int(v) and v >= 1, st.one_of(_int_like, _WRONG_SCALARS)),
     "window_size": _per_stage_ints(1),
@@ -239,9 +239,9 @@ def invalid_configs(draw: st.DrawFn) -> Tuple[str, Dict[str, Any]]:
     if draw(st.integers(0, len(INVALID_VALUES))) == len(INVALID_VALUES):
         name = draw(st.from_regex(r"[a-z][a-z_]{2,14}", fullmatch=True).filter(
             lambda n: n not in _known))
-        return name, {**BASE, name: draw(st.integers())}
+        return name, {**TINY, name: draw(st.integers())}
     name = draw(st.sampled_from(sorted(INVALID_VALUES)))
-    kwargs = {**BASE, name: draw(INVALID_VALUES[name])}
+    kwargs = {**TINY, name: draw(INVALID_VALUES[name])}
     if name == "arch":
         kwargs.update(embed_dims=None, depths=None, num_heads=None)
     if name == "pretrain_img_size":
@@ -286,7 +286,7 @@ def invalid_inputs(draw: st.DrawFn) -> Tuple[Any, str]:
 @given(case=invalid_inputs())
 def test_invalid_inputs_raise_value_or_type_error_saying_what_is_expected(case):
     x, fragment = case
-    model = Swinv2Backbone(**BASE).eval()
+    model = Swinv2Backbone(**TINY).eval()
     with pytest.raises((ValueError, TypeError)) as info:
         model(x)
     assert fragment in str(info.value)

@@ -18,6 +18,7 @@ from torch import nn
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models.attention import LOGIT_SCALE_MAX, WindowAttentionV2
 from capabilities import needs_cpu_fp16
+from kit import TINY
 
 LOW = [pytest.param(torch.float16, id="fp16", marks=needs_cpu_fp16), pytest.param(torch.bfloat16, id="bf16")]
 KERNELS = ["never", "always"]  # explicit matmul-softmax-matmul, fused SDPA
@@ -32,9 +33,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.isa]
 def tiny(**kw) -> Swinv2Backbone:
     """Embed 8, one block per stage: cheap enough for 1536x1536 on CPU."""
     torch.manual_seed(0)
-    cfg = dict(arch=None, embed_dims=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=8,
-               drop_path_rate=0.0)
-    return Swinv2Backbone(**{**cfg, **kw})
+    return Swinv2Backbone(**{**TINY, "window_size": 8, **kw})
 
 
 def raw_images(hw: Tuple[int, int]) -> torch.Tensor:

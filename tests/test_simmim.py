@@ -11,22 +11,21 @@ from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models.simmim import (SimMIM, local_statistics, normalize_targets, simmim_loss,
                                            simmim_mask)
 from swinv2_backbone.testing import peers
+from kit import SHALLOW
 
 TOL = 1e-4
-SMALL = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-             drop_path_rate=0.0)
 
 
 def small_simmim(seed: int = 0, **kw) -> SimMIM:
     torch.manual_seed(seed)
-    return SimMIM(dict(SMALL), **kw)
+    return SimMIM(dict(SHALLOW), **kw)
 
 
 # ------------------------------------------------------------------------------ mask token
 def test_mask_token_exists_only_when_asked_for():
-    assert Swinv2Backbone(**SMALL).mask_token is None
-    assert "mask_token" not in dict(Swinv2Backbone(**SMALL).named_parameters())
-    token = Swinv2Backbone(**SMALL, use_mask_token=True).mask_token
+    assert Swinv2Backbone(**SHALLOW).mask_token is None
+    assert "mask_token" not in dict(Swinv2Backbone(**SHALLOW).named_parameters())
+    token = Swinv2Backbone(**SHALLOW, use_mask_token=True).mask_token
     assert token.shape == (1, 1, 16) and token.requires_grad
     # normal with std 0.02, truncated by torch's default absolute bounds +-2 (as the official
     # code): not at 2 std, so values past 0.04 occur; past 0.1 (5 std) practically never
@@ -34,7 +33,7 @@ def test_mask_token_exists_only_when_asked_for():
 
 
 def test_mask_without_mask_token_is_an_error_saying_so():
-    model = Swinv2Backbone(**SMALL)
+    model = Swinv2Backbone(**SHALLOW)
     with pytest.raises(ValueError, match="use_mask_token=True"):
         model(torch.randn(1, 3, 32, 32), torch.zeros(1, 8, 8, dtype=torch.bool))
 
@@ -44,7 +43,7 @@ def test_mask_token_replaces_masked_patch_embeddings_at_any_size(hw):
     """The stem output is the patch embedding after the token (no position embedding): masked
     patches are the token, visible ones unchanged."""
     torch.manual_seed(0)
-    model = Swinv2Backbone(**SMALL, use_mask_token=True, out_features=("stem", "stage4")).eval()
+    model = Swinv2Backbone(**SHALLOW, use_mask_token=True, out_features=("stem", "stage4")).eval()
     x = torch.randn(2, 3, *hw)
     grid = (math.ceil(hw[0] / 4), math.ceil(hw[1] / 4))
     mask = torch.rand(2, *grid) < 0.5
@@ -63,7 +62,7 @@ def test_mask_token_replaces_masked_patch_embeddings_at_any_size(hw):
 @pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
 def test_mask_dtypes_bool_and_zero_one_numbers_agree(dtype):
     torch.manual_seed(0)
-    model = Swinv2Backbone(**SMALL, use_mask_token=True).eval()
+    model = Swinv2Backbone(**SHALLOW, use_mask_token=True).eval()
     x = torch.randn(1, 3, 24, 40)
     mask = torch.rand(1, 6, 10) < 0.4
     with torch.no_grad():
@@ -82,18 +81,18 @@ def test_mask_dtypes_bool_and_zero_one_numbers_agree(dtype):
     ([[0, 1]], TypeError, "torch.Tensor"),
 ])
 def test_bad_masks_are_errors_saying_what_is_expected(mask, exc, match):
-    model = Swinv2Backbone(**SMALL, use_mask_token=True)
+    model = Swinv2Backbone(**SHALLOW, use_mask_token=True)
     with pytest.raises(exc, match=match):
         model(torch.randn(2, 3, 21, 40), mask)
 
 
 def test_frozen_patch_embedding_freezes_the_mask_token():
-    model = Swinv2Backbone(**SMALL, use_mask_token=True, frozen_stages=0)
+    model = Swinv2Backbone(**SHALLOW, use_mask_token=True, frozen_stages=0)
     assert not model.mask_token.requires_grad
 
 
 def test_mask_token_gets_gradients_only_through_masked_patches():
-    model = Swinv2Backbone(**SMALL, use_mask_token=True)
+    model = Swinv2Backbone(**SHALLOW, use_mask_token=True)
     x = torch.randn(1, 3, 32, 32)
     sum(o.sum() for o in model(x, torch.zeros(1, 8, 8))).backward()
     assert model.mask_token.grad is None or not model.mask_token.grad.any()

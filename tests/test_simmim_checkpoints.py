@@ -238,22 +238,20 @@ def test_pretraining_starts_from_a_supervised_checkpoint_through_the_backbone_in
     hf = peers.hf_model("Swinv2ForImageClassification", peers.MINI, peers.W8, 81, image_size=64,
                         num_labels=3)
     hf.save_pretrained(tmp_path)
-    mini = dict(arch=None, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
-                window_size=8, drop_path_rate=0.0)
     torch.manual_seed(0)
-    fresh = Swinv2SimMIM(dict(mini))
+    fresh = Swinv2SimMIM(dict(COMPACT))
     torch.manual_seed(0)
-    model = Swinv2SimMIM(dict(mini, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path))))
+    model = Swinv2SimMIM(dict(COMPACT, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path))))
     model.init_weights()
-    expected = Swinv2Backbone(**mini, out_indices=(-1,))
+    expected = Swinv2Backbone(**COMPACT, out_indices=(-1,))
     load_pretrained(expected, str(tmp_path))
     ours = {k: v for k, v in model.backbone.state_dict().items() if k != "mask_token"}
     assert equal_states(ours, expected.state_dict())
     assert torch.equal(model.backbone.mask_token, fresh.backbone.mask_token)
     assert equal_states(model.decoder.state_dict(), fresh.decoder.state_dict())
     with pytest.raises(CheckpointError, match="no mask token"):
-        Swinv2SimMIM(dict(mini), init_cfg=dict(type="Pretrained",
-                                                checkpoint=str(tmp_path))).init_weights()
+        Swinv2SimMIM(dict(COMPACT), init_cfg=dict(type="Pretrained",
+                                                   checkpoint=str(tmp_path))).init_weights()
 
 
 def test_hf_config_encoder_stride_must_match_the_decoder(hf_mim_dir, tmp_path):

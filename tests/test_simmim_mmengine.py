@@ -17,10 +17,9 @@ from swinv2_backbone.compat import load_weights_only
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.models.simmim import simmim_loss
 from swinv2_backbone.openmmlab.simmim import Swinv2SimMIM
+from kit import SHALLOW
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKBONE = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-                drop_path_rate=0.0)
 PIPELINE = [dict(type="SimMIMMaskGenerator"), dict(type="PackSimMIMInputs")]
 
 
@@ -33,7 +32,7 @@ def batch(n: int = 2, hw=(64, 96), seed: int = 0) -> dict:
 
 def build(**kw) -> Swinv2SimMIM:
     torch.manual_seed(0)
-    return MODELS.build(dict(type="Swinv2SimMIM", backbone=dict(BACKBONE), **kw))
+    return MODELS.build(dict(type="Swinv2SimMIM", backbone=dict(SHALLOW), **kw))
 
 
 def test_registered_in_the_root_registries():
@@ -107,7 +106,7 @@ def test_modes_and_equality_with_the_pure_torch_model():
     model = build(norm_target_window=7).eval()
     torch.manual_seed(0)
     data = model.data_preprocessor(batch(), False)
-    core = SimMIM(dict(BACKBONE), norm_target_window=7).eval()
+    core = SimMIM(dict(SHALLOW), norm_target_window=7).eval()
     core.load_state_dict(model.state_dict(), strict=True)  # the same keys
     mask = torch.stack(data["data_samples"])
     with torch.no_grad():

@@ -22,18 +22,17 @@ from swinv2_backbone.models.simmim import normalize_targets, pixel_mask
 from swinv2_backbone.openmmlab.simmim_pictures import (GAP, LABEL_HEIGHT, MASK_GREY, MaskSettings,
                                                        mask_settings, panel_labels,
                                                        reconstruction_panels, seeded_mask)
+from kit import SHALLOW
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "simmim_pictures.py"
 DEMO_CONFIG = ROOT / "configs/simmim/simmim_swinv2-compact_toy-shapes.py"
-TINY = dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=4,
-            drop_path_rate=0.0)
 SETTINGS = MaskSettings(image_size=(64, 64), mask_patch_size=16, model_patch_size=4, mask_ratio=0.6)
 
 
 def tiny_model(**kw):
     torch.manual_seed(0)
-    return MODELS.build(dict(type="Swinv2SimMIM", backbone=dict(TINY), **kw)).eval()
+    return MODELS.build(dict(type="Swinv2SimMIM", backbone=dict(SHALLOW), **kw)).eval()
 
 
 def random_image(hw=(64, 64), seed=0) -> torch.Tensor:
@@ -98,7 +97,7 @@ def save_like_the_runner(model, path: Path) -> None:
 
 def test_tool_draws_every_readable_image_and_fails_at_the_end(tmp_path):
     config = tmp_path / "tiny_simmim.py"
-    backbone = ", ".join(f"{k}={v!r}" for k, v in TINY.items())
+    backbone = ", ".join(f"{k}={v!r}" for k, v in SHALLOW.items())
     config.write_text(f"_base_ = {str(DEMO_CONFIG)!r}\nmodel = dict(backbone=dict({backbone}))\n")
     checkpoint = tmp_path / "iter_1.pth"
     save_like_the_runner(tiny_model(), checkpoint)

@@ -12,8 +12,7 @@ from swinv2_backbone.checkpoint import CheckpointError, convert_checkpoint, load
 from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.models.attention import central_bias_table, resize_bias_table
 from swinv2_backbone.models.ops import relative_position_index
-
-SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+from kit import SMALL
 
 
 def random_model(**kw) -> SwinBackbone:

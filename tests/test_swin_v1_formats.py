@@ -16,7 +16,7 @@ from swinv2_backbone.checkpoint.export import from_model, save_hf, save_timm, to
 from swinv2_backbone.checkpoint.mmpretrain import unfold_to_official
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.testing import peers, peers_v1
-from tool_modules import load_tool
+from kit import SMALL, load_tool
 
 TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools",
                     "convert_checkpoint.py")
@@ -204,8 +204,7 @@ def test_every_v1_format_says_which_class_to_use(timm_v1, tv_v1, mmdet_v1, tmp_p
         converted = convert_checkpoint(state)
         assert (converted.format, converted.model_type) == (fmt, "SwinBackbone")
         with pytest.raises(CheckpointError, match="Swin V1 checkpoint.*use SwinBackbone"):
-            load_pretrained(Swinv2Backbone(arch=None, embed_dims=16, depths=(2, 2, 2, 2),
-                                           num_heads=(1, 2, 2, 4)), converted)
+            load_pretrained(Swinv2Backbone(**SMALL), converted)
     v2 = peers.timm_model(peers.MINI, peers.W8, seed=0)
     with pytest.raises(CheckpointError, match="Swin V2 checkpoint.*use Swinv2Backbone"):
         load_pretrained(SwinBackbone(arch=None, embed_dims=32, depths=(1, 1, 2, 1),
