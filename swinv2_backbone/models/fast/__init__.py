@@ -9,7 +9,7 @@ reference implementations.
 * :mod:`.attention`: the mask added inside the score GEMM for one image;
 * :mod:`.attention_train`: training attention a chunk of windows at a time, recomputing the
   probabilities in the backward pass;
-* :mod:`.checkpoint`: activation checkpointing whose first pass takes the inference path.
+* :mod:`.recompute`: activation checkpointing whose first pass takes the inference path.
 
 Each applies only where it is valid and otherwise falls back to plain torch by itself. They are on by
 default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead.
@@ -22,13 +22,13 @@ from typing import Iterator
 import torch
 
 from ..kernels import REFERENCE, Kernels
-from . import attention, attention_train, checkpoint, chunked, mlp, onednn, windows
+from . import attention, attention_train, chunked, mlp, onednn, recompute, windows
 
 #: The fast strategies (the default).
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
                from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
-               checkpoint=checkpoint.checkpoint)
+               checkpoint=recompute.checkpoint)
 
 _active = FAST
 
