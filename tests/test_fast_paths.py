@@ -9,7 +9,7 @@ import torch
 
 from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.models import fast, kernels, layers
-from swinv2_backbone.models.fast import attention, chunked, mlp, windows
+from swinv2_backbone.models.fast import chunked, mlp, scores, windows
 from swinv2_backbone.models.ops import pad_to_multiple, window_partition
 
 SMALL = dict(arch=None, embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
@@ -104,7 +104,7 @@ def test_scores_equal_the_reference_with_gradients(batch):
     q = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
     k = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
     mask = torch.randn(4, 2, 16, 16)
-    got, want = attention.scores(q, k, mask), kernels.scores(q, k, mask)
+    got, want = scores.scores(q, k, mask), kernels.scores(q, k, mask)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     up = torch.randn_like(got)
     for a, b in zip(torch.autograd.grad(got, (q, k), up), torch.autograd.grad(want, (q, k), up)):

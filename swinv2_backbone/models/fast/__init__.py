@@ -6,7 +6,7 @@ reference implementations.
 * :mod:`.onednn`: Linear layers through oneDNN on CPU, forward and backward;
 * :mod:`.mlp`: the training MLP that recomputes its GELU output in the backward pass;
 * :mod:`.windows`: pad + roll + partition (and back) as single row gathers;
-* :mod:`.attention`: the mask added inside the score GEMM for one image;
+* :mod:`.scores`: the mask added inside the score GEMM for one image;
 * :mod:`.attention_train`: training attention a chunk of windows at a time, recomputing the
   probabilities in the backward pass;
 * :mod:`.recompute`: activation checkpointing whose first pass takes the inference path.
@@ -22,11 +22,11 @@ from typing import Iterator
 import torch
 
 from ..kernels import REFERENCE, Kernels
-from . import attention, attention_train, chunked, mlp, onednn, recompute, windows
+from . import attention_train, chunked, mlp, onednn, recompute, scores, windows
 
 #: The fast strategies (the default).
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
-               from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
+               from_windows=windows.from_windows, scores=scores.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
                checkpoint=recompute.checkpoint)
 
