@@ -10,7 +10,7 @@ interpolation are not counted (a few tenths of a percent).
 
 The attention layers run on the map padded to a window multiple, so their counts use the padded
 token count; the MLPs run on the unpadded map. The windows and shifts follow the model's own rule
-(:func:`~swinv2_backbone.models.layers.window_and_shift`), i.e. they depend on the input size. The
+(:func:`~swinv2_backbone.models.blocks.window_and_shift`), i.e. they depend on the input size. The
 position-bias MLP runs once per attention module and window size (its output is cached at
 inference); it is counted once per block and not per image.
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .models import Swinv2Backbone
-from .models.layers import window_and_shift
+from .models.blocks import window_and_shift
 from .models.ops import padded_size
 
 #: Names of the counted operations, in the order they appear in a forward pass.

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.models.layers import checkpoint_plan, window_and_shift
+from swinv2_backbone.models.blocks import checkpoint_plan, window_and_shift
 from capabilities import needs_cpu_fp16
 
 # A small but complete configuration: 4 stages, 2 blocks each (regular + shifted), several heads.

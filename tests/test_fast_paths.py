@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from swinv2_backbone import SwinBackbone, Swinv2Backbone
-from swinv2_backbone.models import fast, kernels, layers
+from swinv2_backbone.models import blocks, fast, kernels
 from swinv2_backbone.models.fast import chunked, mlp, scores, windows
 from swinv2_backbone.models.ops import pad_to_multiple, window_partition
 
@@ -129,7 +129,7 @@ def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens
 
 
 def test_chunked_path_only_where_no_gradient_and_no_dropout():
-    block = layers.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
+    block = blocks.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
     x = torch.randn(1, 8, 8, 16)
     with torch.no_grad():
         assert chunked.chunkable(block, x)
@@ -143,7 +143,7 @@ def test_chunked_path_only_where_no_gradient_and_no_dropout():
     block.train()  # drop path active: drawn as the block draws it
     with torch.no_grad():
         assert chunked.chunkable(block, x)
-    dropping = layers.SwinV2Block(16, 2, 4, shifted=True, drop=0.1).train()
+    dropping = blocks.SwinV2Block(16, 2, 4, shifted=True, drop=0.1).train()
     with torch.no_grad():
         assert not chunked.chunkable(dropping, x)  # per-element draws: not reproduced
         assert chunked.chunkable(dropping.eval(), x)
@@ -215,7 +215,7 @@ def test_fast_checkpoint_equals_the_step_without_checkpointing(cls, drop, frozen
 def test_fast_checkpoint_takes_the_inference_path_first():
     """The first pass of a checkpointed block runs the chunked inference path; the recomputation in
     the backward pass runs the block with autograd (the chunked path declines there), as does every
-    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`layers.checkpoint_plan`:
+    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`blocks.checkpoint_plan`:
     at 32 x 32 the maps hold 64, 32, 16 and 8 units of tokens x channels, so stages 3 and 4 fit in
     the 64 of a stage-1 block)."""
     calls = []
@@ -239,7 +239,7 @@ def test_fast_checkpoint_takes_the_inference_path_first():
 
 @BACKBONES
 def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
-    """Leaving the trailing blocks un-checkpointed (:func:`layers.checkpoint_plan`) does not raise
+    """Leaving the trailing blocks un-checkpointed (:func:`blocks.checkpoint_plan`) does not raise
     the step's peak tensor memory above checkpointing every block, which stays well below no
     checkpointing; the trailing blocks are then not recomputed."""
     from swinv2_backbone.benchmark.measure import peak_memory_mib
@@ -275,7 +275,7 @@ def test_training_mlp_recomputes_gelu_with_the_reference_outputs_and_gradients(a
                                                                                 monkeypatch):
     monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk)
     torch.manual_seed(0)
-    module = layers.Mlp(16, 64)
+    module = blocks.Mlp(16, 64)
     x = torch.randn(2, 5, 7, 16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         got, want = mlp.mlp(module, x), kernels.mlp(module, x)
@@ -293,7 +293,7 @@ def test_training_mlp_recomputes_gelu_with_the_reference_outputs_and_gradients(a
 
 
 def test_training_mlp_computes_only_the_gradients_asked_for():
-    module = layers.Mlp(16, 64)
+    module = blocks.Mlp(16, 64)
     module.fc1.requires_grad_(False)
     x = torch.randn(40, 16)
     out = mlp.mlp(module, x)
@@ -305,7 +305,7 @@ def test_training_mlp_computes_only_the_gradients_asked_for():
 
 
 def test_training_mlp_keeps_the_plain_path_with_dropout():
-    module = layers.Mlp(16, 64, drop=0.5).train()
+    module = blocks.Mlp(16, 64, drop=0.5).train()
     out = module(torch.randn(3, 16, requires_grad=True))
     assert not out.grad_fn.name().endswith("_GeluMlpBackward")
     module.eval()

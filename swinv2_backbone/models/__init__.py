@@ -3,7 +3,7 @@
 from .backbone import WEIGHT_LOADERS, SwinBackboneBase, Swinv2Backbone
 from .backbone_v1 import SwinBackbone
 from .classifier import Swinv2Classifier
-from .layers import SMALL_MAP_RULES
+from .blocks import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
 from .simmim import SimMIM, local_statistics, normalize_targets, simmim_loss, simmim_mask

@@ -13,7 +13,7 @@ from torch import nn
 
 from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
 from .base import BaseModule
-from .layers import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
+from .blocks import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
                      checkpoint_plan, stochastic_depth_schedule)
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
@@ -428,11 +428,11 @@ class Swinv2Backbone(SwinBackboneBase):
         with_cp: Activation checkpointing: only a block's input is kept and the backward pass
             recomputes the rest. Every block a gradient reaches is checkpointed except the trailing
             ones whose activations together are no larger than one block's
-            (:func:`~swinv2_backbone.models.layers.checkpoint_plan`): the peak memory is that of
+            (:func:`~swinv2_backbone.models.blocks.checkpoint_plan`): the peak memory is that of
             checkpointing every block, without recomputing those.
         small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
             prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``,
-            ``'mmdet'``). The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.
+            ``'mmdet'``). The rules are defined at :func:`~swinv2_backbone.models.blocks.window_and_shift`.
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).

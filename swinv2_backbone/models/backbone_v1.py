@@ -8,7 +8,7 @@ from torch import nn
 
 from .args import IntOrSeq
 from .backbone import SwinBackboneBase, stage_windows
-from .layers import PatchMergingV1, SwinBlock, SwinV1Block
+from .blocks import PatchMergingV1, SwinBlock, SwinV1Block
 
 #: SwinV2-only arguments and what Swin V1 offers instead.
 V2_ONLY_ARGUMENTS: Dict[str, str] = {
@@ -64,7 +64,7 @@ class SwinBackbone(SwinBackboneBase):
         small_map: Rule for maps not larger than the window: ``'pad'`` (default) or a peer's rule
             (``'official'``, ``'hf'``, ``'timm'``, ``'mmdet'``: mmdet/mmseg's Swin, which shifts
             even a map of one window), see
-            :func:`~swinv2_backbone.models.layers.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
+            :func:`~swinv2_backbone.models.blocks.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
             rule, which for V1 is the official one (it looks at ``min(H, W)``).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.

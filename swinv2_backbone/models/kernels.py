@@ -39,14 +39,14 @@ class Kernels:
             roll back, crop).
         scores: ``(q, k, mask)`` -> ``q @ k^T + mask`` for ``(B, nW, heads, N, d)`` queries and keys
             and a mask broadcastable to ``(B, nW, heads, N, N)``.
-        mlp: ``(mlp, x)`` -> the output of an :class:`~swinv2_backbone.models.layers.Mlp`.
+        mlp: ``(mlp, x)`` -> the output of an :class:`~swinv2_backbone.models.blocks.Mlp`.
         attention: ``(attention, qkv, mask)`` -> the window attention of the module ``attention``
             (a :class:`~swinv2_backbone.models.attention.WindowAttention`) from its ``(B, nW, N, 3C)``
             qkv projection output and its ``(nW or 1, heads, N, N)`` additive mask, as the
             ``(B, nW, N, C)`` input of its output projection; ``None`` where that strategy does not
             apply (the module then runs its own attention). ``None``: no such strategy.
         block: ``(block, x)`` -> the output of a whole
-            :class:`~swinv2_backbone.models.layers.SwinV2Block` computed another way, or ``None``
+            :class:`~swinv2_backbone.models.blocks.SwinV2Block` computed another way, or ``None``
             where that strategy does not apply (the block then runs its own forward). ``None``: no
             such strategy.
         checkpoint: ``(block, x)`` -> ``block(x)`` with activation checkpointing: only ``x`` is

@@ -7,7 +7,7 @@ needed and no dropout is active; an active drop path is drawn exactly as the blo
 draws it (one Bernoulli draw per image and branch, attention branch first), so a training-mode
 forward without gradients (the first pass of :mod:`.checkpoint`) consumes the same random numbers
 and gives the same result. Reference: the block's own forward
-(:meth:`swinv2_backbone.models.layers.SwinBlock.forward` with the reference kernels). Both block
+(:meth:`swinv2_backbone.models.blocks.SwinBlock.forward` with the reference kernels). Both block
 versions take it: the block's ``branch_input`` / ``branch_output`` place its norms (V1 pre-norm,
 V2 res-post-norm).
 """
@@ -67,7 +67,7 @@ def active_dropout(block: nn.Module) -> bool:
 
 def _drop_path_factors(block: nn.Module, branch: torch.Tensor, batch: int) -> Optional[torch.Tensor]:
     """The ``(batch,)`` factors (0 or ``1 / keep``) the block's active drop path multiplies one
-    branch's output by, drawn as :func:`~swinv2_backbone.models.layers.drop_path` draws them (one
+    branch's output by, drawn as :func:`~swinv2_backbone.models.blocks.drop_path` draws them (one
     Bernoulli value per image, in ``branch``'s dtype and device), or ``None`` when it is inactive."""
     p = block.drop_path.p
     if not block.training or p == 0.0:
