@@ -61,7 +61,7 @@ def test_model_code_imports_without_mmengine():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     # the torch-only stand-in for mmengine's BaseModule, under both backbones
-    assert all(line.startswith("swinv2_backbone.models.base [(1, 8, 8, 8), (1, 16, 4, 4)")
+    assert all(line.startswith("swinv2_backbone.models.base_module [(1, 8, 8, 8), (1, 16, 4, 4)")
                for line in lines[:2]), lines
     assert lines[2] == "[]"
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
-from .base import BaseModule
+from .base_module import BaseModule
 from .blocks import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
                      checkpoint_plan, stochastic_depth_schedule)
 from .outputs import FeatureInfo, output_records, resolve_outputs

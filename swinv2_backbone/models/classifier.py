@@ -16,7 +16,7 @@ from torch import nn
 
 from .args import check_flag, check_int, check_number
 from .backbone import load_registered_weights, pretrained_init_cfg
-from .base import BaseModule
+from .base_module import BaseModule
 from .versions import backbone_class
 
 #: Backbone arguments the classifier fixes: one output, the last stage, with its norm.
