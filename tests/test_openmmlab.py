@@ -42,7 +42,7 @@ def test_config_with_custom_imports_builds_in_a_fresh_interpreter(tmp_path):
         "    print(type(m).__module__, m.out_channels)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout
-    assert out.count("swinv2_backbone.models.backbone [32, 64, 128]") == 2
+    assert out.count("swinv2_backbone.models.backbone_v2 [32, 64, 128]") == 2
 
 
 def test_model_code_imports_without_mmengine():

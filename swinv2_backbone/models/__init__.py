@@ -1,7 +1,8 @@
 """The models: the SwinV2 backbone, classifier and SimMIM, and the Swin V1 backbone; pure torch
 (mmengine optional)."""
-from .backbone import WEIGHT_LOADERS, SwinBackboneBase, Swinv2Backbone
+from .backbone import WEIGHT_LOADERS, SwinBackboneBase
 from .backbone_v1 import SwinBackbone
+from .backbone_v2 import Swinv2Backbone
 from .classifier import Swinv2Classifier
 from .blocks import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs

@@ -1,5 +1,5 @@
 """SwinBackbone: the Swin Transformer V1 encoder as a multi-scale dense-prediction backbone, on the
-machinery it shares with :class:`~swinv2_backbone.models.backbone.Swinv2Backbone`."""
+machinery it shares with :class:`~swinv2_backbone.models.backbone_v2.Swinv2Backbone`."""
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Union

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
-from .backbone import SwinBackboneBase, Swinv2Backbone
+from .backbone import SwinBackboneBase
 from .backbone_v1 import SwinBackbone
+from .backbone_v2 import Swinv2Backbone
 
 #: Backbone classes by config ``type``: SwinV2 and Swin V1.
 BACKBONE_TYPES: Dict[str, Type[SwinBackboneBase]] = {"Swinv2Backbone": Swinv2Backbone,
