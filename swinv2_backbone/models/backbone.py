@@ -230,6 +230,7 @@ class SwinBackboneBase(BaseModule):
         the last built), the output norms, the default initialisation and the freezing."""
         stage_count = max(self.out_indices) + 1 if self.out_indices else 0
         schedule = stochastic_depth_schedule(self.depths, self.drop_path_rate)
+        # registered as 'layers', the official name, which parameter names and state-dict keys keep
         self.layers = nn.ModuleList([
             SwinStage([self._make_block(i, j, schedule[i][j]) for j in range(self.depths[i])],
                       self.merging(self.stage_channels[i]) if i < stage_count - 1 else None)
@@ -240,6 +241,13 @@ class SwinBackboneBase(BaseModule):
                 self.add_module(f"norm{i}", nn.LayerNorm(self.stage_channels[i]))
         self._init_default()
         self._freeze_stages()
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The built stages (:class:`~swinv2_backbone.models.blocks.SwinStage`), in order: those up to
+        the last selected output. Registered as ``layers``, so parameter names and state-dict keys
+        are the official ``layers.<i>.blocks.<j>.*``."""
+        return self.layers
 
     # ------------------------------------------------------------------ weights
     def _init_default(self) -> None:
@@ -272,8 +280,8 @@ class SwinBackboneBase(BaseModule):
         if self.frozen_stages < 0:
             return []
         modules: List[nn.Module] = [self.patch_embed, self.pos_drop]
-        for i in range(min(self.frozen_stages, len(self.layers))):
-            modules.append(self.layers[i])
+        for i in range(min(self.frozen_stages, len(self.stages))):
+            modules.append(self.stages[i])
             if hasattr(self, f"norm{i}"):
                 modules.append(getattr(self, f"norm{i}"))
         return modules
@@ -336,7 +344,7 @@ class SwinBackboneBase(BaseModule):
         needs_grad = x.requires_grad
         sizes: List[float] = []
         recorded: List[bool] = []
-        for i, stage in enumerate(self.layers):
+        for i, stage in enumerate(self.stages):
             for block in stage.blocks:
                 needs_grad = needs_grad or any(p.requires_grad for p in block.parameters())
                 sizes.append(float(h * w * self.stage_channels[i]))
@@ -345,7 +353,7 @@ class SwinBackboneBase(BaseModule):
                 needs_grad = needs_grad or any(p.requires_grad for p in stage.downsample.parameters())
             h, w = -(-h // 2), -(-w // 2)
         flat = iter(checkpoint_plan(sizes, recorded))
-        return [[next(flat) for _ in stage.blocks] for stage in self.layers]
+        return [[next(flat) for _ in stage.blocks] for stage in self.stages]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, ...]:
@@ -369,8 +377,8 @@ class SwinBackboneBase(BaseModule):
         if self.feature_info[0].stage is None:  # the stem comes first when selected
             outs.append(x.permute(0, 3, 1, 2).contiguous())
         plan = self._checkpoint_plan(x) if self.with_cp and torch.is_grad_enabled() else None
-        for i, layer in enumerate(self.layers):
-            out, x = layer(x, plan[i] if plan is not None else ())
+        for i, stage in enumerate(self.stages):
+            out, x = stage(x, plan[i] if plan is not None else ())
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)

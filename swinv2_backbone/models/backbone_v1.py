@@ -137,7 +137,7 @@ class SwinBackbone(SwinBackboneBase):
     def bias_tables(self) -> List[nn.Parameter]:
         """Every built block's ``relative_position_bias_table``, in stage and block order."""
         return [block.attn.relative_position_bias_table
-                for stage in self.layers for block in stage.blocks]
+                for stage in self.stages for block in stage.blocks]
 
     def set_window_size(self, window_size: IntOrSeq) -> None:
         """Change the attention windows, resizing every built block's bias table to its stage's new
@@ -148,7 +148,7 @@ class SwinBackbone(SwinBackboneBase):
             window_size: New window, one int or one per stage.
         """
         self.window_size = stage_windows(window_size, self.num_stages)
-        for stage, window in zip(self.layers, self.window_size):
+        for stage, window in zip(self.stages, self.window_size):
             for block in stage.blocks:
                 block.window_size = window
                 block.attn.set_window_size(window)

@@ -148,7 +148,7 @@ class Swinv2Backbone(SwinBackboneBase):
         if pretrained_window_sizes is not None:
             self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
                                                                      self.num_stages)
-        for stage, window, pretrained in zip(self.layers, self.window_size,
+        for stage, window, pretrained in zip(self.stages, self.window_size,
                                              self.pretrained_window_sizes):
             for block in stage.blocks:
                 block.window_size = window
@@ -157,5 +157,5 @@ class Swinv2Backbone(SwinBackboneBase):
     def bias_windows(self) -> Tuple[int, ...]:
         """Per built stage, the window its position-bias coordinates are normalised by: the
         pretrained window, or the stage's own window where that is 0."""
-        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.layers)],
+        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.stages)],
                                             self.window_size))
