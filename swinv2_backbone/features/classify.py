@@ -83,7 +83,7 @@ def checkpoint_image_size(converted: ConvertedCheckpoint, config: Optional[Mappi
     s = converted.structure
     if converted.windows_known:
         return default_image_size(converted.window_sizes, s.patch_size, s.pos_embed_grid,
-                                  converted.version)
+                                  converted.backbone_class.release_image_size)
     return s.pos_embed_grid * s.patch_size if s.pos_embed_grid is not None else DEFAULT_IMAGE_SIZE
 
 

@@ -132,6 +132,16 @@ class SwinBackboneBase(BaseModule):
     version: int
     #: Patch-merging module class, built with the stage's channels.
     merging: type
+    #: Whether the relative position bias is continuous, evaluated for any window with coordinates
+    #: normalised by :attr:`pretrained_window_sizes` (SwinV2), rather than a learned table per
+    #: window, sized by ``window_size`` (Swin V1).
+    continuous_position_bias: bool
+    #: Input size of the version's official releases (SwinV2 256, Swin V1 224): the default
+    #: ``pretrain_img_size``.
+    release_image_size: int
+    #: Per stage, the window that normalises the position-bias coordinates (0: the stage's own
+    #: window; always 0 for bias tables).
+    pretrained_window_sizes: Tuple[int, ...]
 
     def __init__(self, *, arch: Optional[str], embed_dims: Optional[int],
                  depths: Optional[Sequence[int]], num_heads: Optional[Sequence[int]],
@@ -196,6 +206,9 @@ class SwinBackboneBase(BaseModule):
         self.depths = depths
         self.num_heads = num_heads
         self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.patch_norm = patch_norm
+        self.qkv_bias = qkv_bias
         self.window_size = windows
         self.small_map = small_map
         self.frozen_stages = frozen_stages
@@ -248,6 +261,54 @@ class SwinBackboneBase(BaseModule):
         the last selected output. Registered as ``layers``, so parameter names and state-dict keys
         are the official ``layers.<i>.blocks.<j>.*``."""
         return self.layers
+
+    @property
+    def num_built_stages(self) -> int:
+        """How many stages are built (those up to the last selected output; ``num_stages`` when the
+        last stage is returned)."""
+        return len(self.stages)
+
+    @property
+    def mlp_hidden(self) -> Tuple[int, ...]:
+        """Hidden width of the MLP of every built stage."""
+        return tuple(stage.blocks[0].mlp.fc1.out_features for stage in self.stages)
+
+    @property
+    def pos_embed_grid(self) -> Optional[int]:
+        """Side of the absolute position embedding's patch grid, or ``None`` without one."""
+        return self.pretrain_grid if self.absolute_pos_embed is not None else None
+
+    @property
+    def out_norm_stages(self) -> Tuple[int, ...]:
+        """The built stages (0-based) with an output LayerNorm ``norm{i}``."""
+        return tuple(i for i in range(self.num_built_stages) if hasattr(self, f"norm{i}"))
+
+    # ------------------------------------------------------------------ windows
+    @property
+    def bias_window_argument(self) -> str:
+        """The argument that holds the window each stage's position bias is defined for:
+        ``'pretrained_window_sizes'`` (continuous position bias) or ``'window_size'`` (bias
+        tables)."""
+        return "pretrained_window_sizes" if self.continuous_position_bias else "window_size"
+
+    def set_window_size(self, window_size: Optional[IntOrSeq] = None,
+                        pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
+        """Change the attention windows and/or the windows that normalise the position-bias
+        coordinates (``None``: keep), on every built block; each version says what it takes."""
+        raise NotImplementedError
+
+    def bias_windows(self) -> Tuple[int, ...]:
+        """Per built stage, the window its position bias is defined for: the pretrained window, or
+        the stage's own window where that is 0 (always, for bias tables)."""
+        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:self.num_built_stages],
+                                            self.window_size))
+
+    def set_bias_windows(self, windows: Sequence[int]) -> None:
+        """Make ``windows`` (one per stage, from the first; the others keep theirs) the windows the
+        position bias is defined for: the :attr:`bias_window_argument` setting, as trained weights
+        need it (a checkpoint's training windows)."""
+        current = getattr(self, self.bias_window_argument)
+        self.set_window_size(**{self.bias_window_argument: tuple(windows) + tuple(current[len(windows):])})
 
     # ------------------------------------------------------------------ weights
     def _init_default(self) -> None:

@@ -80,6 +80,8 @@ class Swinv2Backbone(SwinBackboneBase):
 
     version = 2
     merging = PatchMergingV2
+    continuous_position_bias = True
+    release_image_size = 256
 
     def __init__(
         self,
@@ -97,7 +99,7 @@ class Swinv2Backbone(SwinBackboneBase):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         use_abs_pos_embed: bool = False,
-        pretrain_img_size: int = 256,
+        pretrain_img_size: int = release_image_size,
         patch_norm: bool = True,
         use_mask_token: bool = False,
         out_indices: Optional[Sequence[int]] = None,
@@ -131,6 +133,12 @@ class Swinv2Backbone(SwinBackboneBase):
                            pretrained_window_size=self.pretrained_window_sizes[stage],
                            drop_path=drop_path, **self.block_options)
 
+    @property
+    def cpb_hidden(self) -> Optional[int]:
+        """Hidden width of the blocks' continuous-position-bias MLP (``None`` when no stage is
+        built)."""
+        return self.stages[0].blocks[0].attn.cpb_mlp[0].out_features if self.stages else None
+
     # ------------------------------------------------------------------ windows
     def set_window_size(self, window_size: Optional[IntOrSeq] = None,
                         pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
@@ -153,9 +161,3 @@ class Swinv2Backbone(SwinBackboneBase):
             for block in stage.blocks:
                 block.window_size = window
                 block.attn.pretrained_window_size = pretrained
-
-    def bias_windows(self) -> Tuple[int, ...]:
-        """Per built stage, the window its position-bias coordinates are normalised by: the
-        pretrained window, or the stage's own window where that is 0."""
-        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.stages)],
-                                            self.window_size))
