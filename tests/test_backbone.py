@@ -111,8 +111,12 @@ def test_unselected_stages_and_norms_are_not_built():
     assert "layers.0.downsample.reduction.weight" in names
     assert not any(n.startswith("layers.1.downsample") for n in names)  # nothing consumes it
     assert {"norm0.weight", "norm1.weight"} <= names
+    assert model.stages is model.layers  # 'layers': the official name parameter names keep
+    assert (model.num_built_stages, model.num_stages, model.out_norm_stages) == (2, 4, (0, 1))
+    assert model.mlp_hidden == (64, 128) and model.cpb_hidden == 512
     raw = small(out_norm=False)
     assert not any(n.startswith("norm") for n, _ in raw.named_parameters())
+    assert raw.out_norm_stages == () and raw.num_built_stages == 4
 
 
 @pytest.mark.parametrize("kw, match", [
