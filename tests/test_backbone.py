@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.models.blocks import checkpoint_plan, window_and_shift
+from swinv2_backbone.models.blocks import recompute_plan, window_and_shift
 from capabilities import needs_cpu_fp16
 
 # A small but complete configuration: 4 stages, 2 blocks each (regular + shifted), several heads.
@@ -226,24 +226,24 @@ def test_with_cp_gives_same_outputs_and_gradients():
     ([1.0, 1.0], [False, False], [False, False]),  # nothing records a graph
     ([], [], []),
 ])
-def test_checkpoint_plan_leaves_out_the_trailing_blocks_within_one_block(sizes, recorded, want):
-    assert checkpoint_plan(sizes, recorded) == want
+def test_recompute_plan_leaves_out_the_trailing_blocks_within_one_block(sizes, recorded, want):
+    assert recompute_plan(sizes, recorded) == want
 
 
-def test_checkpoint_plan_rejects_mismatched_lengths():
+def test_recompute_plan_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="2 sizes for 1 blocks"):
-        checkpoint_plan([1.0, 2.0], [True])
+        recompute_plan([1.0, 2.0], [True])
 
 
-def test_backbone_checkpoint_plan_follows_frozen_stages_and_map_sizes():
+def test_backbone_recompute_plan_follows_frozen_stages_and_map_sizes():
     """``with_cp``'s plan as the backbone computes it: tokens x channels of every block from the
     actual map sizes (odd sizes round up), recorded once a gradient reaches it."""
     model = small(with_cp=True, depths=(2, 2, 6, 2)).train()
     stem = torch.zeros(1, 64, 40, model.embed_dims, requires_grad=True)
-    assert model._checkpoint_plan(stem) == [[True, True], [True, True], [True] * 3 + [False] * 3,
+    assert model._recompute_plan(stem) == [[True, True], [True, True], [True] * 3 + [False] * 3,
                                             [False, False]]
     frozen = small(with_cp=True, depths=(2, 2, 6, 2), frozen_stages=1).train()
-    assert frozen._checkpoint_plan(stem.detach()) == [[False, False], [True, True], [True] * 5 + [False],
+    assert frozen._recompute_plan(stem.detach()) == [[False, False], [True, True], [True] * 5 + [False],
                                                       [False, False]]
 
 

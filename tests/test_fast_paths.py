@@ -215,7 +215,7 @@ def test_fast_checkpoint_equals_the_step_without_checkpointing(cls, drop, frozen
 def test_fast_checkpoint_takes_the_inference_path_first():
     """The first pass of a checkpointed block runs the chunked inference path; the recomputation in
     the backward pass runs the block with autograd (the chunked path declines there), as does every
-    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`blocks.checkpoint_plan`:
+    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`blocks.recompute_plan`:
     at 32 x 32 the maps hold 64, 32, 16 and 8 units of tokens x channels, so stages 3 and 4 fit in
     the 64 of a stage-1 block)."""
     calls = []
@@ -239,7 +239,7 @@ def test_fast_checkpoint_takes_the_inference_path_first():
 
 @BACKBONES
 def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
-    """Leaving the trailing blocks un-checkpointed (:func:`blocks.checkpoint_plan`) does not raise
+    """Leaving the trailing blocks un-checkpointed (:func:`blocks.recompute_plan`) does not raise
     the step's peak tensor memory above checkpointing every block, which stays well below no
     checkpointing; the trailing blocks are then not recomputed."""
     from swinv2_backbone.benchmark.measure import peak_memory_mib
@@ -255,12 +255,12 @@ def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
 
     def peak(plan=None):
         if plan is not None:
-            monkeypatch.setattr(backbone, "checkpoint_plan", plan)
+            monkeypatch.setattr(backbone, "recompute_plan", plan)
         step()  # warm: caches built once
         return peak_memory_mib(step, torch.device("cpu"))
 
     planned = peak()
-    assert model._checkpoint_plan(model.patch_embed(x))[2:] == [[True] * 3 + [False] * 3, [False] * 2]
+    assert model._recompute_plan(model.patch_embed(x))[2:] == [[True] * 3 + [False] * 3, [False] * 2]
     every = peak(lambda sizes, recorded: list(recorded))
     model.with_cp = False
     none = peak()

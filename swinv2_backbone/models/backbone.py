@@ -15,7 +15,7 @@ from torch import nn
 
 from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
 from .base_module import BaseModule
-from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, checkpoint_plan,
+from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, recompute_plan,
                      stochastic_depth_schedule)
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
@@ -396,8 +396,8 @@ class SwinBackboneBase(BaseModule):
         masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
         return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
-    def _checkpoint_plan(self, x: torch.Tensor) -> List[List[bool]]:
-        """Per stage and block, whether ``with_cp`` checkpoints it (:func:`checkpoint_plan`) for
+    def _recompute_plan(self, x: torch.Tensor) -> List[List[bool]]:
+        """Per stage and block, whether ``with_cp`` checkpoints it (:func:`recompute_plan`) for
         the stem output ``x`` (channels last): a block's activations are sized as its map's
         tokens times channels, and it records a graph once ``x`` or any parameter up to it needs a
         gradient."""
@@ -413,7 +413,7 @@ class SwinBackboneBase(BaseModule):
             if stage.downsample is not None:
                 needs_grad = needs_grad or any(p.requires_grad for p in stage.downsample.parameters())
             h, w = -(-h // 2), -(-w // 2)
-        flat = iter(checkpoint_plan(sizes, recorded))
+        flat = iter(recompute_plan(sizes, recorded))
         return [[next(flat) for _ in stage.blocks] for stage in self.stages]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
@@ -437,7 +437,7 @@ class SwinBackboneBase(BaseModule):
         outs = []
         if self.feature_info[0].stage is None:  # the stem comes first when selected
             outs.append(x.permute(0, 3, 1, 2).contiguous())
-        plan = self._checkpoint_plan(x) if self.with_cp and torch.is_grad_enabled() else None
+        plan = self._recompute_plan(x) if self.with_cp and torch.is_grad_enabled() else None
         for i, stage in enumerate(self.stages):
             out, x = stage(x, plan[i] if plan is not None else ())
             if i in self.out_indices:

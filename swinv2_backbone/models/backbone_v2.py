@@ -62,7 +62,7 @@ class Swinv2Backbone(SwinBackboneBase):
         with_cp: Activation checkpointing: only a block's input is kept and the backward pass
             recomputes the rest. Every block a gradient reaches is checkpointed except the trailing
             ones whose activations together are no larger than one block's
-            (:func:`~swinv2_backbone.models.blocks.checkpoint_plan`): the peak memory is that of
+            (:func:`~swinv2_backbone.models.blocks.recompute_plan`): the peak memory is that of
             checkpointing every block, without recomputing those.
         small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
             prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``,

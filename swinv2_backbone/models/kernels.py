@@ -20,7 +20,7 @@ from .ops import pad_to_multiple, window_partition, window_reverse
 Shift = Tuple[int, int]
 
 
-def checkpoint(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def recompute(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch_checkpoint(block, x, use_reentrant=False)
 
 
@@ -49,7 +49,7 @@ class Kernels:
             :class:`~swinv2_backbone.models.blocks.SwinV2Block` computed another way, or ``None``
             where that strategy does not apply (the block then runs its own forward). ``None``: no
             such strategy.
-        checkpoint: ``(block, x)`` -> ``block(x)`` with activation checkpointing: only ``x`` is
+        recompute: ``(block, x)`` -> ``block(x)`` with activation checkpointing: only ``x`` is
             kept for the backward pass, which recomputes the block.
     """
 
@@ -62,7 +62,7 @@ class Kernels:
     attention: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor],
                                  Optional[torch.Tensor]]] = None
     block: Optional[Callable[[nn.Module, torch.Tensor], Optional[torch.Tensor]]] = None
-    checkpoint: Callable[[nn.Module, torch.Tensor], torch.Tensor] = checkpoint
+    recompute: Callable[[nn.Module, torch.Tensor], torch.Tensor] = recompute
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,

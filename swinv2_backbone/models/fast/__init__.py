@@ -28,7 +28,7 @@ from . import attention_train, chunked, mlp, onednn, recompute, scores, windows
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
                from_windows=windows.from_windows, scores=scores.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
-               checkpoint=recompute.checkpoint)
+               recompute=recompute.recompute)
 
 _active = FAST
 

@@ -1,6 +1,6 @@
 """Activation checkpointing of a block whose first pass runs without autograd. Reference:
 ``torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)``
-(:func:`swinv2_backbone.models.kernels.checkpoint`).
+(:func:`swinv2_backbone.models.kernels.recompute`).
 
 torch's checkpoint runs the first pass with autograd on (and drops what it saves): the block takes
 its training kernels twice per step. Here the first pass runs under ``no_grad``, so the block takes
@@ -23,8 +23,8 @@ from ...compat import autocast_dtype, autocast_enabled, is_compiling
 from .chunked import active_dropout
 
 
-def checkpoint(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:attr:`Kernels.checkpoint <swinv2_backbone.models.kernels.Kernels>`: ``block(x)`` saving
+def recompute(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """:attr:`Kernels.recompute <swinv2_backbone.models.kernels.Kernels>`: ``block(x)`` saving
     only ``x``, its first pass without autograd; torch's checkpoint where a dropout is active (its
     per-element draws would differ between the two passes' kernels) or inside ``torch.compile``."""
     if is_compiling() or (block.training and active_dropout(block)):
