@@ -24,14 +24,14 @@ _MASK_CACHE_SIZE = 8
 
 
 def _inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
-                  range_of: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the range of
-    ``range_of`` (default ``x``'s dtype) and returned in ``x``'s dtype. For the all-zero rows of
-    padded tokens the factor would overflow fp16 (in the forward, or in the gradient once cast
-    back); a capped factor still gives the zero row ``F.normalize`` gives."""
+                  range_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the largest
+    value of the dtype ``range_dtype`` (default ``x``'s dtype) and returned in ``x``'s dtype. For
+    the all-zero rows of padded tokens the factor would overflow fp16 (in the forward, or in the
+    gradient once cast back); a capped factor still gives the zero row ``F.normalize`` gives."""
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
     inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
-    return inv.clamp_max(torch.finfo(range_of or x.dtype).max).to(x.dtype)
+    return inv.clamp_max(torch.finfo(range_dtype or x.dtype).max).to(x.dtype)
 
 
 class WindowAttention(nn.Module):
@@ -95,10 +95,10 @@ class WindowAttention(nn.Module):
         """The settings besides the window that :meth:`position_bias` depends on (a cache key)."""
         raise NotImplementedError
 
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_dtype: torch.dtype
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(q', k')`` with ``q' @ k'^T`` the attention logits before bias and mask; factors are
-        capped at the range of ``range_of``."""
+        capped at the largest value of ``range_dtype``."""
         raise NotImplementedError
 
     #: Whether :meth:`logit_qk` normalises q and k (cosine attention) before scaling q by
@@ -269,12 +269,12 @@ class WindowAttentionV2(WindowAttention):
         """The temperature ``exp(min(logit_scale, log 100))``, ``(heads, 1, 1)``."""
         return torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
 
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_dtype: torch.dtype
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         # Cosine attention with the temperature applied to q (N*d values, not N*N): one multiply
         # each, so training keeps no normalised copy of q or k besides the scaled ones.
-        return (q * _inverse_norm(q, self.query_scale(), range_of),
-                k * _inverse_norm(k, None, range_of))
+        return (q * _inverse_norm(q, self.query_scale(), range_dtype),
+                k * _inverse_norm(k, None, range_dtype))
 
 
 def central_bias_table(table: torch.Tensor, window: int) -> torch.Tensor:
@@ -379,6 +379,6 @@ class WindowAttentionV1(WindowAttention):
     def query_scale(self) -> float:
         return self.scale
 
-    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_of: torch.dtype
+    def logit_qk(self, q: torch.Tensor, k: torch.Tensor, range_dtype: torch.dtype
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
         return q * self.scale, k
