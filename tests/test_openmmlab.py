@@ -158,6 +158,25 @@ def test_registration_is_idempotent():
     assert MODELS.get("Swinv2Backbone") is Swinv2Backbone
 
 
+def test_classes_serving_both_versions_are_built_by_their_former_names_too():
+    from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+
+    from swinv2_backbone import SwinClassifier, Swinv2Classifier
+    from swinv2_backbone.openmmlab.optim import SwinLayerDecayOptimWrapperConstructor
+    from swinv2_backbone.openmmlab.simmim import SwinSimMIM, Swinv2SimMIM
+
+    assert Swinv2Classifier is SwinClassifier and Swinv2SimMIM is SwinSimMIM
+    for names, cls in ((("SwinClassifier", "Swinv2Classifier"), SwinClassifier),
+                       (("SwinSimMIM", "Swinv2SimMIM"), SwinSimMIM)):
+        assert [MODELS.get(name) for name in names] == [cls, cls]
+    assert [OPTIM_WRAPPER_CONSTRUCTORS.get(name) for name in (
+        "SwinLayerDecayOptimWrapperConstructor", "Swinv2LayerDecayOptimWrapperConstructor")] == [
+        SwinLayerDecayOptimWrapperConstructor] * 2
+    model = MODELS.build(dict(type="Swinv2Classifier", num_classes=3, arch=None, embed_dims=8,
+                              depths=(1, 1), num_heads=(1, 1), window_size=4))
+    assert type(model) is SwinClassifier and model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
 @pytest.mark.slow
 def test_smoke_script_builds_and_runs_a_detector_and_a_segmentor():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "smoke.py"), "--size", "128"],

@@ -105,7 +105,7 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
 
     Args:
         converted: Weights with known windows and a classification head (e.g. :func:`from_model`
-            of a ``Swinv2Classifier``, or a converted classification checkpoint).
+            of a ``SwinClassifier``, or a converted classification checkpoint).
         image_size: As for :func:`to_hf`.
 
     Raises:
@@ -140,7 +140,7 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
 
     Args:
         converted: Weights with known windows, a mask token and a decoder (e.g. :func:`from_model`
-            of a ``SimMIM`` / ``Swinv2SimMIM``, or a converted SimMIM checkpoint).
+            of a ``SimMIM`` / ``SwinSimMIM``, or a converted SimMIM checkpoint).
         image_size: As for :func:`to_hf`.
 
     Raises:
@@ -175,12 +175,12 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
 
 def from_model(model: nn.Module) -> ConvertedCheckpoint:
     """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows,
-    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``Swinv2SimMIM``)
+    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``SwinSimMIM``)
     its mask token and decoder.
 
     Args:
-        model: A ``Swinv2Backbone`` or ``SwinBackbone``, or a ``Swinv2Classifier``, ``SimMIM`` or
-            ``Swinv2SimMIM`` around one.
+        model: A ``Swinv2Backbone`` or ``SwinBackbone``, or a ``SwinClassifier``, ``SimMIM`` or
+            ``SwinSimMIM`` around one.
     """
     backbone = backbone_of(model)
     converted = convert_checkpoint(model.state_dict(), format="native").with_windows(

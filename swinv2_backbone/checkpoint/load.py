@@ -11,11 +11,11 @@ Policy when fitting the converted weights to the model:
   only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
   in the summary.
 * Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
-* A ``Swinv2Classifier`` also takes the checkpoint's classification head (strictly, class count
+* A ``SwinClassifier`` also takes the checkpoint's classification head (strictly, class count
   included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
   summary names it among the dropped parts.
 * Masked image modeling: a SimMIM model (:class:`~swinv2_backbone.models.SimMIM`, and mmengine's
-  ``Swinv2SimMIM``) takes the encoder, the mask token and the decoder, all strictly, to continue
+  ``SwinSimMIM``) takes the encoder, the mask token and the decoder, all strictly, to continue
   pre-training. A backbone built with ``use_mask_token=True`` takes the checkpoint's mask token and
   says so, or keeps its initial token when the checkpoint has none (named in the summary); a plain
   backbone leaves token and decoder out (named among the dropped parts).
@@ -34,7 +34,7 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import SwinBackboneBase, Swinv2Classifier
+from ..models import SwinBackboneBase, SwinClassifier
 from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
 from .common import CheckpointError, StateDict, format_keys
@@ -157,7 +157,7 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module,
 
 
 def fit_classifier_head(
-    converted: ConvertedCheckpoint, model: Swinv2Classifier
+    converted: ConvertedCheckpoint, model: SwinClassifier
 ) -> Tuple[Optional[StateDict], List[str]]:
     """The checkpoint's classification head for ``model`` (native ``head.*`` keys) and the notes
     for the summary; ``None`` when the model keeps a fresh head (``model.new_head``).
@@ -175,7 +175,7 @@ def fit_classifier_head(
     if head is None:
         raise CheckpointError(
             f"{converted.source} ({converted.format}) has no classification head, which "
-            f"Swinv2Classifier loads; set new_head=True to train a fresh {model.num_classes}-class "
+            f"SwinClassifier loads; set new_head=True to train a fresh {model.num_classes}-class "
             "head on these backbone weights")
     expected = {f"head.{k}": tuple(v.shape) for k, v in model.head.state_dict().items()}
     weight = head.get("head.weight")
@@ -196,14 +196,14 @@ def fit_classifier_head(
 def is_simmim(model: nn.Module) -> bool:
     """Whether ``model`` is a SimMIM model: a ``Swinv2Backbone`` or ``SwinBackbone`` as ``backbone``
     and a :class:`~swinv2_backbone.models.simmim.SimMIMDecoder` as ``decoder`` (``SimMIM`` and the mmengine
-    ``Swinv2SimMIM``, which this package layer cannot import)."""
+    ``SwinSimMIM``, which this package layer cannot import)."""
     return (isinstance(getattr(model, "backbone", None), SwinBackboneBase)
             and isinstance(getattr(model, "decoder", None), SimMIMDecoder))
 
 
 def backbone_of(model: nn.Module) -> SwinBackboneBase:
     """The backbone of ``model`` that takes the encoder weights: the model itself (a
-    ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``), or the ``backbone`` of a ``Swinv2Classifier``
+    ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``), or the ``backbone`` of a ``SwinClassifier``
     or SimMIM model.
 
     Raises:
@@ -211,10 +211,10 @@ def backbone_of(model: nn.Module) -> SwinBackboneBase:
     """
     if isinstance(model, SwinBackboneBase):
         return model
-    if isinstance(model, Swinv2Classifier) or is_simmim(model):
+    if isinstance(model, SwinClassifier) or is_simmim(model):
         return model.backbone
-    raise TypeError(f"load_pretrained loads a Swinv2Backbone, SwinBackbone, Swinv2Classifier, SimMIM or "
-                    f"Swinv2SimMIM, got {type(model).__name__}")
+    raise TypeError(f"load_pretrained loads a Swinv2Backbone, SwinBackbone, SwinClassifier, SimMIM or "
+                    f"SwinSimMIM, got {type(model).__name__}")
 
 
 def fit_mask_token(
@@ -319,7 +319,7 @@ def load_pretrained(
 
     Args:
         model: A ``Swinv2Backbone`` (with ``use_mask_token=True`` it takes the mask token, see
-            :func:`fit_mask_token`), a ``Swinv2Classifier``: its backbone takes the encoder and
+            :func:`fit_mask_token`), a ``SwinClassifier``: its backbone takes the encoder and
             its ``head`` the classification head (see :func:`fit_classifier_head`), or a SimMIM
             model (:func:`is_simmim`): its backbone takes the encoder and the mask token, its
             ``decoder`` the masked-image-modeling decoder (:func:`fit_mim_decoder`).
@@ -367,7 +367,7 @@ def load_pretrained(
     notes += token_notes
     # (head name, module, its state dict) of the heads the model takes
     heads: List[Tuple[str, nn.Module, StateDict]] = []
-    if isinstance(model, Swinv2Classifier):
+    if isinstance(model, SwinClassifier):
         head, head_notes = fit_classifier_head(converted, model)
         notes += head_notes
         if head is not None:
@@ -385,7 +385,7 @@ def load_pretrained(
                               f"{format_keys(result.unexpected_keys)}")
     for _, module, head_state in heads:
         module.load_state_dict(head_state)
-    if isinstance(model, Swinv2Classifier) and heads and converted.labels is not None:
+    if isinstance(model, SwinClassifier) and heads and converted.labels is not None:
         model.set_class_names(converted.labels)
     if windows_note:
         notes.append(windows_note)

@@ -3,7 +3,7 @@
 from .backbone import WEIGHT_LOADERS, SwinBackboneBase
 from .backbone_v1 import SwinBackbone
 from .backbone_v2 import Swinv2Backbone
-from .classifier import Swinv2Classifier
+from .classifier import SwinClassifier, Swinv2Classifier
 from .blocks import SMALL_MAP_RULES
 from .outputs import FeatureInfo, resolve_outputs
 from .presets import ARCH_SETTINGS, ArchPreset
@@ -12,5 +12,5 @@ from .versions import BACKBONE_TYPES, backbone_class
 
 __all__ = ["ARCH_SETTINGS", "ArchPreset", "BACKBONE_TYPES", "FeatureInfo", "SMALL_MAP_RULES", "SwinBackbone",
            "SwinBackboneBase", "Swinv2Backbone",
-           "SimMIM", "Swinv2Classifier", "WEIGHT_LOADERS", "local_statistics", "normalize_targets",
+           "SimMIM", "SwinClassifier", "Swinv2Classifier", "WEIGHT_LOADERS", "local_statistics", "normalize_targets",
            "backbone_class", "resolve_outputs", "simmim_loss", "simmim_mask"]

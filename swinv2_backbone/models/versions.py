@@ -1,5 +1,5 @@
 """The backbone class of each Swin version by its registry ``type`` name, for the models that build
-either (:class:`~swinv2_backbone.models.Swinv2Classifier`, :class:`~swinv2_backbone.models.SimMIM`)
+either (:class:`~swinv2_backbone.models.SwinClassifier`, :class:`~swinv2_backbone.models.SimMIM`)
 and for building a backbone from a checkpoint."""
 from __future__ import annotations
 
