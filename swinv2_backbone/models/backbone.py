@@ -4,8 +4,6 @@ embedding, stages, outputs, freezing, weight loading and the forward. The versio
 :class:`~swinv2_backbone.models.backbone_v1.SwinBackbone`."""
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -13,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
+from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_ints, stage_windows,
+                   unknown_arguments_message)
 from .base_module import BaseModule
 from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, recompute_plan,
                      stochastic_depth_schedule)
@@ -62,14 +61,6 @@ def load_registered_weights(model: nn.Module) -> bool:
     return True
 
 
-def stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
-    """One window >= 1 per stage from ``window_size`` (an int or one per stage), or a clear error."""
-    windows = per_stage(window_size, num_stages, "window_size")
-    if any(w < 1 for w in windows):
-        raise ValueError(f"window_size must be >= 1, got {window_size!r}")
-    return windows
-
-
 def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.Tensor:
     """``mask`` as a bool tensor ``(batch, *grid)`` (True = masked), or a TypeError/ValueError saying
     what is expected.
@@ -94,17 +85,6 @@ def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.T
     if not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("mask values must be 0 (visible) or 1 (masked)")
     return mask != 0
-
-
-def unknown_arguments_message(cls: type, unknown: Dict[str, object]) -> str:
-    """Names the unknown keywords of ``cls``, the closest valid one for each, and every valid
-    keyword."""
-    known = [n for n in inspect.signature(cls.__init__).parameters
-             if n not in ("self", "unknown")]
-    hints = "".join(f"; did you mean {m[0]!r} for {k!r}?" for k in unknown
-                    for m in [difflib.get_close_matches(k, known, n=1)] if m)
-    return (f"{cls.__name__} got unknown keyword arguments {sorted(unknown)}{hints} "
-            f"Valid arguments: {known}")
 
 
 class SwinBackboneBase(BaseModule):

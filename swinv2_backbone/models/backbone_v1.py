@@ -6,8 +6,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .args import IntOrSeq, per_stage
-from .backbone import SwinBackboneBase, stage_windows
+from .args import IntOrSeq, per_stage, stage_windows
+from .backbone import SwinBackboneBase
 from .blocks import PatchMergingV1, SwinBlock, SwinV1Block
 
 #: SwinV2-only arguments and what Swin V1 offers instead.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple, Union
 
-from .args import IntOrSeq, per_stage
-from .backbone import SwinBackboneBase, stage_windows
+from .args import IntOrSeq, per_stage, stage_windows
+from .backbone import SwinBackboneBase
 from .blocks import PatchMergingV2, SwinBlock, SwinV2Block
 
 
