@@ -10,7 +10,7 @@ interpolation are not counted (a few tenths of a percent).
 
 The attention layers run on the map padded to a window multiple, so their counts use the padded
 token count; the MLPs run on the unpadded map. The windows and shifts follow the model's own rule
-(:func:`~swinv2_backbone.models.layers.window_and_shift`), i.e. they depend on the input size. The
+(:func:`~swinv2_backbone.models.blocks.window_and_shift`), i.e. they depend on the input size. The
 position-bias MLP runs once per attention module and window size (its output is cached at
 inference); it is counted once per block and not per image.
 
@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
 
 from .models import Swinv2Backbone
-from .models.layers import window_and_shift
+from .models.blocks import window_and_shift
 from .models.ops import padded_size
 
 #: Names of the counted operations, in the order they appear in a forward pass.
@@ -86,24 +85,24 @@ class ArchSpec:
         """
         if not isinstance(model, Swinv2Backbone):
             raise TypeError(f"ArchSpec.from_model expects a Swinv2Backbone, got {type(model).__name__}")
-        if not model.layers:
+        built = model.num_built_stages
+        if not built:
             raise ValueError("the model builds no stage (out_features=('stem',)); nothing to analyse "
                              "beyond the patch embedding")
-        first = model.layers[0].blocks[0]
         return cls(
             embed_dims=model.embed_dims,
-            depths=tuple(len(stage.blocks) for stage in model.layers),
-            num_heads=tuple(stage.blocks[0].attn.num_heads for stage in model.layers),
-            window_sizes=tuple(stage.blocks[0].window_size for stage in model.layers),
-            patch_size=model.patch_embed.patch_size,
+            depths=tuple(model.depths[:built]),
+            num_heads=tuple(model.num_heads[:built]),
+            window_sizes=tuple(model.window_size[:built]),
+            patch_size=model.patch_size,
             in_channels=model.in_channels,
-            mlp_hidden=tuple(stage.blocks[0].mlp.fc1.out_features for stage in model.layers),
-            cpb_hidden=first.attn.cpb_mlp[0].out_features,
-            qkv_bias=first.attn.q_bias is not None,
-            patch_norm=isinstance(model.patch_embed.norm, nn.LayerNorm),
-            pos_embed_grid=model.pretrain_grid if model.absolute_pos_embed is not None else None,
-            out_norm_stages=tuple(i for i in range(len(model.layers)) if hasattr(model, f"norm{i}")),
-            small_map=first.small_map,
+            mlp_hidden=model.mlp_hidden,
+            cpb_hidden=model.cpb_hidden,
+            qkv_bias=model.qkv_bias,
+            patch_norm=model.patch_norm,
+            pos_embed_grid=model.pos_embed_grid,
+            out_norm_stages=model.out_norm_stages,
+            small_map=model.small_map,
         )
 
 

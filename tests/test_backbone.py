@@ -7,7 +7,7 @@ import torch
 
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.models.attention import WindowAttention
-from swinv2_backbone.models.layers import checkpoint_plan, window_and_shift
+from swinv2_backbone.models.blocks import recompute_plan, window_and_shift
 from swinv2_backbone.models.ops import MASK_VALUE
 from capabilities import needs_cpu_fp16
 from kit import SMALL
@@ -111,8 +111,12 @@ def test_unselected_stages_and_norms_are_not_built():
     assert "layers.0.downsample.reduction.weight" in names
     assert not any(n.startswith("layers.1.downsample") for n in names)  # nothing consumes it
     assert {"norm0.weight", "norm1.weight"} <= names
+    assert model.stages is model.layers  # 'layers': the official name parameter names keep
+    assert (model.num_built_stages, model.num_stages, model.out_norm_stages) == (2, 4, (0, 1))
+    assert model.mlp_hidden == (64, 128) and model.cpb_hidden == 512
     raw = small(out_norm=False)
     assert not any(n.startswith("norm") for n, _ in raw.named_parameters())
+    assert raw.out_norm_stages == () and raw.num_built_stages == 4
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -222,24 +226,24 @@ def test_with_cp_gives_same_outputs_and_gradients():
     ([1.0, 1.0], [False, False], [False, False]),  # nothing records a graph
     ([], [], []),
 ])
-def test_checkpoint_plan_leaves_out_the_trailing_blocks_within_one_block(sizes, recorded, want):
-    assert checkpoint_plan(sizes, recorded) == want
+def test_recompute_plan_leaves_out_the_trailing_blocks_within_one_block(sizes, recorded, want):
+    assert recompute_plan(sizes, recorded) == want
 
 
-def test_checkpoint_plan_rejects_mismatched_lengths():
+def test_recompute_plan_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="2 sizes for 1 blocks"):
-        checkpoint_plan([1.0, 2.0], [True])
+        recompute_plan([1.0, 2.0], [True])
 
 
-def test_backbone_checkpoint_plan_follows_frozen_stages_and_map_sizes():
+def test_backbone_recompute_plan_follows_frozen_stages_and_map_sizes():
     """``with_cp``'s plan as the backbone computes it: tokens x channels of every block from the
     actual map sizes (odd sizes round up), recorded once a gradient reaches it."""
     model = small(with_cp=True, depths=(2, 2, 6, 2)).train()
     stem = torch.zeros(1, 64, 40, model.embed_dims, requires_grad=True)
-    assert model._checkpoint_plan(stem) == [[True, True], [True, True], [True] * 3 + [False] * 3,
+    assert model._recompute_plan(stem) == [[True, True], [True, True], [True] * 3 + [False] * 3,
                                             [False, False]]
     frozen = small(with_cp=True, depths=(2, 2, 6, 2), frozen_stages=1).train()
-    assert frozen._checkpoint_plan(stem.detach()) == [[False, False], [True, True], [True] * 5 + [False],
+    assert frozen._recompute_plan(stem.detach()) == [[False, False], [True, True], [True] * 5 + [False],
                                                       [False, False]]
 
 

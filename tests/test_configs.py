@@ -142,7 +142,7 @@ def test_config_names_an_official_checkpoint_under_checkpoints(path):
 def test_optimizer_is_adamw_without_decay_on_swinv2_specials(path):
     cfg = Config.fromfile(str(path))
     wrapper = cfg.optim_wrapper
-    assert wrapper.constructor == "Swinv2LayerDecayOptimWrapperConstructor"
+    assert wrapper.constructor == "SwinLayerDecayOptimWrapperConstructor"
     assert wrapper.optimizer.type == "AdamW" and wrapper.optimizer.weight_decay > 0
     assert wrapper.type == ("AmpOptimWrapper" if "amp" in path.name else "OptimWrapper")
     expected_rate = 0.9 if "in22k" in path.name and path not in V1 else 1.0

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from swinv2_backbone import SwinBackbone, Swinv2Backbone
-from swinv2_backbone.models import fast, kernels, layers
-from swinv2_backbone.models.fast import attention, chunked, mlp, windows
+from swinv2_backbone.models import blocks, fast, kernels
+from swinv2_backbone.models.fast import chunked, mlp, scores, windows
 from swinv2_backbone.models.ops import pad_to_multiple, window_partition
 from kit import SMALL
 
@@ -103,7 +103,7 @@ def test_scores_equal_the_reference_with_gradients(batch):
     q = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
     k = torch.randn(batch, 4, 2, 16, 8, requires_grad=True)
     mask = torch.randn(4, 2, 16, 16)
-    got, want = attention.scores(q, k, mask), kernels.scores(q, k, mask)
+    got, want = scores.scores(q, k, mask), kernels.scores(q, k, mask)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     up = torch.randn_like(got)
     for a, b in zip(torch.autograd.grad(got, (q, k), up), torch.autograd.grad(want, (q, k), up)):
@@ -128,7 +128,7 @@ def test_chunked_inference_equals_the_reference(monkeypatch, alone, chunk_tokens
 
 
 def test_chunked_path_only_where_no_gradient_and_no_dropout():
-    block = layers.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
+    block = blocks.SwinV2Block(16, 2, 4, shifted=True, drop_path=0.1).eval()
     x = torch.randn(1, 8, 8, 16)
     with torch.no_grad():
         assert chunked.chunkable(block.parts(x))
@@ -140,7 +140,7 @@ def test_chunked_path_only_where_no_gradient_and_no_dropout():
     block.train()  # drop path active: drawn as the block draws it
     with torch.no_grad():
         assert chunked.chunkable(block.parts(x))
-    dropping = layers.SwinV2Block(16, 2, 4, shifted=True, drop=0.1).train()
+    dropping = blocks.SwinV2Block(16, 2, 4, shifted=True, drop=0.1).train()
     with torch.no_grad():
         assert not chunked.chunkable(dropping.parts(x))  # per-element draws: not reproduced
         assert chunked.chunkable(dropping.eval().parts(x))
@@ -149,7 +149,7 @@ def test_chunked_path_only_where_no_gradient_and_no_dropout():
 def test_a_declining_fast_kernel_gives_the_reference_result(monkeypatch):
     """Where the chunked block declines (a gradient is needed) it runs the reference kernel: the
     same numbers, and the chunk loop is never entered."""
-    block = layers.SwinV2Block(16, 2, 4, shifted=True).eval()
+    block = blocks.SwinV2Block(16, 2, 4, shifted=True).eval()
     x = torch.randn(1, 8, 8, 16)
     monkeypatch.setattr(chunked, "_attention_half", None)  # would raise if the loop ran
     torch.testing.assert_close(chunked.block_inference(x, block.parts(x)),
@@ -159,7 +159,7 @@ def test_a_declining_fast_kernel_gives_the_reference_result(monkeypatch):
 def test_fast_checkpoint_takes_the_inference_path_first():
     """The first pass of a checkpointed block runs the chunked inference path; the recomputation in
     the backward pass runs the block with autograd (the chunked path declines there), as does every
-    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`layers.checkpoint_plan`:
+    pass of the trailing blocks ``with_cp`` leaves un-checkpointed (:func:`blocks.recompute_plan`:
     at 32 x 32 the maps hold 64, 32, 16 and 8 units of tokens x channels, so stages 3 and 4 fit in
     the 64 of a stage-1 block)."""
     calls = []
@@ -182,7 +182,7 @@ def test_fast_checkpoint_takes_the_inference_path_first():
 
 @BACKBONES
 def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
-    """Leaving the trailing blocks un-checkpointed (:func:`layers.checkpoint_plan`) does not raise
+    """Leaving the trailing blocks un-checkpointed (:func:`blocks.recompute_plan`) does not raise
     the step's peak tensor memory above checkpointing every block, which stays well below no
     checkpointing; the trailing blocks are then not recomputed."""
     from swinv2_backbone.benchmark.measure import peak_memory_mib
@@ -198,12 +198,12 @@ def test_with_cp_keeps_the_peak_of_checkpointing_every_block(cls, monkeypatch):
 
     def peak(plan=None):
         if plan is not None:
-            monkeypatch.setattr(backbone, "checkpoint_plan", plan)
+            monkeypatch.setattr(backbone, "recompute_plan", plan)
         step()  # warm: caches built once
         return peak_memory_mib(step, torch.device("cpu"))
 
     planned = peak()
-    assert model._checkpoint_plan(model.patch_embed(x))[2:] == [[True] * 3 + [False] * 3, [False] * 2]
+    assert model._recompute_plan(model.patch_embed(x))[2:] == [[True] * 3 + [False] * 3, [False] * 2]
     every = peak(lambda sizes, recorded: list(recorded))
     model.with_cp = False
     none = peak()
@@ -218,7 +218,7 @@ def test_training_mlp_recomputes_gelu_with_the_reference_outputs_and_gradients(a
                                                                                 monkeypatch):
     monkeypatch.setattr(chunked, "CHUNK_TOKENS", chunk)
     torch.manual_seed(0)
-    module = layers.Mlp(16, 64)
+    module = blocks.Mlp(16, 64)
     x = torch.randn(2, 5, 7, 16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         got = mlp.mlp(x, module.fc1, module.fc2, 0.0)
@@ -237,7 +237,7 @@ def test_training_mlp_recomputes_gelu_with_the_reference_outputs_and_gradients(a
 
 
 def test_training_mlp_computes_only_the_gradients_asked_for():
-    module = layers.Mlp(16, 64)
+    module = blocks.Mlp(16, 64)
     module.fc1.requires_grad_(False)
     x = torch.randn(40, 16)
     out = mlp.mlp(x, module.fc1, module.fc2, 0.0)
@@ -249,7 +249,7 @@ def test_training_mlp_computes_only_the_gradients_asked_for():
 
 
 def test_training_mlp_keeps_the_plain_path_with_dropout():
-    module = layers.Mlp(16, 64, drop=0.5).train()
+    module = blocks.Mlp(16, 64, drop=0.5).train()
     out = module(torch.randn(3, 16, requires_grad=True))
     assert not out.grad_fn.name().endswith("_GeluMlpBackward")
     module.eval()

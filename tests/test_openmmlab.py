@@ -42,7 +42,7 @@ def test_config_with_custom_imports_builds_in_a_fresh_interpreter(tmp_path):
         "    print(type(m).__module__, m.out_channels)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout
-    assert out.count("swinv2_backbone.models.backbone [32, 64, 128]") == 2
+    assert out.count("swinv2_backbone.models.backbone_v2 [32, 64, 128]") == 2
 
 
 def test_model_code_imports_without_mmengine():
@@ -61,7 +61,7 @@ def test_model_code_imports_without_mmengine():
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     # the torch-only stand-in for mmengine's BaseModule, under both backbones
-    assert all(line.startswith("swinv2_backbone.models.base [(1, 8, 8, 8), (1, 16, 4, 4)")
+    assert all(line.startswith("swinv2_backbone.models.base_module [(1, 8, 8, 8), (1, 16, 4, 4)")
                for line in lines[:2]), lines
     assert lines[2] == "[]"
 
@@ -176,6 +176,25 @@ def test_registration_is_idempotent():
             for obj in objects:
                 assert registry.get(obj.__name__) is obj, f"{registry.name}: {obj.__name__}"
         assert backends[checkpointing.ATOMIC_BACKEND] is checkpointing.AtomicLocalBackend
+
+
+def test_classes_serving_both_versions_are_built_by_their_former_names_too():
+    from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+
+    from swinv2_backbone import SwinClassifier, Swinv2Classifier
+    from swinv2_backbone.openmmlab.optim import SwinLayerDecayOptimWrapperConstructor
+    from swinv2_backbone.openmmlab.simmim import SwinSimMIM, Swinv2SimMIM
+
+    assert Swinv2Classifier is SwinClassifier and Swinv2SimMIM is SwinSimMIM
+    for names, cls in ((("SwinClassifier", "Swinv2Classifier"), SwinClassifier),
+                       (("SwinSimMIM", "Swinv2SimMIM"), SwinSimMIM)):
+        assert [MODELS.get(name) for name in names] == [cls, cls]
+    assert [OPTIM_WRAPPER_CONSTRUCTORS.get(name) for name in (
+        "SwinLayerDecayOptimWrapperConstructor", "Swinv2LayerDecayOptimWrapperConstructor")] == [
+        SwinLayerDecayOptimWrapperConstructor] * 2
+    model = MODELS.build(dict(type="Swinv2Classifier", num_classes=3, arch=None, embed_dims=8,
+                              depths=(1, 1), num_heads=(1, 1), window_size=4))
+    assert type(model) is SwinClassifier and model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
 
 
 @pytest.mark.slow

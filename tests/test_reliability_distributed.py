@@ -161,7 +161,7 @@ def fsdp1(rank: int) -> None:
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from swinv2_backbone.models.layers import SwinStage
+    from swinv2_backbone.models.blocks import SwinStage
 
     model = FSDP(build().train(), device_id=torch.device("cpu"), use_orig_params=True,
                  auto_wrap_policy=ModuleWrapPolicy({SwinStage}))

@@ -141,6 +141,26 @@ def test_set_window_size_resizes_the_tables_bicubically():
         assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 16, 16, 16)
 
 
+def test_set_window_size_takes_the_v2_signature_and_refuses_pretrained_windows():
+    """One ``set_window_size`` signature for both versions: V1 takes ``pretrained_window_sizes`` of 0
+    (what it reports, :attr:`pretrained_window_sizes`) and refuses other values, saying why."""
+    import inspect
+
+    assert inspect.signature(SwinBackbone.set_window_size) == inspect.signature(
+        Swinv2Backbone.set_window_size)
+    model = random_model(window_size=4)
+    assert model.pretrained_window_sizes == (0, 0, 0, 0) and model.bias_windows() == (4, 4, 4, 4)
+    table = model.layers[0].blocks[0].attn.relative_position_bias_table
+    model.set_window_size(pretrained_window_sizes=0)  # nothing to change
+    assert model.window_size == (4, 4, 4, 4)
+    assert model.layers[0].blocks[0].attn.relative_position_bias_table is table
+    with pytest.raises(ValueError, match="no pretrained_window_sizes other than 0.*bias tables"):
+        model.set_window_size(window_size=6, pretrained_window_sizes=(8, 8, 8, 0))
+    assert model.window_size == (4, 4, 4, 4)  # refused before anything changed
+    model.set_bias_windows((6, 5))  # what a checkpoint's windows set: V1's windows
+    assert model.window_size == (6, 5, 4, 4) and model.bias_window_argument == "window_size"
+
+
 # ---------------------------------------------------------------------------- checkpoints
 HF_ARCH = dict(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], window_size=7, image_size=224)
 OURS_ARCH = dict(arch=None, embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7)

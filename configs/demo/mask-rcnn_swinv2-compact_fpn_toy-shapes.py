@@ -99,7 +99,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    constructor='Swinv2LayerDecayOptimWrapperConstructor',
+    constructor='SwinLayerDecayOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=10.0))
 default_hooks = dict(

@@ -88,7 +88,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    constructor='Swinv2LayerDecayOptimWrapperConstructor',
+    constructor='SwinLayerDecayOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01))
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

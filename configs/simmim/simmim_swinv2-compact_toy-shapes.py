@@ -14,7 +14,7 @@ warmup_iters = 100
 data_root = 'work_dirs/demo/data/images/train/'
 
 model = dict(
-    type='Swinv2SimMIM',
+    type='SwinSimMIM',
     backbone=dict(arch=None, embed_dims=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8),
                   window_size=8, drop_path_rate=0.0),
     norm_target_window=None)

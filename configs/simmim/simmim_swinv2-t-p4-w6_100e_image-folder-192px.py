@@ -21,7 +21,7 @@ data_root = 'data/unlabeled/'
 test_data_root = 'data/unlabeled_val/'
 
 model = dict(
-    type='Swinv2SimMIM',
+    type='SwinSimMIM',
     backbone=dict(arch='tiny', window_size=6, drop_path_rate=0.0),
     norm_target_window=47)
 

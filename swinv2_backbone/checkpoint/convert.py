@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
+from ..models.backbone import SwinBackboneBase
 from ..models.presets import ARCH_SETTINGS
+from ..models.versions import BACKBONE_TYPES
 from .common import CheckpointError, Mapped, Source, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
 from .keys import StateDict, per_stage, split_prefix
@@ -64,6 +66,11 @@ class ConvertedCheckpoint:
     def model_type(self) -> str:
         """The backbone class (and registry ``type``) these weights are for."""
         return "SwinBackbone" if self.version == 1 else "Swinv2Backbone"
+
+    @property
+    def backbone_class(self) -> Type[SwinBackboneBase]:
+        """The backbone class these weights are for (:attr:`model_type`)."""
+        return BACKBONE_TYPES[self.model_type]
 
     @property
     def embed_dims(self) -> int:

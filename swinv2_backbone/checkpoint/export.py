@@ -61,16 +61,17 @@ def known_windows(converted: ConvertedCheckpoint) -> Tuple[Tuple[int, ...], Tupl
     return tuple(converted.window_sizes), tuple(converted.pretrained_window_sizes)
 
 
-def default_image_size(windows: Sequence[int], patch_size: int, grid: Optional[int] = None,
-                       version: int = 2) -> int:
+def default_image_size(windows: Sequence[int], patch_size: int, grid: Optional[int],
+                       release_size: int) -> int:
     """The input size an exported model is built for: the position-embedding grid if any, else the
     size whose last-stage map equals a last-stage window smaller than the others (the official
-    ``*_256``/``*_384`` releases), else the version's usual size (SwinV2 256, Swin V1 224)."""
+    ``*_256``/``*_384`` releases), else ``release_size``, the version's usual size
+    (:attr:`~swinv2_backbone.models.SwinBackboneBase.release_image_size`)."""
     if grid is not None:
         return grid * patch_size
     if windows[-1] < max(windows):
         return windows[-1] * patch_size * 2 ** (len(windows) - 1)
-    return 224 if version == 1 else 256
+    return release_size
 
 
 def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:
@@ -86,7 +87,7 @@ def to_hf(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> E
     s = converted.structure
     windows, pretrained = known_windows(converted)
     image_size = image_size or default_image_size(windows, s.patch_size, s.pos_embed_grid,
-                                                  converted.version)
+                                                  converted.backbone_class.release_image_size)
     if s.pos_embed_grid is not None and image_size != s.pos_embed_grid * s.patch_size:
         raise CheckpointError(f"the absolute position embedding is defined for "
                               f"{s.pos_embed_grid * s.patch_size} px; HF needs image_size equal to it")
@@ -104,7 +105,7 @@ def to_hf_classifier(converted: ConvertedCheckpoint, image_size: Optional[int] =
 
     Args:
         converted: Weights with known windows and a classification head (e.g. :func:`from_model`
-            of a ``Swinv2Classifier``, or a converted classification checkpoint).
+            of a ``SwinClassifier``, or a converted classification checkpoint).
         image_size: As for :func:`to_hf`.
 
     Raises:
@@ -139,7 +140,7 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
 
     Args:
         converted: Weights with known windows, a mask token and a decoder (e.g. :func:`from_model`
-            of a ``SimMIM`` / ``Swinv2SimMIM``, or a converted SimMIM checkpoint).
+            of a ``SimMIM`` / ``SwinSimMIM``, or a converted SimMIM checkpoint).
         image_size: As for :func:`to_hf`.
 
     Raises:
@@ -174,16 +175,16 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
 
 def from_model(model: nn.Module) -> ConvertedCheckpoint:
     """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows,
-    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``Swinv2SimMIM``)
+    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``SwinSimMIM``)
     its mask token and decoder.
 
     Args:
-        model: A ``Swinv2Backbone`` or ``SwinBackbone``, or a ``Swinv2Classifier``, ``SimMIM`` or
-            ``Swinv2SimMIM`` around one.
+        model: A ``Swinv2Backbone`` or ``SwinBackbone``, or a ``SwinClassifier``, ``SimMIM`` or
+            ``SwinSimMIM`` around one.
     """
     backbone = backbone_of(model)
     converted = convert_checkpoint(model.state_dict(), format="native").with_windows(
-        backbone.window_size, getattr(backbone, "pretrained_window_sizes", 0))  # Swin V1 has none
+        backbone.window_size, backbone.pretrained_window_sizes)
     names = getattr(model, "class_names", None)
     return replace(converted, source=type(model).__name__,
                    labels=tuple(names) if names is not None else None)
@@ -202,14 +203,15 @@ def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) ->
     if s.pos_embed_grid is not None:
         raise CheckpointError("timm's Swin models have no absolute position embedding")
     windows, pretrained = known_windows(converted)
-    img_size = image_size or default_image_size(windows, s.patch_size, version=converted.version)
+    img_size = image_size or default_image_size(windows, s.patch_size, None,
+                                                converted.backbone_class.release_image_size)
     config = {"img_size": img_size, "patch_size": s.patch_size, "in_chans": s.in_channels,
               "num_classes": 0, "embed_dim": s.embed_dims, "depths": s.depths,
               "num_heads": s.num_heads, "mlp_ratio": s.mlp_ratio, "qkv_bias": s.qkv_bias}
-    if converted.version == 1:
-        config["window_size"] = hf.single_window(windows, img_size, s.patch_size, "timm's Swin V1")
-    else:
+    if converted.backbone_class.continuous_position_bias:
         config.update(window_size=windows, pretrained_window_sizes=pretrained)
+    else:  # timm's SwinTransformer: one window for all stages
+        config["window_size"] = hf.single_window(windows, img_size, s.patch_size, "timm's Swin V1")
     state, notes = timm.from_native(converted.state_dict)
     return Exported(state, config, notes)
 

@@ -49,6 +49,8 @@ BLOCK_OR_DOWNSAMPLE = re.compile(r"^(layers\.\d+\.(?:blocks\.\d+|downsample)\.)"
 OUT_NORM = re.compile(r"^norm(\d+)\.(weight|bias)$")
 #: The relative-coordinate table of the first block of stage ``i`` (group 1).
 COORDS_TABLE = re.compile(r"^layers\.(\d+)\.blocks\.0\.attn\.relative_coords_table$")
+#: Key ending of a Swin V1 block's relative-position bias table.
+BIAS_TABLE = ".attn.relative_position_bias_table"
 #: The final norm of classification layouts (the last stage's output norm).
 FINAL_NORM = ("norm.weight", "norm.bias")
 #: Name of the classification head among a checkpoint's heads (also its reason in ``dropped``).

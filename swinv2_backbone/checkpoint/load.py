@@ -11,11 +11,11 @@ Policy when fitting the converted weights to the model:
   only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
   in the summary.
 * Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
-* A ``Swinv2Classifier`` also takes the checkpoint's classification head (strictly, class count
+* A ``SwinClassifier`` also takes the checkpoint's classification head (strictly, class count
   included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
   summary names it among the dropped parts.
 * Masked image modeling: a SimMIM model (:class:`~swinv2_backbone.models.SimMIM`, and mmengine's
-  ``Swinv2SimMIM``) takes the encoder, the mask token and the decoder, all strictly, to continue
+  ``SwinSimMIM``) takes the encoder, the mask token and the decoder, all strictly, to continue
   pre-training. A backbone built with ``use_mask_token=True`` takes the checkpoint's mask token and
   says so, or keeps its initial token when the checkpoint has none (named in the summary); a plain
   backbone leaves token and decoder out (named among the dropped parts).
@@ -34,13 +34,14 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import SwinBackboneBase, Swinv2Classifier
+from ..models import SwinBackboneBase, SwinClassifier
 from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
-from .keys import CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, OUT_NORM, split_prefix, stage_of
+from .keys import (BIAS_TABLE, CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, OUT_NORM,
+                   split_prefix, stage_of)
 from .native import describe_mismatch
 
 LOGGER_NAME = "swinv2_backbone"
@@ -64,7 +65,7 @@ def log(level: int, message: str) -> None:
 def _unbuilt(state: StateDict, model: nn.Module) -> List[str]:
     """Keys of stages that the model is configured with but does not build (after its last
     output), plus the patch merging that would feed them."""
-    built = len(model.layers)
+    built = model.num_built_stages
     if built >= model.num_stages:
         return []
     keys = [k for k in state if (s := stage_of(k)) is not None and built <= s < model.num_stages]
@@ -74,7 +75,7 @@ def _unbuilt(state: StateDict, model: nn.Module) -> List[str]:
 def _arch_hint(converted: ConvertedCheckpoint, model: nn.Module) -> str:
     ours = (model.embed_dims, tuple(model.depths), tuple(model.num_heads))
     theirs = (converted.embed_dims, converted.depths, converted.num_heads)
-    built = len(model.layers)
+    built = model.num_built_stages
     hint = ""
     if ours[0] != theirs[0] or ours[2][:built] != theirs[2][:built] or ours[1][:built] != theirs[1][:built]:
         hint += (f" The checkpoint is {converted.describe_arch()}; the model has embed_dims {ours[0]}, "
@@ -98,18 +99,17 @@ def check_version(converted: ConvertedCheckpoint, backbone: SwinBackboneBase) ->
 
 def resize_bias_tables(converted: ConvertedCheckpoint, backbone: SwinBackboneBase
                        ) -> Tuple[StateDict, Optional[str]]:
-    """Swin V1: the checkpoint's weights with every bias table of a stage whose window differs from
+    """The checkpoint's weights with every bias table (Swin V1) of a stage whose window differs from
     the model's resized to it (:func:`~swinv2_backbone.models.attention.resize_bias_table`), and a
     warning naming the stages and windows (``None`` when nothing was resized)."""
     state = dict(converted.state_dict)
-    if converted.version != 1:
-        return state, None
+    tabled = {stage_of(key) for key in state if key.endswith(BIAS_TABLE)}
     changed = {i: (old, new) for i, (old, new) in enumerate(zip(converted.window_sizes,
                                                                 backbone.window_size))
-               if i < len(backbone.layers) and old != new}
+               if i < backbone.num_built_stages and i in tabled and old != new}
     for key, value in state.items():
         stage = stage_of(key)
-        if key.endswith(".attn.relative_position_bias_table") and stage in changed:
+        if key.endswith(BIAS_TABLE) and stage in changed:
             state[key] = resize_bias_table(value, changed[stage][1])
     if not changed:
         return state, None
@@ -135,7 +135,7 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module,
     notes: List[str] = []
     unbuilt = _unbuilt(state, model)
     if unbuilt:
-        stages = sorted({stage_of(k) + 1 for k in unbuilt} - {len(model.layers)})
+        stages = sorted({stage_of(k) + 1 for k in unbuilt} - {model.num_built_stages})
         notes.append(f"skipped stage(s) {stages} and the patch merging before them ({len(unbuilt)} "
                      f"tensors): not built by the model (out_indices {tuple(model.out_indices)})")
         state = {k: v for k, v in state.items() if k not in unbuilt}
@@ -157,7 +157,7 @@ def fit_state_dict(converted: ConvertedCheckpoint, model: nn.Module,
 
 
 def fit_classifier_head(
-    converted: ConvertedCheckpoint, model: Swinv2Classifier
+    converted: ConvertedCheckpoint, model: SwinClassifier
 ) -> Tuple[Optional[StateDict], List[str]]:
     """The checkpoint's classification head for ``model`` (native ``head.*`` keys) and the notes
     for the summary; ``None`` when the model keeps a fresh head (``model.new_head``).
@@ -175,7 +175,7 @@ def fit_classifier_head(
     if head is None:
         raise CheckpointError(
             f"{converted.source} ({converted.format}) has no classification head, which "
-            f"Swinv2Classifier loads; set new_head=True to train a fresh {model.num_classes}-class "
+            f"SwinClassifier loads; set new_head=True to train a fresh {model.num_classes}-class "
             "head on these backbone weights")
     expected = {f"head.{k}": tuple(v.shape) for k, v in model.head.state_dict().items()}
     weight = head.get("head.weight")
@@ -196,14 +196,14 @@ def fit_classifier_head(
 def is_simmim(model: nn.Module) -> bool:
     """Whether ``model`` is a SimMIM model: a ``Swinv2Backbone`` or ``SwinBackbone`` as ``backbone``
     and a :class:`~swinv2_backbone.models.simmim.SimMIMDecoder` as ``decoder`` (``SimMIM`` and the mmengine
-    ``Swinv2SimMIM``, which this package layer cannot import)."""
+    ``SwinSimMIM``, which this package layer cannot import)."""
     return (isinstance(getattr(model, "backbone", None), SwinBackboneBase)
             and isinstance(getattr(model, "decoder", None), SimMIMDecoder))
 
 
 def backbone_of(model: nn.Module) -> SwinBackboneBase:
     """The backbone of ``model`` that takes the encoder weights: the model itself (a
-    ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``), or the ``backbone`` of a ``Swinv2Classifier``
+    ``Swinv2Backbone`` or Swin V1 ``SwinBackbone``), or the ``backbone`` of a ``SwinClassifier``
     or SimMIM model.
 
     Raises:
@@ -211,10 +211,10 @@ def backbone_of(model: nn.Module) -> SwinBackboneBase:
     """
     if isinstance(model, SwinBackboneBase):
         return model
-    if isinstance(model, Swinv2Classifier) or is_simmim(model):
+    if isinstance(model, SwinClassifier) or is_simmim(model):
         return model.backbone
-    raise TypeError(f"load_pretrained loads a Swinv2Backbone, SwinBackbone, Swinv2Classifier, SimMIM or "
-                    f"Swinv2SimMIM, got {type(model).__name__}")
+    raise TypeError(f"load_pretrained loads a Swinv2Backbone, SwinBackbone, SwinClassifier, SimMIM or "
+                    f"SwinSimMIM, got {type(model).__name__}")
 
 
 def fit_mask_token(
@@ -289,18 +289,22 @@ def window_advice(converted: ConvertedCheckpoint, model: nn.Module) -> Optional[
             "config, or load with pretrained_window_sizes='checkpoint'.")
 
 
-def apply_checkpoint_windows(converted: ConvertedCheckpoint, model: nn.Module) -> Tuple[int, ...]:
-    """Set the model's ``pretrained_window_sizes`` of its built stages to the windows that normalised
-    the checkpoint's coordinates during training; returns the new per-stage values."""
+def apply_checkpoint_windows(converted: ConvertedCheckpoint, backbone: SwinBackboneBase) -> str:
+    """Make the windows the backbone's built stages define their position bias for those the
+    checkpoint was trained with (:meth:`~swinv2_backbone.models.SwinBackboneBase.set_bias_windows`:
+    SwinV2's ``pretrained_window_sizes``, Swin V1's ``window_size``, so that no bias table is
+    resized); returns the note for the summary."""
     trained = converted.bias_windows()
-    unknown = [i + 1 for i in range(len(model.layers)) if i >= len(trained) or trained[i] is None]
+    built = backbone.num_built_stages
+    setting = backbone.bias_window_argument
+    unknown = [i + 1 for i in range(built) if i >= len(trained) or trained[i] is None]
     if unknown:
         raise CheckpointError(
             f"pretrained_window_sizes='checkpoint': {converted.source} does not record the training "
-            f"windows of stage(s) {unknown}; set pretrained_window_sizes in the backbone config")
-    values = tuple(trained[: len(model.layers)])
-    model.set_window_size(pretrained_window_sizes=values + model.pretrained_window_sizes[len(values):])
-    return values
+            f"windows of stage(s) {unknown}; set {setting} in the backbone config")
+    values = tuple(trained[:built])
+    backbone.set_bias_windows(values)
+    return f"{setting} set from the checkpoint: {values}"
 
 
 def load_pretrained(
@@ -315,7 +319,7 @@ def load_pretrained(
 
     Args:
         model: A ``Swinv2Backbone`` (with ``use_mask_token=True`` it takes the mask token, see
-            :func:`fit_mask_token`), a ``Swinv2Classifier``: its backbone takes the encoder and
+            :func:`fit_mask_token`), a ``SwinClassifier``: its backbone takes the encoder and
             its ``head`` the classification head (see :func:`fit_classifier_head`), or a SimMIM
             model (:func:`is_simmim`): its backbone takes the encoder and the mask token, its
             ``decoder`` the masked-image-modeling decoder (:func:`fit_mim_decoder`).
@@ -354,11 +358,8 @@ def load_pretrained(
                                        map_location=map_location)
     backbone = backbone_of(model)
     check_version(converted, backbone)
-    if pretrained_window_sizes == "checkpoint" and backbone.version == 1:
-        # V1's counterpart: the model takes the checkpoint's windows, so no table is resized
-        backbone.set_window_size(tuple(
-            trained if trained is not None else current
-            for trained, current in zip(converted.window_sizes, backbone.window_size)))
+    windows_note = (apply_checkpoint_windows(converted, backbone)
+                    if pretrained_window_sizes == "checkpoint" else None)
     resized, table_warning = resize_bias_tables(converted, backbone)
     state, notes = fit_state_dict(converted, backbone, resized)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
@@ -366,7 +367,7 @@ def load_pretrained(
     notes += token_notes
     # (head name, module, its state dict) of the heads the model takes
     heads: List[Tuple[str, nn.Module, StateDict]] = []
-    if isinstance(model, Swinv2Classifier):
+    if isinstance(model, SwinClassifier):
         head, head_notes = fit_classifier_head(converted, model)
         notes += head_notes
         if head is not None:
@@ -384,22 +385,18 @@ def load_pretrained(
                               f"{format_keys(result.unexpected_keys)}")
     for _, module, head_state in heads:
         module.load_state_dict(head_state)
-    if isinstance(model, Swinv2Classifier) and heads and converted.labels is not None:
+    if isinstance(model, SwinClassifier) and heads and converted.labels is not None:
         model.set_class_names(converted.labels)
-    if pretrained_window_sizes == "checkpoint" and backbone.version == 1:
-        notes.append(f"window_size set from the checkpoint: {tuple(backbone.window_size)}")
-    elif pretrained_window_sizes == "checkpoint":
-        values = apply_checkpoint_windows(converted, backbone)
-        notes.append(f"pretrained_window_sizes set from the checkpoint: {values}")
+    if windows_note:
+        notes.append(windows_note)
     if converted.format == "timm" and backbone.small_map != "timm":
         notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
                      "features where a shifted stage map is padded by other than the shift")
     taken = [name for name, _, _ in heads] + ([MASK_TOKEN] if token else [])
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary(taken)] + notes))
-    if table_warning:
-        log(logging.WARNING, table_warning)
-    if pretrained_window_sizes is None and backbone.version == 2:
-        advice = window_advice(converted, backbone)
-        if advice:
-            log(logging.WARNING, advice)
+    # one warning about the windows: the resize's (bias tables) or the advice (continuous bias)
+    advice = table_warning or (window_advice(converted, backbone)
+                               if pretrained_window_sizes is None else None)
+    if advice:
+        log(logging.WARNING, advice)
     return converted

@@ -11,10 +11,10 @@ here with :func:`infer_structure`. Swin V1 blocks hold ``attn.qkv.bias`` and
 
 As a source format, ``native`` also covers whole mmdet/mmseg model checkpoints: their ``backbone.``
 part is taken and the other modules (neck, heads) are dropped. A whole model whose only other module
-is a linear classifier (``head.*``: :class:`~swinv2_backbone.models.Swinv2Classifier`; ``head.fc.*``:
+is a linear classifier (``head.*``: :class:`~swinv2_backbone.models.SwinClassifier`; ``head.fc.*``:
 an mmpretrain ``ImageClassifier`` around ``Swinv2Backbone``) keeps it as the classification head; one
 whose only other module is the SimMIM ``decoder.0.*`` (:class:`~swinv2_backbone.models.SimMIM`, and
-the mmengine training checkpoints of ``Swinv2SimMIM``) keeps it as the masked-image-modeling head. A
+the mmengine training checkpoints of ``SwinSimMIM``) keeps it as the masked-image-modeling head. A
 backbone's ``mask_token`` (``use_mask_token=True``) is kept as the mask token head, not an encoder
 key (see :mod:`.keys`).
 """

@@ -1,6 +1,6 @@
 """Classifying image files with a classification checkpoint of any supported format.
 
-:func:`load_classifier` builds a :class:`~swinv2_backbone.models.Swinv2Classifier` from the checkpoint
+:func:`load_classifier` builds a :class:`~swinv2_backbone.models.SwinClassifier` from the checkpoint
 alone (architecture, windows, class count and names). :func:`preprocessing_for` follows the
 checkpoint's preprocessing where it states it (an HF ``preprocessor_config.json`` next to the
 weights), else: RGB, resized to the checkpoint's image size, ImageNet mean and std.
@@ -18,7 +18,7 @@ import torch
 from ..checkpoint import CheckpointError, ConvertedCheckpoint, convert_checkpoint, load_pretrained
 from ..checkpoint.export import default_image_size
 from ..checkpoint.keys import CLASSIFICATION_HEAD
-from ..models import Swinv2Classifier
+from ..models import SwinClassifier
 from ..models.args import IntOrSeq
 from .extractor import IMAGENET_MEAN, IMAGENET_STD
 from .images import PathLike, Size, image_size, read_image, target_size
@@ -83,7 +83,7 @@ def checkpoint_image_size(converted: ConvertedCheckpoint, config: Optional[Mappi
     s = converted.structure
     if converted.windows_known:
         return default_image_size(converted.window_sizes, s.patch_size, s.pos_embed_grid,
-                                  converted.version)
+                                  converted.backbone_class.release_image_size)
     return s.pos_embed_grid * s.patch_size if s.pos_embed_grid is not None else DEFAULT_IMAGE_SIZE
 
 
@@ -144,8 +144,8 @@ def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint) -> P
 
 def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None,
                     pretrained_window_sizes: IntOrSeq = 0
-                    ) -> Tuple[Swinv2Classifier, ConvertedCheckpoint]:
-    """A ``Swinv2Classifier`` in eval mode built from and loaded with ``checkpoint``: architecture
+                    ) -> Tuple[SwinClassifier, ConvertedCheckpoint]:
+    """A ``SwinClassifier`` in eval mode built from and loaded with ``checkpoint``: architecture
     and windows as the checkpoint records them (its position-bias normalisation included), class
     count from its head, class names where it names them.
 
@@ -176,7 +176,7 @@ def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None
                              f"{given.pretrained_window_sizes}) disagree: leave them out")
         converted = given
     cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
-    model = Swinv2Classifier(num_classes=int(head["head.weight"].shape[0]),
+    model = SwinClassifier(num_classes=int(head["head.weight"].shape[0]),
                              backbone_type=converted.model_type, **cfg)
     # a Swin V1 model has no coordinate normalisation: its window_size is all there is
     take_windows = converted.windows_known and converted.version == 2

@@ -1,8 +1,11 @@
 """Validation of the backbone's constructor arguments: each helper returns the checked value or
-raises a ``TypeError``/``ValueError`` that names the argument and what is allowed."""
+raises a ``TypeError``/``ValueError`` that names the argument and what is allowed
+(:func:`unknown_arguments_message` words the error for keywords a constructor does not take)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+import difflib
+import inspect
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -61,3 +64,22 @@ def per_stage(value: IntOrSeq, num_stages: int, name: str) -> Tuple[int, ...]:
         raise ValueError(f"{name} must be an int or a sequence of {num_stages} ints "
                          f"(one per stage), got {value!r}")
     return values
+
+
+def stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
+    """One window >= 1 per stage from ``window_size`` (an int or one per stage), or a clear error."""
+    windows = per_stage(window_size, num_stages, "window_size")
+    if any(w < 1 for w in windows):
+        raise ValueError(f"window_size must be >= 1, got {window_size!r}")
+    return windows
+
+
+def unknown_arguments_message(cls: type, unknown: Dict[str, object]) -> str:
+    """Names the unknown keywords of ``cls``, the closest valid one for each, and every valid
+    keyword."""
+    known = [n for n in inspect.signature(cls.__init__).parameters
+             if n not in ("self", "unknown")]
+    hints = "".join(f"; did you mean {m[0]!r} for {k!r}?" for k in unknown
+                    for m in [difflib.get_close_matches(k, known, n=1)] if m)
+    return (f"{cls.__name__} got unknown keyword arguments {sorted(unknown)}{hints} "
+            f"Valid arguments: {known}")

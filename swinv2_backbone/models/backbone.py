@@ -1,9 +1,9 @@
-"""The Swin backbones' shared machinery (:class:`SwinBackboneBase`) and :class:`Swinv2Backbone`, the
-Swin Transformer V2 encoder as a multi-scale dense-prediction backbone."""
+"""The machinery both Swin backbones share (:class:`SwinBackboneBase`): argument checks, patch
+embedding, stages, outputs, freezing, weight loading and the forward. The versions are
+:class:`~swinv2_backbone.models.backbone_v2.Swinv2Backbone` and
+:class:`~swinv2_backbone.models.backbone_v1.SwinBackbone`."""
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .args import IntOrSeq, check_flag, check_int, check_number, check_stage_ints, per_stage
-from .base import BaseModule
-from .layers import (SMALL_MAP_RULES, PatchEmbed, PatchMergingV2, SwinBlock, SwinStage, SwinV2Block,
-                     checkpoint_plan, stochastic_depth_schedule)
+from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_ints, stage_windows,
+                   unknown_arguments_message)
+from .base_module import BaseModule
+from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, recompute_plan,
+                     stochastic_depth_schedule)
 from .ops import dense
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
@@ -61,21 +62,6 @@ def load_registered_weights(model: nn.Module) -> bool:
     return True
 
 
-def stage_windows(window_size: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
-    """One window >= 1 per stage from ``window_size`` (an int or one per stage), or a clear error."""
-    windows = per_stage(window_size, num_stages, "window_size")
-    if any(w < 1 for w in windows):
-        raise ValueError(f"window_size must be >= 1, got {window_size!r}")
-    return windows
-
-
-def _stage_pretrained_windows(sizes: IntOrSeq, num_stages: int) -> Tuple[int, ...]:
-    windows = per_stage(sizes, num_stages, "pretrained_window_sizes")
-    if any(w < 0 for w in windows):
-        raise ValueError(f"pretrained_window_sizes must be >= 0 (0: none), got {sizes!r}")
-    return windows
-
-
 def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.Tensor:
     """``mask`` as a bool tensor ``(batch, *grid)`` (True = masked), or a TypeError/ValueError saying
     what is expected.
@@ -102,22 +88,12 @@ def check_patch_mask(mask: object, batch: int, grid: Tuple[int, int]) -> torch.T
     return mask != 0
 
 
-def unknown_arguments_message(cls: type, unknown: Dict[str, object]) -> str:
-    """Names the unknown keywords of ``cls``, the closest valid one for each, and every valid
-    keyword."""
-    known = [n for n in inspect.signature(cls.__init__).parameters
-             if n not in ("self", "unknown")]
-    hints = "".join(f"; did you mean {m[0]!r} for {k!r}?" for k in unknown
-                    for m in [difflib.get_close_matches(k, known, n=1)] if m)
-    return (f"{cls.__name__} got unknown keyword arguments {sorted(unknown)}{hints} "
-            f"Valid arguments: {known}")
-
-
 class SwinBackboneBase(BaseModule):
     """The backbone machinery both Swin versions share: argument checks, patch embedding, absolute
     position embedding, mask token, stages, output records and norms, freezing and the forward.
 
-    A version (:class:`Swinv2Backbone`, :class:`~swinv2_backbone.models.backbone_v1.SwinBackbone`)
+    A version (:class:`~swinv2_backbone.models.backbone_v2.Swinv2Backbone`,
+    :class:`~swinv2_backbone.models.backbone_v1.SwinBackbone`)
     declares its constructor signature and defaults, passes the common arguments here, sets its own
     settings and then calls :meth:`_build_stages`, which builds its blocks through
     :meth:`_make_block` and its patch merging from :attr:`merging`.
@@ -126,7 +102,8 @@ class SwinBackboneBase(BaseModule):
         arch, embed_dims, depths, num_heads, in_channels, patch_size, window_size, mlp_ratio,
         qkv_bias, drop_rate, attn_drop_rate, drop_path_rate, use_abs_pos_embed, pretrain_img_size,
         patch_norm, use_mask_token, out_indices, out_features, out_norm, frozen_stages, with_cp,
-        small_map, use_sdpa, pretrained, init_cfg: As documented at :class:`Swinv2Backbone` (every
+        small_map, use_sdpa, pretrained, init_cfg: As documented at
+            :class:`~swinv2_backbone.models.backbone_v2.Swinv2Backbone` (every
             version takes them with the same meaning).
         unknown: The keywords the version's constructor did not take: refused with a
             ``TypeError`` naming the closest valid one.
@@ -136,6 +113,16 @@ class SwinBackboneBase(BaseModule):
     version: int
     #: Patch-merging module class, built with the stage's channels.
     merging: type
+    #: Whether the relative position bias is continuous, evaluated for any window with coordinates
+    #: normalised by :attr:`pretrained_window_sizes` (SwinV2), rather than a learned table per
+    #: window, sized by ``window_size`` (Swin V1).
+    continuous_position_bias: bool
+    #: Input size of the version's official releases (SwinV2 256, Swin V1 224): the default
+    #: ``pretrain_img_size``.
+    release_image_size: int
+    #: Per stage, the window that normalises the position-bias coordinates (0: the stage's own
+    #: window; always 0 for bias tables).
+    pretrained_window_sizes: Tuple[int, ...]
 
     def __init__(self, *, arch: Optional[str], embed_dims: Optional[int],
                  depths: Optional[Sequence[int]], num_heads: Optional[Sequence[int]],
@@ -200,6 +187,9 @@ class SwinBackboneBase(BaseModule):
         self.depths = depths
         self.num_heads = num_heads
         self.in_channels = in_channels
+        self.patch_size = patch_size
+        self.patch_norm = patch_norm
+        self.qkv_bias = qkv_bias
         self.window_size = windows
         self.small_map = small_map
         self.frozen_stages = frozen_stages
@@ -234,6 +224,7 @@ class SwinBackboneBase(BaseModule):
         the last built), the output norms, the default initialisation and the freezing."""
         stage_count = max(self.out_indices) + 1 if self.out_indices else 0
         schedule = stochastic_depth_schedule(self.depths, self.drop_path_rate)
+        # registered as 'layers', the official name, which parameter names and state-dict keys keep
         self.layers = nn.ModuleList([
             SwinStage([self._make_block(i, j, schedule[i][j]) for j in range(self.depths[i])],
                       self.merging(self.stage_channels[i]) if i < stage_count - 1 else None)
@@ -244,6 +235,61 @@ class SwinBackboneBase(BaseModule):
                 self.add_module(f"norm{i}", nn.LayerNorm(self.stage_channels[i]))
         self._init_default()
         self._freeze_stages()
+
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The built stages (:class:`~swinv2_backbone.models.blocks.SwinStage`), in order: those up to
+        the last selected output. Registered as ``layers``, so parameter names and state-dict keys
+        are the official ``layers.<i>.blocks.<j>.*``."""
+        return self.layers
+
+    @property
+    def num_built_stages(self) -> int:
+        """How many stages are built (those up to the last selected output; ``num_stages`` when the
+        last stage is returned)."""
+        return len(self.stages)
+
+    @property
+    def mlp_hidden(self) -> Tuple[int, ...]:
+        """Hidden width of the MLP of every built stage."""
+        return tuple(stage.blocks[0].mlp.fc1.out_features for stage in self.stages)
+
+    @property
+    def pos_embed_grid(self) -> Optional[int]:
+        """Side of the absolute position embedding's patch grid, or ``None`` without one."""
+        return self.pretrain_grid if self.absolute_pos_embed is not None else None
+
+    @property
+    def out_norm_stages(self) -> Tuple[int, ...]:
+        """The built stages (0-based) with an output LayerNorm ``norm{i}``."""
+        return tuple(i for i in range(self.num_built_stages) if hasattr(self, f"norm{i}"))
+
+    # ------------------------------------------------------------------ windows
+    @property
+    def bias_window_argument(self) -> str:
+        """The argument that holds the window each stage's position bias is defined for:
+        ``'pretrained_window_sizes'`` (continuous position bias) or ``'window_size'`` (bias
+        tables)."""
+        return "pretrained_window_sizes" if self.continuous_position_bias else "window_size"
+
+    def set_window_size(self, window_size: Optional[IntOrSeq] = None,
+                        pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
+        """Change the attention windows and/or the windows that normalise the position-bias
+        coordinates (``None``: keep), on every built block; each version says what it takes."""
+        raise NotImplementedError
+
+    def bias_windows(self) -> Tuple[int, ...]:
+        """Per built stage, the window its position bias is defined for: the pretrained window, or
+        the stage's own window where that is 0 (always, for bias tables)."""
+        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:self.num_built_stages],
+                                            self.window_size))
+
+    def set_bias_windows(self, windows: Sequence[int]) -> None:
+        """Make ``windows`` (one per stage, from the first; the others keep theirs) the windows the
+        position bias is defined for: the :attr:`bias_window_argument` setting, as trained weights
+        need it (a checkpoint's training windows)."""
+        current = getattr(self, self.bias_window_argument)
+        self.set_window_size(**{self.bias_window_argument: tuple(windows) + tuple(current[len(windows):])})
 
     # ------------------------------------------------------------------ weights
     def _init_default(self) -> None:
@@ -276,8 +322,8 @@ class SwinBackboneBase(BaseModule):
         if self.frozen_stages < 0:
             return []
         modules: List[nn.Module] = [self.patch_embed, self.pos_drop]
-        for i in range(min(self.frozen_stages, len(self.layers))):
-            modules.append(self.layers[i])
+        for i in range(min(self.frozen_stages, len(self.stages))):
+            modules.append(self.stages[i])
             if hasattr(self, f"norm{i}"):
                 modules.append(getattr(self, f"norm{i}"))
         return modules
@@ -331,8 +377,8 @@ class SwinBackboneBase(BaseModule):
         masked = check_patch_mask(mask, x.shape[0], (x.shape[1], x.shape[2]))
         return torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
 
-    def _checkpoint_plan(self, x: torch.Tensor) -> List[List[bool]]:
-        """Per stage and block, whether ``with_cp`` checkpoints it (:func:`checkpoint_plan`) for
+    def _recompute_plan(self, x: torch.Tensor) -> List[List[bool]]:
+        """Per stage and block, whether ``with_cp`` checkpoints it (:func:`recompute_plan`) for
         the stem output ``x`` (channels last): a block's activations are sized as its map's
         tokens times channels, and it records a graph once ``x`` or any parameter up to it needs a
         gradient."""
@@ -340,7 +386,7 @@ class SwinBackboneBase(BaseModule):
         needs_grad = x.requires_grad
         sizes: List[float] = []
         recorded: List[bool] = []
-        for i, stage in enumerate(self.layers):
+        for i, stage in enumerate(self.stages):
             for block in stage.blocks:
                 needs_grad = needs_grad or any(p.requires_grad for p in block.parameters())
                 sizes.append(float(h * w * self.stage_channels[i]))
@@ -348,8 +394,8 @@ class SwinBackboneBase(BaseModule):
             if stage.downsample is not None:
                 needs_grad = needs_grad or any(p.requires_grad for p in stage.downsample.parameters())
             h, w = -(-h // 2), -(-w // 2)
-        flat = iter(checkpoint_plan(sizes, recorded))
-        return [[next(flat) for _ in stage.blocks] for stage in self.layers]
+        flat = iter(recompute_plan(sizes, recorded))
+        return [[next(flat) for _ in stage.blocks] for stage in self.stages]
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None
                 ) -> Tuple[torch.Tensor, ...]:
@@ -372,157 +418,12 @@ class SwinBackboneBase(BaseModule):
         outs = []
         if self.feature_info[0].stage is None:  # the stem comes first when selected
             outs.append(dense(x.permute(0, 3, 1, 2)))
-        plan = self._checkpoint_plan(x) if self.with_cp and torch.is_grad_enabled() else None
-        for i, layer in enumerate(self.layers):
-            out, x = layer(x, plan[i] if plan is not None else ())
+        plan = self._recompute_plan(x) if self.with_cp and torch.is_grad_enabled() else None
+        for i, stage in enumerate(self.stages):
+            out, x = stage(x, plan[i] if plan is not None else ())
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)
                 outs.append(dense(out.permute(0, 3, 1, 2)))
             del out  # the channels-last map is not needed while the next stage runs
         return tuple(outs)
-
-
-class Swinv2Backbone(SwinBackboneBase):
-    """Swin Transformer V2 backbone returning multi-scale NCHW feature maps.
-
-    Numerically the official Microsoft SwinV2 / Hugging Face ``Swinv2Model`` encoder (res-post-norm,
-    scaled cosine attention, log-spaced continuous position bias, patch merging V2), with windows and
-    shifts decided from the actual feature-map size at every forward, so any input size works.
-    Stages after the last selected output are not built (no unused parameters under DDP).
-
-    Args:
-        arch: Preset ``'tiny' | 'small' | 'base' | 'large'`` (official embed dims, depths, heads).
-        embed_dims: Channels of stage 1 (doubled every stage); overrides the preset.
-        depths: Blocks per stage; overrides the preset.
-        num_heads: Attention heads per stage; overrides the preset.
-        in_channels: Input image channels.
-        patch_size: Patch-embedding stride and kernel.
-        window_size: Attention window, one int for all stages or one per stage.
-        pretrained_window_sizes: Window each stage's weights were trained with (0: none); they
-            normalise the position-bias coordinates. The ``*window12to16/24*`` checkpoints need
-            ``(12, 12, 12, 6)``.
-        mlp_ratio: MLP hidden width relative to the channels.
-        qkv_bias: Learn q and v biases.
-        drop_rate: Dropout after the patch embedding, the attention projection and in the MLPs.
-        attn_drop_rate: Dropout on the attention probabilities.
-        drop_path_rate: Final stochastic-depth rate of the linear schedule over all blocks.
-        use_abs_pos_embed: Add a learned absolute position embedding, bicubically interpolated from
-            the ``pretrain_img_size`` grid to the actual input.
-        pretrain_img_size: Image size the absolute position embedding is defined for.
-        patch_norm: LayerNorm after the patch embedding.
-        use_mask_token: Hold a learned ``mask_token`` ``(1, 1, embed_dims)`` for masked image
-            modeling: ``forward(x, mask)`` replaces the masked patch embeddings by it (after the
-            patch LayerNorm, before the absolute position embedding, as HF and the official SimMIM
-            code do). Without it the parameter does not exist (no unused parameter under DDP) and a
-            mask is refused.
-        out_indices: 0-based stage indices to return (``(0, 1, 2, 3)`` = stage1..stage4, the
-            default; negatives count from the end).
-        out_features: Alternatively, output names from ``'stem', 'stage1', ..., 'stage4'``
-            (``'stem'`` is the patch-embedding output, stride 4). If both are given they must agree.
-        out_norm: LayerNorm on each returned stage output (``norm{i}``); ``False`` returns the raw
-            stage outputs (equal to HF ``Swinv2Backbone.feature_maps``).
-        frozen_stages: Freeze the patch embedding (0; with the absolute position embedding and the
-            mask token) and additionally the first k stages with
-            their output norms (k = 1..num_stages); -1 freezes nothing. Frozen parts stay in eval
-            mode and without gradients after ``train()``.
-        with_cp: Activation checkpointing: only a block's input is kept and the backward pass
-            recomputes the rest. Every block a gradient reaches is checkpointed except the trailing
-            ones whose activations together are no larger than one block's
-            (:func:`~swinv2_backbone.models.layers.checkpoint_plan`): the peak memory is that of
-            checkpointing every block, without recomputing those.
-        small_map: Rule for maps not larger than the window: ``'pad'`` (default, for dense
-            prediction) or a peer's rule for its features (``'official'``, ``'hf'``, ``'timm'``,
-            ``'mmdet'``). The rules are defined at :func:`~swinv2_backbone.models.layers.window_and_shift`.
-        use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
-            ``'always'`` or ``'never'``.
-        pretrained: Checkpoint path to load at :meth:`init_weights` (any supported format).
-        init_cfg: mmengine initialisation config. ``dict(type='Pretrained', checkpoint=PATH)``
-            loads through the checkpoint adapters (any supported format, strictly); optional keys
-            ``prefix`` (take only keys under it, e.g. ``'backbone.'``), ``format`` (force a source
-            format), ``pretrained_window_sizes='checkpoint'`` (take the training windows from the
-            checkpoint) and ``map_location``.
-        **unknown: Refused: any other keyword raises a ``TypeError`` naming the closest valid one.
-    """
-
-    version = 2
-    merging = PatchMergingV2
-
-    def __init__(
-        self,
-        arch: Optional[str] = "tiny",
-        embed_dims: Optional[int] = None,
-        depths: Optional[Sequence[int]] = None,
-        num_heads: Optional[Sequence[int]] = None,
-        in_channels: int = 3,
-        patch_size: int = 4,
-        window_size: IntOrSeq = 8,
-        pretrained_window_sizes: IntOrSeq = 0,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop_rate: float = 0.0,
-        attn_drop_rate: float = 0.0,
-        drop_path_rate: float = 0.1,
-        use_abs_pos_embed: bool = False,
-        pretrain_img_size: int = 256,
-        patch_norm: bool = True,
-        use_mask_token: bool = False,
-        out_indices: Optional[Sequence[int]] = None,
-        out_features: Optional[Sequence[str]] = None,
-        out_norm: bool = True,
-        frozen_stages: int = -1,
-        with_cp: bool = False,
-        small_map: str = "pad",
-        use_sdpa: str = "auto",
-        pretrained: Optional[str] = None,
-        init_cfg: Optional[Union[dict, List[dict]]] = None,
-        **unknown: object,
-    ) -> None:
-        super().__init__(
-            arch=arch, embed_dims=embed_dims, depths=depths, num_heads=num_heads,
-            in_channels=in_channels, patch_size=patch_size, window_size=window_size,
-            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_rate=drop_rate,
-            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
-            use_abs_pos_embed=use_abs_pos_embed, pretrain_img_size=pretrain_img_size,
-            patch_norm=patch_norm, use_mask_token=use_mask_token, out_indices=out_indices,
-            out_features=out_features, out_norm=out_norm, frozen_stages=frozen_stages,
-            with_cp=with_cp, small_map=small_map, use_sdpa=use_sdpa, pretrained=pretrained,
-            init_cfg=init_cfg, unknown=unknown)
-        self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
-                                                                 self.num_stages)
-        self._build_stages()
-
-    def _make_block(self, stage: int, index: int, drop_path: float) -> SwinBlock:
-        return SwinV2Block(self.stage_channels[stage], self.num_heads[stage],
-                           self.window_size[stage], shifted=bool(index % 2),
-                           pretrained_window_size=self.pretrained_window_sizes[stage],
-                           drop_path=drop_path, **self.block_options)
-
-    # ------------------------------------------------------------------ windows
-    def set_window_size(self, window_size: Optional[IntOrSeq] = None,
-                        pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
-        """Change the attention windows and/or the windows that normalise the position-bias
-        coordinates (see the constructor's arguments of the same names), on every built block.
-        No parameter changes shape: the continuous position bias is evaluated for any window.
-
-        Args:
-            window_size: New window, one int or one per stage; ``None`` keeps the current ones.
-            pretrained_window_sizes: New training windows, one int or one per stage (0: none);
-                ``None`` keeps the current ones.
-        """
-        if window_size is not None:
-            self.window_size = stage_windows(window_size, self.num_stages)
-        if pretrained_window_sizes is not None:
-            self.pretrained_window_sizes = _stage_pretrained_windows(pretrained_window_sizes,
-                                                                     self.num_stages)
-        for stage, window, pretrained in zip(self.layers, self.window_size,
-                                             self.pretrained_window_sizes):
-            for block in stage.blocks:
-                block.window_size = window
-                block.attn.pretrained_window_size = pretrained
-
-    def bias_windows(self) -> Tuple[int, ...]:
-        """Per built stage, the window its position-bias coordinates are normalised by: the
-        pretrained window, or the stage's own window where that is 0."""
-        return tuple(p or w for p, w in zip(self.pretrained_window_sizes[:len(self.layers)],
-                                            self.window_size))

@@ -1,14 +1,14 @@
 """SwinBackbone: the Swin Transformer V1 encoder as a multi-scale dense-prediction backbone, on the
-machinery it shares with :class:`~swinv2_backbone.models.backbone.Swinv2Backbone`."""
+machinery it shares with :class:`~swinv2_backbone.models.backbone_v2.Swinv2Backbone`."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from .args import IntOrSeq
-from .backbone import SwinBackboneBase, stage_windows
-from .layers import PatchMergingV1, SwinBlock, SwinV1Block
+from .args import IntOrSeq, per_stage, stage_windows
+from .backbone import SwinBackboneBase
+from .blocks import PatchMergingV1, SwinBlock, SwinV1Block
 
 #: SwinV2-only arguments and what Swin V1 offers instead.
 V2_ONLY_ARGUMENTS: Dict[str, str] = {
@@ -64,7 +64,7 @@ class SwinBackbone(SwinBackboneBase):
         small_map: Rule for maps not larger than the window: ``'pad'`` (default) or a peer's rule
             (``'official'``, ``'hf'``, ``'timm'``, ``'mmdet'``: mmdet/mmseg's Swin, which shifts
             even a map of one window), see
-            :func:`~swinv2_backbone.models.layers.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
+            :func:`~swinv2_backbone.models.blocks.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
             rule, which for V1 is the official one (it looks at ``min(H, W)``).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
@@ -77,6 +77,8 @@ class SwinBackbone(SwinBackboneBase):
 
     version = 1
     merging = PatchMergingV1
+    continuous_position_bias = False
+    release_image_size = 224
 
     def __init__(
         self,
@@ -93,7 +95,7 @@ class SwinBackbone(SwinBackboneBase):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         use_abs_pos_embed: bool = False,
-        pretrain_img_size: int = 224,
+        pretrain_img_size: int = release_image_size,
         patch_norm: bool = True,
         use_mask_token: bool = False,
         out_indices: Optional[Sequence[int]] = None,
@@ -137,18 +139,33 @@ class SwinBackbone(SwinBackboneBase):
     def bias_tables(self) -> List[nn.Parameter]:
         """Every built block's ``relative_position_bias_table``, in stage and block order."""
         return [block.attn.relative_position_bias_table
-                for stage in self.layers for block in stage.blocks]
+                for stage in self.stages for block in stage.blocks]
 
-    def set_window_size(self, window_size: IntOrSeq) -> None:
+    @property
+    def pretrained_window_sizes(self) -> Tuple[int, ...]:
+        """0 for every stage: a bias table is defined for its stage's window."""
+        return (0,) * self.num_stages
+
+    def set_window_size(self, window_size: Optional[IntOrSeq] = None,
+                        pretrained_window_sizes: Optional[IntOrSeq] = None) -> None:
         """Change the attention windows, resizing every built block's bias table to its stage's new
         window (bicubic, :func:`~swinv2_backbone.models.attention.resize_bias_table`). The tables
         become new parameters: build the optimizer afterwards.
 
         Args:
-            window_size: New window, one int or one per stage.
+            window_size: New window, one int or one per stage; ``None`` keeps the current ones.
+            pretrained_window_sizes: ``None`` or 0 (one int or one per stage): Swin V1 has no
+                pretrained windows; any other value is refused.
         """
+        if pretrained_window_sizes is not None and any(
+                per_stage(pretrained_window_sizes, self.num_stages, "pretrained_window_sizes")):
+            raise ValueError(f"SwinBackbone (Swin V1) takes no pretrained_window_sizes other than 0, "
+                             f"got {pretrained_window_sizes!r}: "
+                             f"{V2_ONLY_ARGUMENTS['pretrained_window_sizes']}")
+        if window_size is None:
+            return
         self.window_size = stage_windows(window_size, self.num_stages)
-        for stage, window in zip(self.layers, self.window_size):
+        for stage, window in zip(self.stages, self.window_size):
             for block in stage.blocks:
                 block.window_size = window
                 block.attn.set_window_size(window)

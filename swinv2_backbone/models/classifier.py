@@ -1,4 +1,4 @@
-"""Swinv2Classifier: image classification on a SwinV2 or Swin V1 backbone, equal to the peers'
+"""SwinClassifier: image classification on a SwinV2 or Swin V1 backbone, equal to the peers'
 classifiers.
 
 The official code, Hugging Face ``Swinv2ForImageClassification`` / ``SwinForImageClassification``,
@@ -16,14 +16,14 @@ from torch import nn
 
 from .args import check_flag, check_int, check_number
 from .backbone import load_registered_weights, pretrained_init_cfg
-from .base import BaseModule
+from .base_module import BaseModule
 from .versions import backbone_class
 
 #: Backbone arguments the classifier fixes: one output, the last stage, with its norm.
 _FIXED_BACKBONE_ARGS = ("out_indices", "out_features", "out_norm")
 
 
-class Swinv2Classifier(BaseModule):
+class SwinClassifier(BaseModule):
     """Swin image classifier (SwinV2, or Swin V1 with ``backbone_type='SwinBackbone'``):
     ``head(dropout(mean_tokens(norm{last}(stage_last(x)))))``.
 
@@ -70,7 +70,7 @@ class Swinv2Classifier(BaseModule):
     ) -> None:
         fixed = sorted(set(backbone) & set(_FIXED_BACKBONE_ARGS))
         if fixed:
-            raise TypeError(f"Swinv2Classifier fixes {fixed}: it classifies the normed last stage")
+            raise TypeError(f"SwinClassifier fixes {fixed}: it classifies the normed last stage")
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
         check_int("num_classes", num_classes, 1)
         check_number("head_drop_rate", head_drop_rate, "in [0, 1)", lambda r: 0.0 <= r < 1.0)
@@ -120,3 +120,7 @@ class Swinv2Classifier(BaseModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` float images -> ``(N, num_classes)`` logits."""
         return self.head(self.head_drop(self.forward_features(x)))
+
+
+#: The former name (it serves both versions), kept for code and configs that use it.
+Swinv2Classifier = SwinClassifier

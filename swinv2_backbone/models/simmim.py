@@ -25,7 +25,7 @@ from torch import nn
 
 from .args import check_int, check_number
 from .backbone import SwinBackboneBase, check_patch_mask, load_registered_weights, pretrained_init_cfg
-from .base import BaseModule
+from .base_module import BaseModule
 from .versions import backbone_class
 
 #: ``'eps'`` of the loss's denominator (HF and official), so that an all-visible mask gives 0.

@@ -1,12 +1,13 @@
 """The backbone class of each Swin version by its registry ``type`` name, for the models that build
-either (:class:`~swinv2_backbone.models.Swinv2Classifier`, :class:`~swinv2_backbone.models.SimMIM`)
+either (:class:`~swinv2_backbone.models.SwinClassifier`, :class:`~swinv2_backbone.models.SimMIM`)
 and for building a backbone from a checkpoint."""
 from __future__ import annotations
 
 from typing import Dict, Type
 
-from .backbone import SwinBackboneBase, Swinv2Backbone
+from .backbone import SwinBackboneBase
 from .backbone_v1 import SwinBackbone
+from .backbone_v2 import Swinv2Backbone
 
 #: Backbone classes by config ``type``: SwinV2 and Swin V1.
 BACKBONE_TYPES: Dict[str, Type[SwinBackboneBase]] = {"Swinv2Backbone": Swinv2Backbone,

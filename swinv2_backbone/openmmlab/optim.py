@@ -8,7 +8,7 @@ Use it from a config::
 
     optim_wrapper = dict(
         type='OptimWrapper',
-        constructor='Swinv2LayerDecayOptimWrapperConstructor',
+        constructor='SwinLayerDecayOptimWrapperConstructor',
         optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
         paramwise_cfg=dict(layer_decay_rate=0.9))
 """
@@ -76,7 +76,8 @@ def _find_backbone(model: nn.Module) -> Tuple[str, SwinBackboneBase]:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class Swinv2LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="Swinv2LayerDecayOptimWrapperConstructor")  # former
+class SwinLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """Parameter groups for a model holding a :class:`Swinv2Backbone` or a :class:`SwinBackbone`.
 
     Weight decay is 0 for every parameter of a normalisation layer (LayerNorm, GroupNorm,
@@ -101,7 +102,7 @@ class Swinv2LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg = dict(paramwise_cfg or {})
         unknown = sorted(set(paramwise_cfg) - set(_ALLOWED_KEYS))
         if unknown:
-            raise ValueError(f"Swinv2LayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys "
+            raise ValueError(f"SwinLayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys "
                              f"{unknown}; allowed keys are {list(_ALLOWED_KEYS)}")
         rate = paramwise_cfg.setdefault("layer_decay_rate", 1.0)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
@@ -136,7 +137,7 @@ class Swinv2LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             is_dcn_module: Unused by this constructor; must be None.
         """
         if prefix or is_dcn_module is not None:
-            raise ValueError("Swinv2LayerDecayOptimWrapperConstructor builds the groups of the whole "
+            raise ValueError("SwinLayerDecayOptimWrapperConstructor builds the groups of the whole "
                              "model at once; call add_params(params, model) without prefix")
         no_decay_keys = tuple(self.paramwise_cfg["no_decay_keys"])
         norms = _norm_parameter_names(module)
@@ -165,3 +166,7 @@ class Swinv2LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if frozen:
             print_log(f"{frozen} frozen parameter tensors (requires_grad=False) are not optimized",
                       logger="current")
+
+
+#: The former name (it serves both versions), kept for code that uses it.
+Swinv2LayerDecayOptimWrapperConstructor = SwinLayerDecayOptimWrapperConstructor

@@ -1,4 +1,4 @@
-"""SimMIM pre-training through mmengine: the model (``type='Swinv2SimMIM'`` in the root ``MODELS``)
+"""SimMIM pre-training through mmengine: the model (``type='SwinSimMIM'`` in the root ``MODELS``)
 and the data transforms that make its masks and batches (``SimMIMMaskGenerator``,
 ``PackSimMIMInputs`` in the root ``TRANSFORMS``), the held-out loss for ``tools/test.py``
 (``SimMIMReconstructionMetric``) and the image-folder dataset. The numerics are those of
@@ -31,13 +31,13 @@ MODES = ("loss", "predict", "tensor")
 
 def _stack_masks(data_samples: Union[torch.Tensor, Sequence[torch.Tensor], None]) -> torch.Tensor:
     if data_samples is None:
-        raise ValueError("Swinv2SimMIM needs the patch masks as data_samples (one (rows, cols) "
+        raise ValueError("SwinSimMIM needs the patch masks as data_samples (one (rows, cols) "
                          "mask per image; the SimMIMMaskGenerator + PackSimMIMInputs transforms "
                          "make them)")
     return data_samples if isinstance(data_samples, torch.Tensor) else torch.stack(list(data_samples))
 
 
-class Swinv2SimMIM(BaseModel):
+class SwinSimMIM(BaseModel):
     """SimMIM pre-training of a :class:`~swinv2_backbone.Swinv2Backbone` for mmengine's runner.
     Parameters and their keys are those of :class:`swinv2_backbone.models.SimMIM`
     (``backbone.*``, ``decoder.0.*``).
@@ -109,6 +109,10 @@ class Swinv2SimMIM(BaseModel):
 
 # The transforms are plain callables (what mmengine's ``Compose`` calls), so that this module needs
 # mmengine alone, not mmcv.
+#: The former name (it serves both versions), kept for code that uses it.
+Swinv2SimMIM = SwinSimMIM
+
+
 class SimMIMMaskGenerator:
     """Adds ``results['mask']``: the SimMIM random block mask
     (:func:`swinv2_backbone.models.simmim_mask`) for the image in ``results['img']`` (``H x W`` must
@@ -227,7 +231,7 @@ class SimMIMRandomResizedCrop:
 
 
 class PackSimMIMInputs:
-    """Packs an image and its mask for :class:`Swinv2SimMIM`: ``inputs`` the ``(C, H, W)`` image
+    """Packs an image and its mask for :class:`SwinSimMIM`: ``inputs`` the ``(C, H, W)`` image
     tensor (``results['img']``, ``H x W`` or ``H x W x C``, as loaded), ``data_samples`` the mask
     from :class:`SimMIMMaskGenerator`."""
 
@@ -264,8 +268,9 @@ class UnlabeledImageFolder(BaseDataset):
 def register() -> None:
     """Idempotently register the model, the transforms, the metric and the dataset in mmengine's
     root registries."""
-    if MODELS.get("Swinv2SimMIM") is not Swinv2SimMIM:
-        MODELS.register_module(name="Swinv2SimMIM", module=Swinv2SimMIM, force=True)
+    for name in ("SwinSimMIM", "Swinv2SimMIM"):  # and the former name, which configs may use
+        if MODELS.get(name) is not SwinSimMIM:
+            MODELS.register_module(name=name, module=SwinSimMIM, force=True)
     for transform in (SimMIMRandomResizedCrop, SimMIMMaskGenerator, PackSimMIMInputs):
         if TRANSFORMS.get(transform.__name__) is not transform:
             TRANSFORMS.register_module(name=transform.__name__, module=transform, force=True)

@@ -29,7 +29,7 @@ from mmengine.registry import MODELS
 from ..compat import load_weights_only
 from ..features.images import Size, read_image
 from ..models.simmim import local_statistics, pixel_mask, simmim_mask
-from .simmim import Swinv2SimMIM
+from .simmim import SwinSimMIM
 
 #: Grey (0-255) that replaces the masked pixels in the middle panel.
 MASK_GREY = 128
@@ -94,8 +94,8 @@ def mask_settings(cfg: Config, image_size: Optional[Size] = None) -> MaskSetting
                         mask_ratio=generator.get("mask_ratio", 0.6))
 
 
-def load_simmim(cfg: Config, checkpoint: Union[str, os.PathLike]) -> Swinv2SimMIM:
-    """The config's ``Swinv2SimMIM`` with the weights of a checkpoint its runner saved
+def load_simmim(cfg: Config, checkpoint: Union[str, os.PathLike]) -> SwinSimMIM:
+    """The config's ``SwinSimMIM`` with the weights of a checkpoint its runner saved
     (``{'state_dict': ...}``, weights-only loading, strict), in eval mode.
 
     Args:
@@ -103,12 +103,12 @@ def load_simmim(cfg: Config, checkpoint: Union[str, os.PathLike]) -> Swinv2SimMI
         checkpoint: A checkpoint of that model.
 
     Raises:
-        ValueError: The model is not a ``Swinv2SimMIM`` or expects BGR inputs.
+        ValueError: The model is not a ``SwinSimMIM`` or expects BGR inputs.
     """
     model_cfg = dict(cfg.model)
     model = MODELS.build(model_cfg)
-    if not isinstance(model, Swinv2SimMIM):
-        raise ValueError(f"the config's model is a {type(model).__name__}, not a Swinv2SimMIM")
+    if not isinstance(model, SwinSimMIM):
+        raise ValueError(f"the config's model is a {type(model).__name__}, not a SwinSimMIM")
     preprocessor = model_cfg.get("data_preprocessor") or {}
     if not preprocessor.get("bgr_to_rgb", True):
         # the pictures feed RGB images; a model trained on BGR would see the channels swapped
@@ -131,7 +131,7 @@ def seeded_mask(settings: MaskSettings, seed: int) -> torch.Tensor:
                        settings.mask_ratio, torch.Generator().manual_seed(seed))
 
 
-def _normalisation(model: Swinv2SimMIM) -> Tuple[torch.Tensor, torch.Tensor]:
+def _normalisation(model: SwinSimMIM) -> Tuple[torch.Tensor, torch.Tensor]:
     """``(mean, std)`` of the model's data preprocessor as ``(3, 1, 1)`` tensors (0 and 1 where it
     does not normalise).
 
@@ -147,14 +147,14 @@ def _normalisation(model: Swinv2SimMIM) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def reconstruction_panels(model: Swinv2SimMIM, image: torch.Tensor, mask: torch.Tensor
+def reconstruction_panels(model: SwinSimMIM, image: torch.Tensor, mask: torch.Tensor
                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three panels of one image, each ``(3, H, W)`` uint8 RGB: the input, the input with the
     masked pixels set to :data:`MASK_GREY`, and the input's visible pixels with the de-normalised
     reconstruction at the masked ones (see the module docstring for the normalised target).
 
     Args:
-        model: A ``Swinv2SimMIM`` in eval mode (on the CPU or any device).
+        model: A ``SwinSimMIM`` in eval mode (on the CPU or any device).
         image: ``(3, H, W)`` uint8 RGB.
         mask: ``(H / patch, W / patch)`` bool patch mask, True = masked.
     """
@@ -171,7 +171,7 @@ def reconstruction_panels(model: Swinv2SimMIM, image: torch.Tensor, mask: torch.
     return image, masked, torch.where(hidden, rec_pixels, image)
 
 
-def panel_labels(model: Swinv2SimMIM, mask_ratio: float) -> Tuple[str, str, str]:
+def panel_labels(model: SwinSimMIM, mask_ratio: float) -> Tuple[str, str, str]:
     """The labels above the three panels; the third says when the normalised target's local
     statistics were taken from the input.
 
@@ -204,13 +204,13 @@ def compose(panels: Sequence[torch.Tensor], labels: Sequence[str]) -> np.ndarray
     return canvas
 
 
-def write_picture(model: Swinv2SimMIM, settings: MaskSettings, image_path: Union[str, os.PathLike],
+def write_picture(model: SwinSimMIM, settings: MaskSettings, image_path: Union[str, os.PathLike],
                   out_file: Union[str, os.PathLike], seed: int) -> Path:
     """Read an image (resized to ``settings.image_size``), mask it with :func:`seeded_mask`,
     reconstruct it and write input | masked | reconstruction as one PNG.
 
     Args:
-        model: A ``Swinv2SimMIM`` in eval mode.
+        model: A ``SwinSimMIM`` in eval mode.
         settings: Input size and mask arguments.
         image_path: The image file.
         out_file: The PNG to write (its folder must exist).

@@ -15,6 +15,6 @@ param_scheduler = [
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    constructor='Swinv2LayerDecayOptimWrapperConstructor',
+    constructor='SwinLayerDecayOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=1.0))

@@ -6,10 +6,10 @@ reference implementations.
 * :mod:`.onednn`: Linear layers through oneDNN on CPU, forward and backward;
 * :mod:`.mlp`: the training MLP that recomputes its GELU output in the backward pass;
 * :mod:`.windows`: pad + roll + partition (and back) as single row gathers;
-* :mod:`.attention`: the mask added inside the score GEMM for one image;
+* :mod:`.scores`: the mask added inside the score GEMM for one image;
 * :mod:`.attention_train`: training attention a chunk of windows at a time, recomputing the
   probabilities in the backward pass;
-* :mod:`.checkpoint`: activation checkpointing whose first pass takes the inference path.
+* :mod:`.recompute`: activation checkpointing whose first pass takes the inference path.
 
 Each applies only where it is valid and otherwise calls the reference kernel itself. They are on by
 default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead. The
@@ -24,13 +24,13 @@ from typing import Iterator
 import torch
 
 from ..kernels import REFERENCE, Kernels, active, use, using
-from . import attention, attention_train, checkpoint, chunked, mlp, onednn, windows
+from . import attention_train, chunked, mlp, onednn, recompute, scores, windows
 
 #: The fast strategies (the default: :mod:`swinv2_backbone.models` selects them when imported).
 FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
-               from_windows=windows.from_windows, scores=attention.scores, mlp=mlp.mlp,
+               from_windows=windows.from_windows, scores=scores.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
-               recompute=checkpoint.checkpoint)
+               recompute=recompute.recompute)
 
 
 def set_fast_paths(enabled: bool) -> None:

@@ -5,7 +5,7 @@ then stays a few MiB, reused by the allocator and cache-resident, instead of map
 fresh map-sized temporary costs page faults on first touch. Applies only where no gradient is
 needed and no dropout is active; an active drop path is drawn exactly as the block's own forward
 draws it (one Bernoulli draw per image and branch, attention branch first), so a training-mode
-forward without gradients (the first pass of :mod:`.checkpoint`) consumes the same random numbers
+forward without gradients (the first pass of :mod:`.recompute`) consumes the same random numbers
 and gives the same result. Reference: the reference block kernel
 (:func:`swinv2_backbone.models.kernels.block`). Both block versions take it: the
 :class:`~swinv2_backbone.models.kernels.BlockParts` place their norms (V1 pre-norm, V2

@@ -1,6 +1,6 @@
-"""The base class of the backbone: mmengine's ``BaseModule`` when mmengine is installed, otherwise a
-torch-only stand-in with the same ``init_cfg`` / ``init_weights`` contract, so the model runs with
-torch alone."""
+"""``BaseModule``, the base class of the backbones, the classifier and the SimMIM model: mmengine's
+when mmengine is installed, otherwise a torch-only stand-in with the same ``init_cfg`` /
+``init_weights`` contract, so the models run with torch alone."""
 from __future__ import annotations
 
 from typing import List, Optional, Union

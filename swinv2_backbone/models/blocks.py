@@ -372,19 +372,19 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor, checkpointed: Sequence[bool] = ()
+    def forward(self, x: torch.Tensor, recomputed: Sequence[bool] = ()
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``checkpointed``: per block, whether it runs with activation checkpointing (missing
-        entries: no)."""
+        """``recomputed``: per block, whether it runs with activation checkpointing (its
+        activations recomputed in the backward pass; missing entries: no)."""
         for j, block in enumerate(self.blocks):
-            if j < len(checkpointed) and checkpointed[j]:
+            if j < len(recomputed) and recomputed[j]:
                 x = active().recompute(block, x)
             else:
                 x = block(x)
         return x, (self.downsample(x) if self.downsample is not None else x)
 
 
-def checkpoint_plan(sizes: Sequence[float], recorded: Sequence[bool]) -> List[bool]:
+def recompute_plan(sizes: Sequence[float], recorded: Sequence[bool]) -> List[bool]:
     """Which blocks ``with_cp`` checkpoints, in network order: every block that records a graph,
     except the trailing ones whose activations together are no larger than the largest recorded
     block's.
@@ -400,7 +400,7 @@ def checkpoint_plan(sizes: Sequence[float], recorded: Sequence[bool]) -> List[bo
             the others have nothing to checkpoint.
     """
     if len(sizes) != len(recorded):
-        raise ValueError(f"checkpoint_plan: {len(sizes)} sizes for {len(recorded)} blocks")
+        raise ValueError(f"recompute_plan: {len(sizes)} sizes for {len(recorded)} blocks")
     budget = max((s for s, r in zip(sizes, recorded) if r), default=0.0)
     plan = list(recorded)
     kept = 0.0

@@ -20,10 +20,10 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from ...compat import autocast_dtype, autocast_enabled, is_compiling
-from ..layers import active_dropout
+from ..blocks import active_dropout
 
 
-def checkpoint(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def recompute(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """:attr:`Kernels.recompute <swinv2_backbone.models.kernels.Kernels>`: ``block(x)`` saving
     only ``x``, its first pass without autograd; torch's checkpoint where a dropout is active (its
     per-element draws would differ between the two passes' kernels) or inside ``torch.compile``."""
