@@ -54,12 +54,6 @@ def tracing() -> bool:
     return getattr(_symbolic_trace, "is_fx_symbolic_tracing", _symbolic_trace.is_fx_tracing)()
 
 
-#: Whether ``torch.compile`` traces custom autograd Functions that keep index tensors on ``ctx``.
-#: torch 2.1's dynamo fails on them ("lift_tracked_freevar_to_input should not be called on root
-#: SubgraphTracer"); torch 2.14 traces them. Both are tested in CI; the releases between are taken to
-#: behave like 2.14.
-DYNAMO_TRACES_AUTOGRAD_FUNCTIONS = TORCH_RELEASE >= (2, 2)
-
 
 def autocast_enabled(device_type: str) -> bool:
     """Whether autocast is on for ``device_type`` ('cpu' or 'cuda'). torch < 2.4 has no device

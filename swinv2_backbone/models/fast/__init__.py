@@ -12,7 +12,7 @@ reference implementations.
 * :mod:`.recompute`: activation checkpointing whose first pass takes the inference path.
 
 Each applies only where it is valid and otherwise calls the reference kernel itself. They are on by
-default; ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead. The
+default in eager execution (a trace takes the reference: :func:`~swinv2_backbone.models.kernels.active`); ``set_fast_paths(False)`` (or ``with fast_paths(False):``) runs the reference instead. The
 switch itself lives beside :class:`Kernels` (:func:`~swinv2_backbone.models.kernels.use`), so the
 reference modules never import this package.
 """

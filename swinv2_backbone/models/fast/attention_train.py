@@ -18,7 +18,7 @@ from typing import Iterator, Tuple, Union
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...compat import autocast_enabled, is_compiling
+from ...compat import autocast_enabled
 from .. import kernels
 from ..kernels import AttentionArgs
 
@@ -192,10 +192,9 @@ def _accumulate_mask(grad_mask: torch.Tensor, grad_s: torch.Tensor, start: int) 
 
 def applies(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> bool:
     """Whether :func:`window_attention` takes over: the explicit (not SDPA) path, a gradient is
-    needed, fp32 on CPU without autocast, not inside ``torch.compile`` (which fuses attention its own
-    way), and no attention dropout active (declined rather than reproduced: the reference draws its
+    needed, fp32 on CPU without autocast, and no attention dropout active (declined rather than reproduced: the reference draws its
     dropout mask over the map-sized probabilities, which this function never holds)."""
-    if args.sdpa or not torch.is_grad_enabled() or is_compiling() or autocast_enabled("cpu"):
+    if args.sdpa or not torch.is_grad_enabled() or autocast_enabled("cpu"):
         return False
     if args.dropout > 0:
         return False

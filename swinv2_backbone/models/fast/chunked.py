@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from ...compat import is_compiling
 from .. import kernels
 from ..kernels import BlockParts
 from .windows import from_windows, to_windows
@@ -50,9 +49,8 @@ def _mask_rows(mask: torch.Tensor, start: int, stop: int, nw: int) -> torch.Tens
 
 
 def chunkable(parts: BlockParts) -> bool:
-    """Whether the chunked path applies to a block: no dropout active, nothing needs a gradient,
-    not inside ``torch.compile`` (which fuses the block its own way)."""
-    return not (is_compiling() or parts.dropout or parts.recorded)
+    """Whether the chunked path applies to a block: no dropout active, nothing needs a gradient."""
+    return not (parts.dropout or parts.recorded)
 
 
 def _drop_path_factors(p: float, branch: torch.Tensor, batch: int) -> Optional[torch.Tensor]:

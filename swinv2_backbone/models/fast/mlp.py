@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ...compat import is_compiling
 from ..ops import autocast_off, compute_dtype
 from . import chunked
 from .onednn import linear, linear_forward
@@ -93,9 +92,8 @@ class _GeluMlp(torch.autograd.Function):
 
 def mlp(x: torch.Tensor, fc1: nn.Linear, fc2: nn.Linear, dropout: float) -> torch.Tensor:
     """:attr:`Kernels.mlp <swinv2_backbone.models.kernels.Kernels>`: the recomputing MLP where a
-    gradient is needed and no dropout is active (not under ``torch.compile``, which fuses the MLP
-    its own way), else the two Linears through :func:`.onednn.linear`."""
-    if torch.is_grad_enabled() and not is_compiling() and dropout == 0:
+    gradient is needed and no dropout is active, else the two Linears through :func:`.onednn.linear`."""
+    if torch.is_grad_enabled() and dropout == 0:
         step = chunked.CHUNK_TOKENS if x.device.type == "cpu" else max(x.numel() // x.shape[-1], 1)
         return _GeluMlp.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, step)
     hidden = F.dropout(linear(x, fc1.weight, fc1.bias, "gelu"), dropout, dropout > 0)

@@ -4,8 +4,7 @@ On some CPUs (AMD EPYC among them) the fp32 GEMM behind ``F.linear`` takes an AV
 runs AVX-512. ``torch.ops.mkldnn._linear_pointwise`` is oneDNN's linear (with GELU fusable); the op is
 private, so it is used only after a capability check and a numerical self-test. Where a gradient is
 needed, :class:`_OnednnLinear` runs the forward and the input gradient through it and the weight
-gradient as one ``mm``. Autocast, ``torch.compile``, other devices, and any CPU without the op take
-``F.linear``. Reference: :func:`swinv2_backbone.models.kernels.linear`.
+gradient as one ``mm``. Autocast, other devices, and any CPU without the op take ``F.linear``. Reference: :func:`swinv2_backbone.models.kernels.linear`.
 
 Weights are passed as they are, never prepacked into a cached copy: a cache keyed on the weight's
 storage goes stale under in-place updates through ``.data`` (EMA swaps, mean teachers), and checking
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ...compat import autocast_enabled, is_compiling
+from ...compat import autocast_enabled
 
 @functools.lru_cache(maxsize=None)
 def onednn_available(dtype: torch.dtype) -> bool:
@@ -56,10 +55,7 @@ def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 
 def onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight^T`` may run through oneDNN: CPU, fp32/bf16 with ``x`` in the weight's
-    dtype, no autocast, not inside ``torch.compile`` (which chooses its own GEMMs; the capability
-    check would break the graph)."""
-    if is_compiling():
-        return False
+    dtype, no autocast."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype and not autocast_enabled("cpu")
             and onednn_available(x.dtype))
 

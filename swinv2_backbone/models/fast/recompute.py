@@ -19,15 +19,15 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from ...compat import autocast_dtype, autocast_enabled, is_compiling
+from ...compat import autocast_dtype, autocast_enabled
 from ..blocks import active_dropout
 
 
 def recompute(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """:attr:`Kernels.recompute <swinv2_backbone.models.kernels.Kernels>`: ``block(x)`` saving
     only ``x``, its first pass without autograd; torch's checkpoint where a dropout is active (its
-    per-element draws would differ between the two passes' kernels) or inside ``torch.compile``."""
-    if is_compiling() or (block.training and active_dropout(block)):
+    per-element draws would differ between the two passes' kernels)."""
+    if block.training and active_dropout(block):
         return torch_checkpoint(block, x, use_reentrant=False)
     params = tuple(block.parameters())
     return _Recomputed.apply(block, x, *params)

@@ -11,7 +11,6 @@ from typing import Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from ...compat import DYNAMO_TRACES_AUTOGRAD_FUNCTIONS, is_compiling
 from ..ops import padded_size, window_partition
 
 
@@ -31,8 +30,8 @@ def window_gather_index(
       crop),
     - ``padding``: boolean ``(B*nW*N,)``, True at the padding rows (to be zeroed), or ``None``.
 
-    Pure index arithmetic (no data-dependent shapes, so ``torch.compile`` traces it). Cached: the
-    result depends on sizes only; callers must not modify the returned tensors.
+    Pure index arithmetic. Cached: the result depends on sizes only; callers must not modify the
+    returned tensors.
     """
     hp, wp = padded_size((h, w), window)
     # The roll is cyclic over the padded length, or over the map's own with roll_first.
@@ -83,29 +82,13 @@ def _gather(x: torch.Tensor, index: torch.Tensor, zero: Optional[torch.Tensor]) 
     return out if zero is None else out.masked_fill_(zero.unsqueeze(1), 0)
 
 
-def _gather_rows(x: torch.Tensor, index: torch.Tensor, back: torch.Tensor,
-                 zero_out: Optional[torch.Tensor], zero_back: Optional[torch.Tensor]) -> torch.Tensor:
-    """:class:`_GatherRows`, or the plain differentiable gather where ``torch.compile`` cannot trace
-    the Function (:data:`~swinv2_backbone.compat.DYNAMO_TRACES_AUTOGRAD_FUNCTIONS`)."""
-    if not DYNAMO_TRACES_AUTOGRAD_FUNCTIONS and is_compiling():
-        return _gather(x, index, zero_out)
-    return _GatherRows.apply(x, index, back, zero_out, zero_back)
-
-
-def _gather_index(*args) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """:func:`window_gather_index`; traced without its cache under ``torch.compile``."""
-    if is_compiling():
-        return window_gather_index.__wrapped__(*args)
-    return window_gather_index(*args)
-
-
 def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int], roll_first: bool = False
                ) -> torch.Tensor:
     """:attr:`Kernels.to_windows <swinv2_backbone.models.kernels.Kernels>` as one gather (see
     :func:`window_gather_index`)."""
     b, h, w, c = x.shape
-    forward, inverse, padding = _gather_index(b, h, w, window, shift, x.device, roll_first)
-    rows = _gather_rows(x.reshape(-1, c), forward, inverse, padding, None)
+    forward, inverse, padding = window_gather_index(b, h, w, window, shift, x.device, roll_first)
+    rows = _GatherRows.apply(x.reshape(-1, c), forward, inverse, padding, None)
     return rows.view(b, -1, window * window, c)
 
 
@@ -114,5 +97,5 @@ def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int],
     """Inverse of :func:`to_windows` (merge, roll back, crop), as one gather."""
     b, _, n, c = windows.shape
     window = math.isqrt(n)
-    forward, inverse, padding = _gather_index(b, h, w, window, shift, windows.device, roll_first)
-    return _gather_rows(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
+    forward, inverse, padding = window_gather_index(b, h, w, window, shift, windows.device, roll_first)
+    return _GatherRows.apply(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)
