@@ -19,7 +19,7 @@ LAYERS = {
     "models": 1,
     "checkpoint": 2,
     "complexity": 3, "testing": 3, "features": 3, "benchmark": 3,
-    "openmmlab": 4,
+    "openmmlab": 4, "deploy": 4,
     "": 5,
     "env_check": 6,
 }

@@ -15,7 +15,7 @@ from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_in
                    unknown_arguments_message)
 from .base_module import BaseModule
 from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, recompute_plan,
-                     stochastic_depth_schedule)
+                     stochastic_depth_schedule, traced_input_floor)
 from .ops import dense
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
@@ -263,6 +263,14 @@ class SwinBackboneBase(BaseModule):
     def out_norm_stages(self) -> Tuple[int, ...]:
         """The built stages (0-based) with an output LayerNorm ``norm{i}``."""
         return tuple(i for i in range(self.num_built_stages) if hasattr(self, f"norm{i}"))
+
+    @property
+    def traced_input_floor(self) -> Tuple[int, int]:
+        """The smallest input ``(H, W)`` a traced graph of this backbone (an export for any size)
+        serves, by its ``small_map`` rule (:func:`~swinv2_backbone.models.blocks.traced_input_floor`):
+        ``(1, 1)`` for the rules that never shrink the window."""
+        rule = self.stages[0].blocks[0].layout_rule
+        return traced_input_floor(rule, self.window_size[:self.num_built_stages], self.patch_size)
 
     # ------------------------------------------------------------------ windows
     @property

@@ -110,6 +110,24 @@ def _traced_window_and_shift(hw: Tuple[Size, Size], window: int, shifted: bool, 
     return window, (longer, longer)
 
 
+def traced_input_floor(rule: str, windows: Sequence[int], patch_size: int) -> Tuple[int, int]:
+    """The smallest input ``(H, W)`` a traced graph of a backbone serves: where ``rule`` shrinks the
+    window on a map smaller than it (:func:`_traced_window_and_shift`), every stage's map must hold
+    a window on the rule's decisive side. Stage ``i`` (0-based) has ``ceil(H / (patch_size *
+    2**i))`` rows, at least ``w`` exactly when ``H > patch_size * 2**i * (w - 1)``.
+
+    Args:
+        rule: The blocks' :func:`window_and_shift` rule.
+        windows: The window of each built stage.
+        patch_size: The patch embedding's stride.
+    """
+    side = _RULE_SIDES.get(rule)
+    if side is None:
+        return 1, 1
+    need = max(patch_size * 2 ** i * (w - 1) + 1 for i, w in enumerate(windows))
+    return (need, need) if side == "min" else (need, 1)
+
+
 class Mlp(nn.Module):
     """Two-layer feed-forward network ``drop(fc2(drop(gelu(fc1(x)))))``.
 

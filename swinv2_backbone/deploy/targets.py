@@ -1,0 +1,116 @@
+"""Writing a traced program as a deployable file: ONNX, OpenVINO IR or a ``torch.export`` archive,
+each with the sizes it serves recorded inside it, each written atomically (complete under its name
+or absent)."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Sequence
+
+import torch
+
+from ..checkpoint.atomic import write_atomic
+from .trace import ExportError, SizeRange
+
+#: What an export can write, and the file each target's path names.
+TARGETS = {"onnx": ".onnx", "openvino": ".xml", "torch-export": ".pt2"}
+#: ONNX opsets the dynamo exporter writes (18 is its default).
+OPSETS = range(18, 24)
+#: The key under which every target records :func:`metadata`.
+METADATA_KEY = "swinv2_backbone"
+#: The input's name in every exported file.
+INPUT_NAME = "images"
+
+
+def require(module: str, purpose: str) -> Any:
+    """Import an optional package, or raise :class:`ExportError` naming the install command.
+
+    Args:
+        module: The package to import (``onnx``, ``onnxruntime``, ``openvino``).
+        purpose: What it is needed for, for the message.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ExportError(f"{purpose} needs the package {module!r}, which is not installed: "
+                          f"pip install 'swinv2-backbone[deploy]' (or pip install {module})") from err
+
+
+def metadata(sizes: SizeRange, outputs: Sequence[str]) -> Dict[str, Any]:
+    """What an exported file records about itself: the sizes it serves and its outputs' names."""
+    return {"sizes": {"channels": sizes.channels, "min_height": sizes.min_height,
+                      "min_width": sizes.min_width, "max_side": sizes.max_side,
+                      "max_batch": sizes.max_batch},
+            "input": INPUT_NAME, "outputs": list(outputs)}
+
+
+def read_metadata(text: str) -> Dict[str, Any]:
+    """The inverse of :func:`metadata` from its JSON text (with the sizes as a :class:`SizeRange`)."""
+    data = json.loads(text)
+    data["sizes"] = SizeRange(**data["sizes"])
+    return data
+
+
+def check_target(target: str, output: os.PathLike, opset: int) -> Path:
+    """``output`` as a path for ``target``, after checking both and the opset.
+
+    Raises:
+        ExportError: An unknown target or opset, a path whose suffix is not the target's, or a
+            directory that does not exist.
+    """
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not supported; choose {OPSETS.start}..{OPSETS.stop - 1}")
+    path = Path(output)
+    if path.suffix != TARGETS[target]:
+        raise ExportError(f"a {target} file is named *{TARGETS[target]}, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise ExportError(f"the output's directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def _onnx_bytes(program: "torch.export.ExportedProgram", info: Dict[str, Any], opset: int) -> bytes:
+    require("onnx", "writing ONNX")
+    require("onnxscript", "writing ONNX")
+    onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset,
+                                     input_names=[INPUT_NAME], output_names=info["outputs"],
+                                     verbose=False)
+    proto = onnx_program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info)
+    return proto.SerializeToString()
+
+
+def write(program: "torch.export.ExportedProgram", target: str, path: Path, sizes: SizeRange,
+          outputs: Sequence[str], opset: int = 18) -> Path:
+    """Write ``program`` as ``target`` to ``path`` (checked by :func:`check_target`); returns it.
+
+    OpenVINO IR is two files (``.xml`` and its ``.bin``), each written atomically, the weights
+    first, so an ``.xml`` under its name always has its weights beside it.
+    """
+    info = metadata(sizes, outputs)
+    if target == "torch-export":
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            staged = Path(tmp) / path.name
+            torch.export.save(program, staged, extra_files={f"{METADATA_KEY}.json": json.dumps(info)})
+            write_atomic(path, staged.read_bytes())
+        return path
+    data = _onnx_bytes(program, info, opset)
+    if target == "onnx":
+        write_atomic(path, data)
+        return path
+    ov = require("openvino", "writing OpenVINO IR")
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / path.with_suffix(".onnx").name
+        staged.write_bytes(data)
+        model = ov.convert_model(str(staged))
+        model.set_rt_info(json.dumps(info), METADATA_KEY)
+        xml = Path(tmp) / path.name
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        write_atomic(path.with_suffix(".bin"), xml.with_suffix(".bin").read_bytes())
+        write_atomic(path, xml.read_bytes())
+    return path

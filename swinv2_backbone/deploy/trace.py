@@ -1,0 +1,142 @@
+"""One traced program of a model for every input size in a range: ``torch.export`` with dynamic
+batch, height and width, the reference kernels and no size-dependent branch left in the graph.
+
+The model decides padding, window shifts and masks at every forward; on the symbolic sizes of a
+trace it writes those decisions as graph operations (:mod:`swinv2_backbone.models.ops`,
+:func:`swinv2_backbone.models.blocks.window_and_shift`), so the program takes no guard on H or W.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Tuple
+
+import torch
+from torch import nn
+
+#: The sizes an export serves unless told otherwise: every side from 32 to 4096 pixels, batches of
+#: 1 to 64.
+DEFAULT_MIN_SIDE = 32
+DEFAULT_MAX_SIDE = 4096
+DEFAULT_MAX_BATCH = 64
+
+
+class ExportError(ValueError):
+    """A model, setting or input that an export or an exported program cannot take; the message
+    says what was wrong and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SizeRange:
+    """The inputs one exported program serves: ``(batch, channels, height, width)`` with each of
+    batch, height and width inside its bounds (inclusive) and exactly ``channels`` channels.
+
+    Args:
+        channels: Input channels.
+        min_height: Smallest height.
+        min_width: Smallest width.
+        max_side: Largest height and width.
+        max_batch: Largest batch.
+    """
+
+    channels: int
+    min_height: int = DEFAULT_MIN_SIDE
+    min_width: int = DEFAULT_MIN_SIDE
+    max_side: int = DEFAULT_MAX_SIDE
+    max_batch: int = DEFAULT_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_height <= self.max_side or not 1 <= self.min_width <= self.max_side:
+            raise ExportError(f"the size range {self.describe()} is empty: the smallest sides must "
+                              f"be between 1 and the largest ({self.max_side})")
+        if self.max_batch < 1:
+            raise ExportError(f"max_batch must be at least 1, got {self.max_batch}")
+
+    def describe(self) -> str:
+        """``N x C x H x W`` with each dimension's range, for messages."""
+        return (f"(1..{self.max_batch}) x {self.channels} x ({self.min_height}..{self.max_side}) x "
+                f"({self.min_width}..{self.max_side})")
+
+    def check(self, shape: Tuple[int, ...]) -> None:
+        """Raise :class:`ExportError` unless an input of ``shape`` is served.
+
+        Args:
+            shape: The input's shape.
+        """
+        if len(shape) != 4:
+            raise ExportError(f"expected a 4-D (N, C, H, W) input, got shape {tuple(shape)}")
+        n, c, h, w = shape
+        if c != self.channels:
+            raise ExportError(f"expected {self.channels} input channels, got {c} (shape "
+                              f"{tuple(shape)})")
+        if not (1 <= n <= self.max_batch and self.min_height <= h <= self.max_side
+                and self.min_width <= w <= self.max_side):
+            raise ExportError(f"input shape {tuple(shape)} is outside the exported range "
+                              f"{self.describe()}")
+
+    def example_shape(self) -> Tuple[int, int, int, int]:
+        """The shape traced: batch 2 and sides that are no multiple of 32 (neither 0 nor 1 nor a
+        bound, so no size gets specialised)."""
+        side = lambda low: min(max(low, DEFAULT_MIN_SIDE) + 37, self.max_side)  # noqa: E731
+        return 2, self.channels, side(self.min_height), side(self.min_width) + 24
+
+
+def size_range(model: nn.Module, channels: int, min_side: int = DEFAULT_MIN_SIDE,
+               max_side: int = DEFAULT_MAX_SIDE, max_batch: int = DEFAULT_MAX_BATCH) -> SizeRange:
+    """The :class:`SizeRange` an export of ``model`` serves: ``min_side..max_side`` raised, where the
+    backbone's ``small_map`` rule shrinks windows on small maps, to the backbone's
+    ``traced_input_floor`` (a graph keeps its windows).
+
+    Args:
+        model: The model to export; its backbone is ``model`` itself or ``model.backbone``.
+        channels: Input channels.
+        min_side: Smallest height and width asked for.
+        max_side: Largest height and width.
+        max_batch: Largest batch.
+    """
+    backbone = getattr(model, "backbone", model)
+    floor_h, floor_w = getattr(backbone, "traced_input_floor", (1, 1))
+    return SizeRange(channels, max(min_side, floor_h), max(min_side, floor_w), max_side, max_batch)
+
+
+@contextlib.contextmanager
+def _size_oblivious() -> Iterator[None]:
+    """Let the trace treat sizes of 0 or 1 like any other (no guard that a window count is not 1:
+    a stage map can hold a single window). The setting exists from torch 2.6."""
+    try:
+        from torch.fx.experimental import _config
+    except ImportError:  # pragma: no cover - torch without the module
+        yield
+        return
+    if not hasattr(_config, "backed_size_oblivious"):
+        yield
+        return
+    with _config.patch(backed_size_oblivious=True):
+        yield
+
+
+def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
+    """``model`` in eval mode as a ``torch.export`` program for every input in ``sizes`` (the model's
+    own train/eval mode is restored).
+
+    Raises:
+        ExportError: This torch has no ``torch.export`` with dynamic shapes, or the trace failed
+            (the cause is chained).
+    """
+    if not hasattr(torch, "export") or not hasattr(torch.export, "Dim"):
+        raise ExportError(f"torch {torch.__version__} has no torch.export with dynamic shapes; "
+                          "exporting needs torch >= 2.6")
+    example = torch.randn(sizes.example_shape())
+    dims = {0: torch.export.Dim("batch", min=1, max=sizes.max_batch),
+            2: torch.export.Dim("height", min=sizes.min_height, max=sizes.max_side),
+            3: torch.export.Dim("width", min=sizes.min_width, max=sizes.max_side)}
+    was_training = model.training
+    model.eval()
+    try:
+        with _size_oblivious(), torch.no_grad():
+            return torch.export.export(model, (example,), dynamic_shapes=(dims,), strict=False)
+    except Exception as err:
+        raise ExportError(f"tracing {type(model).__name__} for {sizes.describe()} failed: "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    finally:
+        model.train(was_training)
