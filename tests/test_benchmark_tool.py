@@ -12,18 +12,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from swinv2_backbone import SwinBackbone
+from swinv2_backbone.benchmark.cases import Measured, Result, compare
+from swinv2_backbone.benchmark.isolate import ALTERNATING, ISOLATED
+from swinv2_backbone.benchmark.measure import (environment, isa_flags, native_bf16, onednn_isa,
+                                                 parse_onednn_isa, peak_memory_mib, rss_peak_mib)
+from swinv2_backbone.complexity import analyze, spec_from_config
+from swinv2_backbone.testing import peers_v1
+from swinv2_backbone.testing.peers import small_map_rule
+from tool_modules import load_tool
 
-import benchmark  # noqa: E402
-from swinv2_backbone import SwinBackbone  # noqa: E402
-from swinv2_backbone.benchmark.cases import Measured, Result, compare  # noqa: E402
-from swinv2_backbone.benchmark.isolate import ALTERNATING, ISOLATED  # noqa: E402
-from swinv2_backbone.benchmark.measure import (environment, isa_flags, native_bf16,  # noqa: E402
-                                                 onednn_isa, parse_onednn_isa, peak_memory_mib,
-                                                 rss_peak_mib)
-from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
-from swinv2_backbone.testing import peers_v1  # noqa: E402
-from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
+benchmark = load_tool("benchmark")
 
 QUICK = ["--repeats", "1", "--warmup", "0"]
 
