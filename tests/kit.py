@@ -108,9 +108,11 @@ def load_tool(name: str) -> ModuleType:
     """A fresh import of ``tools/<name>.py`` (``tools/`` is not a package).
 
     Args:
-        name: The script's name without ``.py`` (``'train'``, ``'extract_features'``, ...).
+        name: The script's path under ``tools/`` without ``.py`` (``'train'``,
+            ``'extract_features'``, ``'env/mmcv_source'``, ...).
     """
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name.replace('/', '_')}_tool",
+                                                  TOOLS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     # registered before it runs, as an import would: dataclasses look their module up there
     sys.modules[spec.name] = module

@@ -2,6 +2,7 @@
 or each in a process of its own (--isolate), checks that the outputs agree, reports ratios, the GEMM
 floor and its throughput, the per-pixel and per-batch tables, oneDNN's ISA and JSON; refuses bad
 input."""
+import itertools
 import json
 import os
 import sys
@@ -11,18 +12,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from swinv2_backbone import SwinBackbone
+from swinv2_backbone.benchmark.cases import Measured, Result, compare
+from swinv2_backbone.benchmark.isolate import ALTERNATING, ISOLATED
+from swinv2_backbone.benchmark.measure import (environment, isa_flags, native_bf16, onednn_isa,
+                                                 parse_onednn_isa, peak_memory_mib, rss_peak_mib)
+from swinv2_backbone.complexity import analyze, spec_from_config
+from swinv2_backbone.testing import peers_v1
+from swinv2_backbone.testing.peers import small_map_rule
+from kit import load_tool
 
-import benchmark  # noqa: E402
-from swinv2_backbone import SwinBackbone  # noqa: E402
-from swinv2_backbone.benchmark.cases import Measured, Result, compare  # noqa: E402
-from swinv2_backbone.benchmark.isolate import ALTERNATING, ISOLATED  # noqa: E402
-from swinv2_backbone.benchmark.measure import (environment, isa_flags, native_bf16,  # noqa: E402
-                                                 onednn_isa, parse_onednn_isa, peak_memory_mib,
-                                                 rss_peak_mib)
-from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
-from swinv2_backbone.testing import peers_v1  # noqa: E402
-from swinv2_backbone.testing.peers import small_map_rule  # noqa: E402
+benchmark = load_tool("benchmark")
 
 QUICK = ["--repeats", "1", "--warmup", "0"]
 
@@ -172,11 +172,14 @@ def test_isolate_times_each_implementation_in_a_process_of_its_own(tmp_path, cap
     assert len(set(pids)) == 2 and os.getpid() not in pids
     printed = capsys.readouterr().out
     assert printed.count(f"runs={ISOLATED}") == 2  # the environment line and the table
-    failed = printed[printed.index("FAILED"):].splitlines()[:4]
-    assert failed[0] == ("FAILED: ours at 64x64, batch 1, fp32 inference: its process exited with "
-                         "status 1; the end of its stderr:")
-    assert failed[1] == "    Traceback (most recent call last):"
-    assert failed[3] == "    RuntimeError: child failed on purpose"
+    # The child's stderr is the indented block under the FAILED line; how many lines its traceback
+    # takes depends on the Python version (3.13 also prints the `-c` source line).
+    heading, *rest = printed[printed.index("FAILED"):].splitlines()
+    block = list(itertools.takewhile(lambda line: line.startswith("    "), rest))
+    assert heading == ("FAILED: ours at 64x64, batch 1, fp32 inference: its process exited with "
+                       "status 1; the end of its stderr:")
+    assert block[0] == "    Traceback (most recent call last):"
+    assert block[-1] == "    RuntimeError: child failed on purpose"
     data = json.loads(out.read_text())
     assert data["environment"]["runs"] == ISOLATED
     assert [r["pid"] for r in data["results"]] == pids
@@ -226,8 +229,9 @@ def test_compare_takes_yardsticks_and_references_from_other_runs():
     (["--model", "v2", "--compare", "mmdet"], "--compare mmdet: no such peer for --model v2"),
     (["--model", "v3"], "invalid choice"),
     (["--sizes", "0x64"], "size must be N or HxW"),
-    (["--batch", "1", "0"], "--batch 1 0: every batch must be >= 1"),
-    (["--repeats", "0"], "--repeats must be >= 1, --warmup >= 0"),
+    (["--batch", "1", "0"], "argument --batch: must be an int >= 1, got '0'"),
+    (["--repeats", "0"], "argument --repeats: must be an int >= 1, got '0'"),
+    (["--warmup", "-1"], "argument --warmup: must be an int >= 0, got '-1'"),
     (["--dtypes", "fp8"], "invalid choice"),
     (["--run-impl", "ours"], "--run-impl and --child-out (internal to --isolate) go together"),
     (["--run-impl", "ours", "--child-out", "x.pt", "--sizes", "64", "96"],

@@ -227,7 +227,8 @@ def entry_points(tmp_path_factory):
         with pytest.raises(SystemExit) as info:
             test_tool.main([str(ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"), path,
                             "--work-dir", str(root / "test")])
-        return str(info.value.code)
+        assert info.value.code == 2
+        return capsys.readouterr().err
 
     return {"convert_checkpoint.py": through_convert, "extract_features.py --checkpoint": through_extract,
             "init_cfg": through_init_cfg, "train.py --resume": through_resume,

@@ -100,7 +100,7 @@ def test_indices_without_names_and_default_preprocessing(images, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--topk", "0"], "--topk must be >= 1"),
+    (["--topk", "0"], "argument --topk: must be an int >= 1, got '0'"),
     (["--topk", "9"], "--topk 9 exceeds the checkpoint's 5 classes"),
     (["--device", "tpu"], "invalid device 'tpu'"),
 ])

@@ -18,10 +18,12 @@ import swinv2_backbone  # noqa: F401  (registers the models)
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.openmmlab.simmim_pictures import GAP, LABEL_HEIGHT
 
+from kit import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from demo_simmim import MIM_CONFIG, compare, first_reaching  # noqa: E402
-from demo import SEG_CONFIG  # noqa: E402
+DEMO_SIMMIM = load_tool("demo_simmim")
+MIM_CONFIG, SEG_CONFIG = DEMO_SIMMIM.MIM_CONFIG, DEMO_SIMMIM.SEG_CONFIG
+compare, first_reaching = DEMO_SIMMIM.compare, DEMO_SIMMIM.first_reaching
 
 #: Arguments the UPerNet's backbone sets for dense prediction that SimMIM sets its own way.
 DENSE_ONLY = {"type", "out_indices", "init_cfg"}
@@ -78,7 +80,7 @@ def test_demo_simmim_runs_end_to_end_with_a_few_iterations(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-8000:]
     for phase in range(1, 9):  # data, pre-training, pictures, 2 seeds x 2 runs, metrics
-        assert f"[demo {phase}/8]" in out
+        assert f"[demo_simmim {phase}/8]" in out
     assert out.count("load_pretrained") == 2  # each fine-tuning from SimMIM loaded the backbone
     metrics = json.loads((work / "metrics.json").read_text())
     for name in ("simmim", "scratch"):

@@ -20,6 +20,7 @@ from swinv2_backbone.features import (AUTO_DEPTH, BackgroundConsumer, FeatureExt
                                       ForwardTiming, Prefetcher, auto_depth, image_size,
                                       usable_cpus)
 from swinv2_backbone.features import extractor as extractor_module
+from swinv2_backbone.features import resume
 from swinv2_backbone.features.background import cgroup_cpu_quota
 from kit import TINY, load_tool, run_tool, save_backbone, within
 
@@ -149,7 +150,7 @@ def test_an_unexpected_error_in_the_loader_thread_surfaces(folder, tmp_path, cap
 
 
 def test_a_failed_write_stops_the_run_with_exit_2(folder, tmp_path, capsys, monkeypatch):
-    real, calls = TOOL.save_features, []
+    real, calls = resume.save_features, []
 
     def full_disk_on_the_third(result, extractor, path) -> None:
         calls.append(threading.current_thread().name)
@@ -157,7 +158,7 @@ def test_a_failed_write_stops_the_run_with_exit_2(folder, tmp_path, capsys, monk
             raise OSError(28, f"No space left on device: {path}")
         real(result, extractor, path)
 
-    monkeypatch.setattr(TOOL, "save_features", full_disk_on_the_third)
+    monkeypatch.setattr(resume, "save_features", full_disk_on_the_third)
     status, stdout, stderr = extract(capsys, folder, tmp_path / "out")
     assert status == 2 and "error: [Errno 28] No space left on device" in stderr, stderr
     assert set(calls) == {"swinv2-feature-writer"} and len(calls) == 3  # nothing written after it

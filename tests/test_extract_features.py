@@ -448,7 +448,7 @@ def test_cli_errors(data, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--batch-size", "0"], "argument --batch-size: must be an int >= 1, got '0'"),
     (["--size", "8", "8", "--short-side", "8"], "not allowed with argument"),
     (["--dtype", "fp64"], "invalid choice: 'fp64'"),
 ])

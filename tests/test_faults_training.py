@@ -136,7 +136,7 @@ def test_full_disk_during_a_save_names_the_file_and_keeps_the_previous_checkpoin
     work = tmp_path / "work"
     monkeypatch.setattr(atomic, "_write_and_sync", _failing_write(1 << 20, ".iter_4.pth."))
     status, text = train(config, work, "disk1", capsys=capsys)
-    assert status == 1
+    assert status == 2
     line = [t for t in text.splitlines() if t.startswith("error: ")][-1]
     assert f"cannot write {work / 'iter_4.pth'}: No space left on device (" in line
     assert f"MiB free on the file system of {work}, " in line and "MiB to write)" in line
@@ -237,7 +237,7 @@ def test_train_tool_reports_a_corrupt_checkpoint_and_resumes_with_fallback(two_c
     _restore(work, pristine)
     _corrupt(work / "iter_4.pth", "truncated")
     status, text = train(config, work, "corrupt1", "--resume", capsys=capsys)
-    assert status == 1 and f"error: cannot resume: cannot read {work / 'iter_4.pth'}" in text
+    assert status == 2 and f"error: cannot resume: cannot read {work / 'iter_4.pth'}" in text
     status, text = train(config, work, "corrupt2", "--resume", "--resume-fallback", capsys=capsys)
     assert status == 0, text
     assert (f"--resume-fallback: the newest checkpoint is unusable (cannot read {work / 'iter_4.pth'}"
@@ -262,11 +262,11 @@ def test_resume_refuses_a_malicious_checkpoint_before_mmengine_loads_it(two_chec
     data["meta"]["payload"] = RunsCode(str(marker))
     torch.save(data, evil)
     status, text = train(config, work, "evil1", "--resume", capsys=capsys)
-    assert status == 1
+    assert status == 2
     assert (f"error: cannot resume: refusing to load {evil}: it references the Python object "
             "posix.system") in text
     status, text = train(config, work, "evil2", "--resume", str(evil), capsys=capsys)
-    assert status == 1 and f"refusing to load {evil}" in text
+    assert status == 2 and f"refusing to load {evil}" in text
     assert not marker.exists()
 
 

@@ -15,7 +15,7 @@ PACKAGE = "swinv2_backbone"
 #: rest): a module may import only parts of a lower or equal rank, and the module graph must be
 #: acyclic. ``env_check`` diagnoses a whole install, through the facade.
 LAYERS = {
-    "compat": 0,
+    "compat": 0, "cli": 0,
     "models": 1,
     "checkpoint": 2,
     "complexity": 3, "testing": 3, "features": 3, "benchmark": 3,

@@ -201,5 +201,5 @@ def test_tools_test_refuses_a_config_without_evaluation(tmp_path):
     proc = subprocess.run([sys.executable, "tools/test.py", str(toy), str(tmp_path / "x.pth"),
                            "--work-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "has no test_dataloader, test_cfg, test_evaluator" in proc.stderr, proc.stderr[-2000:]

@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from swinv2_backbone import ARCH_SETTINGS, Swinv2Backbone
+from swinv2_backbone.cli import EXIT_OK, fail
 from swinv2_backbone.complexity import OPERATIONS, ArchSpec, analyze
 
 DEFAULT_SIZES = ("256x256", "512x512", "800x1344")
@@ -151,13 +152,12 @@ def main(argv: Sequence[str]) -> int:
         rows = [row for arch in args.arch
                 for row in analyze_variant(arch, sizes, kwargs, args.measure)]
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(markdown(rows, args.breakdown))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

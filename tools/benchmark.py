@@ -34,8 +34,6 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from swinv2_backbone import ARCH_SETTINGS  # noqa: E402
 from swinv2_backbone.benchmark.cases import (DTYPES, Impl, Result, compare,  # noqa: E402
                                              measure, run_case)
@@ -45,6 +43,7 @@ from swinv2_backbone.benchmark.measure import environment  # noqa: E402
 from swinv2_backbone.benchmark.report import (batch_scaling, breakdowns,  # noqa: E402
                                               checkpoint_cost, disagreements, failures,
                                               first_steps, markdown, scaling, to_json)
+from swinv2_backbone.cli import int_at_least  # noqa: E402
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
@@ -79,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=None,
                         help="window of every stage (default: 8 for v2, 7 for v1)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 512), (800, 1344)])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1],
+    parser.add_argument("--batch", nargs="+", type=int_at_least(1), default=[1],
                         help="images per step; several values run as separate cases")
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32"])
     parser.add_argument("--task", choices=["inference", "train"], default="inference")
@@ -88,8 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         default=None, help="peers to run beside ours (no names: all of the "
                         f"model's installed ones; v2: {', '.join(PEERS)}; v1: {', '.join(V1_PEERS)})")
     parser.add_argument("--with-cp", action="store_true", help="activation checkpointing (ours)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int_at_least(0), default=2)
+    parser.add_argument("--repeats", type=int_at_least(1), default=5)
     parser.add_argument("--no-floor", action="store_true", help="skip the GEMM-floor measurement")
     parser.add_argument("--breakdown", action="store_true",
                         help="also profile one step of ours and print its time per operator "
@@ -108,11 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse values the parser's types let through."""
-    if min(args.batch) < 1:
-        parser.error(f"--batch {' '.join(map(str, args.batch))}: every batch must be >= 1")
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be >= 1, --warmup >= 0")
+    """Refuse combinations of options that the parser lets through."""
     if (args.run_impl is None) != (args.child_out is None):
         parser.error("--run-impl and --child-out (internal to --isolate) go together")
     if args.run_impl is not None and (args.isolate or len(args.sizes) > 1 or len(args.batch) > 1

@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from swinv2_backbone.checkpoint import CheckpointError
+from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, collect_errors, fail, int_at_least
 from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
 
@@ -32,7 +33,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True,
                         help="classification checkpoint: HF directory, official/timm/torchvision/"
                              "mmpretrain file, or this project's classifier")
-    parser.add_argument("--topk", type=int, default=5, help="classes to print per image (default 5)")
+    parser.add_argument("--topk", type=int_at_least(1), default=5,
+                        help="classes to print per image (default 5)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--window-size", type=int, nargs="+", metavar="W",
                         help="training window(s) of a checkpoint that does not record them (one, "
@@ -41,8 +43,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="with --window-size: the windows that normalised the position bias "
                              "in training (0: none; 12 12 12 6 for the *window12to16/24* files)")
     args = parser.parse_args(argv)
-    if args.topk < 1:
-        parser.error(f"--topk must be >= 1, got {args.topk}")
     if args.pretrained_window_sizes != [0] and args.window_size is None:
         parser.error("--pretrained-window-sizes needs --window-size")
     try:
@@ -72,13 +72,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            one_or_all(args.pretrained_window_sizes))
         preprocessing = preprocessing_for(args.checkpoint, converted)
     except (CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     model.to(args.device)
     if args.topk > model.num_classes:
-        print(f"error: --topk {args.topk} exceeds the checkpoint's {model.num_classes} classes",
-              file=sys.stderr)
-        return 2
+        return fail(f"--topk {args.topk} exceeds the checkpoint's {model.num_classes} classes")
     print(f"{converted.source}: {converted.format}, {model.num_classes} classes"
           f"{', named' if model.class_names else ''}; preprocessing {preprocessing.describe()}")
     if converted.windows_known:
@@ -87,16 +84,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"training windows unknown (the file does not record them): using window "
               f"{model.backbone.window_size[0]}; pass --window-size if it was trained with another")
     failed: List[str] = []
-
-    def fail(err: ImageReadError) -> None:
-        failed.append(str(err))
-        print(f"error: {err}", file=sys.stderr)
-
-    for path in each_image(args.images, fail):
+    report = collect_errors(failed)
+    for path in each_image(args.images, report):
         try:
             x = preprocessing.load(path).unsqueeze(0).to(args.device)
         except ImageReadError as err:
-            fail(err)
+            report(err)
             continue
         with torch.no_grad():
             logits = model(x)[0]
@@ -105,8 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(format_prediction(rank, index, name, prob))
     if failed:
         print(f"{len(failed)} input(s) could not be classified", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ classes). The native and timm outputs hold the encoder only; the heads they leav
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, List, Optional, Sequence, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from swinv2_backbone.checkpoint import (  # noqa: E402  (after the path set-up)
+from swinv2_backbone.checkpoint import (
     CheckpointError,
     ConvertedCheckpoint,
     Exported,
@@ -39,8 +36,9 @@ from swinv2_backbone.checkpoint import (  # noqa: E402  (after the path set-up)
     to_hf_mim,
     to_timm,
 )
-from swinv2_backbone.checkpoint.keys import CLASSIFICATION_HEAD, MASK_TOKEN, MIM_HEAD  # noqa: E402
-from swinv2_backbone.checkpoint.registry import describe_formats  # noqa: E402
+from swinv2_backbone.checkpoint.keys import CLASSIFICATION_HEAD, MASK_TOKEN, MIM_HEAD
+from swinv2_backbone.checkpoint.registry import describe_formats
+from swinv2_backbone.cli import EXIT_OK, fail
 
 
 def python_literal(value: Any) -> str:
@@ -212,10 +210,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             converted = converted.with_windows(args.window_size, args.pretrained_window_sizes or 0)
         lines, taken = write(converted, args)
     except (CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     report(converted, lines, taken)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

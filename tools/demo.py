@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -37,7 +36,9 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from swinv2_backbone.openmmlab.launch import build_runner, load_config  # noqa: E402
+from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, Phases, int_at_least  # noqa: E402
+from swinv2_backbone.openmmlab.demo import demo_config  # noqa: E402
+from swinv2_backbone.openmmlab.launch import build_runner  # noqa: E402
 from swinv2_backbone.openmmlab.toy_data import write_toy_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,96 +58,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="toy dataset directory (default: WORK_DIR/data)")
     parser.add_argument("--num-train", type=int, default=240, help="training images")
     parser.add_argument("--num-val", type=int, default=60, help="validation images")
-    parser.add_argument("--det-iters", type=int, help="Mask R-CNN iterations (default: config)")
-    parser.add_argument("--seg-iters", type=int, help="UPerNet iterations (default: config)")
+    parser.add_argument("--det-iters", type=int_at_least(1),
+                        help="Mask R-CNN iterations (default: config)")
+    parser.add_argument("--seg-iters", type=int_at_least(1),
+                        help="UPerNet iterations (default: config)")
     parser.add_argument("--num-pictures", type=int, default=6,
                         help="validation images to draw per task")
     parser.add_argument("--min-bbox-map", type=float, default=0.5, help="bbox mAP target")
     parser.add_argument("--min-miou", type=float, default=0.7, help="mIoU target (fraction)")
     return parser.parse_args(argv)
-
-
-class Phases:
-    """One-line-per-phase progress and timing.
-
-    Args:
-        total: Number of phases.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.index = 0
-        self.times: Dict[str, float] = {}
-        self._start = time.perf_counter()
-        self._phase_start = self._start
-
-    def begin(self, what: str) -> None:
-        """Announce the next phase; :meth:`end` names it when it is done.
-
-        Args:
-            what: What the phase does, for the progress line.
-        """
-        self.index += 1
-        self._phase_start = time.perf_counter()
-        print(f"[demo {self.index}/{self.total}] {what} ...", flush=True)
-
-    def end(self, name: str, summary: str) -> None:
-        """Record the phase's time under ``name`` (a key of ``metrics.json``'s ``times_s``) and
-        print its summary.
-
-        Args:
-            name: Key of the phase's time.
-            summary: Its result, for the progress line.
-        """
-        self.times[name] = round(time.perf_counter() - self._phase_start, 1)
-        print(f"[demo {self.index}/{self.total}] {summary} ({self.times[name]:.0f} s; "
-              f"{self.elapsed():.0f} s total)", flush=True)
-
-    def elapsed(self) -> float:
-        """Seconds since the start."""
-        return time.perf_counter() - self._start
-
-
-def demo_config(path: Path, data_dir: Path, work_dir: Path, iters: Optional[int]) -> Config:
-    """Load a demo config pointed at ``data_dir`` and ``work_dir``, optionally with another
-    number of training iterations (the schedule's end moves along). Validation during training is
-    switched off: the demo evaluates once, on the saved checkpoint.
-
-    Args:
-        path: Config file.
-        data_dir: Toy dataset root.
-        work_dir: Run directory.
-        iters: Training iterations, or None for the config's.
-    """
-    cfg = load_config(path, work_dir=str(work_dir))
-    root = str(data_dir) + "/"
-    for loader in ("train_dataloader", "test_dataloader"):
-        cfg[loader].dataset.data_root = root
-    cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None
-    if cfg.default_scope == "mmdet":
-        cfg.test_evaluator.ann_file = root + "annotations/instances_val.json"
-    if iters is not None:
-        set_iterations(cfg, iters)
-    return cfg
-
-
-def set_iterations(cfg: Config, iters: int) -> None:
-    """Train an iteration-based config for ``iters`` iterations: the schedule's end moves along
-    (a warm-up keeps its length unless it would not fit), and the one checkpoint is saved at the
-    end.
-
-    Args:
-        cfg: Config, updated in place.
-        iters: Training iterations, >= 1.
-    """
-    if iters < 1:
-        raise ValueError(f"iterations must be >= 1, got {iters}")
-    old = cfg.train_cfg.max_iters
-    cfg.train_cfg.max_iters = iters
-    cfg.default_hooks.checkpoint.interval = iters
-    for scheduler in cfg.param_scheduler:  # stretch the schedule: warm-up kept, end moved
-        scheduler.end = iters if scheduler.end == old else min(scheduler.end, iters)
-        scheduler.begin = min(scheduler.begin, scheduler.end - 1)
 
 
 def train(cfg: Config) -> Path:
@@ -209,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     work_dir = Path(args.work_dir)
     data_dir = Path(args.data_dir) if args.data_dir else work_dir / "data"
-    phases = Phases(PHASES)
+    phases = Phases("demo", PHASES)
 
     phases.begin(f"generating the toy dataset in {data_dir}")
     dataset = write_toy_dataset(data_dir, num_train=args.num_train, num_val=args.num_val)
@@ -265,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"[demo] bbox mAP {bbox_map:.3f} (target {args.min_bbox_map}), segm mAP {segm_map:.3f}, "
           f"mIoU {miou:.3f} (target {args.min_miou}) in {phases.elapsed():.0f} s -> "
           f"{work_dir / 'metrics.json'}: {'PASS' if passed else 'FAIL: below target'}", flush=True)
-    return 0 if passed else 1
+    return EXIT_OK if passed else EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

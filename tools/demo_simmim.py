@@ -38,7 +38,8 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.hooks import Hook  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from demo import SEG_CONFIG, Phases, demo_config, set_iterations  # noqa: E402  (tools/demo.py)
+from swinv2_backbone.cli import Phases, int_at_least  # noqa: E402
+from swinv2_backbone.openmmlab.demo import demo_config, set_iterations  # noqa: E402
 from swinv2_backbone.openmmlab.launch import build_runner, load_config  # noqa: E402
 from swinv2_backbone.openmmlab.simmim_pictures import (load_simmim, mask_settings,  # noqa: E402
                                                        write_picture)
@@ -46,6 +47,8 @@ from swinv2_backbone.openmmlab.toy_data import write_toy_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIM_CONFIG = ROOT / "configs/simmim/simmim_swinv2-compact_toy-shapes.py"
+#: The demo's compact UPerNet (``tools/demo.py`` trains it from scratch).
+SEG_CONFIG = ROOT / "configs/demo/upernet_swinv2-compact_toy-shapes.py"
 #: Phases besides the two fine-tuning runs per seed: data, pre-training, pictures, metrics.
 FIXED_PHASES = 4
 #: Iterations whose mean SimMIM loss is reported at the start and at the end of pre-training.
@@ -66,22 +69,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="toy dataset directory (default: WORK_DIR/data)")
     parser.add_argument("--num-train", type=int, default=240, help="training images")
     parser.add_argument("--num-val", type=int, default=60, help="validation images")
-    parser.add_argument("--mim-iters", type=int, help="SimMIM iterations (default: config)")
+    parser.add_argument("--mim-iters", type=int_at_least(1),
+                        help="SimMIM iterations (default: config)")
     parser.add_argument("--norm-target-window", type=int,
                         help="pre-train on the locally normalised target of this odd window (the "
                              "official SwinV2 recipe: 47; default: the config's, the image itself)")
-    parser.add_argument("--seg-iters", type=int, default=300,
+    parser.add_argument("--seg-iters", type=int_at_least(1), default=300,
                         help="UPerNet iterations of each fine-tuning run")
-    parser.add_argument("--val-interval", type=int, default=50,
+    parser.add_argument("--val-interval", type=int_at_least(1), default=50,
                         help="fine-tuning iterations between mIoU evaluations (also at the end)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="fine-tuning seeds: each runs both fine-tunings (default: 0 1)")
     parser.add_argument("--num-pictures", type=int, default=4,
                         help="validation images to draw reconstructions of")
-    args = parser.parse_args(argv)
-    if args.val_interval < 1:
-        parser.error(f"--val-interval must be >= 1, got {args.val_interval}")
-    return args
+    return parser.parse_args(argv)
 
 
 class MetricCurve(Hook):
@@ -249,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     work_dir = Path(args.work_dir)
     data_dir = Path(args.data_dir) if args.data_dir else work_dir / "data"
-    phases = Phases(FIXED_PHASES + 2 * len(args.seeds))
+    phases = Phases("demo_simmim", FIXED_PHASES + 2 * len(args.seeds))
 
     phases.begin(f"generating the toy dataset in {data_dir}")
     dataset = write_toy_dataset(data_dir, num_train=args.num_train, num_val=args.num_val)

@@ -52,125 +52,22 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
 import torch
 
 from swinv2_backbone import ARCH_SETTINGS
-from swinv2_backbone.checkpoint import remove_partial_files
+from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, Progress, collect_errors, fail,
+                                 int_at_least)
 from swinv2_backbone.features import (AUTO_DEPTH, IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS,
                                       BackgroundConsumer, FeatureExtractor, ForwardTiming,
-                                      ImageFeatures, ImageReadError, auto_depth, dtype_name,
-                                      find_images, image_size, is_complete, pca_rgb, save_features,
-                                      save_png, target_size, upsample_to_image, usable_cpus)
+                                      ImageFeatures, auto_depth, find_images, usable_cpus)
+from swinv2_backbone.features.resume import (OutputSettings, pending, prepare_output_dir,
+                                             stem_clashes, write_outputs)
 
 
-def stem_clashes(paths: Sequence[Path]) -> Optional[str]:
-    """An error text if two inputs would write the same output files, else ``None``.
-
-    Args:
-        paths: The input images.
-    """
-    owner: Dict[str, Path] = {}
-    for p in paths:
-        if p.stem in owner:
-            return (f"inputs {str(owner[p.stem])!r} and {str(p)!r} would both write "
-                    f"{p.stem}.safetensors; rename one or run them separately")
-        owner[p.stem] = p
-    return None
-
-
-def write_outputs(result: ImageFeatures, extractor: FeatureExtractor, out_dir: Path, pca: bool) -> None:
-    """Write one image's PCA pictures (with ``pca``) and then its ``.safetensors``, each
-    crash-safely: the features file, written last, marks the image done for a rerun.
-
-    Args:
-        result: The image's features.
-        extractor: The extractor that computed them.
-        out_dir: Output folder.
-        pca: Also write ``<stem>_<stage>_pca.png`` per stage.
-    """
-    stem = result.path.stem
-    if pca:
-        for name, feature in result.features.items():
-            picture = upsample_to_image(pca_rgb(feature), extractor.strides[name], result.input_size,
-                                        result.original_size)
-            save_png(picture, out_dir / f"{stem}_{name}_pca.png")
-    save_features(result, extractor, out_dir / f"{stem}.safetensors")
-
-
-def already_done(path: Path, extractor: FeatureExtractor, args: argparse.Namespace) -> bool:
-    """Whether a previous run wrote ``path``'s outputs completely with these settings.
-
-    Args:
-        path: The input image.
-        extractor: This run's extractor.
-        args: Parsed arguments (output folder, resizing, ``--pca``).
-    """
-    features = args.out / f"{path.stem}.safetensors"
-    if not features.is_file():
-        return False  # the common case of a first run: no need to read the image's header
-    try:
-        original = image_size(path, args.max_pixels)
-    except ImageReadError:
-        return False  # processed (and reported) with the others
-    size = tuple(args.size) if args.size is not None else None
-    expected = dict(source=str(path), stages=list(extractor.out_features),
-                    checkpoint=extractor.checkpoint, dtype=dtype_name(extractor.dtype),
-                    mean=list(extractor.mean), std=list(extractor.std),
-                    input_size=list(target_size(original, size=size, short_side=args.short_side)))
-    pictures = [args.out / f"{path.stem}_{n}_pca.png" for n in extractor.out_features] if args.pca else []
-    return is_complete(features, expected) and all(p.is_file() for p in pictures)
-
-
-class LineProgress:
-    """Fallback progress report without tqdm: one line per update on stderr.
-
-    Args:
-        total: Number of images.
-    """
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-        self.start = time.perf_counter()
-
-    def update(self, n: int) -> None:
-        """Count ``n`` more images and print the state."""
-        self.done += n
-        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-        print(f"{self.done}/{self.total} images ({rate:.2f} img/s)", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        """Nothing to release; present for tqdm compatibility."""
-
-
-class _Silent:
-    """No-op progress report."""
-
-    def update(self, n: int) -> None:
-        """Ignore ``n``: reporting is disabled."""
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-def progress_bar(total: int, enabled: bool) -> Any:
-    """A tqdm bar over ``total`` images if tqdm is installed, else :class:`LineProgress`.
-
-    Args:
-        total: Number of images.
-        enabled: ``False`` disables the report.
-    """
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return LineProgress(total) if enabled else _Silent()
-    return tqdm(total=total, unit="img", disable=not enabled, file=sys.stderr)
-
-
-def run(results: Iterable[ImageFeatures], extractor: FeatureExtractor, out_dir: Path, pca: bool,
-        bar: Any, depth: int) -> int:
+def run(results: Iterable[ImageFeatures], extractor: FeatureExtractor, settings: OutputSettings,
+        progress: Progress, depth: int) -> int:
     """Write the outputs of every result while advancing ``bar``; returns the number of images.
     With ``depth`` > 0 a background thread writes them (in order) while the next results are
     computed, with at most ``depth`` results waiting; its first error is raised here and stops the
@@ -180,17 +77,16 @@ def run(results: Iterable[ImageFeatures], extractor: FeatureExtractor, out_dir: 
     Args:
         results: Features as computed.
         extractor: The extractor.
-        out_dir: Output folder.
-        pca: Write PCA pictures.
-        bar: Progress report with ``update(n)``, advanced as each image's outputs are written.
+        settings: Where and what to write.
+        progress: Advanced as each image's outputs are written.
         depth: Results queued for the writer thread; 0 writes in this thread.
     """
     written = [0]
 
     def write(result: ImageFeatures) -> None:
-        write_outputs(result, extractor, out_dir, pca)
+        write_outputs(result, extractor, settings)
         written[0] += 1
-        bar.update(1)
+        progress.advance(1, "images written")
 
     with BackgroundConsumer(write, depth, name="swinv2-feature-writer") as writer:
         for result in results:
@@ -216,7 +112,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="attention window, one or one per stage (default: the checkpoint's, else 8)")
     parser.add_argument("--stages", nargs="+", default=None, metavar="NAME",
                         help="outputs: stem, stage1..stage4 (default: stage1..stage4)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N",
+    parser.add_argument("--batch-size", type=int_at_least(1), default=4, metavar="N",
                         help="most images of one size per forward pass (default: 4)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
@@ -231,7 +127,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="normalisation mean for pixels in [0, 1] (default: ImageNet)")
     parser.add_argument("--std", nargs=3, type=float, default=IMAGENET_STD, metavar=("R", "G", "B"),
                         help="normalisation std for pixels in [0, 1] (default: ImageNet)")
-    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+    parser.add_argument("--max-pixels", type=int_at_least(1), default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels, checked before decoding (default "
                              f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
     parser.add_argument("--prefetch", type=_prefetch, default="auto", metavar="N",
@@ -243,12 +139,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute images whose outputs a previous run already wrote")
     parser.add_argument("--no-progress", action="store_true", help="no progress report")
-    args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.max_pixels < 1:
-        parser.error(f"--max-pixels must be >= 1, got {args.max_pixels}")
-    return args
+    return parser.parse_args(argv)
 
 
 def _prefetch(text: str) -> Union[int, str]:
@@ -292,17 +183,15 @@ def model_config(args: argparse.Namespace) -> Dict[str, Any]:
     return cfg
 
 
-def reporter(failed: List[str]) -> Callable[[ImageReadError], None]:
-    """A per-image error handler that prints the error on stderr and records it in ``failed``.
+def output_settings(args: argparse.Namespace) -> OutputSettings:
+    """Where and how the run writes each image's outputs, from the arguments.
 
     Args:
-        failed: Collects the error texts.
+        args: Parsed arguments.
     """
-    def report(err: ImageReadError) -> None:
-        failed.append(str(err))
-        print(f"error: {err}", file=sys.stderr, flush=True)
-
-    return report
+    return OutputSettings(args.out, pca=args.pca,
+                          size=tuple(args.size) if args.size is not None else None,
+                          short_side=args.short_side, max_pixels=args.max_pixels)
 
 
 @dataclass
@@ -362,26 +251,23 @@ def extract(args: argparse.Namespace) -> RunSummary:
                                  out_features=args.stages, device=args.device, dtype=args.dtype,
                                  mean=args.mean, std=args.std)
     summary = RunSummary(found=len(images), out_features=extractor.out_features)
-    args.out.mkdir(parents=True, exist_ok=True)
-    remove_partial_files(args.out)
-    todo = images if args.overwrite else [p for p in images if not already_done(p, extractor, args)]
+    settings = output_settings(args)
+    prepare_output_dir(settings.out_dir)
+    todo = pending(images, extractor, settings, overwrite=args.overwrite)
     summary.skipped = len(images) - len(todo)
     depth, summary.prefetch = resolve_prefetch(args.prefetch, extractor.device)
     if todo:
         start = time.perf_counter()
-        size = tuple(args.size) if args.size is not None else None
-        results = extractor.iter_files(todo, batch_size=args.batch_size, size=size,
-                                       short_side=args.short_side, on_error=reporter(summary.failed),
+        results = extractor.iter_files(todo, batch_size=args.batch_size, size=settings.size,
+                                       short_side=args.short_side, on_error=collect_errors(summary.failed),
                                        max_pixels=args.max_pixels, prefetch=depth,
                                        timing=summary.forward)
-        bar = progress_bar(len(todo), not args.no_progress)
+        progress = Progress("extract_features", len(todo), unit="images",
+                            enabled=not args.no_progress)
         # closing() stops the loader thread at once when the run ends early (an error)
         with contextlib.closing(results):
-            try:
-                summary.written = run(results, extractor, args.out, args.pca, bar,
-                                      depth=depth * args.batch_size)
-            finally:
-                bar.close()
+            summary.written = run(results, extractor, settings, progress,
+                                  depth=depth * args.batch_size)
         summary.seconds = time.perf_counter() - start
     return summary
 
@@ -397,14 +283,13 @@ def main(argv: Sequence[str]) -> int:
     try:
         summary = extract(args)
     except (ValueError, OSError) as err:  # per-image errors go to the handler, not here
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(f"wrote features of {summary.written} image(s) ({', '.join(summary.out_features)}) to "
           f"{args.out}; {summary.skipped} already complete, skipped; {len(summary.failed)} could not "
           "be read")
     if summary.written:
         print(summary.throughput())
-    return 1 if summary.failed else 0
+    return EXIT_SOME_FAILED if summary.failed else EXIT_OK
 
 
 if __name__ == "__main__":

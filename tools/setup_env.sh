@@ -119,15 +119,18 @@ build_mmcv() {
   # mmcv's setup.py imports pkg_resources (setuptools < 70); the venv keeps its newer setuptools,
   # the build sees the old one first on PYTHONPATH.
   "${PIP[@]}" -q --no-deps --target "$STAGE/overlay" "setuptools<70"
-  "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$STAGE/src" \
-    "mmcv==$MMCV_VERSION"
-  tar -xzf "$STAGE/src/mmcv-$MMCV_VERSION.tar.gz" -C "$STAGE/src"
+  # Not `pip download`: it would run mmcv's setup.py before the patch below (fails on Python 3.13).
+  local sdist
+  sdist=$("$PY" "$ROOT/tools/env/mmcv_source.py" fetch mmcv "$MMCV_VERSION" "$STAGE/src")
+  tar -xzf "$sdist" -C "$STAGE/src"
   local src="$STAGE/src/mmcv-$MMCV_VERSION"
   # mmcv's setup.py hardcodes c++17; torch's own extension builder says which standard its headers
   # need (C++20 for torch 2.14, C++17 for torch 2.1).
+  local std=""
   if grep -q -- "-std=c++20" "$STAGE/venv/lib/python"*/site-packages/torch/utils/cpp_extension.py; then
-    sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+    std=c++20
   fi
+  "$PY" "$ROOT/tools/env/mmcv_source.py" patch "$src/setup.py" ${std:+--cxx-std "$std"}
   # -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
   ( cd "$src" && \
     PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/venv/bin:$PATH" PYTHONPATH="$STAGE/overlay" \

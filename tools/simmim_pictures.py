@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
 
+from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, collect_errors, fail
 from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.openmmlab.launch import load_config
 from swinv2_backbone.openmmlab.simmim_pictures import load_simmim, mask_settings, write_picture
@@ -80,29 +81,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = mask_settings(cfg, size)
         model = load_simmim(cfg, args.checkpoint).to(args.device)
     except (ValueError, OSError, KeyError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed: List[str] = []
-
-    def fail(err: ImageReadError) -> None:
-        failed.append(str(err))
-        print(f"error: {err}", file=sys.stderr)
-
+    report = collect_errors(failed)
     taken: Set[str] = set()
-    for index, path in enumerate(each_image(args.images, fail)):
+    for index, path in enumerate(each_image(args.images, report)):
         seed = args.seed + index
         try:
             written = write_picture(model, settings, path, out_dir / unique_name(path, taken), seed)
         except ImageReadError as err:
-            fail(err)
+            report(err)
             continue
         print(f"{path} -> {written} (mask seed {seed})")
     if failed:
         print(f"{len(failed)} input(s) could not be drawn", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

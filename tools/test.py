@@ -18,6 +18,7 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from swinv2_backbone.checkpoint import CheckpointError, load_checkpoint_file
+from swinv2_backbone.cli import fail
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, add_prediction_dump,
                                               build_runner, enable_visualization, load_config,
                                               setup_launcher, shutdown_distributed)
@@ -57,13 +58,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cfg = load_config(args.config, args.cfg_options, args.work_dir)
     missing = [key for key in ("test_dataloader", "test_cfg", "test_evaluator") if not cfg.get(key)]
     if missing:
-        sys.exit(f"error: {args.config} has no {', '.join(missing)}: it defines no evaluation "
-                 "(add them, e.g. as configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py "
-                 "does)")
+        sys.exit(fail(f"{args.config} has no {', '.join(missing)}: it defines no evaluation "
+                      "(add them, e.g. as "
+                      "configs/simmim/simmim_swinv2-t-p4-w6_100e_image-folder-192px.py does)"))
     try:  # mmengine's load_from unpickles anything on torch < 2.6: read it weights-only first
         load_checkpoint_file(args.checkpoint)
     except (CheckpointError, OSError) as err:
-        sys.exit(f"error: {err}")
+        sys.exit(fail(err))
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)

@@ -12,7 +12,7 @@ Checkpoints are saved crash-safely (``AtomicCheckpointHook``): a run killed at a
 with ``--resume`` from its last complete checkpoint. ``--resume`` reads that checkpoint with the
 weights-only loader before training starts; an unusable one (truncated, zeroed, refused) stops the
 run with a message naming it and the newest complete older checkpoint, which ``--resume-fallback``
-takes instead. Exit status 1 with an ``error:`` line for that and for a checkpoint that cannot be
+takes instead. Exit status 2 with an ``error:`` line for that and for a checkpoint that cannot be
 written (a full disk: the message names the file and the free space).
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import List, Optional
 from mmengine.config import DictAction
 
 from swinv2_backbone.checkpoint import AtomicWriteError
+from swinv2_backbone.cli import EXIT_OK, fail
 from swinv2_backbone.openmmlab.launch import (LAUNCHERS, build_runner, enable_amp, load_config,
                                               set_resume, setup_launcher, shutdown_distributed)
 from swinv2_backbone.openmmlab.resume import ResumeError, resolve_resume
@@ -61,7 +62,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Train; returns the exit status (1 after an ``error:`` line on stderr).
+    """Train; returns the exit status (2 after an ``error:`` line on stderr).
 
     Args:
         argv: Command-line arguments, see :func:`parse_args`.
@@ -73,17 +74,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         enable_amp(cfg)
     if args.auto_scale_lr:
         if "auto_scale_lr" not in cfg or "base_batch_size" not in cfg.auto_scale_lr:
-            raise ValueError("--auto-scale-lr needs auto_scale_lr.base_batch_size in the config")
+            return fail(f"--auto-scale-lr needs auto_scale_lr.base_batch_size in {args.config}")
         cfg.auto_scale_lr.enable = True
     try:
         set_resume(cfg, resolve_resume(cfg.work_dir, args.resume, args.resume_fallback))
         setup_launcher(cfg, args.launcher)
         build_runner(cfg).train()
     except (ResumeError, AtomicWriteError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return fail(err)
     shutdown_distributed()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
