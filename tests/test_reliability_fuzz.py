@@ -23,7 +23,7 @@ from kit import TINY
 
 NUM_STAGES = 4
 OUTPUT_NAMES = ("stem",) + tuple(f"stage{i + 1}" for i in range(NUM_STAGES))
-#: Example counts (recorded in the README's reliability table).
+#: Example counts (recorded in docs/reliability.md's table).
 VALID_EXAMPLES = 400
 LAYOUT_EXAMPLES = 100
 INVALID_CONFIG_EXAMPLES = 500

@@ -18,7 +18,7 @@ Phases (one summary line each, mmengine's logs in between):
    run reaches the from-scratch run's final mIoU, the SimMIM loss, the times.
 
 Several seeds because one pair of runs says little here: which run learns the last class (the
-triangles) within the budget changes with the seed, and the final mIoU with it (README).
+triangles) within the budget changes with the seed, and the final mIoU with it (docs/demo.md).
 A comparison, not a test: the exit status is 0 whichever run is better.
 """
 from __future__ import annotations
