@@ -14,11 +14,19 @@ from typing import Iterator, Tuple
 import torch
 from torch import nn
 
+from ..compat import TORCH_RELEASE
+from .rewrites import traceable
+
 #: The sizes an export serves unless told otherwise: every side from 32 to 4096 pixels, batches of
 #: 1 to 64.
 DEFAULT_MIN_SIDE = 32
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_MAX_BATCH = 64
+
+
+#: The oldest torch whose ``torch.export`` traces the backbone for a range of sizes (non-strict
+#: tracing, size-oblivious 0/1 handling).
+EXPORT_RELEASE = (2, 6)
 
 
 class ExportError(ValueError):
@@ -123,9 +131,10 @@ def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
         ExportError: This torch has no ``torch.export`` with dynamic shapes, or the trace failed
             (the cause is chained).
     """
-    if not hasattr(torch, "export") or not hasattr(torch.export, "Dim"):
-        raise ExportError(f"torch {torch.__version__} has no torch.export with dynamic shapes; "
-                          "exporting needs torch >= 2.6")
+    if TORCH_RELEASE < EXPORT_RELEASE:
+        raise ExportError(f"exporting needs torch >= {'.'.join(map(str, EXPORT_RELEASE))} (its "
+                          f"torch.export traces without specialising sizes); this is torch "
+                          f"{torch.__version__}")
     example = torch.randn(sizes.example_shape())
     dims = {0: torch.export.Dim("batch", min=1, max=sizes.max_batch),
             2: torch.export.Dim("height", min=sizes.min_height, max=sizes.max_side),
@@ -133,7 +142,7 @@ def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
     was_training = model.training
     model.eval()
     try:
-        with _size_oblivious(), torch.no_grad():
+        with _size_oblivious(), torch.no_grad(), traceable(model):
             return torch.export.export(model, (example,), dynamic_shapes=(dims,), strict=False)
     except Exception as err:
         raise ExportError(f"tracing {type(model).__name__} for {sizes.describe()} failed: "

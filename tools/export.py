@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Export a model once for every input size: ONNX, OpenVINO IR or a torch.export archive.
+
+    python tools/export.py CKPT --to onnx --output backbone.onnx          # the backbone's stages
+    python tools/export.py CKPT --what model --to openvino --output cls.xml   # a classifier
+    python tools/export.py CONFIG.py --checkpoint W.pth --what neck --to onnx --output fpn.onnx
+    python tools/export.py CONFIG.py --checkpoint W.pth --what model --to onnx --output seg.onnx
+    python tools/export.py --check backbone.onnx --runtime onnxruntime   # run it once, print its range
+
+SOURCE is a checkpoint of any supported format (Hugging Face directory, official / timm /
+torchvision / mmpretrain / mmdet / mmseg / this project's file) or an mmdet / mmseg config (.py,
+weights from --checkpoint). --what: backbone (the selected stages, NCHW), neck (backbone + FPN
+levels, configs only) or model (a checkpoint's classifier logits; a config's segmentor logits at the
+input size). Every file serves every batch and input size in the printed range (32-4096 px per side
+by default, raised where the backbone's small_map rule shrinks windows on small maps); inputs are
+normalised images, as the backbone takes them. Whole detectors do not export yet (their NMS).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Optional, Sequence
+
+import torch
+
+from swinv2_backbone.checkpoint import CheckpointError
+from swinv2_backbone.cli import EXIT_OK, fail, int_at_least
+from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, OPSETS,
+                                    PRECISIONS, RUNTIMES, TARGETS, WHAT, ExportError, export,
+                                    load_exported, load_source)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("source", nargs="?", help="checkpoint or mmdet/mmseg config")
+    parser.add_argument("--to", choices=tuple(TARGETS), default="onnx", help="file format")
+    parser.add_argument("--output", help="the file to write (*.onnx, *.xml, *.pt2)")
+    parser.add_argument("--checkpoint", help="weights for a config source")
+    parser.add_argument("--what", choices=WHAT, default="backbone", help="what to export")
+    parser.add_argument("--min-side", type=int_at_least(1), default=DEFAULT_MIN_SIDE,
+                        help="smallest height and width to serve")
+    parser.add_argument("--max-side", type=int_at_least(1), default=DEFAULT_MAX_SIDE,
+                        help="largest height and width to serve")
+    parser.add_argument("--max-batch", type=int_at_least(1), default=DEFAULT_MAX_BATCH,
+                        help="largest batch to serve")
+    parser.add_argument("--opset", type=int, default=18,
+                        help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
+    parser.add_argument("--check", metavar="FILE",
+                        help="load an exported file, run it once at its smallest size, print its range")
+    parser.add_argument("--runtime", choices=tuple(RUNTIMES), help="runtime for --check")
+    parser.add_argument("--precision", choices=PRECISIONS, default="f32",
+                        help="OpenVINO precision for --check")
+    args = parser.parse_args(argv)
+    if args.check is None and (args.source is None or args.output is None):
+        parser.error("give SOURCE and --output (or --check FILE)")
+    return args
+
+
+def check(path: str, runtime: Optional[str], precision: str) -> None:
+    model = load_exported(path, runtime, precision=precision)
+    sizes = model.sizes
+    outs = model(torch.zeros(1, sizes.channels, sizes.min_height, sizes.min_width))
+    shapes = ", ".join(f"{name} {tuple(o.shape)}" for name, o in zip(model.outputs, outs))
+    print(f"{path}: {model.runtime}, serves {sizes.describe()}; at the smallest size: {shapes}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.check is not None:
+            check(args.check, args.runtime, args.precision)
+            return EXIT_OK
+        start = time.perf_counter()
+        exportable = load_source(args.source, args.checkpoint, args.what)
+        print(f"exporting {exportable.description} to {args.to}")
+        sizes = export(exportable, args.output, args.to, min_side=args.min_side,
+                       max_side=args.max_side, max_batch=args.max_batch, opset=args.opset)
+    except (ExportError, CheckpointError, OSError) as err:
+        return fail(err)
+    print(f"wrote {args.output} in {time.perf_counter() - start:.0f} s: inputs {sizes.describe()}, "
+          f"outputs {', '.join(exportable.outputs)}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
