@@ -9,6 +9,7 @@ import torch.distributed.fsdp as fsdp
 import torch.nn.functional as F
 
 from swinv2_backbone.compat import TORCH_RELEASE
+from swinv2_backbone.deploy.tracing import EXPORT_RELEASE
 
 
 def _cpu_fp16() -> bool:
@@ -41,3 +42,7 @@ needs_inductor_index_math = pytest.mark.skipif(
     TORCH_RELEASE < (2, 2),
     reason=f"torch {torch.__version__}'s inductor fails on the backbone's window index arithmetic "
            "(sympy PolynomialError: non-commutative expressions); eager and aot_eager work")
+needs_dynamic_export = pytest.mark.skipif(
+    TORCH_RELEASE < EXPORT_RELEASE,
+    reason=f"torch {torch.__version__}'s torch.export cannot trace a range of sizes (needs "
+           f"{'.'.join(map(str, EXPORT_RELEASE))}); test_deploy checks the refusal there")

@@ -83,10 +83,10 @@ def test_window_gathers_equal_the_reference_with_gradients(h, w, window, shift, 
     assert torch.equal(torch.autograd.grad(got, x, up)[0], torch.autograd.grad(want, x, up)[0])
     # and back: merge, roll back, crop; padding rows get no gradient
     wins = torch.randn_like(want).requires_grad_()
-    back = windows.from_windows(wins, h, w, shift, roll_first)
-    ref = kernels.from_windows(wins, h, w, shift, roll_first)
+    back = windows.from_windows(wins, window, h, w, shift, roll_first)
+    ref = kernels.from_windows(wins, window, h, w, shift, roll_first)
     assert torch.equal(back, ref)
-    assert torch.equal(kernels.from_windows(want, h, w, shift, roll_first), x)  # an inverse
+    assert torch.equal(kernels.from_windows(want, window, h, w, shift, roll_first), x)  # an inverse
     up = torch.randn_like(back)
     assert torch.equal(torch.autograd.grad(back, wins, up)[0], torch.autograd.grad(ref, wins, up)[0])
 

@@ -4,7 +4,7 @@
 * :func:`export`: a model (or a source: checkpoint or mmdet/mmseg config, :mod:`.sources`) to a file;
 * :func:`load_exported`: a file to an :class:`ExportedModel` that checks its inputs and returns
   torch tensors;
-* :mod:`.trace`: the one dynamic-shape trace every target starts from.
+* :mod:`.tracing`: the one dynamic-shape trace every target starts from.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from torch import nn
 from .runtime import PRECISIONS, RUNTIMES, ExportedModel, load_exported
 from .sources import WHAT, Exportable, load_source
 from .targets import OPSETS, TARGETS, check_target, write
-from .trace import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ExportError, SizeRange,
-                    size_range, trace)
+from .tracing import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ExportError, SizeRange,
+                    size_oblivious, size_range, trace)
 
 
 def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike], target: str = "onnx",
@@ -73,4 +73,4 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_SIDE", "DEFAULT_MIN_SIDE", "ExportError", "Exportable",
            "ExportedModel", "OPSETS", "PRECISIONS", "RUNTIMES", "SizeRange", "TARGETS", "WHAT",
-           "export", "load_exported", "load_source", "size_range", "trace"]
+           "export", "load_exported", "load_source", "size_oblivious", "size_range", "trace"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .targets import INPUT_NAME, METADATA_KEY, TARGETS, read_metadata, require
-from .trace import ExportError, SizeRange
+from .tracing import ExportError, SizeRange
 
 #: The runtimes, and the targets each runs.
 RUNTIMES = {"onnxruntime": ("onnx",), "openvino": ("onnx", "openvino"), "torch": ("torch-export",)}
@@ -110,7 +110,8 @@ def _torch(path: Path) -> Tuple[Any, Callable]:
 
     def run(x: np.ndarray) -> List[np.ndarray]:
         with torch.no_grad():
-            return [o.numpy() for o in module(torch.from_numpy(x))]
+            out = module(torch.from_numpy(x))
+        return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
     return extra[f"{METADATA_KEY}.json"] or None, run
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..checkpoint.build import build_backbone
 from ..features.classify import load_classifier
 from .targets import require
-from .trace import ExportError
+from .tracing import ExportError
 
 #: What can be exported from a source.
 WHAT = ("backbone", "neck", "model")

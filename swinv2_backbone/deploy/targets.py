@@ -13,7 +13,7 @@ from typing import Any, Dict, Sequence
 import torch
 
 from ..checkpoint.atomic import write_atomic
-from .trace import ExportError, SizeRange
+from .tracing import ExportError, SizeRange
 
 #: What an export can write, and the file each target's path names.
 TARGETS = {"onnx": ".onnx", "openvino": ".xml", "torch-export": ".pt2"}

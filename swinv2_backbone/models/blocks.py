@@ -11,7 +11,8 @@ from torch import nn
 
 from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
 from .kernels import BlockParts, Shift, active
-from .ops import Size, dense, drop_path, index_scalar, pad_to_multiple, padded_size, static_zero
+from .ops import (Size, dense, drop_path, index_scalar, pad_to_multiple, padded_size, static_zero,
+                  symbolic)
 
 #: Rules for feature maps not larger than the window (defined at :func:`window_and_shift`).
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm", "mmdet")
@@ -59,7 +60,7 @@ def window_and_shift(
     ``pad_small_map=True``): it differs from ``'pad'`` only where a padded axis holds one window.
     """
     h, w = hw
-    if not (isinstance(h, int) and isinstance(w, int)):
+    if symbolic(h) or symbolic(w):
         return _traced_window_and_shift(hw, window, shifted, rule)
     if rule == "mmdet":
         shift = window // 2 if shifted else 0

@@ -109,8 +109,8 @@ class Kernels:
         to_windows: ``(x, window, shift, roll_first)``: a ``(B, H, W, C)`` map zero-padded to window
             multiples, rolled by ``-shift`` (before the padding when ``roll_first``, timm's order)
             and partitioned into ``(B, nW, window*window, C)``.
-        from_windows: ``(windows, H, W, shift, roll_first)``: the inverse of ``to_windows`` (merge,
-            roll back, crop).
+        from_windows: ``(windows, window, H, W, shift, roll_first)``: the inverse of ``to_windows``
+            (merge, roll back, crop).
         scores: ``(q, k, mask)`` -> ``q @ k^T + mask`` for ``(B, nW, heads, N, d)`` queries and keys
             and a mask broadcastable to ``(B, nW, heads, N, N)``.
         mlp: ``(x, fc1, fc2, dropout)`` -> ``drop(fc2(drop(gelu(fc1(x)))))`` for the two
@@ -128,7 +128,7 @@ class Kernels:
     name: str
     linear: Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], str], torch.Tensor]
     to_windows: Callable[[torch.Tensor, int, Shift, bool], torch.Tensor]
-    from_windows: Callable[[torch.Tensor, Size, Size, Shift, bool], torch.Tensor]
+    from_windows: Callable[[torch.Tensor, int, Size, Size, Shift, bool], torch.Tensor]
     scores: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     mlp: Callable[[torch.Tensor, nn.Linear, nn.Linear, float], torch.Tensor]
     attention: Callable[[torch.Tensor, torch.Tensor, AttentionArgs], torch.Tensor]
@@ -149,11 +149,11 @@ def to_windows(x: torch.Tensor, window: int, shift: Shift, roll_first: bool = Fa
     return window_partition(roll(pad_to_multiple(x, window), back, (1, 2)), window)
 
 
-def from_windows(windows: torch.Tensor, h: Size, w: Size, shift: Shift, roll_first: bool = False
-                 ) -> torch.Tensor:
+def from_windows(windows: torch.Tensor, window: int, h: Size, w: Size, shift: Shift,
+                 roll_first: bool = False) -> torch.Tensor:
     if roll_first:
-        return roll(crop(window_reverse(windows, h, w), h, w), shift, (1, 2))
-    return crop(roll(window_reverse(windows, h, w), shift, (1, 2)), h, w)
+        return roll(crop(window_reverse(windows, window, h, w), h, w), shift, (1, 2))
+    return crop(roll(window_reverse(windows, window, h, w), shift, (1, 2)), h, w)
 
 
 def scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -208,7 +208,7 @@ def block(x: torch.Tensor, parts: BlockParts) -> torch.Tensor:
     branch_in = parts.norm1(x) if parts.pre_norm else x
     windows = kernels.to_windows(branch_in, parts.window, parts.shift, parts.roll_first)
     attn = parts.attention(windows, parts.mask)
-    attn = kernels.from_windows(attn, h, w, parts.shift, parts.roll_first)  # merge, roll back, crop
+    attn = kernels.from_windows(attn, parts.window, h, w, parts.shift, parts.roll_first)  # merge, roll back, crop
     x = x + drop_path(attn if parts.pre_norm else parts.norm1(attn), parts.drop_path, True)
     return x + drop_path(parts.mlp_branch(x), parts.drop_path, True)
 

@@ -12,7 +12,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..compat import autocast_dtype, autocast_enabled
+from ..compat import autocast_dtype, autocast_enabled, is_compiling
 
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
 #: purpose: the published weights were trained with it, so parity needs the same value.
@@ -31,11 +31,18 @@ def padded_size(hw: Tuple[Size, Size], window: int) -> Tuple[Size, Size]:
     return tuple(window * ((n + window - 1) // window) for n in hw)
 
 
+def symbolic(size: Size) -> bool:
+    """Whether a size may change without a new trace: a ``torch.SymInt`` of a dynamic-shape trace,
+    or any size under ``torch.compile`` (dynamo hands symbolic sizes to Python as ints, and a test of
+    their value becomes a guard that recompiles on other sizes)."""
+    return not isinstance(size, int) or is_compiling()
+
+
 def static_zero(*amounts: Size) -> bool:
-    """Whether every amount is a plain ``0``. The sizes of a dynamic-shape trace are symbolic and
-    never count as zero here, so no trace takes a guard on them: the padding they decide stays in
-    the graph (a pad by zero is a no-op there)."""
-    return all(isinstance(a, int) and a == 0 for a in amounts)
+    """Whether every amount is a plain ``0``. Symbolic sizes (:func:`symbolic`) never count as zero
+    here, so no trace takes a guard on them: the padding they decide stays in the graph (a pad by
+    zero is a no-op there)."""
+    return not any(symbolic(a) for a in amounts) and all(a == 0 for a in amounts)
 
 
 def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -50,7 +57,7 @@ def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
 def crop(x: torch.Tensor, h: Size, w: Size) -> torch.Tensor:
     """The top-left ``h x w`` of a ``(B, H, W, C)`` map. Symbolic sizes take a gather: a slice
     would make the trace prove ``h <= H``, which its solver cannot for a padded ``H``."""
-    if isinstance(h, int) and isinstance(w, int):
+    if not (symbolic(h) or symbolic(w)):
         return x[:, :h, :w]
     rows = torch.arange(h, device=x.device)
     return x.index_select(1, rows).index_select(2, torch.arange(w, device=x.device))
@@ -94,11 +101,10 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     return dense(x.permute(0, 1, 3, 2, 4, 5)).view(b, (h // window) * (w // window), window * window, c)
 
 
-def window_reverse(windows: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``(B, nW, N, C)`` windows of the map ``(h, w)`` padded
-    to window multiples -> that padded ``(B, Hp, Wp, C)`` map."""
-    b, _, n, c = windows.shape
-    window = math.isqrt(n)
+def window_reverse(windows: torch.Tensor, window: int, h: Size, w: Size) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C)`` windows of the map
+    ``(h, w)`` padded to window multiples -> that padded ``(B, Hp, Wp, C)`` map."""
+    b, _, _, c = windows.shape
     hp, wp = padded_size((h, w), window)
     x = windows.view(b, hp // window, wp // window, window, window, c)
     return dense(x.permute(0, 1, 3, 2, 4, 5)).view(b, hp, wp, c)

@@ -131,4 +131,4 @@ def _attention_half(x: torch.Tensor, parts: BlockParts) -> torch.Tensor:
             factors = _drop_path_factors(parts.drop_path, branch, b)
         # the attention has read the chunk already
         _add_branch(chunk, branch, _rows_of(factors, start, stop, nw))
-    return from_windows(windows, h, w, shift, parts.roll_first)
+    return from_windows(windows, window, h, w, shift, parts.roll_first)

@@ -5,7 +5,6 @@ gather (no scatter-add). Reference: :func:`swinv2_backbone.models.kernels.to_win
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional, Tuple
 
 import torch
@@ -92,10 +91,9 @@ def to_windows(x: torch.Tensor, window: int, shift: Tuple[int, int], roll_first:
     return rows.view(b, -1, window * window, c)
 
 
-def from_windows(windows: torch.Tensor, h: int, w: int, shift: Tuple[int, int],
+def from_windows(windows: torch.Tensor, window: int, h: int, w: int, shift: Tuple[int, int],
                  roll_first: bool = False) -> torch.Tensor:
     """Inverse of :func:`to_windows` (merge, roll back, crop), as one gather."""
-    b, _, n, c = windows.shape
-    window = math.isqrt(n)
+    b, _, _, c = windows.shape
     forward, inverse, padding = window_gather_index(b, h, w, window, shift, windows.device, roll_first)
     return _GatherRows.apply(windows.reshape(-1, c), inverse, forward, None, padding).view(b, h, w, c)

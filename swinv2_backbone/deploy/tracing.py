@@ -108,9 +108,10 @@ def size_range(model: nn.Module, channels: int, min_side: int = DEFAULT_MIN_SIDE
 
 
 @contextlib.contextmanager
-def _size_oblivious() -> Iterator[None]:
-    """Let the trace treat sizes of 0 or 1 like any other (no guard that a window count is not 1:
-    a stage map can hold a single window). The setting exists from torch 2.6."""
+def size_oblivious() -> Iterator[None]:
+    """Let traces treat sizes of 0 or 1 like any other (no guard that a window count is not 1: a
+    stage map can hold a single window), for ``torch.export`` and ``torch.compile(dynamic=True)``
+    alike. The setting exists from torch 2.6."""
     try:
         from torch.fx.experimental import _config
     except ImportError:  # pragma: no cover - torch without the module
@@ -142,7 +143,7 @@ def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
     was_training = model.training
     model.eval()
     try:
-        with _size_oblivious(), torch.no_grad(), traceable(model):
+        with size_oblivious(), torch.no_grad(), traceable(model):
             return torch.export.export(model, (example,), dynamic_shapes=(dims,), strict=False)
     except Exception as err:
         raise ExportError(f"tracing {type(model).__name__} for {sizes.describe()} failed: "

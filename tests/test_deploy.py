@@ -1,0 +1,287 @@
+"""Deployment (:mod:`swinv2_backbone.deploy`, ``tools/export.py``): one exported file serves every
+input size in its range, in onnxruntime, OpenVINO and torch, equal to eager PyTorch; the small-map
+rules that shrink windows refuse the sizes they cannot serve; whole segmentors and backbone + neck
+export from mmseg/mmdet configs; bad input is refused with one line and no partial file;
+``torch.compile(dynamic=True)`` does not recompile across sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+import torch
+
+from capabilities import needs_dynamic_export
+from kit import SMALL, run_tool, save_backbone
+from swinv2_backbone import SwinBackbone, SwinClassifier, Swinv2Backbone
+from swinv2_backbone.compat import TORCH_RELEASE
+from swinv2_backbone.deploy import (ExportError, export, load_exported, size_oblivious, size_range,
+                                    trace)
+from swinv2_backbone.deploy import targets as targets_module
+from swinv2_backbone.deploy import tracing as trace_module
+from swinv2_backbone.deploy.rewrites import PoolByMatrices
+from swinv2_backbone.deploy.targets import write
+from swinv2_backbone.testing import randomize_
+
+#: Sizes none of which an export traces at (those trace batch 2 at 69 x 117 and up): not multiples
+#: of the window or of 32, maps smaller than the window, one side long, the smallest allowed.
+SIZES = [(1, 32, 32), (3, 33, 47), (1, 64, 64), (2, 100, 37), (1, 129, 200), (1, 224, 224),
+         (1, 256, 320), (3, 57, 300), (1, 41, 33), (1, 128, 96), (2, 97, 161), (1, 200, 35),
+         (1, 512, 384)]
+TOLERANCE = 1e-4  # max abs difference per output, fp32
+
+
+def max_difference(got: Tuple[torch.Tensor, ...], want: Tuple[torch.Tensor, ...]) -> float:
+    assert [g.shape for g in got] == [w.shape for w in want]
+    return max((g - w).abs().max().item() for g, w in zip(got, want))
+
+
+def eager(model: torch.nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        out = model(x)
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.fixture(scope="module")
+def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path]]:
+    """A random SwinV2 backbone (fast paths on, as users run it) and one trace of it written as
+    ONNX and as a torch.export archive."""
+    torch.manual_seed(0)
+    model = randomize_(Swinv2Backbone(**SMALL), seed=1).eval()
+    folder = tmp_path_factory.mktemp("export")
+    sizes = size_range(model, 3)
+    program = trace(model, sizes)
+    names = [f.name for f in model.feature_info]
+    files = {"onnx": folder / "backbone.onnx", "torch-export": folder / "backbone.pt2"}
+    for target, path in files.items():
+        write(program, target, path, sizes, names)
+    return model, files
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime, target", [("onnxruntime", "onnx"), ("openvino", "onnx"),
+                                             ("torch", "torch-export")])
+def test_one_file_serves_every_size(v2_files, runtime, target):
+    model, files = v2_files
+    exported = load_exported(files[target], runtime)
+    assert exported.outputs == ["stage1", "stage2", "stage3", "stage4"]
+    assert (exported.sizes.min_height, exported.sizes.max_side) == (32, 4096)
+    traced = trace_module.SizeRange(3).example_shape()
+    assert all((h, w) != traced[2:] for _, h, w in SIZES) and len(SIZES) >= 12
+    for n, h, w in SIZES:
+        x = torch.randn(n, 3, h, w)
+        assert max_difference(exported(x), eager(model, x)) < TOLERANCE, (runtime, n, h, w)
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_exported_files_refuse_inputs_outside_their_range(v2_files):
+    model, files = v2_files
+    exported = load_exported(files["onnx"], "onnxruntime")
+    for shape, what in [((1, 4, 64, 64), "expected 3 input channels, got 4"),
+                        ((1, 3, 31, 64), "outside the exported range"),
+                        ((1, 3, 64, 4097), "outside the exported range"),
+                        ((65, 3, 32, 32), "outside the exported range"),
+                        ((3, 64, 64), "4-D")]:
+        with pytest.raises(ExportError, match=what):
+            exported(torch.zeros(shape))
+    with pytest.raises(ExportError, match="floating-point"):
+        exported(torch.zeros(1, 3, 32, 32, dtype=torch.int64))
+    # the torch program checks its own range (torch.export's input constraints)
+    program = torch.export.load(str(files["torch-export"])).module()
+    with pytest.raises(Exception, match="height|32|range|constraint|Expected"):
+        program(torch.zeros(1, 3, 31, 64))
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_a_window_shrinking_rule_serves_from_its_floor_and_refuses_below(tmp_path):
+    """Swin V1 with the official rule: a traced graph keeps its windows, so the file serves inputs
+    whose every stage map holds a window (stage 4 of a 97-px side has 4 rows = the window, which
+    the rule leaves unshifted) and refuses smaller ones."""
+    torch.manual_seed(0)
+    model = randomize_(SwinBackbone(**SMALL, small_map="official"), seed=2).eval()
+    assert model.traced_input_floor == (97, 97)  # 4 * 8 * (4 - 1) + 1
+    sizes = export(model, tmp_path / "v1.pt2", "torch-export")
+    assert (sizes.min_height, sizes.min_width) == (97, 97)
+    exported = load_exported(tmp_path / "v1.pt2")
+    for n, h, w in [(1, 97, 97), (2, 128, 140), (1, 200, 97), (1, 161, 300)]:
+        x = torch.randn(n, 3, h, w)
+        assert max_difference(exported(x), eager(model, x)) < TOLERANCE, (n, h, w)
+    with pytest.raises(ExportError, match="outside the exported range"):
+        exported(torch.zeros(1, 3, 96, 200))
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_the_tool_exports_a_checkpoint_to_openvino_ir_and_checks_it(tmp_path, capsys):
+    arch = dict(SMALL, window_size=4)
+    state = save_backbone(tmp_path / "backbone.pth", arch, seed=3)
+    out = tmp_path / "backbone.xml"
+    status, stdout, stderr = run_tool(capsys, "export", tmp_path / "backbone.pth", "--to", "openvino",
+                                      "--output", out, "--min-side", 48, "--max-side", 640)
+    assert status == 0, stderr
+    assert "inputs (1..64) x 3 x (48..640) x (48..640)" in stdout
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    model = Swinv2Backbone(**arch).eval()
+    model.load_state_dict(state)
+    exported = load_exported(out)
+    assert exported.runtime == "openvino"
+    for n, h, w in [(1, 48, 48), (2, 75, 130), (1, 640, 333)]:
+        x = torch.randn(n, 3, h, w)
+        assert max_difference(exported(x), eager(model, x)) < TOLERANCE
+    status, stdout, _ = run_tool(capsys, "export", "--check", out)
+    assert status == 0 and "serves (1..64) x 3 x (48..640) x (48..640)" in stdout
+    assert "stage4 (1, 128, 2, 2)" in stdout  # 48 px: stage 4 is ceil(48 / 32) = 2 on a side
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_a_classifier_exports_the_same_way(tmp_path):
+    torch.manual_seed(0)
+    model = randomize_(SwinClassifier(num_classes=5, **SMALL), seed=4).eval()
+    sizes = export(model, tmp_path / "cls.pt2", "torch-export", outputs=["logits"])
+    assert (sizes.min_height, sizes.min_width) == (97, 97)  # its default rule is 'official'
+    exported = load_exported(tmp_path / "cls.pt2")
+    assert exported.outputs == ["logits"]
+    for n, h, w in [(1, 97, 97), (2, 130, 101), (1, 256, 256)]:
+        x = torch.randn(n, 3, h, w)
+        assert max_difference(exported(x), eager(model, x)) < TOLERANCE
+
+
+def _built(config: str, scope: str, seed: int) -> torch.nn.Module:
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    init_default_scope(scope)
+    torch.manual_seed(seed)
+    return MODELS.build(Config.fromfile(config).model).eval()
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_a_whole_segmentor_exports_and_equals_mmseg_inference(tmp_path, capsys):
+    """The demo UPerNet (its pyramid pooling included) from its config and a checkpoint, one
+    ONNX file, against mmseg's own ``encode_decode`` at sizes it was not traced at."""
+    config = "configs/demo/upernet_swinv2-compact_toy-shapes.py"
+    model = randomize_(_built(config, "mmseg", 5), seed=5)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "seg.pth")
+    out = tmp_path / "seg.onnx"
+    status, stdout, stderr = run_tool(capsys, "export", config, "--checkpoint", tmp_path / "seg.pth",
+                                      "--what", "model", "--output", out)
+    assert status == 0, stderr
+    exported = load_exported(out, "onnxruntime")
+    assert exported.outputs == ["seg_logits"]
+    for n, h, w in [(1, 64, 64), (2, 77, 130), (1, 33, 40), (1, 256, 200)]:
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            want = model.encode_decode(x, [dict(img_shape=(h, w))] * n)
+        assert max_difference(exported(x), (want,)) < TOLERANCE, (n, h, w)
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_backbone_and_neck_of_a_detector_export_and_a_whole_detector_is_refused(tmp_path, capsys):
+    config = "configs/demo/mask-rcnn_swinv2-compact_fpn_toy-shapes.py"
+    model = randomize_(_built(config, "mmdet", 6), seed=6)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "det.pth")
+    out = tmp_path / "fpn.pt2"
+    status, _, stderr = run_tool(capsys, "export", config, "--checkpoint", tmp_path / "det.pth",
+                                 "--what", "neck", "--to", "torch-export", "--output", out)
+    assert status == 0, stderr
+    exported = load_exported(out)
+    for n, h, w in [(1, 64, 64), (2, 90, 150)]:
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            want = tuple(model.neck(model.backbone(x)))
+        assert max_difference(exported(x), want) < TOLERANCE
+    status, _, stderr = run_tool(capsys, "export", config, "--what", "model", "--output",
+                                 tmp_path / "det.onnx")
+    assert status == 2 and "does not export yet" in stderr and "--what neck" in stderr
+    assert not (tmp_path / "det.onnx").exists()
+
+
+def test_adaptive_pooling_stand_in_equals_torch():
+    for size in [(1, 1), (2, 2), (3, 7), (13, 5), (40, 33)]:
+        for out in (1, 2, 3, 6, (2, None)):
+            x = torch.randn(2, 4, *size)
+            torch.testing.assert_close(PoolByMatrices(out)(x), torch.nn.AdaptiveAvgPool2d(out)(x),
+                                       rtol=1e-6, atol=1e-6)
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_compile_with_dynamic_shapes_does_not_recompile_across_sizes():
+    """``torch.compile(model, dynamic=True)`` with sizes 0/1 traced obliviously (a stage can hold a
+    single window): the first size compiles (the trace takes the reference kernels and no guard on H
+    or W), the others reuse it; outputs equal eager."""
+    torch.manual_seed(0)
+    model = randomize_(Swinv2Backbone(**SMALL), seed=7).eval()
+    compiled_graphs = []
+
+    def counting_backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=counting_backend, dynamic=True)
+    # the first size is not square: dynamo's duck sizing would make H == W a guard
+    for i, (n, h, w) in enumerate([(2, 45, 77), (1, 64, 64), (1, 129, 200), (1, 32, 300)]):
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad(), size_oblivious():
+            got = compiled(x)
+        if i == 0:
+            first = len(compiled_graphs)
+            assert first >= 1
+        assert max_difference(got, eager(model, x)) < TOLERANCE
+    assert len(compiled_graphs) == first, "recompiled for a new size"
+    torch._dynamo.reset()
+
+
+def test_bad_targets_paths_and_runtimes_are_refused_without_a_file(tmp_path, capsys):
+    model = Swinv2Backbone(**SMALL)
+    for kwargs, what in [(dict(output=tmp_path / "m.onnx", target="tflite"), "unknown target"),
+                         (dict(output=tmp_path / "m.pt2", target="onnx"), r"named \*\.onnx"),
+                         (dict(output=tmp_path / "no" / "m.onnx"), "does not exist"),
+                         (dict(output=tmp_path / "m.onnx", opset=9), "opset 9 is not supported"),
+                         (dict(output=tmp_path / "m.onnx", min_side=5000), "is empty")]:
+        with pytest.raises(ExportError, match=what):
+            export(model, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "m.onnx").write_bytes(b"")
+    for args, what in [((tmp_path / "none.onnx",), "no exported file"),
+                       ((tmp_path / "m.onnx", "torch"), "torch cannot run a onnx file"),
+                       ((tmp_path / "m.onnx", "tensorrt"), "unknown runtime"),
+                       ((tmp_path / "m.onnx", "onnxruntime", None, "int8"), "precision must be"),
+                       ((tmp_path / "m.onnx", "onnxruntime", None, "bf16"), "OpenVINO setting")]:
+        with pytest.raises(ExportError, match=what):
+            load_exported(*args)
+    status, _, stderr = run_tool(capsys, "export", tmp_path / "missing.pth", "--output",
+                                 tmp_path / "x.onnx")
+    assert status == 2 and stderr.strip() == f"error: no checkpoint or config at '{tmp_path / 'missing.pth'}'"
+    status, _, stderr = run_tool(capsys, "export", tmp_path / "m.onnx")
+    assert status == 2 and "give SOURCE and --output" in stderr
+
+
+def test_a_missing_runtime_package_names_its_install_command(tmp_path, monkeypatch):
+    real = targets_module.importlib.import_module
+
+    def without_onnxruntime(name, *args):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *args)
+
+    monkeypatch.setattr(targets_module.importlib, "import_module", without_onnxruntime)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    with pytest.raises(ExportError, match=r"pip install 'swinv2-backbone\[deploy\]'"):
+        load_exported(tmp_path / "m.onnx", "onnxruntime")
+
+
+def test_exporting_refuses_a_torch_without_dynamic_export(tmp_path, monkeypatch):
+    """On torch < 2.6 (CI's oldest stack runs this for real) the export says why, before tracing."""
+    if TORCH_RELEASE >= trace_module.EXPORT_RELEASE:
+        monkeypatch.setattr(trace_module, "TORCH_RELEASE", (2, 1))
+    with pytest.raises(ExportError, match=r"exporting needs torch >= 2\.6"):
+        export(Swinv2Backbone(**SMALL), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
