@@ -80,15 +80,21 @@ def test_convert_official_prints_report_and_config(tmp_path):
     assert max(diffs) <= TOL, diffs
 
 
+def exported(native: dict, out: str, to: str) -> str:
+    """The tool's stdout after it exported the native checkpoint ``native`` to ``out`` ``--to``
+    ``to`` (exit status 0 checked)."""
+    done = run_script(TOOL, native["path"], out, "--to", to)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 @pytest.mark.slow
 def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16):
     from transformers import Swinv2Backbone as HFBackbone
     from transformers import Swinv2Model
 
     out_dir = str(native_w16["dir"] / "hf")
-    done = run_script(TOOL, native_w16["path"], out_dir, "--to", "hf")
-    assert done.returncode == 0, done.stderr
-    assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in done.stdout
+    assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in exported(native_w16, out_dir, "hf")
     assert sorted(os.listdir(out_dir)) == ["config.json", "model.safetensors"]
     x = peers.image()
     hf_model = Swinv2Model.from_pretrained(out_dir).eval()
@@ -110,9 +116,8 @@ def test_export_to_timm_loads_in_timm_and_round_trips(native_w16):
     import timm
 
     out_file = str(native_w16["dir"] / "timm.safetensors")
-    done = run_script(TOOL, native_w16["path"], out_file, "--to", "timm")
-    assert done.returncode == 0, done.stderr
-    assert "window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)" in done.stdout
+    stdout = exported(native_w16, out_file, "timm")
+    assert "window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)" in stdout
     mini = peers.MINI
     timm_model = timm.create_model(
         "swinv2_tiny_window16_256", pretrained=True, pretrained_cfg_overlay=dict(file=out_file),

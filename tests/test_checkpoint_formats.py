@@ -46,6 +46,16 @@ def expected_pretrained(windows: peers.Windows) -> tuple:
     return tuple(0 if p == w else p for p, w in zip(windows.pretrained, windows.ours))
 
 
+def converted_as(path: str, fmt: str, windows: peers.Windows):
+    """``convert_checkpoint(path)``, after checking the format it detected and the training and
+    pretrained windows it read against ``windows``."""
+    converted = convert_checkpoint(path)
+    assert converted.format == fmt
+    assert converted.window_sizes == windows.ours
+    assert converted.pretrained_window_sizes == expected_pretrained(windows)
+    return converted
+
+
 # ------------------------------------------------------------------------------------ parity
 @pytest.mark.slow
 @pytest.mark.parametrize("variant,windows", CASES, ids=CASE_IDS)
@@ -150,10 +160,7 @@ def test_timm_features_only_parity(feature_cls, tmp_path):
 def test_official_parity_and_windows(variant, windows, tmp_path):
     timm_model = peers.timm_model(variant, windows, seed=31)
     path = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
-    converted = convert_checkpoint(path)
-    assert converted.format == "official"
-    assert converted.window_sizes == windows.ours
-    assert converted.pretrained_window_sizes == expected_pretrained(windows)
+    converted = converted_as(path, "official", windows)
     assert converted.windows_from == "relative-coordinate buffers"
     assert set(converted.dropped) == {"recomputed buffers", "classification head"}
     assert torch.equal(converted.state_dict["norm3.weight"], timm_model.norm.weight)  # final 'norm'
@@ -211,10 +218,7 @@ def test_torchvision_parity(variant, window, tmp_path):
 def test_mmpretrain_parity(variant, windows, tmp_path):
     model = peers.mmpretrain_classifier(variant, windows, seed=51)
     path = peers.save_torch(peers.mmpretrain_checkpoint(model), str(tmp_path), "mmpretrain.pth")
-    converted = convert_checkpoint(path)
-    assert converted.format == "mmpretrain"
-    assert converted.window_sizes == windows.ours
-    assert converted.pretrained_window_sizes == expected_pretrained(windows)
+    converted_as(path, "mmpretrain", windows)
     x = peers.image()
     ours = run(x, **peers.ours(variant, windows, out_norm=True,
                                init_cfg=dict(type="Pretrained", checkpoint=path)))
