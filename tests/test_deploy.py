@@ -13,7 +13,7 @@ import torch
 
 from capabilities import needs_dynamic_export
 from kit import SMALL, run_tool, save_backbone
-from swinv2_backbone import SwinBackbone, SwinClassifier, Swinv2Backbone
+from swinv2_backbone import SwinClassifier, Swinv2Backbone
 from swinv2_backbone.compat import TORCH_RELEASE
 from swinv2_backbone.deploy import (ExportError, export, load_exported, size_oblivious, size_range,
                                     trace)
@@ -96,16 +96,19 @@ def test_exported_files_refuse_inputs_outside_their_range(v2_files):
 
 @needs_dynamic_export
 @pytest.mark.slow
-def test_a_window_shrinking_rule_serves_from_its_floor_and_refuses_below(tmp_path):
-    """Swin V1 with the official rule: a traced graph keeps its windows, so the file serves inputs
-    whose every stage map holds a window (stage 4 of a 97-px side has 4 rows = the window, which
-    the rule leaves unshifted) and refuses smaller ones."""
+def test_a_v1_classifier_with_a_window_shrinking_rule_serves_from_its_floor(tmp_path):
+    """A Swin V1 classifier (its default rule 'official' shrinks the window on maps smaller than
+    it): a traced graph keeps its windows, so the file serves inputs whose every stage map holds a
+    window (stage 4 of a 97-px side has 4 rows = the window, which the rule leaves unshifted) and
+    refuses smaller ones."""
     torch.manual_seed(0)
-    model = randomize_(SwinBackbone(**SMALL, small_map="official"), seed=2).eval()
-    assert model.traced_input_floor == (97, 97)  # 4 * 8 * (4 - 1) + 1
-    sizes = export(model, tmp_path / "v1.pt2", "torch-export")
+    model = randomize_(SwinClassifier(num_classes=5, backbone_type="SwinBackbone", **SMALL),
+                       seed=2).eval()
+    assert model.backbone.traced_input_floor == (97, 97)  # 4 * 8 * (4 - 1) + 1
+    sizes = export(model, tmp_path / "cls.pt2", "torch-export", outputs=["logits"])
     assert (sizes.min_height, sizes.min_width) == (97, 97)
-    exported = load_exported(tmp_path / "v1.pt2")
+    exported = load_exported(tmp_path / "cls.pt2")
+    assert exported.outputs == ["logits"]
     for n, h, w in [(1, 97, 97), (2, 128, 140), (1, 200, 97), (1, 161, 300)]:
         x = torch.randn(n, 3, h, w)
         assert max_difference(exported(x), eager(model, x)) < TOLERANCE, (n, h, w)
@@ -134,20 +137,6 @@ def test_the_tool_exports_a_checkpoint_to_openvino_ir_and_checks_it(tmp_path, ca
     status, stdout, _ = run_tool(capsys, "export", "--check", out)
     assert status == 0 and "serves (1..64) x 3 x (48..640) x (48..640)" in stdout
     assert "stage4 (1, 128, 2, 2)" in stdout  # 48 px: stage 4 is ceil(48 / 32) = 2 on a side
-
-
-@needs_dynamic_export
-@pytest.mark.slow
-def test_a_classifier_exports_the_same_way(tmp_path):
-    torch.manual_seed(0)
-    model = randomize_(SwinClassifier(num_classes=5, **SMALL), seed=4).eval()
-    sizes = export(model, tmp_path / "cls.pt2", "torch-export", outputs=["logits"])
-    assert (sizes.min_height, sizes.min_width) == (97, 97)  # its default rule is 'official'
-    exported = load_exported(tmp_path / "cls.pt2")
-    assert exported.outputs == ["logits"]
-    for n, h, w in [(1, 97, 97), (2, 130, 101), (1, 256, 256)]:
-        x = torch.randn(n, 3, h, w)
-        assert max_difference(exported(x), eager(model, x)) < TOLERANCE
 
 
 def _built(config: str, scope: str, seed: int) -> torch.nn.Module:
@@ -217,7 +206,8 @@ def test_compile_with_dynamic_shapes_does_not_recompile_across_sizes():
     single window): the first size compiles (the trace takes the reference kernels and no guard on H
     or W), the others reuse it; outputs equal eager."""
     torch.manual_seed(0)
-    model = randomize_(Swinv2Backbone(**SMALL), seed=7).eval()
+    two_stages = dict(SMALL, depths=(2, 2), num_heads=(1, 2))  # shifted blocks and a merge
+    model = randomize_(Swinv2Backbone(**two_stages), seed=7).eval()
     compiled_graphs = []
 
     def counting_backend(gm, example_inputs):
