@@ -41,7 +41,11 @@ needs_fully_shard = pytest.mark.skipif(
 needs_inductor_index_math = pytest.mark.skipif(
     TORCH_RELEASE < (2, 2),
     reason=f"torch {torch.__version__}'s inductor fails on the backbone's window index arithmetic "
-           "(sympy PolynomialError: non-commutative expressions); eager and aot_eager work")
+           "(sympy PolynomialError: non-commutative expressions); eager works")
+needs_dynamo_records = pytest.mark.skipif(
+    TORCH_RELEASE < (2, 2),
+    reason=f"torch {torch.__version__}'s dynamo cannot build the kernels' frozen dataclass records "
+           "(AttentionArgs, BlockParts) in a graph; eager works")
 needs_dynamic_export = pytest.mark.skipif(
     TORCH_RELEASE < EXPORT_RELEASE,
     reason=f"torch {torch.__version__}'s torch.export cannot trace a range of sizes (needs "

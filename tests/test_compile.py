@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
-from capabilities import needs_inductor_index_math
+from capabilities import needs_dynamo_records, needs_inductor_index_math
 from kit import SMALL
 
 ONE_STAGE = dict(SMALL, depths=(2,), num_heads=(2,))
@@ -48,11 +48,13 @@ def _check_training(model: Swinv2Backbone, x: torch.Tensor, backend: str) -> Non
         torch.testing.assert_close(p.grad, want[name], rtol=1e-3, atol=1e-5, msg=name)
 
 
+@needs_dynamo_records
 @pytest.mark.parametrize("size", [(64, 64), (52, 76)])  # padded maps and shifted windows
 def test_aot_eager_inference_equals_eager(size):
     _check_inference(_model(**SMALL), torch.randn(2, 3, *size), "aot_eager")
 
 
+@needs_dynamo_records
 def test_aot_eager_training_step_equals_eager():
     _check_training(_model(**SMALL), torch.randn(2, 3, 52, 76), "aot_eager")
 

@@ -83,8 +83,13 @@ def window_and_shift(
     return window, (shift if h > window else 0, shift if w > window else 0)
 
 
-#: The side whose length decides each rule's small-map case (``'pad'`` and ``'mmdet'`` have none).
-_RULE_SIDES = {"official": "min", "timm": "min", "hf": "height"}
+def _decisive_side(rule: str) -> Optional[str]:
+    """The side whose length decides a rule's small-map case: ``'min'`` (the shorter), ``'height'``,
+    or ``None`` (``'pad'`` and ``'mmdet'`` never shrink the window). A function, not a dict lookup:
+    torch 2.1's dynamo cannot trace ``dict.get``."""
+    if rule in ("official", "timm"):
+        return "min"
+    return "height" if rule == "hf" else None
 
 
 def _traced_window_and_shift(hw: Tuple[Size, Size], window: int, shifted: bool, rule: str
@@ -94,7 +99,7 @@ def _traced_window_and_shift(hw: Tuple[Size, Size], window: int, shifted: bool, 
     not shrink in a graph (its size sets the shapes of the position bias): where a rule would shrink
     it, the map must be at least a window, which the trace records as a runtime check."""
     h, w = hw
-    decisive = _RULE_SIDES.get(rule)
+    decisive = _decisive_side(rule)
     side = None if decisive is None else (h if decisive == "height" else torch.sym_min(h, w))
     if side is not None:
         torch._check(side >= window, lambda: (
@@ -122,7 +127,7 @@ def traced_input_floor(rule: str, windows: Sequence[int], patch_size: int) -> Tu
         windows: The window of each built stage.
         patch_size: The patch embedding's stride.
     """
-    side = _RULE_SIDES.get(rule)
+    side = _decisive_side(rule)
     if side is None:
         return 1, 1
     need = max(patch_size * 2 ** i * (w - 1) + 1 for i, w in enumerate(windows))
