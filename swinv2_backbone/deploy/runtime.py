@@ -69,16 +69,20 @@ def default_runtime(target: str) -> str:
     return "torch" if target == "torch-export" else "openvino"
 
 
+def _onnx_metadata(path: Path) -> Optional[str]:
+    """The :data:`~.targets.METADATA_KEY` entry of an ONNX file's metadata (weights not read)."""
+    onnx = require("onnx", "reading ONNX metadata")
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
+
+
 def _onnxruntime(path: Path, threads: Optional[int]) -> Tuple[Any, Callable]:
     ort = require("onnxruntime", "running ONNX with onnxruntime")
-    onnx = require("onnx", "reading ONNX metadata")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    proto = onnx.load(str(path), load_external_data=False)
-    text = {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
-    return text, lambda x: session.run(None, {INPUT_NAME: x})
+    return _onnx_metadata(path), lambda x: session.run(None, {INPUT_NAME: x})
 
 
 def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Any, Callable]:
@@ -88,9 +92,7 @@ def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Any, 
     if path.suffix == ".xml":
         text = model.get_rt_info(METADATA_KEY).astype(str) if model.has_rt_info(METADATA_KEY) else None
     else:
-        onnx = require("onnx", "reading ONNX metadata")
-        proto = onnx.load(str(path), load_external_data=False)
-        text = {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
+        text = _onnx_metadata(path)
     config = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
