@@ -4,6 +4,10 @@ against the built model: parameters against ``sum(p.numel())``, FLOPs against to
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Tuple
 
@@ -12,6 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models.blocks import DropPath
 from swinv2_backbone.complexity import (OPERATIONS, ArchSpec, analyze, count_macs, count_params,
                                         spec_from_config)
 from kit import SMALL, run_script, run_tool
@@ -227,3 +232,49 @@ def test_mmengine_flop_counter_traces_the_default_model_and_agrees(hw):
     assert info["params"] == count_params(spec)
     ours = sum(count_macs(spec, hw).values())
     assert abs(info["flops"] - ours) / ours < 0.01, (info["flops"], ours)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (50, 77)])
+def test_mmengine_flop_counter_attributes_the_projections_to_their_modules(hw):
+    """Tracing takes the reference kernels, which call the qkv, output and patch-merging
+    projections as modules: mmengine's per-module counts (the table of mmdet's get_flops.py) give
+    each Linear its work, equal to :func:`count_macs`' share, and list none of them as not called."""
+    from mmengine.analysis import FlopAnalyzer
+
+    model = Swinv2Backbone(**SMALL).eval()
+    analyzer = FlopAnalyzer(model, (torch.randn(1, 3, *hw),))
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    linears = {name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert not linears & analyzer.uncalled_modules()
+    by_module = analyzer.by_module()
+    ours = count_macs(spec_from_config(**SMALL), hw)
+    for suffix, operation in [(".attn.qkv", "qkv"), (".attn.proj", "proj"),
+                              (".downsample.reduction", "patch_merging")]:
+        counted = sum(v for k, v in by_module.items() if k.endswith(suffix))
+        assert counted == ours[operation] > 0, (suffix, counted, ours[operation])
+
+
+@pytest.mark.slow
+def test_mmdet_get_flops_lists_every_backbone_module_as_called(tmp_path: Path):
+    """mmdet's own ``tools/analysis_tools/get_flops.py`` on the demo Mask R-CNN: it runs with the
+    default fast paths (its trace takes the reference) and no backbone module with weights is listed
+    as "not called" (the dropout and drop-path holders are: the kernels apply their probabilities
+    themselves, and they do no work at inference)."""
+    import mmdet
+    from swinv2_backbone.openmmlab.toy_data import write_toy_dataset
+
+    script = Path(mmdet.__file__).parent / ".mim" / "tools" / "analysis_tools" / "get_flops.py"
+    write_toy_dataset(tmp_path / "work_dirs" / "demo" / "data", num_train=1, num_val=2)
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo" / "mask-rcnn_swinv2-compact_fpn_toy-shapes.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(config.parents[2]), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(script), str(config), "--num-images", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^Flops: [\d.]+G$", done.stdout, re.M), done.stdout[-2000:]
+    uncalled = set(re.findall(r"backbone\.([\w.]+)", done.stdout + done.stderr))
+    from mmengine.config import Config
+    settings = {k: v for k, v in Config.fromfile(config).model.backbone.items() if k != "type"}
+    holders = {name for name, m in Swinv2Backbone(**settings).named_modules()
+               if isinstance(m, (torch.nn.Dropout, DropPath))}
+    assert uncalled and not uncalled - holders, sorted(uncalled - holders)[:10]

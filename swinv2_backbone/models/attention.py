@@ -23,6 +23,15 @@ LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
 _MASK_CACHE_SIZE = 8
 
 
+class QKVLinear(nn.Linear):
+    """The qkv projection: an ``nn.Linear`` whose call may be given the bias to add in place of its
+    own (``qkv(x, bias)``), since SwinV2 builds that bias from q and v biases that are parameters of
+    the attention module. Being called as a module lets FLOP counters attribute its product to it."""
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias if bias is None else bias)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside non-overlapping windows: the machinery both Swin versions
     share. ``attn = softmax(logits(q, k) + bias + mask) @ v``; a subclass defines the position
@@ -58,7 +67,7 @@ class WindowAttention(nn.Module):
         """The qkv Linear (without bias: :meth:`qkv_bias_vector` gives it), the dropouts and the
         output projection; a subclass calls it after creating its position-bias parameters (the
         order of creation is the order of the default initialisation's random draws)."""
-        self.qkv = nn.Linear(self.dim, self.dim * 3, bias=False)
+        self.qkv = QKVLinear(self.dim, self.dim * 3, bias=False)
         self._build_qkv_bias(qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(self.dim, self.dim)
@@ -131,11 +140,11 @@ class WindowAttention(nn.Module):
         (see :meth:`attention_mask`). Returns ``(B, nW, N, C)``."""
         kernels = active()
         out = kernels.attention(windows, mask, self.attention_args(windows))
-        return self.proj_drop(kernels.linear(out, self.proj.weight, self.proj.bias))
+        return self.proj_drop(kernels.linear(out, self.proj))
 
     def attention_args(self, x: torch.Tensor) -> AttentionArgs:
         """The attention kernel's settings for the input ``x`` (:class:`AttentionArgs`)."""
-        return AttentionArgs(qkv_weight=self.qkv.weight, qkv_bias=self.qkv_bias_vector(),
+        return AttentionArgs(qkv=self.qkv, qkv_bias=self.qkv_bias_vector(),
                              num_heads=self.num_heads, cosine=self.cosine, q_scale=self.query_scale(),
                              dropout=self.attn_drop.p if self.training else 0.0, sdpa=self._sdpa(x))
 

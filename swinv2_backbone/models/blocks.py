@@ -361,7 +361,7 @@ class PatchMergingV2(nn.Module):
         self.norm = nn.LayerNorm(2 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(active().linear(merge_neighbourhoods(x), self.reduction.weight, None))
+        return self.norm(active().linear(merge_neighbourhoods(x), self.reduction))
 
 
 class PatchMergingV1(nn.Module):
@@ -379,7 +379,7 @@ class PatchMergingV1(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return active().linear(self.norm(merge_neighbourhoods(x)), self.reduction.weight, None)
+        return active().linear(self.norm(merge_neighbourhoods(x)), self.reduction)
 
 
 class SwinStage(nn.Module):

@@ -34,7 +34,8 @@ class AttentionArgs:
     """What a window-attention kernel needs besides the windows and the mask.
 
     Args:
-        qkv_weight: ``(3C, C)`` weight of the qkv projection.
+        qkv: The qkv projection, a ``C -> 3C`` ``nn.Linear`` whose call takes the bias to add
+            (``qkv(x, bias)``; see :func:`linear`).
         qkv_bias: ``(3C,)`` bias of the qkv projection, or ``None``.
         num_heads: Attention heads; the head dimension is ``C // num_heads``.
         cosine: Normalise q and k (cosine attention, V2) before q is scaled; else only scale q (V1).
@@ -46,7 +47,7 @@ class AttentionArgs:
             explicit fp32 matmul-softmax-matmul.
     """
 
-    qkv_weight: torch.Tensor
+    qkv: nn.Linear
     qkv_bias: Optional[torch.Tensor]
     num_heads: int
     cosine: bool
@@ -104,8 +105,8 @@ class Kernels:
 
     Args:
         name: Shown in reports.
-        linear: ``(x, weight, bias, activation)`` -> ``activation(x @ weight^T + bias)``, with
-            ``activation`` ``'none'`` or ``'gelu'`` and ``bias`` possibly ``None``.
+        linear: ``(x, layer, bias)`` -> ``x @ layer.weight^T + bias`` for an ``nn.Linear``
+            ``layer``, with its own bias where ``bias`` is ``None`` (:func:`linear`).
         to_windows: ``(x, window, shift, roll_first)``: a ``(B, H, W, C)`` map zero-padded to window
             multiples, rolled by ``-shift`` (before the padding when ``roll_first``, timm's order)
             and partitioned into ``(B, nW, window*window, C)``.
@@ -126,7 +127,7 @@ class Kernels:
     """
 
     name: str
-    linear: Callable[[torch.Tensor, torch.Tensor, Optional[torch.Tensor], str], torch.Tensor]
+    linear: Callable[[torch.Tensor, nn.Linear, Optional[torch.Tensor]], torch.Tensor]
     to_windows: Callable[[torch.Tensor, int, Shift, bool], torch.Tensor]
     from_windows: Callable[[torch.Tensor, int, Size, Size, Shift, bool], torch.Tensor]
     scores: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -136,10 +137,11 @@ class Kernels:
     recompute: Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-           activation: str = "none") -> torch.Tensor:
-    out = F.linear(x, weight, bias)
-    return F.gelu(out) if activation == "gelu" else out
+def linear(x: torch.Tensor, layer: nn.Linear, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``layer(x)``, or ``layer(x, bias)`` with a bias in place of the layer's own (only the qkv
+    projection takes one). Calling the module, rather than ``F.linear`` with its weight, lets FLOP
+    counters and profilers attribute the product to it while the model is traced."""
+    return layer(x) if bias is None else layer(x, bias)
 
 
 def to_windows(x: torch.Tensor, window: int, shift: Shift, roll_first: bool = False) -> torch.Tensor:
@@ -179,7 +181,7 @@ def logits_qk(q: torch.Tensor, k: torch.Tensor, args: AttentionArgs, dtype: torc
 def attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> torch.Tensor:
     b, nw, n, c = windows.shape
     h, d = args.num_heads, c // args.num_heads
-    qkv = active().linear(windows, args.qkv_weight, args.qkv_bias)
+    qkv = active().linear(windows, args.qkv, args.qkv_bias)
     # One copy to heads-first layout makes q, k and v contiguous, so no later reshape copies; the
     # projection's own output is not kept past it.
     q, k, v = dense(qkv.view(b * nw, n, 3, h, d).permute(2, 0, 3, 1, 4)).unbind(0)

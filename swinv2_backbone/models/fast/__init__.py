@@ -27,7 +27,7 @@ from ..kernels import REFERENCE, Kernels, active, use, using
 from . import attention_train, chunked, mlp, onednn, recompute, scores, windows
 
 #: The fast strategies (the default: :mod:`swinv2_backbone.models` selects them when imported).
-FAST = Kernels("fast", linear=onednn.linear, to_windows=windows.to_windows,
+FAST = Kernels("fast", linear=onednn.linear_layer, to_windows=windows.to_windows,
                from_windows=windows.from_windows, scores=scores.scores, mlp=mlp.mlp,
                attention=attention_train.window_attention, block=chunked.block_inference,
                recompute=recompute.recompute)

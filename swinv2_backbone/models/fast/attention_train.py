@@ -199,13 +199,13 @@ def applies(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> b
     if args.dropout > 0:
         return False
     if windows.device.type != "cpu" or mask.dtype != torch.float32 or any(
-            t is not None and t.dtype != torch.float32 for t in (windows, args.qkv_weight, args.qkv_bias)):
+            t is not None and t.dtype != torch.float32 for t in (windows, args.qkv.weight, args.qkv_bias)):
         return False
     b, nw, n, c = windows.shape
     if mask.shape not in ((1, args.num_heads, n, n), (nw, args.num_heads, n, n)):
         return False  # another broadcast shape (not one attention_mask builds): the reference
     return any(isinstance(t, torch.Tensor) and t.requires_grad
-               for t in (windows, mask, args.qkv_weight, args.qkv_bias, args.q_scale))
+               for t in (windows, mask, args.qkv.weight, args.qkv_bias, args.q_scale))
 
 
 def window_attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionArgs) -> torch.Tensor:
@@ -213,7 +213,7 @@ def window_attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionA
     :func:`chunked_attention`, where :func:`applies`; else the reference."""
     if not applies(windows, mask, args):
         return kernels.attention(windows, mask, args)
-    qkv = kernels.active().linear(windows, args.qkv_weight, args.qkv_bias)
+    qkv = kernels.active().linear(windows, args.qkv, args.qkv_bias)
     return chunked_attention(qkv, mask, args)
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ...compat import autocast_enabled
@@ -99,11 +100,17 @@ class _OnednnLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
            activation: str = "none") -> torch.Tensor:
-    """:attr:`Kernels.linear <swinv2_backbone.models.kernels.Kernels>` through oneDNN (forward and
-    backward) where :func:`onednn_usable` allows, else ``F.linear``."""
+    """``activation(x @ weight^T + bias)`` through oneDNN (forward and backward) where :func:`onednn_usable` allows, else ``F.linear``."""
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     if needs_grad and onednn_usable(x, weight):
         out = _OnednnLinear.apply(x, weight, bias)
         return F.gelu(out) if activation == "gelu" else out
     return linear_forward(x, weight, bias, activation)
+
+
+def linear_layer(x: torch.Tensor, layer: nn.Linear, bias: Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+    """:attr:`Kernels.linear <swinv2_backbone.models.kernels.Kernels>`: :func:`linear` with the
+    layer's weight, and ``bias`` or else the layer's own."""
+    return linear(x, layer.weight, layer.bias if bias is None else bias)
