@@ -1,7 +1,7 @@
 """Deployment (:mod:`swinv2_backbone.deploy`, ``tools/export.py``): one exported file serves every
 input size in its range, in onnxruntime, OpenVINO and torch, equal to eager PyTorch; the small-map
-rules that shrink windows refuse the sizes they cannot serve; whole segmentors and backbone + neck
-export from mmseg/mmdet configs; bad input is refused with one line and no partial file;
+rules that shrink windows refuse the sizes they cannot serve; whole segmentors, one-stage detectors
+(with NMS) and backbone + neck export from mmseg/mmdet configs; bad input is refused with one line and no partial file;
 ``torch.compile(dynamic=True)`` does not recompile across sizes."""
 from __future__ import annotations
 
@@ -187,8 +187,62 @@ def test_backbone_and_neck_of_a_detector_export_and_a_whole_detector_is_refused(
         assert max_difference(exported(x), want) < TOLERANCE
     status, _, stderr = run_tool(capsys, "export", config, "--what", "model", "--output",
                                  tmp_path / "det.onnx")
-    assert status == 2 and "does not export yet" in stderr and "--what neck" in stderr
-    assert not (tmp_path / "det.onnx").exists()
+    assert status == 2 and "a whole MaskRCNN does not export: it is not a one-stage" in stderr
+    assert "--what neck" in stderr and not (tmp_path / "det.onnx").exists()
+
+
+#: A compact RetinaNet: the shipped SwinV2-T config with a small backbone, FPN and head.
+COMPACT_RETINANET = """_base_ = ['{root}/configs/det/retinanet_swinv2-t-p4-w16_fpn_1x_coco.py']
+model = dict(
+    backbone=dict(arch=None, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+                  window_size=4, drop_path_rate=0.0, pretrained_window_sizes=0, init_cfg=None),
+    neck=dict(in_channels=[32, 64, 128], out_channels=32),
+    bbox_head=dict(num_classes=3, in_channels=32, feat_channels=32, stacked_convs=1))
+"""
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_a_whole_one_stage_detector_exports_with_its_nms_and_equals_mmdet(tmp_path, capsys):
+    """RetinaNet from its config and a checkpoint, one ONNX file (NMS as NonMaxSuppression), in
+    onnxruntime and OpenVINO against mmdet's own ``predict(rescale=False)``, at sizes it was not
+    traced at (the smallest with a 1 x 1 P7 level); batches above 1 are refused."""
+    from mmdet.structures import DetDataSample
+
+    config = tmp_path / "retinanet.py"
+    config.write_text(COMPACT_RETINANET.format(root=Path(__file__).resolve().parents[1]))
+    model = randomize_(_built(str(config), "mmdet", 7), seed=7)
+    with torch.no_grad():  # scores around the 0.05 threshold: some pass it, some do not
+        model.bbox_head.retina_cls.bias.sub_(5.0)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "det.pth")
+    out = tmp_path / "det.onnx"
+    status, stdout, stderr = run_tool(capsys, "export", config, "--checkpoint", tmp_path / "det.pth",
+                                      "--what", "model", "--output", out)
+    assert status == 0, stderr
+    counts = set()
+    for runtime in ("onnxruntime", "openvino"):
+        exported = load_exported(out, runtime)
+        assert exported.outputs == ["boxes", "scores", "labels"]
+        for h, w in [(64, 64), (300, 520), (517, 389)]:
+            torch.manual_seed(h)
+            x = torch.randn(1, 3, h, w)
+            sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w),
+                                                 scale_factor=(1.0, 1.0)))
+            with torch.no_grad():
+                want = model.predict(x, [sample], rescale=False)[0].pred_instances
+            boxes, scores, labels = exported(x)
+            assert 0 < len(want.scores) == len(scores) <= 100, (runtime, h, w, len(want.scores))
+            counts.add(len(scores))
+            assert torch.equal(labels.long(), want.labels)
+            assert (scores - want.scores).abs().max() < 1e-5
+            assert (boxes - want.bboxes).abs().max() < 1e-3 * max(h, w)
+        with pytest.raises(ExportError, match="outside the exported range"):
+            exported(torch.randn(2, 3, 64, 64))
+    assert min(counts) < 100 == max(counts)  # the threshold and the max_per_img cut both at work
+    status, _, stderr = run_tool(capsys, "export", config, "--what", "model", "--max-batch", "2",
+                                 "--output", tmp_path / "two.onnx")
+    assert status == 2 and "takes batches of at most 1, not 2" in stderr
+    assert not (tmp_path / "two.onnx").exists()
 
 
 def test_adaptive_pooling_stand_in_equals_torch():

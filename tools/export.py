@@ -5,15 +5,18 @@
     python tools/export.py CKPT --what model --to openvino --output cls.xml   # a classifier
     python tools/export.py CONFIG.py --checkpoint W.pth --what neck --to onnx --output fpn.onnx
     python tools/export.py CONFIG.py --checkpoint W.pth --what model --to onnx --output seg.onnx
+    python tools/export.py RETINANET.py --checkpoint W.pth --what model --to openvino --output det.xml
     python tools/export.py --check backbone.onnx --runtime onnxruntime   # run it once, print its range
 
 SOURCE is a checkpoint of any supported format (Hugging Face directory, official / timm /
 torchvision / mmpretrain / mmdet / mmseg / this project's file) or an mmdet / mmseg config (.py,
 weights from --checkpoint). --what: backbone (the selected stages, NCHW), neck (backbone + FPN
 levels, configs only) or model (a checkpoint's classifier logits; a config's segmentor logits at the
-input size). Every file serves every batch and input size in the printed range (32-4096 px per side
-by default, raised where the backbone's small_map rule shrinks windows on small maps); inputs are
-normalised images, as the backbone takes them. Whole detectors do not export yet (their NMS).
+input size; a config's one-stage detector - RetinaNet, FCOS, ATSS... - as boxes, scores and labels
+after NMS, one image at a time). Every file serves every batch and input size in the printed range
+(32-4096 px per side by default, raised where the backbone's small_map rule shrinks windows on small
+maps); inputs are normalised images, as the backbone takes them. Two-stage detectors (Faster / Mask
+R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only.
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="smallest height and width to serve")
     parser.add_argument("--max-side", type=int_at_least(1), default=DEFAULT_MAX_SIDE,
                         help="largest height and width to serve")
-    parser.add_argument("--max-batch", type=int_at_least(1), default=DEFAULT_MAX_BATCH,
-                        help="largest batch to serve")
+    parser.add_argument("--max-batch", type=int_at_least(1),
+                        help=f"largest batch to serve (default {DEFAULT_MAX_BATCH}; 1 for a whole "
+                             "detector)")
     parser.add_argument("--opset", type=int, default=18,
                         help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     parser.add_argument("--check", metavar="FILE",

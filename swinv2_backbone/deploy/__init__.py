@@ -24,7 +24,7 @@ from .tracing import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, Exp
 def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike], target: str = "onnx",
            outputs: Optional[Sequence[str]] = None, channels: Optional[int] = None,
            min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
-           max_batch: int = DEFAULT_MAX_BATCH, opset: int = 18) -> SizeRange:
+           max_batch: Optional[int] = None, opset: int = 18) -> SizeRange:
     """Export ``model`` for every input in a size range and write it to ``output``.
 
     The trace takes the reference kernels by itself (the fast CPU paths are eager strategies) and
@@ -41,14 +41,16 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
         min_side: Smallest height and width to serve (raised to what the backbone's ``small_map``
             rule allows, see :func:`size_range`).
         max_side: Largest height and width to serve.
-        max_batch: Largest batch to serve.
+        max_batch: Largest batch to serve (default: :data:`DEFAULT_MAX_BATCH`, or the most the
+            model takes, 1 for a whole detector).
         opset: ONNX opset (ONNX and OpenVINO targets).
 
     Returns:
         The sizes the file serves (also recorded inside it).
 
     Raises:
-        ExportError: A bad target, path, opset or size range, a missing package, or a failed trace.
+        ExportError: A bad target, path, opset or size range (a batch above what the model takes
+            included), a missing package, or a failed trace.
     """
     path = check_target(target, output, opset)
     if isinstance(model, Exportable):
@@ -59,8 +61,13 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
         exportable = Exportable(model, getattr(backbone, "in_channels", 3), names or (),
                                 type(model).__name__)
     channels = channels or exportable.channels
+    if max_batch is None:
+        max_batch = exportable.max_batch
+    elif max_batch > exportable.max_batch:
+        raise ExportError(f"{exportable.description} takes batches of at most "
+                          f"{exportable.max_batch}, not {max_batch}")
     sizes = size_range(exportable.model, channels, min_side, max_side, max_batch)
-    program = trace(exportable.model, sizes)
+    program = trace(exportable.model, sizes, exportable.least_side)
     names = list(outputs or exportable.outputs)
     count = len(program.graph_signature.user_outputs)
     if not names:

@@ -14,7 +14,12 @@ from torch import nn
 from ..checkpoint.build import build_backbone
 from ..features.classify import load_classifier
 from .targets import require
-from .tracing import ExportError
+from .detectors import DETECTION_OUTPUTS, DenseDetections
+from .tracing import DEFAULT_MAX_BATCH, DEFAULT_MIN_SIDE, ExportError
+
+#: Trace side of a whole detector: its coarsest level (stride 128 with RetinaNet's P7) must not be
+#: a single pixel in the trace.
+DETECTOR_TRACE_SIDE = 256
 
 #: What can be exported from a source.
 WHAT = ("backbone", "neck", "model")
@@ -31,12 +36,16 @@ class Exportable:
         channels: Input channels.
         outputs: A name per output, in order.
         description: One line for reports.
+        max_batch: The largest batch the model takes.
+        least_side: Trace sides above this (:meth:`.SizeRange.example_shape`).
     """
 
     model: nn.Module
     channels: int
     outputs: Tuple[str, ...]
     description: str
+    max_batch: int = DEFAULT_MAX_BATCH
+    least_side: int = DEFAULT_MIN_SIDE
 
 
 class BackboneNeck(nn.Module):
@@ -127,9 +136,9 @@ def from_config(source: Path, checkpoint: Optional[Path], what: str) -> Exportab
     if hasattr(model, "decode_head"):
         return Exportable(SegmentorLogits(model), channels, ("seg_logits",),
                           f"segmentor of {source.name}")
-    raise ExportError(f"a whole {type(model).__name__} does not export yet (its box post-processing "
-                      "and NMS are not traced): export --what neck (backbone + FPN) and run the "
-                      "heads in PyTorch")
+    return Exportable(DenseDetections(model), channels, DETECTION_OUTPUTS,
+                      f"{type(model).__name__} of {source.name} (boxes after NMS, batch 1)",
+                      max_batch=1, least_side=DETECTOR_TRACE_SIDE)
 
 
 def load_source(source: PathLike, checkpoint: Optional[PathLike] = None,
@@ -141,7 +150,8 @@ def load_source(source: PathLike, checkpoint: Optional[PathLike] = None,
             mmpretrain / mmdet / mmseg / this project's file), or an mmdet / mmseg config (``.py``).
         checkpoint: With a config: the weights of that config's model (random weights without).
         what: ``'backbone'``, ``'neck'`` (backbone + neck, configs only) or ``'model'`` (a
-            checkpoint's classifier; a config's whole segmentor).
+            checkpoint's classifier; a config's whole segmentor, or its whole one-stage detector:
+            :class:`.detectors.DenseDetections`).
 
     Raises:
         ExportError: A missing source, ``checkpoint`` without a config, or a ``what`` the source

@@ -82,10 +82,15 @@ class SizeRange:
             raise ExportError(f"input shape {tuple(shape)} is outside the exported range "
                               f"{self.describe()}")
 
-    def example_shape(self) -> Tuple[int, int, int, int]:
-        """The shape traced: batch 2 and sides that are no multiple of 32 (neither 0 nor 1 nor a
-        bound, so no size gets specialised)."""
-        side = lambda low: min(max(low, DEFAULT_MIN_SIDE) + 37, self.max_side)  # noqa: E731
+    def example_shape(self, least_side: int = DEFAULT_MIN_SIDE) -> Tuple[int, int, int, int]:
+        """The shape traced: batch 2 and sides of at least ``least_side`` that are no multiple of
+        32 (neither 0 nor 1 nor a bound, so no size gets specialised).
+
+        Args:
+            least_side: Trace sides above this (a model whose smallest map must not be 1 pixel
+                in the trace, or the trace takes that as a fixed size).
+        """
+        side = lambda low: min(max(low, least_side) + 37, self.max_side)  # noqa: E731
         return 2, self.channels, side(self.min_height), side(self.min_width) + 24
 
 
@@ -124,9 +129,17 @@ def size_oblivious() -> Iterator[None]:
         yield
 
 
-def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
+def trace(model: nn.Module, sizes: SizeRange, least_side: int = DEFAULT_MIN_SIDE
+          ) -> "torch.export.ExportedProgram":
     """``model`` in eval mode as a ``torch.export`` program for every input in ``sizes`` (the model's
-    own train/eval mode is restored).
+    own train/eval mode is restored). The program's batch is dynamic even where ``sizes`` allows
+    only 1 (a static batch of 1 trips OpenVINO's graph rewrites); the file's recorded range keeps
+    larger batches out.
+
+    Args:
+        model: The module; ``model(images)`` returns a tensor or a tuple of tensors.
+        sizes: The inputs to serve.
+        least_side: See :meth:`SizeRange.example_shape`.
 
     Raises:
         ExportError: This torch has no ``torch.export`` with dynamic shapes, or the trace failed
@@ -136,8 +149,8 @@ def trace(model: nn.Module, sizes: SizeRange) -> "torch.export.ExportedProgram":
         raise ExportError(f"exporting needs torch >= {'.'.join(map(str, EXPORT_RELEASE))} (its "
                           f"torch.export traces without specialising sizes); this is torch "
                           f"{torch.__version__}")
-    example = torch.randn(sizes.example_shape())
-    dims = {0: torch.export.Dim("batch", min=1, max=sizes.max_batch),
+    example = torch.randn(sizes.example_shape(least_side))
+    dims = {0: torch.export.Dim("batch", min=1, max=max(2, sizes.max_batch)),
             2: torch.export.Dim("height", min=sizes.min_height, max=sizes.max_side),
             3: torch.export.Dim("width", min=sizes.min_width, max=sizes.max_side)}
     was_training = model.training
