@@ -118,6 +118,27 @@ def test_a_v1_classifier_with_a_window_shrinking_rule_serves_from_its_floor(tmp_
 
 @needs_dynamic_export
 @pytest.mark.slow
+def test_a_simmim_encoder_in_pre_training_exports_its_inference_graph(tmp_path):
+    """The encoder of a SimMIM model in the middle of pre-training (train mode, drop path,
+    activation checkpointing): the file holds its eval forward without a mask (the features a user
+    extracts), equal to eager eval, and the model is left in train mode."""
+    from swinv2_backbone.models.simmim import SimMIM
+
+    torch.manual_seed(0)
+    model = randomize_(SimMIM(dict(SMALL, drop_path_rate=0.3, with_cp=True)), seed=4).train()
+    encoder = model.backbone
+    export(encoder, tmp_path / "encoder.onnx", max_side=512)
+    assert encoder.training and model.training
+    exported = load_exported(tmp_path / "encoder.onnx")
+    assert exported.outputs == [encoder.feature_info[-1].name]
+    encoder.eval()
+    for n, h, w in [(1, 64, 64), (2, 90, 131)]:
+        x = torch.randn(n, 3, h, w)
+        assert max_difference(exported(x), eager(encoder, x)) < TOLERANCE, (n, h, w)
+
+
+@needs_dynamic_export
+@pytest.mark.slow
 def test_the_tool_exports_a_checkpoint_to_openvino_ir_and_checks_it(tmp_path, capsys):
     arch = dict(SMALL, window_size=4)
     state = save_backbone(tmp_path / "backbone.pth", arch, seed=3)
