@@ -58,7 +58,7 @@ model = dict(
         loss_dice=dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True, reduction='mean',
                        naive_dice=True, eps=1.0, loss_weight=5.0),
         train_cfg=dict(
-            num_points=1024,
+            num_points=512,
             oversample_ratio=3.0,
             importance_sample_ratio=0.75,
             assigner=dict(
