@@ -22,10 +22,15 @@ from swinv2_backbone.openmmlab.toy_data import SEG_CLASSES, write_toy_dataset
 from swinv2_backbone.testing import randomize_
 
 from test_configs import V1_PEERS, _effective_groups, _fake_seg_batch, _peer_config, load
+from test_pipelines import _run, _test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK2FORMER = sorted((ROOT / "configs/seg").glob("mask2former_*.py"))
 TOY_CONFIG = ROOT / "configs/demo/mask2former_swinv2-compact_toy-shapes.py"
+LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+#: The toy test's schedule and the mIoU (%) it must reach (measured: see the test).
+TOY_ITERS = 100
+TOY_MIOU = 70.0
 
 
 def _our_name(mmseg_name: str) -> str:
@@ -62,14 +67,12 @@ def test_v1_parameter_groups_equal_mmsegs_per_parameter(name):
 
 
 def _mmseg_swin_mask2former(seed: int) -> torch.nn.Module:
-    """mmseg's Swin-T Mask2Former from its own config, random weights (the backbone's norms and
-    bias tables too), in eval mode."""
+    """mmseg's Swin-T Mask2Former from its own config: PyTorch's random initialisation, the
+    backbone's norms and bias tables randomised too; eval mode."""
     cfg = _peer_config("mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py")
-    cfg.model.backbone.init_cfg = None
     init_default_scope("mmseg")
     torch.manual_seed(seed)
     model = MODELS.build(cfg.model)
-    model.init_weights()
     randomize_(model.backbone, seed=seed)
     return model.eval()
 
@@ -77,25 +80,21 @@ def _mmseg_swin_mask2former(seed: int) -> torch.nn.Module:
 def test_mmseg_swin_mask2former_checkpoint_predicts_the_same_in_our_v1_config(tmp_path):
     """A whole-model checkpoint of mmseg's Swin-T Mask2Former (saved as mmseg's runner saves it)
     loads into our Swin-T config: the backbone through `init_cfg` (our loader reads mmseg's
-    `backbone.stages.*` layout), the head through mmengine's `load_from` loading; the seg logits
-    equal mmseg's. At 64x96 the last two maps (4x6, 2x3) are smaller than the window 7, so the
-    backbone takes mmseg's small-map rule (`small_map='mmdet'`); the default 'pad' differs there."""
+    `backbone.stages.*` layout), the head as mmengine's `load_from` loads it; the seg logits equal
+    mmseg's. At 64x96 the last two maps (4x6, 2x3) are smaller than the window 7, so the backbone
+    takes mmseg's small-map rule (`small_map='mmdet'`); the default 'pad' differs there."""
     peer = _mmseg_swin_mask2former(seed=3)
     checkpoint = tmp_path / "mmseg_mask2former_swin-t.pth"
     save_checkpoint({"meta": {"mmseg_version": "1.2.2"}, "state_dict": peer.state_dict()},
                     str(checkpoint))
 
-    def ours(small_map: str) -> torch.nn.Module:
-        cfg = Config.fromfile(str(ROOT / "configs/seg/mask2former_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py"))
-        cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
-        cfg.model.backbone.small_map = small_map
-        init_default_scope(cfg.default_scope)
-        model = MODELS.build(cfg.model)
-        model.init_weights()  # init_cfg: the backbone from the mmseg file
-        load_checkpoint(model, str(checkpoint), strict=False, revise_keys=[(r"^module\.", "")])  # load_from
-        return model.eval()
-
-    model = ours("mmdet")
+    cfg = Config.fromfile(str(ROOT / "configs/seg/mask2former_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py"))
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    cfg.model.backbone.small_map = "mmdet"
+    init_default_scope(cfg.default_scope)
+    model = MODELS.build(cfg.model).eval()
+    model.backbone.init_weights()  # its init_cfg: the backbone from the mmseg file
+    load_checkpoint(model, str(checkpoint), strict=False, revise_keys=[(r"^module\.", "")])  # load_from
     assert isinstance(model.backbone, SwinBackbone)
     converted = convert_checkpoint(checkpoint)
     assert converted.state_dict.keys() == model.backbone.state_dict().keys()
@@ -106,14 +105,16 @@ def test_mmseg_swin_mask2former_checkpoint_predicts_the_same_in_our_v1_config(tm
         assert torch.equal(tensor, peer_state[f"decode_head.{name}"]), name
 
     h, w = 64, 96
+    padded = SwinBackbone(arch="tiny", window_size=7, small_map="pad").eval()
+    padded.load_state_dict(model.backbone.state_dict())
     with torch.no_grad():
         data = peer.data_preprocessor(_fake_seg_batch(h, w), training=False)
         expected = peer.predict(data["inputs"], data["data_samples"])[0].seg_logits.data
         got = model.predict(data["inputs"], data["data_samples"])[0].seg_logits.data
-        padded = ours("pad").predict(data["inputs"], data["data_samples"])[0].seg_logits.data
+        pad_error = (padded(data["inputs"])[3] - peer.backbone(data["inputs"])[3]).abs().max()
     assert expected.shape == (150, h, w)
     assert (got - expected).abs().max() < 1e-4
-    assert (padded - expected).abs().max() > 1e-3
+    assert pad_error > 1e-3
 
 
 # ----------------------------------------------------------------------------- training runs
@@ -160,3 +161,24 @@ def test_config_trains_one_iteration_and_tests(tmp_path, path):
     assert any(n.startswith("backbone.") for n in moved) and any(n.startswith("decode_head.") for n in moved)
     metrics = runner.test()
     assert 0.0 <= metrics["mIoU"] <= 100.0
+
+
+@pytest.mark.slow
+def test_toy_mask2former_trains_to_its_target_through_the_tools(tmp_path):
+    """The reduced Mask2Former of configs/demo trained from scratch on the demo's toy shapes (240
+    training images, batch 8) through tools/train.py for TOY_ITERS iterations, then evaluated on the
+    60 validation images by tools/test.py from the saved checkpoint in a fresh process."""
+    data = write_toy_dataset(tmp_path / "data", num_train=240, num_val=60, image_size=128)
+    root = f"{data.root}/"
+    work = tmp_path / "work"
+    _run(["tools/train.py", str(TOY_CONFIG), "--work-dir", str(work), "--cfg-options",
+          *(f"{loader}.dataset.data_root={root}" for loader in LOADERS),
+          f"train_cfg.max_iters={TOY_ITERS}", f"train_cfg.val_interval={TOY_ITERS}",
+          f"param_scheduler.1.end={TOY_ITERS}",
+          f"default_hooks.checkpoint.interval={TOY_ITERS}"], ROOT)
+    test_dir = tmp_path / "test"
+    _run(["tools/test.py", str(TOY_CONFIG), str(work / f"iter_{TOY_ITERS}.pth"), "--work-dir",
+          str(test_dir), "--cfg-options", *(f"{loader}.dataset.data_root={root}" for loader in LOADERS)],
+         ROOT)
+    metrics = _test_metrics(test_dir)
+    assert metrics["mIoU"] >= TOY_MIOU, metrics
