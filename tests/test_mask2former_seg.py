@@ -21,7 +21,8 @@ from swinv2_backbone.openmmlab.launch import build_runner, load_config
 from swinv2_backbone.openmmlab.toy_data import SEG_CLASSES, write_toy_dataset
 from swinv2_backbone.testing import randomize_
 
-from test_configs import V1_PEERS, _effective_groups, _fake_seg_batch, _peer_config, load
+from test_configs import (V1_PEERS, _by_name, _Detector, _effective_groups, _fake_seg_batch, _groups,
+                          _peer_config, load)
 from test_pipelines import _run, _test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,9 +41,33 @@ def _our_name(mmseg_name: str) -> str:
     return "backbone." + _rename(mmseg_name[len("backbone."):], merge_at_start=False)
 
 
-#: One config of each optimizer-wrapper source of mmseg's: its 512 (T, S) and its 640 (B, L) recipe.
-GROUP_CASES = ["mask2former_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py",
-               "mask2former_swin-b-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py"]
+def test_backbone_lr_mult_scales_every_backbone_parameter_on_top_of_layer_decay():
+    model = _Detector()
+    by_name = _by_name(_groups(model, backbone_lr_mult=0.1, layer_decay_rate=0.5))
+    top = sum((1, 1, 2, 1)) + 1
+    assert by_name["backbone.patch_embed.proj.weight"]["lr"] == pytest.approx(1e-3 * 0.1 * 0.5 ** top)
+    assert by_name["backbone.layers.2.blocks.1.attn.cpb_mlp.2.weight"]["lr"] == pytest.approx(
+        1e-3 * 0.1 * 0.5 ** (top - 4))
+    assert by_name["backbone.norm3.weight"]["lr"] == pytest.approx(1e-4)
+    assert by_name["head.0.weight"]["lr"] == 1e-3
+    plain = _by_name(_groups(model, backbone_lr_mult=0.1))
+    assert all(g["lr"] == pytest.approx(1e-4 if n.startswith("backbone.") else 1e-3)
+               for n, g in plain.items())
+
+
+@pytest.mark.parametrize("mult", [0, -0.1, True, "0.1"])
+def test_backbone_lr_mult_must_be_a_positive_number(mult):
+    with pytest.raises(ValueError, match="backbone_lr_mult must be a positive number"):
+        _groups(_Detector(), backbone_lr_mult=mult)
+
+
+#: One config of each optimizer-wrapper source of mmseg's: its 512 (T, S) and its 640 (B, L)
+#: recipe (mmseg's Swin-B Mask2Former takes seconds to build: slow).
+GROUP_CASES = [
+    pytest.param("mask2former_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py", id="swin-t"),
+    pytest.param("mask2former_swin-b-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py",
+                 id="swin-b", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("name", GROUP_CASES)
@@ -77,6 +102,7 @@ def _mmseg_swin_mask2former(seed: int) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # two Swin-T Mask2Formers built, a 190 MB checkpoint written and read
 def test_mmseg_swin_mask2former_checkpoint_predicts_the_same_in_our_v1_config(tmp_path):
     """A whole-model checkpoint of mmseg's Swin-T Mask2Former (saved as mmseg's runner saves it)
     loads into our Swin-T config: the backbone through `init_cfg` (our loader reads mmseg's
