@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MASK2FORMER = sorted((ROOT / "configs/seg").glob("mask2former_*.py"))
 TOY_CONFIG = ROOT / "configs/demo/mask2former_swinv2-compact_toy-shapes.py"
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
-#: The toy test's schedule and the mIoU (%) it must reach (measured: see the test).
-TOY_ITERS = 100
-TOY_MIOU = 70.0
+#: The mIoU (%) the toy config reaches on the toy validation images (measured: see the test).
+TOY_MIOU = 75.0
 
 
 def _our_name(mmseg_name: str) -> str:
@@ -167,6 +166,9 @@ def _toy_seg_overrides(data_root: Path, crop: int) -> Dict[str, object]:
         "val_dataloader": None, "val_cfg": None, "val_evaluator": None,
         "default_hooks.checkpoint": None,
         "default_hooks.logger.interval": 1,
+        # mmseg names its visualizer 'visualizer': a runner built later in the same process would
+        # take over the first one's instance and write into the first one's (deleted) work dir
+        "visualizer.name": f"visualizer_{data_root.parent.name}",
     }
 
 
@@ -190,21 +192,19 @@ def test_config_trains_one_iteration_and_tests(tmp_path, path):
 
 
 @pytest.mark.slow
-def test_toy_mask2former_trains_to_its_target_through_the_tools(tmp_path):
+def test_toy_mask2former_trains_to_its_target_through_the_tools(tmp_path, monkeypatch):
     """The reduced Mask2Former of configs/demo trained from scratch on the demo's toy shapes (240
-    training images, batch 8) through tools/train.py for TOY_ITERS iterations, then evaluated on the
-    60 validation images by tools/test.py from the saved checkpoint in a fresh process."""
+    training images, batch 8) through tools/train.py with the config's own schedule, then evaluated
+    on the 60 validation images by tools/test.py from the saved checkpoint in a fresh process."""
+    # idle OpenMP threads sleep (as tools/demo.py sets it): spinning ones take a shared CPU's cores
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     data = write_toy_dataset(tmp_path / "data", num_train=240, num_val=60, image_size=128)
-    root = f"{data.root}/"
+    roots = [f"{loader}.dataset.data_root={data.root}/" for loader in LOADERS]
     work = tmp_path / "work"
-    _run(["tools/train.py", str(TOY_CONFIG), "--work-dir", str(work), "--cfg-options",
-          *(f"{loader}.dataset.data_root={root}" for loader in LOADERS),
-          f"train_cfg.max_iters={TOY_ITERS}", f"train_cfg.val_interval={TOY_ITERS}",
-          f"param_scheduler.1.end={TOY_ITERS}",
-          f"default_hooks.checkpoint.interval={TOY_ITERS}"], ROOT)
+    _run(["tools/train.py", str(TOY_CONFIG), "--work-dir", str(work), "--cfg-options", *roots], ROOT)
+    iters = Config.fromfile(str(TOY_CONFIG)).train_cfg.max_iters
     test_dir = tmp_path / "test"
-    _run(["tools/test.py", str(TOY_CONFIG), str(work / f"iter_{TOY_ITERS}.pth"), "--work-dir",
-          str(test_dir), "--cfg-options", *(f"{loader}.dataset.data_root={root}" for loader in LOADERS)],
-         ROOT)
+    _run(["tools/test.py", str(TOY_CONFIG), str(work / f"iter_{iters}.pth"), "--work-dir",
+          str(test_dir), "--cfg-options", *roots], ROOT)
     metrics = _test_metrics(test_dir)
     assert metrics["mIoU"] >= TOY_MIOU, metrics
