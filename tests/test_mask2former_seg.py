@@ -101,7 +101,6 @@ def _mmseg_swin_mask2former(seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.slow  # two Swin-T Mask2Formers built, a 190 MB checkpoint written and read
 def test_mmseg_swin_mask2former_checkpoint_predicts_the_same_in_our_v1_config(tmp_path):
     """A whole-model checkpoint of mmseg's Swin-T Mask2Former (saved as mmseg's runner saves it)
     loads into our Swin-T config: the backbone through `init_cfg` (our loader reads mmseg's
