@@ -42,6 +42,7 @@ OFFICIAL_V1_CHECKPOINTS = {
     "swin_small_patch4_window7_224.pth",
     "swin_base_patch4_window7_224.pth",
     "swin_base_patch4_window12_384_22k.pth",
+    "swin_large_patch4_window12_384_22k.pth",
 }
 #: Swin-B's architecture and detection stochastic depth (the official Swin-B detectors), for the
 #: V1 configs whose size mmdet ships no Mask R-CNN config of.
@@ -69,6 +70,13 @@ V1_PEERS: Dict[str, Tuple[str, dict]] = {
     "swin-base-p4-w12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py": (
         "mmseg::swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py",
         {}),
+    # mmseg ships its Swin-B and Swin-L Mask2Former at 640x640 only
+    **{f"mask2former_swin-{size}-p4-w7_8xb2-160k_ade20k-512x512.py": (
+        f"mmseg::mask2former/mask2former_swin-{size}_8xb2-160k_ade20k-512x512.py", {})
+       for size in "ts"},
+    **{f"mask2former_swin-{size}-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py": (
+        f"mmseg::mask2former/mask2former_swin-{size}-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py", {})
+       for size in "bl"},
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -106,10 +114,16 @@ def test_the_issue_configs_exist():
             assert f"mask-rcnn_swin-{size}-p4-w7_fpn_{schedule}_coco.py" in names
     for size in ("tiny", "small", "base"):
         assert f"swin-{size}-p4-w7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py" in names
+    # Mask2Former (issue #30): SwinV2 T/S/B, Swin V1 T/S/B/L
+    for size in "tsb":
+        assert f"mask2former_swinv2-{size}-p4-w16_8xb2-160k_ade20k-512x512.py" in names
+    for size in "bl":
+        assert f"mask2former_swin-{size}-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py" in names
     assert {p.name for p in V1} == set(V1_PEERS)
     assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
                                       "upernet_swinv2-compact_toy-shapes.py",
-                                      "upernet_swin-compact_toy-shapes.py"}
+                                      "upernet_swin-compact_toy-shapes.py",
+                                      "mask2former_swinv2-compact_toy-shapes.py"}
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -135,7 +149,7 @@ def test_config_names_an_official_checkpoint_under_checkpoints(path):
         expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
         assert tuple(backbone.pretrained_window_sizes) == expected
     # Larger variants trade compute for memory.
-    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base"))
+    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base", "large"))
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -170,7 +184,10 @@ def _plain(value):
 
 #: Module-level helper variables of the configs (their values are compared where they are used).
 _HELPER_VARIABLES = ("pretrained", "checkpoint_file", "crop_size", "data_preprocessor",
-                     "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters")
+                     "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters",
+                     # mmseg's Mask2Former configs' and ours (their optimizer wrappers are compared)
+                     "num_classes", "depths", "optimizer", "custom_keys", "backbone_norm_multi",
+                     "backbone_embed_multi", "embed_multi", "mask2former_optim_wrapper")
 
 
 def _comparable(cfg: Config) -> dict:
@@ -197,6 +214,7 @@ def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
     peer["model"].pop("backbone")
     assert ours == peer
     assert our_wrapper["optimizer"] == peer_wrapper["optimizer"]
+    assert our_wrapper.get("clip_grad") == peer_wrapper.get("clip_grad")  # Mask2Former: 0.01
     assert our_wrapper["type"] == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
     assert peer_wrapper["type"] == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
     # the no-decay keys: test_v1_weight_decay_per_parameter_equals_mmdet_mmseg
@@ -276,10 +294,12 @@ def _check_channels(cfg: Config, backbone_channels: List[int]) -> None:
     model = cfg.model
     if "neck" in model:
         assert list(model.neck.in_channels) == backbone_channels
+    if model.get("decode_head", {}).get("type") == "Mask2FormerHead":  # every stage, no neck
+        assert "neck" not in model and list(model.decode_head.in_channels) == backbone_channels
     if model.get("decode_head", {}).get("type") == "UPerHead":
         head = model.decode_head
         assert list(head.in_channels) == [backbone_channels[i] for i in head.in_index]
-    if "auxiliary_head" in model:
+    if model.get("auxiliary_head"):
         aux = model.auxiliary_head
         assert aux.in_channels == backbone_channels[aux.in_index]
 

@@ -1,0 +1,10 @@
+# Mask2Former, SwinV2-S backbone (window 16), ADE20K 512x512, 160k, activation checkpointing.
+# Checkpoint: checkpoints/swinv2_small_patch4_window16_256.pth.
+_base_ = './mask2former_swinv2-t-p4-w16_8xb2-160k_ade20k-512x512.py'
+
+checkpoint_file = 'checkpoints/swinv2_small_patch4_window16_256.pth'
+model = dict(
+    backbone=dict(
+        arch='small',
+        with_cp=True,
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint_file)))
