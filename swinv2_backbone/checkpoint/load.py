@@ -10,6 +10,9 @@ Policy when fitting the converted weights to the model:
   not returned) is dropped; a model ``norm{i}`` the checkpoint lacks (classification checkpoints
   only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
   in the summary.
+* Input channels: RGB weights load into a model with another ``in_channels``, the patch
+  embedding adapted (:mod:`.channels`: summed for one channel, else repeated and scaled by
+  ``3 / in_channels``) and the summary saying so; other channel counts are refused.
 * Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
 * A ``SwinClassifier`` also takes the checkpoint's classification head (strictly, class count
   included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
@@ -37,6 +40,7 @@ from torch import nn
 from ..models import SwinBackboneBase, SwinClassifier
 from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
+from .channels import fit_input_channels
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
@@ -361,7 +365,10 @@ def load_pretrained(
     windows_note = (apply_checkpoint_windows(converted, backbone)
                     if pretrained_window_sizes == "checkpoint" else None)
     resized, table_warning = resize_bias_tables(converted, backbone)
+    resized, channels_note = fit_input_channels(resized, backbone.in_channels, converted.source)
     state, notes = fit_state_dict(converted, backbone, resized)
+    if channels_note:
+        notes.append(channels_note)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
     state.update(token)
     notes += token_notes
