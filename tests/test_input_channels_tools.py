@@ -11,9 +11,11 @@ import tifffile
 import torch
 from PIL import Image
 
+from capabilities import needs_dynamic_export
 from kit import TINY, run_tool, save_backbone
 from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.checkpoint import load_pretrained
+from swinv2_backbone.deploy import ExportError, load_exported
 from swinv2_backbone.features import FeatureExtractor, ImageReadError, load_features
 from swinv2_backbone.features.pixels import pixels_size, read_pixels
 from swinv2_backbone.models import SwinClassifier
@@ -194,3 +196,48 @@ def test_rgb_extractor_is_unchanged_for_rgb_inputs(rgb_checkpoint, tmp_path):
     got = extractor.extract_files([tmp_path / "grey.png"])[0].features
     for a, b in zip(got.values(), want):
         assert torch.equal(a, b[0])
+
+
+# ------------------------------------------------------------------------- converter and export
+def test_converter_adapts_rgb_weights_to_other_channels(rgb_checkpoint, tmp_path, capsys):
+    status, out, err = run_tool(capsys, "convert_checkpoint", rgb_checkpoint,
+                                tmp_path / "four.safetensors", "--in-channels", 4)
+    assert status == 0, err
+    assert "adapted from 3 to in_channels=4" in out and "in_channels=4, window_size=4" in out
+    direct = Swinv2Backbone(**TINY, in_channels=4)
+    load_pretrained(direct, rgb_checkpoint)
+    converted = Swinv2Backbone(**TINY, in_channels=4)
+    load_pretrained(converted, tmp_path / "four.safetensors")
+    assert all(torch.equal(v, direct.state_dict()[k]) for k, v in converted.state_dict().items())
+    status, out, err = run_tool(capsys, "convert_checkpoint", rgb_checkpoint, tmp_path / "hf",
+                                "--to", "hf", "--in-channels", 1)
+    assert status == 0, err
+    import transformers
+
+    hf = transformers.Swinv2Model.from_pretrained(tmp_path / "hf").eval()
+    assert hf.config.num_channels == 1
+    status, _, err = run_tool(capsys, "convert_checkpoint", tmp_path / "four.safetensors",
+                              tmp_path / "two.safetensors", "--in-channels", 2)
+    assert status == 2 and "takes 4 input channels, the model in_channels=2" in err
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_export_serves_the_models_input_channels(rgb_checkpoint, tmp_path, capsys):
+    """A 4-channel backbone (an RGB checkpoint adapted by the converter) exports with 4-channel
+    inputs, equals the eager model, and refuses 3 channels naming 4."""
+    assert run_tool(capsys, "convert_checkpoint", rgb_checkpoint, tmp_path / "four.safetensors",
+                    "--in-channels", 4)[0] == 0
+    status, out, err = run_tool(capsys, "export", tmp_path / "four.safetensors", "--to", "onnx",
+                                "--output", tmp_path / "four.onnx", "--max-side", 256)
+    assert status == 0, err
+    assert "x 4 x (32..256)" in out
+    model = Swinv2Backbone(**TINY, in_channels=4).eval()
+    load_pretrained(model, tmp_path / "four.safetensors")
+    exported = load_exported(tmp_path / "four.onnx", "onnxruntime")
+    x = torch.randn(1, 4, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(exported(x), model(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ExportError, match="expected 4 input channels, got 3"):
+        exported(torch.zeros(1, 3, 64, 64))

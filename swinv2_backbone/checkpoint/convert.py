@@ -10,6 +10,7 @@ import torch
 from ..models.backbone import SwinBackboneBase
 from ..models.presets import ARCH_SETTINGS
 from ..models.versions import BACKBONE_TYPES
+from .channels import fit_input_channels
 from .common import CheckpointError, Mapped, SmallMapSource, Source, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
 from .keys import StateDict, per_stage, split_prefix
@@ -195,6 +196,20 @@ class ConvertedCheckpoint:
         pretrained = per_stage(pretrained_window_sizes, stages, "pretrained_window_sizes")
         return replace(self, window_sizes=windows, pretrained_window_sizes=pretrained,
                        windows_from="given explicitly")
+
+    def with_in_channels(self, channels: int) -> "ConvertedCheckpoint":
+        """A copy whose patch embedding takes ``channels`` input channels: RGB weights adapted as
+        the loader adapts them (:func:`~.channels.fit_input_channels`, the note added), weights of
+        ``channels`` already returned as they are.
+
+        Raises:
+            CheckpointError: Weights of neither 3 nor ``channels`` channels.
+        """
+        state, note = fit_input_channels(self.state_dict, channels, self.source)
+        if note is None:
+            return self
+        return replace(self, state_dict=state, notes=self.notes + [note],
+                       structure=replace(self.structure, in_channels=channels))
 
     def meta(self) -> Dict[str, Any]:
         """JSON-serialisable facts stored with a converted checkpoint (read back as windows)."""
