@@ -27,7 +27,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from swinv2_backbone.checkpoint import CheckpointError
-from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, collect_errors, fail, int_at_least
+from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, add_channel_options, collect_errors, fail,
+                                 int_at_least)
 from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
 
@@ -44,14 +45,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--window-size", type=int, nargs="+", metavar="W",
                         help="training window(s) of a checkpoint that does not record them (one, "
                              "or one per stage), e.g. 8 for a timm swinv2_*_window8_256 state dict")
-    parser.add_argument("--in-channels", type=int_at_least(1), default=None, metavar="N",
-                        help="input channels of the model (default: the checkpoint's); an RGB "
-                             "checkpoint is adapted to N, and every image is read with N channels")
-    parser.add_argument("--mean", nargs="+", type=float, default=None, metavar="M",
-                        help="normalisation mean for pixels in [0, 1], one per input channel "
-                             "(default: the checkpoint's preprocessing; required for N != 3)")
-    parser.add_argument("--std", nargs="+", type=float, default=None, metavar="S",
-                        help="normalisation std, one per input channel (as --mean)")
+    add_channel_options(parser, "the checkpoint's preprocessing")
     parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="W", default=[0],
                         help="with --window-size: the windows that normalised the position bias "
                              "in training (0: none; 12 12 12 6 for the *window12to16/24* files)")

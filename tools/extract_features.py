@@ -64,8 +64,8 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 import torch
 
 from swinv2_backbone import ARCH_SETTINGS
-from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, Progress, collect_errors, fail,
-                                 int_at_least)
+from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, Progress, add_channel_options,
+                                 collect_errors, fail, int_at_least)
 from swinv2_backbone.features import (AUTO_DEPTH, MAX_PIXELS, BackgroundConsumer, FeatureExtractor,
                                       ForwardTiming, ImageFeatures, auto_depth, find_images,
                                       usable_cpus)
@@ -130,15 +130,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="resize every image to H x W")
     resize.add_argument("--short-side", type=int, default=None, metavar="N",
                         help="resize keeping the aspect ratio, shorter side N")
-    parser.add_argument("--in-channels", type=int_at_least(1), default=None, metavar="N",
-                        help="input channels of the model (default: the checkpoint's, else 3); an "
-                             "RGB checkpoint is adapted to N (see README: input channels)")
-    parser.add_argument("--mean", nargs="+", type=float, default=None, metavar="M",
-                        help="normalisation mean for pixels in [0, 1], one per input channel "
-                             "(default: ImageNet for RGB; required for other channel counts)")
-    parser.add_argument("--std", nargs="+", type=float, default=None, metavar="S",
-                        help="normalisation std for pixels in [0, 1], one per input channel "
-                             "(default: ImageNet for RGB; required for other channel counts)")
+    add_channel_options(parser, "ImageNet's")
     parser.add_argument("--max-pixels", type=int_at_least(1), default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels, checked before decoding (default "
                              f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
