@@ -204,7 +204,8 @@ def _read_kept(path: PathLike, channels: int, size: Optional[Size], resample: Op
             if channels != 1:
                 raise mismatch(name, 1, what, channels)
             return kept
-        mode, what = _KEPT_MODES.get(img.mode, ("RGB", img.mode))
+        mode, what = _KEPT_MODES.get(img.mode, ("RGB", "RGB" if img.mode == "RGB"
+                                                else f"{img.mode} read as RGB"))
         if img.mode == "P" and "transparency" in img.info:
             mode, what = "RGBA", "palette with transparency"
         if img.mode in ("I", "F"):
