@@ -71,6 +71,24 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def add_channel_options(parser: argparse.ArgumentParser, stats_default: str) -> None:
+    """``--in-channels N``, ``--mean M...`` and ``--std S...`` (one value per input channel), as
+    the image tools take them.
+
+    Args:
+        parser: The tool's parser.
+        stats_default: What ``--mean``/``--std`` default to for RGB models.
+    """
+    parser.add_argument("--in-channels", type=int_at_least(1), default=None, metavar="N",
+                        help="input channels of the model (default: the checkpoint's); an RGB "
+                             "checkpoint is adapted to N, and every input is read with N channels")
+    for name, metavar in (("mean", "M"), ("std", "S")):
+        parser.add_argument(f"--{name}", nargs="+", type=float, default=None, metavar=metavar,
+                            help=f"normalisation {name} for pixels in [0, 1], one per input "
+                                 f"channel (default: {stats_default}; required for other than 3 "
+                                 "channels)")
+
+
 class Progress:
     """Progress of a run of ``total`` steps, one line per report: ``[<label> <done>/<total>]
     <text>``.

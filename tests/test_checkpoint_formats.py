@@ -124,7 +124,7 @@ def test_timm_features_at_padded_shifted_maps_need_the_timm_rule(rule, tmp_path,
         ours = run(x, **peers.ours(peers.MINI, peers.W8, out_norm=False, pretrained=path,
                                    small_map=rule))
     stages, _ = peers.timm_features(timm_model, x)
-    hint = [r for r in caplog.records if "small_map='timm' gives timm's own features" in r.getMessage()]
+    hint = [r for r in caplog.records if "whose features small_map='timm' reproduces" in r.getMessage()]
     if rule == "timm":
         check_parity("timm 288x256 small_map='timm'", ours, stages)
         assert not hint

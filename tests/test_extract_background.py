@@ -125,7 +125,7 @@ def test_extract_returns_the_throughput(folder, tmp_path):
 
 
 def test_an_unexpected_error_in_the_loader_thread_surfaces(folder, tmp_path, capsys, monkeypatch):
-    real, calls = extractor_module.read_image, []
+    real, calls = extractor_module.read_pixels, []
 
     def fails_on_the_fourth(*args: Any, **kwargs: Any):
         calls.append(threading.current_thread().name)
@@ -133,7 +133,7 @@ def test_an_unexpected_error_in_the_loader_thread_surfaces(folder, tmp_path, cap
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(extractor_module, "read_image", fails_on_the_fourth)
+    monkeypatch.setattr(extractor_module, "read_pixels", fails_on_the_fourth)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk on fire"):
         extract(capsys, folder, out)

@@ -1,7 +1,7 @@
 """Classify images with a SwinV2 classification checkpoint of any supported format.
 
     python tools/classify.py IMAGE... --checkpoint CKPT [--topk 5] [--device cpu|cuda]
-        [--window-size W... [--pretrained-window-sizes W...]]
+        [--window-size W... [--pretrained-window-sizes W...]] [--in-channels N --mean M... --std S...]
 
 IMAGE: image files, folders (their images, not recursive) or glob patterns (quote them). For every
 image the top-k classes are printed with their softmax probabilities, by name when the checkpoint
@@ -9,6 +9,11 @@ names its classes (HF ``config.json`` ``id2label``), by index otherwise. Preproc
 checkpoint's ``preprocessor_config.json`` (HF directories) when there is one, else: RGB, resized to
 the checkpoint's image size, ImageNet mean/std. The training windows come from the checkpoint;
 ``--window-size`` states them for a file that does not record them (a timm state dict).
+
+``--in-channels N`` classifies N-channel inputs with an RGB checkpoint (its patch embedding
+adapted): grey, grey + alpha and RGBA images keep their channels, ``.npy`` and TIFF files are read as
+arrays (``swinv2_backbone.features.pixels``); ``--mean``/``--std`` take N values (required for
+N != 3). An image of other channels than the model's is reported and skipped.
 
 An image that cannot be read is reported and skipped; the exit status is then 1 after all the others
 are classified. Bad arguments or an unusable checkpoint stop the run with status 2.
@@ -22,7 +27,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 
 from swinv2_backbone.checkpoint import CheckpointError
-from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, collect_errors, fail, int_at_least
+from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, add_channel_options, collect_errors, fail,
+                                 int_at_least)
 from swinv2_backbone.features import ImageReadError, each_image, parse_device
 from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
 
@@ -39,12 +45,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--window-size", type=int, nargs="+", metavar="W",
                         help="training window(s) of a checkpoint that does not record them (one, "
                              "or one per stage), e.g. 8 for a timm swinv2_*_window8_256 state dict")
+    add_channel_options(parser, "the checkpoint's preprocessing")
     parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="W", default=[0],
                         help="with --window-size: the windows that normalised the position bias "
                              "in training (0: none; 12 12 12 6 for the *window12to16/24* files)")
     args = parser.parse_args(argv)
     if args.pretrained_window_sizes != [0] and args.window_size is None:
         parser.error("--pretrained-window-sizes needs --window-size")
+    if (args.mean is None) != (args.std is None):
+        parser.error("give --mean and --std together")
     try:
         args.device = parse_device(args.device)
     except ValueError as err:
@@ -69,8 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         model, converted = load_classifier(args.checkpoint, one_or_all(args.window_size),
-                                           one_or_all(args.pretrained_window_sizes))
-        preprocessing = preprocessing_for(args.checkpoint, converted)
+                                           one_or_all(args.pretrained_window_sizes),
+                                           args.in_channels)
+        preprocessing = preprocessing_for(args.checkpoint, converted,
+                                          model.backbone.in_channels, args.mean, args.std)
     except (CheckpointError, ValueError, OSError) as err:
         return fail(err)
     model.to(args.device)

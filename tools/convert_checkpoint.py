@@ -5,6 +5,7 @@ SwinBackbone checkpoint, or export it to Hugging Face (with its classifier or Si
     python tools/convert_checkpoint.py SRC DST                 # -> DST .pth or .safetensors
     python tools/convert_checkpoint.py SRC DST_DIR --to hf     # -> config.json + model.safetensors
     python tools/convert_checkpoint.py SRC DST --to timm       # -> timm SwinTransformerV2 / SwinTransformer
+    python tools/convert_checkpoint.py SRC DST --in-channels 4  # RGB weights for 4-channel inputs
 
 SRC is a file or an HF/timm directory in any supported format (see --help for the list). The tool
 prints the detected format, the architecture, the training windows and the backbone dict to paste
@@ -38,7 +39,7 @@ from swinv2_backbone.checkpoint import (
 )
 from swinv2_backbone.checkpoint.keys import CLASSIFICATION_HEAD, MASK_TOKEN, MIM_HEAD
 from swinv2_backbone.checkpoint.registry import describe_formats
-from swinv2_backbone.cli import EXIT_OK, fail
+from swinv2_backbone.cli import EXIT_OK, fail, int_at_least
 
 
 def python_literal(value: Any) -> str:
@@ -68,6 +69,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="training window (one, or one per stage) when the file does not record it")
     parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="P",
                         help="pretrained windows (one, or one per stage; 0: none) to go with --window-size")
+    parser.add_argument("--in-channels", type=int_at_least(1), metavar="N",
+                        help="input channels of the output: RGB weights have their patch embedding "
+                             "adapted (1: summed over RGB; N: repeated and scaled by 3/N)")
     parser.add_argument("--image-size", type=int,
                         help="--to hf/timm: input size the exported model is built for "
                              "(default: derived from the windows, else 256; Swin V1 224)")
@@ -208,6 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         converted = convert_checkpoint(args.src, format=args.format, prefix=args.prefix)
         if args.window_size:
             converted = converted.with_windows(args.window_size, args.pretrained_window_sizes or 0)
+        if args.in_channels is not None:
+            converted = converted.with_in_channels(args.in_channels)
         lines, taken = write(converted, args)
     except (CheckpointError, ValueError, OSError) as exc:
         return fail(exc)

@@ -2,8 +2,8 @@
 
     python tools/extract_features.py INPUT... --out DIR [--checkpoint PATH] [--arch tiny]
         [--window-size W ...] [--stages stage1 stage3] [--batch-size N] [--device cpu|cuda]
-        [--dtype fp32|bf16|fp16] [--pca] [--size H W | --short-side N] [--mean R G B --std R G B]
-        [--max-pixels N] [--prefetch N] [--overwrite]
+        [--dtype fp32|bf16|fp16] [--pca] [--size H W | --short-side N] [--in-channels N]
+        [--mean M... --std S...] [--max-pixels N] [--prefetch N] [--overwrite]
 
 INPUT: image files, folders (their images, not recursive) or glob patterns (quote them; ``**``
 recurses). For every image, ``DIR/<stem>.safetensors`` holds one tensor per stage, ``(C, h, w)``
@@ -22,6 +22,13 @@ An image that cannot be read (truncated, empty, not an image, 32-bit or float pi
 ``--max-pixels`` pixels) is reported on stderr with the reason and left out; every other image is
 processed, the summary counts both, and the exit status is 1. 16-bit greyscale is scaled to 8 bits,
 alpha dropped, CMYK and palettes converted (see ``swinv2_backbone.features.images``).
+
+``--in-channels N`` (or a checkpoint of N channels) reads every input with N channels: grey (1),
+grey + alpha (2) and RGBA (4) images keep theirs, ``.npy`` arrays ((H, W), (C, H, W) or (H, W, C))
+and TIFFs of any channel count are read as arrays (``swinv2_backbone.features.pixels``); an RGB
+checkpoint's patch embedding is adapted to N. ``--mean``/``--std`` then take N values each (no
+default for N != 3). An input of other channels than the model's is reported and skipped like an
+unreadable one.
 
 Every output file is written crash-safely (complete or absent under its name). A rerun skips the
 images whose ``.safetensors`` (and, with ``--pca``, pictures) are complete and were written with
@@ -57,11 +64,11 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 import torch
 
 from swinv2_backbone import ARCH_SETTINGS
-from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, Progress, collect_errors, fail,
-                                 int_at_least)
-from swinv2_backbone.features import (AUTO_DEPTH, IMAGENET_MEAN, IMAGENET_STD, MAX_PIXELS,
-                                      BackgroundConsumer, FeatureExtractor, ForwardTiming,
-                                      ImageFeatures, auto_depth, find_images, usable_cpus)
+from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, Progress, add_channel_options,
+                                 collect_errors, fail, int_at_least)
+from swinv2_backbone.features import (AUTO_DEPTH, MAX_PIXELS, BackgroundConsumer, FeatureExtractor,
+                                      ForwardTiming, ImageFeatures, auto_depth, find_images,
+                                      usable_cpus)
 from swinv2_backbone.features.resume import (OutputSettings, pending, prepare_output_dir,
                                              stem_clashes, write_outputs)
 
@@ -123,10 +130,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="resize every image to H x W")
     resize.add_argument("--short-side", type=int, default=None, metavar="N",
                         help="resize keeping the aspect ratio, shorter side N")
-    parser.add_argument("--mean", nargs=3, type=float, default=IMAGENET_MEAN, metavar=("R", "G", "B"),
-                        help="normalisation mean for pixels in [0, 1] (default: ImageNet)")
-    parser.add_argument("--std", nargs=3, type=float, default=IMAGENET_STD, metavar=("R", "G", "B"),
-                        help="normalisation std for pixels in [0, 1] (default: ImageNet)")
+    add_channel_options(parser, "ImageNet's")
     parser.add_argument("--max-pixels", type=int_at_least(1), default=MAX_PIXELS, metavar="N",
                         help=f"refuse images with more pixels, checked before decoding (default "
                              f"{MAX_PIXELS}, Pillow's decompression-bomb limit)")
@@ -180,6 +184,8 @@ def model_config(args: argparse.Namespace) -> Dict[str, Any]:
         cfg["arch"] = args.arch or "tiny"
     if args.window_size is not None:
         cfg["window_size"] = args.window_size[0] if len(args.window_size) == 1 else tuple(args.window_size)
+    if args.in_channels is not None:
+        cfg["in_channels"] = args.in_channels
     return cfg
 
 

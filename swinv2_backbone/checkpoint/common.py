@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from .keys import BLOCK_OR_DOWNSAMPLE, StateDict, Tensor, coords_tables, split_prefix
 
@@ -26,6 +26,24 @@ class Source:
     name: str
     config: Optional[Mapping[str, Any]] = None
     meta: Optional[Mapping[str, Any]] = None
+
+
+class SmallMapSource(NamedTuple):
+    """The ``small_map`` rule that reproduces the features of the implementation that wrote a
+    checkpoint, where its layout (or this project's metadata) tells.
+
+    Args:
+        rule: One of :data:`~swinv2_backbone.models.SMALL_MAP_RULES`.
+        writer: That implementation, for messages (``'timm'``, ``'an mmdet/mmseg detector or
+            segmentor'``, ...).
+        finished: Whether the weights are a finished dense-prediction model's backbone (a detector,
+            a segmentor, a feature backbone), whose features a user loading them expects to get;
+            pretraining weights are routinely fine-tuned under another rule.
+    """
+
+    rule: str
+    writer: str
+    finished: bool = False
 
 
 @dataclass
@@ -59,6 +77,7 @@ class Mapped:
             head. Invariant: every head name is also a reason in :attr:`dropped` listing the source
             keys, since the encoder weights never hold them (see :meth:`keep_head`).
         labels: Class names by index, where the file's metadata names them (HF ``id2label``).
+        small_map: The rule that reproduces the writer's features, where the layout tells.
     """
 
     state_dict: StateDict = field(default_factory=dict)
@@ -69,6 +88,7 @@ class Mapped:
     claimed: Dict[str, Any] = field(default_factory=dict)
     heads: Dict[str, StateDict] = field(default_factory=dict)
     labels: Optional[Tuple[str, ...]] = None
+    small_map: Optional[SmallMapSource] = None
 
     def keep_head(self, head: str, key: str, native_key: str, value: Tensor) -> None:
         """Keep the source ``key`` as ``native_key`` of the head ``head``; like every head key it is

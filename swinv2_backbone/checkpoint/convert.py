@@ -10,7 +10,8 @@ import torch
 from ..models.backbone import SwinBackboneBase
 from ..models.presets import ARCH_SETTINGS
 from ..models.versions import BACKBONE_TYPES
-from .common import CheckpointError, Mapped, Source, format_keys, windows_from_name
+from .channels import fit_input_channels
+from .common import CheckpointError, Mapped, SmallMapSource, Source, format_keys, windows_from_name
 from .io import PathLike, load_checkpoint_file, project_meta
 from .keys import StateDict, per_stage, split_prefix
 from .native import Structure, infer_structure
@@ -43,6 +44,8 @@ class ConvertedCheckpoint:
             are also listed in :attr:`dropped` under its name: a backbone drops it, a model with
             that head takes it (:meth:`summary` with ``taken``).
         labels: Class names by index of the classification head, where the file names them.
+        small_map: The ``small_map`` rule that reproduces the features of the implementation that
+            wrote the weights, where the file tells (its layout, or this project's metadata).
     """
 
     state_dict: StateDict
@@ -56,6 +59,7 @@ class ConvertedCheckpoint:
     notes: List[str] = field(default_factory=list)
     heads: Dict[str, StateDict] = field(default_factory=dict)
     labels: Optional[Tuple[str, ...]] = None
+    small_map: Optional[SmallMapSource] = None
 
     @property
     def version(self) -> int:
@@ -193,6 +197,20 @@ class ConvertedCheckpoint:
         return replace(self, window_sizes=windows, pretrained_window_sizes=pretrained,
                        windows_from="given explicitly")
 
+    def with_in_channels(self, channels: int) -> "ConvertedCheckpoint":
+        """A copy whose patch embedding takes ``channels`` input channels: RGB weights adapted as
+        the loader adapts them (:func:`~.channels.fit_input_channels`, the note added), weights of
+        ``channels`` already returned as they are.
+
+        Raises:
+            CheckpointError: Weights of neither 3 nor ``channels`` channels.
+        """
+        state, note = fit_input_channels(self.state_dict, channels, self.source)
+        if note is None:
+            return self
+        return replace(self, state_dict=state, notes=self.notes + [note],
+                       structure=replace(self.structure, in_channels=channels))
+
     def meta(self) -> Dict[str, Any]:
         """JSON-serialisable facts stored with a converted checkpoint (read back as windows)."""
         meta: Dict[str, Any] = {"source_format": self.format, "arch": self.arch,
@@ -201,6 +219,9 @@ class ConvertedCheckpoint:
         if self.windows_known:
             meta.update(window_size=list(self.window_sizes),
                         pretrained_window_sizes=list(self.pretrained_window_sizes))
+        if self.small_map is not None:
+            meta.update(small_map=self.small_map.rule, small_map_writer=self.small_map.writer,
+                        small_map_finished=self.small_map.finished)
         return meta
 
 
@@ -330,4 +351,5 @@ def convert_checkpoint(
     return ConvertedCheckpoint(
         state_dict=mapped.state_dict, format=fmt.name, source=name, structure=structure,
         window_sizes=window_sizes, pretrained_window_sizes=pretrained, windows_from=windows_from,
-        dropped=dropped, notes=notes + mapped.notes, heads=mapped.heads, labels=mapped.labels)
+        dropped=dropped, notes=notes + mapped.notes, heads=mapped.heads, labels=mapped.labels,
+        small_map=mapped.small_map)

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import hf, timm
 from .atomic import write_atomic
-from .common import CheckpointError, StateDict
+from .common import CheckpointError, SmallMapSource, StateDict
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike, save_state_dict
 from .keys import CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD
@@ -174,8 +174,8 @@ def to_hf_mim(converted: ConvertedCheckpoint, image_size: Optional[int] = None) 
 
 
 def from_model(model: nn.Module) -> ConvertedCheckpoint:
-    """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows,
-    for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``SwinSimMIM``)
+    """A built model's weights as a :class:`ConvertedCheckpoint` for the exporters: its windows and
+    its ``small_map`` rule (kept in a native file's metadata), for a classifier its head and class names, for a SimMIM model (``SimMIM``, ``SwinSimMIM``)
     its mask token and decoder.
 
     Args:
@@ -186,8 +186,10 @@ def from_model(model: nn.Module) -> ConvertedCheckpoint:
     converted = convert_checkpoint(model.state_dict(), format="native").with_windows(
         backbone.window_size, backbone.pretrained_window_sizes)
     names = getattr(model, "class_names", None)
+    rule = SmallMapSource(backbone.small_map, f"a {type(model).__name__} with small_map="
+                          f"{backbone.small_map!r}")
     return replace(converted, source=type(model).__name__,
-                   labels=tuple(names) if names is not None else None)
+                   labels=tuple(names) if names is not None else None, small_map=rule)
 
 
 def to_timm(converted: ConvertedCheckpoint, image_size: Optional[int] = None) -> Exported:

@@ -18,7 +18,8 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tup
 
 import torch
 
-from .common import CheckpointError, Mapped, Source, StageWindow, clamped_windows, map_sides
+from .common import (CheckpointError, Mapped, SmallMapSource, Source, StageWindow, clamped_windows,
+                     map_sides)
 from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, StateDict, Tensor,
                    final_norm_for_export, is_buffer_key, num_stages, split_prefix)
 from .native import version_of
@@ -236,6 +237,7 @@ def to_native(source: Source) -> Mapped:
             continue
         native[key] = state[key]  # left for validation to report
     mapped.state_dict.update(native)
+    mapped.small_map = small_map_of(state, version_of(list(native), source.name))
     if source.config is not None:
         check_config(source.config, source.name, version_of(list(native), source.name))
         mapped.windows = config_windows(source.config)
@@ -245,6 +247,15 @@ def to_native(source: Source) -> Mapped:
             mapped.labels = config_labels(source.config)
         check_encoder_stride(source.config, mapped.heads.get(MIM_HEAD), source.name)
     return mapped
+
+
+def small_map_of(state: Mapping[str, Tensor], version: int) -> SmallMapSource:
+    """The rule of the HF model that wrote ``state``: Swin V1's ``SwinBackbone`` (its stage norms
+    ``hidden_states_norms.*``) partitions and shifts even a map of one window (``'mmdet'``); the
+    other V1 models and every SwinV2 model follow HF's own rule (``'hf'``)."""
+    if version == 1 and any(_STAGE_NORM.match(k) for k in state):
+        return SmallMapSource("mmdet", "Hugging Face SwinBackbone", finished=True)
+    return SmallMapSource("hf", f"Hugging Face {hf_class(version)}")
 
 
 def check_encoder_stride(config: Mapping[str, Any], decoder: Optional[StateDict], name: str) -> None:

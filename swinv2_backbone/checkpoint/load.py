@@ -10,6 +10,9 @@ Policy when fitting the converted weights to the model:
   not returned) is dropped; a model ``norm{i}`` the checkpoint lacks (classification checkpoints
   only hold the last stage's) keeps its default initialisation (weight 1, bias 0). Both are named
   in the summary.
+* Input channels: RGB weights load into a model with another ``in_channels``, the patch
+  embedding adapted (:mod:`.channels`: summed for one channel, else repeated and scaled by
+  ``3 / in_channels``) and the summary saying so; other channel counts are refused.
 * Everything else is strict: a missing, unexpected or wrongly shaped key is an error listing them.
 * A ``SwinClassifier`` also takes the checkpoint's classification head (strictly, class count
   included) unless it was built with ``new_head=True``; a backbone leaves the head out, and the
@@ -25,6 +28,12 @@ One summary line is logged (mmengine's current logger when mmengine is installed
 model normalises its position-bias coordinates with other windows than the checkpoint was trained
 with, a warning gives the ``pretrained_window_sizes`` to set; ``pretrained_window_sizes='checkpoint'``
 applies them instead.
+
+Likewise for the ``small_map`` rule: where the checkpoint tells which implementation wrote it
+(:attr:`~.convert.ConvertedCheckpoint.small_map`) and that one's rule differs from the model's,
+the summary names the rule that reproduces its features, and for a finished dense-prediction
+model's weights (an mmdet/mmseg detector or segmentor, HF ``SwinBackbone``) a warning does;
+``small_map='checkpoint'`` applies it instead.
 """
 from __future__ import annotations
 
@@ -34,9 +43,10 @@ from typing import List, Mapping, Optional, Tuple, Union
 
 from torch import nn
 
-from ..models import SwinBackboneBase, SwinClassifier
+from ..models import SMALL_MAP_RULES, SwinBackboneBase, SwinClassifier
 from ..models.attention import resize_bias_table
 from ..models.simmim import SimMIMDecoder
+from .channels import fit_input_channels
 from .common import CheckpointError, StateDict, format_keys
 from .convert import ConvertedCheckpoint, convert_checkpoint
 from .io import PathLike
@@ -307,6 +317,37 @@ def apply_checkpoint_windows(converted: ConvertedCheckpoint, backbone: SwinBackb
     return f"{setting} set from the checkpoint: {values}"
 
 
+def small_map_advice(converted: ConvertedCheckpoint, backbone: SwinBackboneBase) -> Optional[str]:
+    """The advice when the implementation that wrote the checkpoint has another ``small_map`` rule
+    than the backbone (``None`` when they agree or the checkpoint does not tell): the rule that
+    reproduces its features, and how to set it."""
+    source = converted.small_map
+    if source is None or source.rule == backbone.small_map:
+        return None
+    return (f"{converted.source}: weights of {source.writer}, whose features small_map="
+            f"'{source.rule}' reproduces (the window and shift on maps not larger than the window"
+            f"{', and the roll before padding' if source.rule == 'timm' else ''}); the model has "
+            f"small_map='{backbone.small_map}': set small_map='{source.rule}' in the backbone config, "
+            "or load with small_map='checkpoint'")
+
+
+def apply_checkpoint_small_map(converted: ConvertedCheckpoint, backbone: SwinBackboneBase) -> str:
+    """Give the backbone the ``small_map`` rule that reproduces the checkpoint's writer
+    (:attr:`~.convert.ConvertedCheckpoint.small_map`); returns the note for the summary.
+
+    Raises:
+        CheckpointError: The checkpoint does not tell its writer's rule.
+    """
+    source = converted.small_map
+    if source is None:
+        raise CheckpointError(
+            f"small_map='checkpoint': {converted.source} ({converted.format}) does not tell which "
+            f"small_map rule its writer had; set small_map in the backbone config (one of "
+            f"{SMALL_MAP_RULES})")
+    backbone.set_small_map(source.rule)
+    return f"small_map set from the checkpoint: '{source.rule}' ({source.writer})"
+
+
 def load_pretrained(
     model: nn.Module,
     checkpoint: Union[PathLike, Mapping, ConvertedCheckpoint],
@@ -314,6 +355,7 @@ def load_pretrained(
     pretrained_window_sizes: Optional[str] = None,
     map_location: str = "cpu",
     format: Optional[str] = None,
+    small_map: Optional[str] = None,
 ) -> ConvertedCheckpoint:
     """Convert ``checkpoint`` (any supported format) and load it into ``model``.
 
@@ -335,6 +377,9 @@ def load_pretrained(
             the optimizer afterwards, as mmengine's runner does).
         map_location: Device for tensors read from disk.
         format: Force a source format instead of detecting it.
+        small_map: ``None`` (keep the model's rule; say when the checkpoint's writer has another,
+            see :func:`small_map_advice`) or ``'checkpoint'`` (take the rule that reproduces the
+            writer's features: :func:`apply_checkpoint_small_map`).
 
     Returns:
         The :class:`ConvertedCheckpoint`, for inspection.
@@ -342,12 +387,15 @@ def load_pretrained(
     Raises:
         CheckpointError: Unreadable or unrecognised checkpoint, or weights that do not fit the
             model (the message lists the keys).
-        ValueError: Invalid ``pretrained_window_sizes``.
+        ValueError: Invalid ``pretrained_window_sizes`` or ``small_map``.
         TypeError: A model of another kind.
     """
     if pretrained_window_sizes not in (None, "checkpoint"):
         raise ValueError(f"pretrained_window_sizes must be None or 'checkpoint', got "
                          f"{pretrained_window_sizes!r}; explicit values belong in the model config")
+    if small_map not in (None, "checkpoint"):
+        raise ValueError(f"small_map must be None or 'checkpoint', got {small_map!r}; a rule of "
+                         "your own belongs in the model config")
     if isinstance(checkpoint, ConvertedCheckpoint):
         if prefix is not None or format is not None:
             raise ValueError("prefix and format apply to converting a checkpoint; this one is "
@@ -360,8 +408,12 @@ def load_pretrained(
     check_version(converted, backbone)
     windows_note = (apply_checkpoint_windows(converted, backbone)
                     if pretrained_window_sizes == "checkpoint" else None)
+    rule_note = apply_checkpoint_small_map(converted, backbone) if small_map == "checkpoint" else None
     resized, table_warning = resize_bias_tables(converted, backbone)
+    resized, channels_note = fit_input_channels(resized, backbone.in_channels, converted.source)
     state, notes = fit_state_dict(converted, backbone, resized)
+    if channels_note:
+        notes.append(channels_note)
     token, token_notes = fit_mask_token(converted, backbone, required=is_simmim(model))
     state.update(token)
     notes += token_notes
@@ -389,9 +441,11 @@ def load_pretrained(
         model.set_class_names(converted.labels)
     if windows_note:
         notes.append(windows_note)
-    if converted.format == "timm" and backbone.small_map != "timm":
-        notes.append("timm rolls a shifted map before padding it: small_map='timm' gives timm's own "
-                     "features where a shifted stage map is padded by other than the shift")
+    if rule_note:
+        notes.append(rule_note)
+    rule_advice = small_map_advice(converted, backbone)
+    if rule_advice and not converted.small_map.finished:
+        notes.append(rule_advice)
     taken = [name for name, _, _ in heads] + ([MASK_TOKEN] if token else [])
     log(logging.INFO, "load_pretrained: " + "; ".join([converted.summary(taken)] + notes))
     # one warning about the windows: the resize's (bias tables) or the advice (continuous bias)
@@ -399,4 +453,6 @@ def load_pretrained(
                                if pretrained_window_sizes is None else None)
     if advice:
         log(logging.WARNING, advice)
+    if rule_advice and converted.small_map.finished:
+        log(logging.WARNING, rule_advice)
     return converted

@@ -18,9 +18,9 @@ head.
 from __future__ import annotations
 
 import re
-from typing import Collection
+from typing import Collection, Optional
 
-from .common import Mapped, Source
+from .common import Mapped, SmallMapSource, Source
 from .keys import CLASSIFICATION_HEAD, StateDict, Tensor, is_buffer_key, shift_downsample
 
 NAME = "mmpretrain"
@@ -100,4 +100,23 @@ def to_native(source: Source) -> Mapped:
             value = unfold_to_official(value)
         mapped.state_dict[new] = value
     mapped.read_tables(buffers)
+    mapped.small_map = _small_map(v1, classifier=CLASSIFICATION_HEAD in mapped.heads,
+                                  others=_OTHER_MODULES in mapped.dropped)
     return mapped
+
+
+def _small_map(v1: bool, classifier: bool, others: bool) -> Optional[SmallMapSource]:
+    """The rule of the OpenMMLab model that wrote the weights: mmpretrain's SwinV2 pads; its Swin V1
+    shrinks the window to a small map (``pad_small_map=False``, the default: ``'official'``); the
+    Swin V1 of mmdet/mmseg, told by a whole detector's or segmentor's other modules, shifts even a
+    map of one window (``'mmdet'``). A bare V1 backbone state dict does not tell mmpretrain's from
+    mmdet's (the same keys)."""
+    if not v1:
+        return SmallMapSource("pad", "mmpretrain SwinTransformerV2")
+    if others:
+        return SmallMapSource("mmdet", "an mmdet/mmseg detector or segmentor (SwinTransformer)",
+                              finished=True)
+    if classifier:
+        return SmallMapSource("official", "an mmpretrain ImageClassifier (SwinTransformer, "
+                              "pad_small_map=False)")
+    return None

@@ -23,9 +23,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Collection, Dict, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
-from .common import CheckpointError, Mapped, Source, StageWindow, format_keys
+from ..models import SMALL_MAP_RULES
+
+from .common import CheckpointError, Mapped, SmallMapSource, Source, StageWindow, format_keys
 from .keys import BLOCK, CLASSIFICATION_HEAD, FINAL_NORM, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, \
     OUT_NORM, RECOMPUTED_BUFFERS, StateDict, linear_head, mim_decoder, split_prefix, stage_of, \
     strip_prefix
@@ -349,4 +351,22 @@ def to_native(source: Source) -> Mapped:
         mapped.windows = {i: StageWindow(int(w), int(p))
                           for i, (w, p) in enumerate(zip(windows, pretrained))}
         mapped.windows_from = "checkpoint metadata"
+    mapped.small_map = recorded_small_map(source.meta or {}, source.name)
     return mapped
+
+
+def recorded_small_map(meta: Mapping[str, Any], name: str) -> Optional[SmallMapSource]:
+    """The ``small_map`` rule this project's metadata records (``small_map``, with the writer in
+    ``small_map_writer`` and whether it is a finished model in ``small_map_finished``), if any.
+
+    Raises:
+        CheckpointError: A recorded rule that is none of ``SMALL_MAP_RULES``.
+    """
+    rule = meta.get("small_map")
+    if rule is None:
+        return None
+    if rule not in SMALL_MAP_RULES:
+        raise CheckpointError(f"{name}: its metadata records small_map={rule!r}, none of "
+                              f"{SMALL_MAP_RULES}")
+    return SmallMapSource(rule, str(meta.get("small_map_writer", "this project's model")),
+                          bool(meta.get("small_map_finished", False)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Collection
 
-from .common import Mapped, Source
+from .common import Mapped, SmallMapSource, Source
 from .keys import (CLASSIFICATION_HEAD, MASK_TOKEN, MASK_TOKEN_KEY, MIM_HEAD, StateDict,
                    final_norm_to_native, is_buffer_key, num_stages, split_prefix, strip_prefix)
 from .native import OFFICIAL_ONLY, has_official_encoder
@@ -51,7 +51,8 @@ def official_to_native(state: StateDict, mapped: Mapped) -> Mapped:
 
 def to_native(source: Source) -> Mapped:
     """Official release -> native (see :func:`official_to_native`)."""
-    return official_to_native(source.state_dict, Mapped())
+    return official_to_native(source.state_dict,
+                              Mapped(small_map=SmallMapSource("official", "the official Microsoft code")))
 
 
 def simmim_to_native(source: Source) -> Mapped:
@@ -59,7 +60,7 @@ def simmim_to_native(source: Source) -> Mapped:
     ``cpb_mlp``), ``encoder.mask_token`` kept as the mask token and ``decoder.*`` as the
     masked-image-modeling head (native keys unchanged: ``decoder.0.weight/bias``); other keys are
     left for validation to report."""
-    mapped = Mapped()
+    mapped = Mapped(small_map=SmallMapSource("official", "the official SimMIM code"))
     encoder, rest = split_prefix(source.state_dict, "encoder.")
     decoder, others = split_prefix(rest, "decoder.")
     for key, value in decoder.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Collection, Dict, List, Mapping, Tuple, TypeVar
 
-from .common import Mapped, Source
+from .common import Mapped, SmallMapSource, Source
 from .keys import (CLASSIFICATION_HEAD, OUT_NORM, StateDict, final_norm_for_export, shift_downsample,
                    split_prefix)
 from .official import official_to_native
@@ -54,7 +54,7 @@ def to_native(source: Source) -> Mapped:
     previous stage, ``head.fc`` -> the classification head's ``head``, and drop any ``k_bias``
     (timm's all-zero key bias buffer); the rest are official names (see
     :func:`~swinv2_backbone.checkpoint.official.official_to_native`)."""
-    mapped = Mapped()
+    mapped = Mapped(small_map=SmallMapSource("timm", "timm"))
     official: StateDict = {}
     for key, value in _plain_timm(source.state_dict).items():
         if key.endswith(".attn.k_bias"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Collection
 
-from .common import Mapped, Source
+from .common import Mapped, SmallMapSource, Source
 from .keys import CLASSIFICATION_HEAD, StateDict, final_norm_to_native, is_buffer_key, num_stages
 
 NAME = "torchvision"
@@ -38,7 +38,7 @@ def to_native(source: Source) -> Mapped:
     """torchvision -> native: rename, split a SwinV2 ``qkv.bias`` into ``q_bias``/``v_bias`` (the k
     third is unused and dropped; V1 keeps it whole), final ``norm`` -> ``norm{last}``, drop buffers, keep ``head`` as the
     classification head."""
-    mapped = Mapped()
+    mapped = Mapped(small_map=SmallMapSource("pad", "torchvision"))
     buffers: StateDict = {}
     last = num_stages(source.state_dict, r"^features\.(\d+)\.\d+\.") // 2 - 1
     v2 = any(k.endswith(".attn.logit_scale") for k in source.state_dict)

@@ -7,6 +7,8 @@
   after it (:class:`BackgroundConsumer`), errors re-raised in the caller, and the depth
   ``--prefetch auto`` gives them (:func:`auto_depth`, from :func:`usable_cpus`);
 * :mod:`.images`: finding image files, their EXIF-oriented sizes, decoding and batching by size;
+* :mod:`.pixels`: any input (images, ``.npy``, multi-channel TIFF) as the pixels of a model with any
+  number of input channels;
 * :mod:`.pictures`: a feature map as a PCA-to-RGB picture at image resolution;
 * :mod:`.storage`: one image's features with their geometry as ``.safetensors``;
 * :mod:`.classify`: a classifier from a classification checkpoint, its preprocessing, top-k
@@ -23,6 +25,7 @@ from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, F
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
                      find_images, image_size, read_image, target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
+from .pixels import pixels_size, read_pixels
 from .storage import feature_metadata, is_complete, load_features, save_features
 
 __all__ = [
@@ -52,7 +55,9 @@ __all__ = [
     "parse_device",
     "parse_dtype",
     "pca_rgb",
+    "pixels_size",
     "read_image",
+    "read_pixels",
     "save_features",
     "save_png",
     "target_size",

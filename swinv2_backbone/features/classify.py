@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
@@ -20,8 +20,9 @@ from ..checkpoint.export import default_image_size
 from ..checkpoint.keys import CLASSIFICATION_HEAD
 from ..models import SwinClassifier
 from ..models.args import IntOrSeq
-from .extractor import IMAGENET_MEAN, IMAGENET_STD
-from .images import PathLike, Size, image_size, read_image, target_size
+from .extractor import IMAGENET_MEAN, IMAGENET_STD, channel_stats
+from .images import PathLike, Size, target_size
+from .pixels import as_float, pixels_size, read_pixels
 
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 #: Input size when the checkpoint tells none (the official 256 px releases).
@@ -43,6 +44,8 @@ class Preprocessing:
         mean: Per-channel mean subtracted (after scaling); zeros for none.
         std: Per-channel divisor; ones for none.
         origin: What defined this, for the printout.
+        channels: The model's input channels: every image is read with them (see
+            :mod:`.pixels`), ``mean`` and ``std`` have one value each.
     """
 
     size: Optional[Size]
@@ -52,6 +55,7 @@ class Preprocessing:
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     origin: str = "default"
+    channels: int = 3
 
     def describe(self) -> str:
         """One line: size, filter, normalisation and origin."""
@@ -60,13 +64,17 @@ class Preprocessing:
                 f"mean {list(self.mean)}, std {list(self.std)} ({self.origin})")
 
     def load(self, path: PathLike) -> torch.Tensor:
-        """The ``(3, H, W)`` float model input of an image file (raises ``ImageReadError``)."""
+        """The ``(channels, H, W)`` float model input of an image file (raises
+        ``ImageReadError``; also for an image of other channels). Arrays of floats in [0, 1] are
+        scaled like the 0-255 values of the images (by ``255 * scale``)."""
         size = self.size
         if size is None:
-            size = target_size(image_size(path), short_side=self.short_side)
-        pixels = read_image(path, size, self.resample).float() * self.scale
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
+            size = target_size(pixels_size(path, self.channels), short_side=self.short_side)
+        read = read_pixels(path, self.channels, size, self.resample)
+        pixels = read.float() * self.scale if read.dtype == torch.uint8 else (
+            as_float(read) * (255 * self.scale))
+        mean = torch.tensor(self.mean).view(-1, 1, 1)
+        std = torch.tensor(self.std).view(-1, 1, 1)
         return (pixels - mean) / std
 
 
@@ -117,13 +125,28 @@ def hf_preprocessing(config: Mapping[str, Any], name: str) -> Preprocessing:
         origin=name)
 
 
-def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint) -> Preprocessing:
+def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint, channels: int = 3,
+                      mean: Optional[Sequence[float]] = None,
+                      std: Optional[Sequence[float]] = None) -> Preprocessing:
     """The checkpoint's own preprocessing (``preprocessor_config.json`` in its directory), else the
-    default at the checkpoint's image size (:func:`checkpoint_image_size`).
+    default at the checkpoint's image size (:func:`checkpoint_image_size`), for a model of
+    ``channels`` input channels, with ``mean`` and ``std`` instead of the checkpoint's where given
+    (required for ``channels != 3``: :func:`~.extractor.channel_stats`).
 
     Raises:
-        ValueError: An unreadable or unsupported ``preprocessor_config.json``.
+        ValueError: An unreadable or unsupported ``preprocessor_config.json``, or a normalisation
+            that does not fit ``channels``.
     """
+    found = _checkpoint_preprocessing(checkpoint, converted)
+    if mean is None and std is None and channels == 3:
+        return found
+    mean, std = channel_stats(mean, std, channels)
+    return replace(found, channels=channels, mean=mean, std=std,
+                   origin=f"{found.origin}; {channels} channels, mean and std given")
+
+
+def _checkpoint_preprocessing(checkpoint: PathLike, converted: ConvertedCheckpoint) -> Preprocessing:
+    """:func:`preprocessing_for` as the checkpoint alone says it."""
     directory = Path(checkpoint) if Path(checkpoint).is_dir() else None
     config = None
     if directory is not None and (directory / "config.json").is_file():
@@ -143,7 +166,7 @@ def preprocessing_for(checkpoint: PathLike, converted: ConvertedCheckpoint) -> P
 
 
 def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None,
-                    pretrained_window_sizes: IntOrSeq = 0
+                    pretrained_window_sizes: IntOrSeq = 0, in_channels: Optional[int] = None
                     ) -> Tuple[SwinClassifier, ConvertedCheckpoint]:
     """A ``SwinClassifier`` in eval mode built from and loaded with ``checkpoint``: architecture
     and windows as the checkpoint records them (its position-bias normalisation included), class
@@ -157,6 +180,8 @@ def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None
             :class:`ConvertedCheckpoint` then says ``windows_known`` is False).
         pretrained_window_sizes: With ``window_size``: the windows that normalised the position
             bias in training (0: none), one int or one per stage.
+        in_channels: Input channels of the model; ``None`` takes the checkpoint's (an RGB
+            checkpoint's patch embedding is adapted to another count by the loader).
 
     Raises:
         CheckpointError: Unreadable checkpoint, or one without a classification head.
@@ -176,6 +201,8 @@ def load_classifier(checkpoint: PathLike, window_size: Optional[IntOrSeq] = None
                              f"{given.pretrained_window_sizes}) disagree: leave them out")
         converted = given
     cfg = {k: v for k, v in converted.backbone_cfg().items() if k != "type"}
+    if in_channels is not None:
+        cfg["in_channels"] = in_channels
     model = SwinClassifier(num_classes=int(head["head.weight"].shape[0]),
                              backbone_type=converted.model_type, **cfg)
     # a Swin V1 model has no coordinate normalisation: its window_size is all there is

@@ -32,8 +32,8 @@ import torch
 from ..checkpoint.build import ModelOrCfg, build_backbone
 from ..models import SwinBackboneBase
 from .background import Prefetcher, check_depth
-from .images import (MAX_PIXELS, ImageReadError, PathLike, Size, batches_by_size, image_size,
-                     read_image, target_size)
+from .images import MAX_PIXELS, ImageReadError, PathLike, Size, batches_by_size, target_size
+from .pixels import as_float, pixels_size, read_pixels
 
 #: ImageNet mean and std of RGB values in [0, 1] (the SwinV2 checkpoints were trained with them).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,13 +96,33 @@ def parse_device(device: Union[str, torch.device]) -> torch.device:
     return dev
 
 
-def _channel_stats(values: Sequence[float], name: str) -> torch.Tensor:
-    """``values`` as a float32 ``(3,)`` tensor; raises unless they are 3 finite numbers."""
-    stats = torch.as_tensor(values, dtype=torch.float32)
-    if stats.shape != (3,) or not torch.isfinite(stats).all():
-        raise ValueError(f"{name} must be 3 finite numbers (R, G, B, for pixel values in [0, 1]), "
-                         f"got {values!r}")
-    return stats
+def channel_stats(mean: Optional[Sequence[float]], std: Optional[Sequence[float]], channels: int
+                  ) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """The per-channel normalisation of a model with ``channels`` input channels: ``mean`` and
+    ``std`` as given (``channels`` finite numbers each, std positive), or ImageNet's for 3
+    channels when they are ``None``. Other channel counts have no default: the RGB statistics do
+    not say what another channel holds.
+
+    Raises:
+        ValueError: A missing value for ``channels != 3``, another count, a non-finite value or a
+            std that is not positive.
+    """
+    if mean is None or std is None:
+        if channels != 3:
+            raise ValueError(f"the model has in_channels={channels}: give mean and std with "
+                             f"{channels} values each, for pixel values in [0, 1] (the ImageNet "
+                             "defaults are for RGB; e.g. 0.449 and 0.226 per channel, their "
+                             "averages, for grey images)")
+        mean = IMAGENET_MEAN if mean is None else mean
+        std = IMAGENET_STD if std is None else std
+    for name, values in (("mean", mean), ("std", std)):
+        stats = torch.as_tensor(values, dtype=torch.float32)
+        if stats.shape != (channels,) or not torch.isfinite(stats).all():
+            raise ValueError(f"{name} must be {channels} finite numbers (one per input channel, "
+                             f"for pixel values in [0, 1]), got {values!r}")
+    if any(v <= 0 for v in std):
+        raise ValueError(f"std must be positive, got {tuple(std)!r}")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 # ---------------------------------------------------------------------------------------- extractor
@@ -177,8 +197,9 @@ class FeatureExtractor:
         device: ``'cpu'``, ``'cuda'`` or ``'cuda:N'``.
         dtype: ``'fp32'``, ``'bf16'``, ``'fp16'`` or the torch dtype; weights and inputs are cast to it
             (normalisation happens in fp32 first), features come back in it.
-        mean: Per-channel RGB mean for pixel values in [0, 1] (ImageNet by default).
-        std: Per-channel RGB std for pixel values in [0, 1] (ImageNet by default).
+        mean: Per-channel mean for pixel values in [0, 1], one per input channel (ImageNet's
+            by default for RGB; required for other channel counts, see :func:`channel_stats`).
+        std: Per-channel std for pixel values in [0, 1], likewise.
     """
 
     def __init__(
@@ -188,22 +209,18 @@ class FeatureExtractor:
         out_features: Optional[Sequence[str]] = None,
         device: Union[str, torch.device] = "cpu",
         dtype: Union[str, torch.dtype] = torch.float32,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
     ) -> None:
         self.device = parse_device(device)
         self.dtype = parse_dtype(dtype)
-        mean_t, std_t = _channel_stats(mean, "mean"), _channel_stats(std, "std")
-        if (std_t <= 0).any():
-            raise ValueError(f"std must be positive, got {tuple(std)!r}")
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        self._mean_nchw = mean_t.view(1, 3, 1, 1).to(self.device)
-        self._std_nchw = std_t.view(1, 3, 1, 1).to(self.device)
         self.checkpoint = None if checkpoint is None else os.fspath(checkpoint)
         backbone = build_backbone(model, checkpoint, out_features)
-        if backbone.in_channels != 3:
-            raise ValueError(f"FeatureExtractor reads RGB images; the model has in_channels "
-                             f"{backbone.in_channels}")
+        #: Input channels of the model: every image is read with them (see :mod:`.pixels`).
+        self.in_channels = backbone.in_channels
+        self.mean, self.std = channel_stats(mean, std, self.in_channels)
+        self._mean_nchw = torch.tensor(self.mean).view(1, -1, 1, 1).to(self.device)
+        self._std_nchw = torch.tensor(self.std).view(1, -1, 1, 1).to(self.device)
         self.out_features = self._requested_outputs(backbone, out_features)
         self.model = backbone.to(device=self.device, dtype=self.dtype).eval()
         strides = dict(zip(backbone.out_features, backbone.strides))
@@ -227,9 +244,11 @@ class FeatureExtractor:
         """``images`` checked, scaled to [0, 1] and normalised in fp32 on ``device``, then cast to
         ``dtype`` (normalising in a low-precision dtype would round the inputs twice)."""
         if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images must be a torch.Tensor (N, 3, H, W), got {type(images).__name__}")
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
+            raise TypeError(f"images must be a torch.Tensor (N, {self.in_channels}, H, W), got "
+                            f"{type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(f"images must be (N, {self.in_channels}, H, W) (the model's "
+                             f"in_channels), got shape {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             x = images.to(self.device, torch.float32) / 255.0
         elif images.is_floating_point():
@@ -242,8 +261,8 @@ class FeatureExtractor:
         """Features of a batch.
 
         Args:
-            images: ``(N, 3, H, W)`` RGB, ``uint8`` in 0-255 or floating point in 0-1 (normalised
-                here with ``mean``/``std``).
+            images: ``(N, in_channels, H, W)``, ``uint8`` in 0-255 or floating point in 0-1
+                (normalised here with ``mean``/``std``).
 
         Returns:
             Stage name -> ``(N, C, ceil(H / stride), ceil(W / stride))`` on ``device`` in ``dtype``.
@@ -333,7 +352,7 @@ class FeatureExtractor:
         originals: Dict[int, Size] = {}
         for i, p in enumerate(files):
             try:
-                originals[i] = image_size(p, max_pixels)
+                originals[i] = pixels_size(p, self.in_channels, max_pixels)
             except ImageReadError as err:
                 report(err)
         readable = list(originals)
@@ -346,11 +365,14 @@ class FeatureExtractor:
             for k in batch:
                 i = readable[k]
                 try:
-                    pixels.append(read_image(files[i], inputs[i], max_pixels=max_pixels))
+                    pixels.append(read_pixels(files[i], self.in_channels, inputs[i],
+                                              max_pixels=max_pixels))
                     loaded.kept.append(i)
                 except ImageReadError as err:
                     loaded.errors.append(err)
             if pixels:
+                if len({p.dtype for p in pixels}) > 1:  # arrays of floats beside 8-bit images
+                    pixels = [as_float(p) for p in pixels]
                 loaded.inputs = self._normalize(torch.stack(pixels))
             return loaded
 

@@ -19,8 +19,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 
 import torch
 
-#: File endings taken from folders and globs (explicitly named files are read whatever their ending).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: File endings taken from folders and globs (explicitly named files are read whatever their ending);
+#: ``.npy`` arrays are read by :mod:`.pixels`.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                    ".npy")
 
 #: Default limit on an image's pixels, checked from its header before decoding: Pillow's own
 #: decompression-bomb threshold (a 9459 x 9459 image; 256 MiB as 8-bit RGB).
@@ -118,7 +120,7 @@ def each_image(inputs: Sequence[PathLike], on_error: Callable[[ImageReadError], 
 
 
 @contextlib.contextmanager
-def _open_image(path: PathLike, max_pixels: Optional[int]) -> Iterator[Any]:
+def open_image(path: PathLike, max_pixels: Optional[int]) -> Iterator[Any]:
     """Pillow's image of ``path``, its header read and checked; every failure, on opening or while
     the caller decodes, becomes an :class:`ImageReadError` naming the file and the reason."""
     pil_image, _ = load_pillow()
@@ -141,7 +143,7 @@ def _open_image(path: PathLike, max_pixels: Optional[int]) -> Iterator[Any]:
         raise ImageReadError(f"cannot read image {name!r}: {err}") from None
 
 
-def _sixteen_bit(img: Any) -> bool:
+def sixteen_bit(img: Any) -> bool:
     """Whether ``img`` holds one channel of 16-bit values (PNG greyscale opens as ``I;16*``, or as
     32-bit ``I`` in older Pillow)."""
     return img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
@@ -152,7 +154,7 @@ def _as_rgb(img: Any, name: str) -> Any:
     conversion clips every value above 255 to white), alpha dropped, palette/greyscale/CMYK
     converted by Pillow. 32-bit integer and floating-point pixels have no defined 0-255 scale and
     are refused."""
-    if _sixteen_bit(img):
+    if sixteen_bit(img):
         img = img.convert("I").point(lambda v: v * (1 / 257) + 0.5).convert("L")
     elif img.mode in ("I", "F"):
         raise ImageReadError(f"cannot read image {name!r}: mode {img.mode!r} ("
@@ -171,7 +173,7 @@ def image_size(path: PathLike, max_pixels: Optional[int] = MAX_PIXELS) -> Size:
     Raises:
         ImageReadError: Missing file, unrecognised format, or more than ``max_pixels`` pixels.
     """
-    with _open_image(path, max_pixels) as img:
+    with open_image(path, max_pixels) as img:
         w, h = img.size
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
     return (w, h) if orientation in _TRANSPOSED_ORIENTATIONS else (h, w)
@@ -195,7 +197,7 @@ def read_image(path: PathLike, size: Optional[Size] = None, resample: Optional[i
             or more than ``max_pixels`` pixels.
     """
     pil_image, pil_ops = load_pillow()
-    with _open_image(path, max_pixels) as img:
+    with open_image(path, max_pixels) as img:
         rgb = _as_rgb(pil_ops.exif_transpose(img), os.fspath(path))
         if size is not None and (rgb.height, rgb.width) != tuple(size):
             rgb = rgb.resize((size[1], size[0]), pil_image.Resampling(

@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 from ..checkpoint.atomic import remove_partial_files
 from .extractor import FeatureExtractor, ImageFeatures, dtype_name
-from .images import ImageReadError, Size, image_size, target_size
+from .images import ImageReadError, Size, target_size
+from .pixels import pixels_size
 from .pictures import pca_rgb, save_png, upsample_to_image
 from .storage import is_complete, save_features
 
@@ -98,7 +99,7 @@ def already_done(image: Path, extractor: FeatureExtractor, settings: OutputSetti
     if not features.is_file():
         return False  # the common case of a first run: no need to read the image's header
     try:
-        original = image_size(image, settings.max_pixels)
+        original = pixels_size(image, extractor.in_channels, settings.max_pixels)
     except ImageReadError:
         return False  # processed (and reported) with the others
     expected = dict(source=str(image), stages=list(extractor.out_features),

@@ -272,6 +272,17 @@ class SwinBackboneBase(BaseModule):
         rule = self.stages[0].blocks[0].layout_rule
         return traced_input_floor(rule, self.window_size[:self.num_built_stages], self.patch_size)
 
+    def set_small_map(self, rule: str) -> None:
+        """Make ``rule`` (one of ``SMALL_MAP_RULES``) the ``small_map`` rule of every block, as if
+        the model had been built with it (the checkpoint loader's ``small_map='checkpoint'``)."""
+        if rule not in SMALL_MAP_RULES:
+            raise ValueError(f"small_map must be one of {SMALL_MAP_RULES}, got {rule!r}")
+        self.small_map = rule
+        self.block_options["small_map"] = rule
+        for stage in self.stages:
+            for block in stage.blocks:
+                block.small_map = rule
+
     # ------------------------------------------------------------------ windows
     @property
     def bias_window_argument(self) -> str:

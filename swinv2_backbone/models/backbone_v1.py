@@ -37,7 +37,8 @@ class SwinBackbone(SwinBackboneBase):
         embed_dims: Channels of stage 1 (doubled every stage); overrides the preset.
         depths: Blocks per stage; overrides the preset.
         num_heads: Attention heads per stage; overrides the preset.
-        in_channels: Input image channels.
+        in_channels: Input image channels; RGB weights of any format load into another count,
+            the patch embedding adapted (see :mod:`swinv2_backbone.checkpoint.channels`).
         patch_size: Patch-embedding stride and kernel.
         window_size: Attention window (and bias-table window), one int for all stages or one per
             stage.
@@ -65,12 +66,15 @@ class SwinBackbone(SwinBackboneBase):
             (``'official'``, ``'hf'``, ``'timm'``, ``'mmdet'``: mmdet/mmseg's Swin, which shifts
             even a map of one window), see
             :func:`~swinv2_backbone.models.blocks.window_and_shift`. ``'hf'`` is HF ``SwinModel``'s
-            rule, which for V1 is the official one (it looks at ``min(H, W)``).
+            rule, which for V1 is the official one (it looks at ``min(H, W)``). To reproduce a
+            checkpoint's writer (an mmdet/mmseg detector: ``'mmdet'``) without naming its rule,
+            load with ``small_map='checkpoint'`` (also an ``init_cfg`` key).
         use_sdpa: Attention kernel: ``'auto'`` (fused SDPA on CUDA, explicit matmul elsewhere),
             ``'always'`` or ``'never'``.
         pretrained: Checkpoint path to load at :meth:`init_weights`.
         init_cfg: mmengine initialisation config; ``dict(type='Pretrained', checkpoint=PATH)`` loads
-            through the checkpoint adapters (optional ``prefix``, ``format``, ``map_location``).
+            through the checkpoint adapters (optional ``prefix``, ``format``, ``map_location``,
+            ``pretrained_window_sizes='checkpoint'``, ``small_map='checkpoint'``).
         **unknown: Refused: a SwinV2-only argument (``pretrained_window_sizes``) with what V1 offers
             instead, any other keyword with the closest valid one (``TypeError``).
     """

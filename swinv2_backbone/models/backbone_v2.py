@@ -29,7 +29,8 @@ class Swinv2Backbone(SwinBackboneBase):
         embed_dims: Channels of stage 1 (doubled every stage); overrides the preset.
         depths: Blocks per stage; overrides the preset.
         num_heads: Attention heads per stage; overrides the preset.
-        in_channels: Input image channels.
+        in_channels: Input image channels; RGB weights of any format load into another count,
+            the patch embedding adapted (see :mod:`swinv2_backbone.checkpoint.channels`).
         patch_size: Patch-embedding stride and kernel.
         window_size: Attention window, one int for all stages or one per stage.
         pretrained_window_sizes: Window each stage's weights were trained with (0: none); they
@@ -74,7 +75,8 @@ class Swinv2Backbone(SwinBackboneBase):
             loads through the checkpoint adapters (any supported format, strictly); optional keys
             ``prefix`` (take only keys under it, e.g. ``'backbone.'``), ``format`` (force a source
             format), ``pretrained_window_sizes='checkpoint'`` (take the training windows from the
-            checkpoint) and ``map_location``.
+            checkpoint), ``small_map='checkpoint'`` (take the rule of its writer) and
+            ``map_location``.
         **unknown: Refused: any other keyword raises a ``TypeError`` naming the closest valid one.
     """
 
