@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from swinv2_backbone import Swinv2Backbone
+from swinv2_backbone.models import fast
 from swinv2_backbone.models.attention import WindowAttention
 from swinv2_backbone.models.blocks import recompute_plan, window_and_shift
 from swinv2_backbone.models.ops import MASK_VALUE
@@ -434,3 +435,17 @@ def test_drop_path_schedule_is_linear_over_all_blocks():
 def test_pretrained_and_init_cfg_are_exclusive():
     with pytest.raises(ValueError, match="either pretrained or init_cfg"):
         small(pretrained="a.pth", init_cfg=dict(type="Pretrained", checkpoint="b.pth"))
+
+
+@pytest.mark.parametrize("fast_paths", [True, False])
+def test_v2_runs_in_float64_and_agrees_with_float32(fast_paths):
+    """Cosine attention's normalising factor is computed in fp64 for fp64 inputs (capping an fp32
+    factor at fp64's largest value overflowed)."""
+    torch.manual_seed(0)
+    model = Swinv2Backbone(**SMALL).eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad(), fast.fast_paths(fast_paths):
+        want = model(x)
+        got = model.double()(x.double())
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float64 and (g.float() - w).abs().max() < 1e-4

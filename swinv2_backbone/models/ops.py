@@ -168,13 +168,16 @@ def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 def inverse_norm(x: torch.Tensor, scale: Optional[torch.Tensor] = None,
                  cap_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32, capped at the largest value
-    of ``cap_dtype`` (default ``x``'s dtype) and returned in ``x``'s dtype. For the all-zero rows of
-    padded tokens the factor would overflow fp16 (in the forward, or in the gradient once cast
-    back); a capped factor still gives the zero row ``F.normalize`` gives."""
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
-    inv = (1.0 if scale is None else scale.float()) / norm.clamp_min(1e-12)
-    return inv.clamp_max(torch.finfo(cap_dtype or x.dtype).max).to(x.dtype)
+    """``scale / max(||x||, 1e-12)`` over the last dim, computed in fp32 (fp64 for fp64 ``x``),
+    capped at the largest value of ``cap_dtype`` (default ``x``'s dtype) that the computing dtype
+    holds, and returned in ``x``'s dtype. For the all-zero rows of padded tokens the factor would
+    overflow fp16 (in the forward, or in the gradient once cast back); a capped factor still gives
+    the zero row ``F.normalize`` gives."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=compute)
+    inv = (1.0 if scale is None else scale.to(compute)) / norm.clamp_min(1e-12)
+    cap = min(torch.finfo(cap_dtype or x.dtype).max, torch.finfo(compute).max)
+    return inv.clamp_max(cap).to(x.dtype)
 
 
 def _autocast_on(x: torch.Tensor) -> bool:
