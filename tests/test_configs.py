@@ -41,7 +41,9 @@ OFFICIAL_V1_CHECKPOINTS = {
     "swin_tiny_patch4_window7_224.pth",
     "swin_small_patch4_window7_224.pth",
     "swin_base_patch4_window7_224.pth",
+    "swin_base_patch4_window12_384.pth",
     "swin_base_patch4_window12_384_22k.pth",
+    "swin_large_patch4_window12_384_22k.pth",
 }
 #: Swin-B's architecture and detection stochastic depth (the official Swin-B detectors), for the
 #: V1 configs whose size mmdet ships no Mask R-CNN config of.
@@ -69,6 +71,15 @@ V1_PEERS: Dict[str, Tuple[str, dict]] = {
     "swin-base-p4-w12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py": (
         "mmseg::swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py",
         {}),
+    # mmdet's Mask2Former configs, each with its own name
+    **{name: (f"mmdet::mask2former/{name}", {}) for name in (
+        "mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py",
+        "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py",
+        "mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-b-p4-w12-384-in21k_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic.py")},
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -106,6 +117,11 @@ def test_the_issue_configs_exist():
             assert f"mask-rcnn_swin-{size}-p4-w7_fpn_{schedule}_coco.py" in names
     for size in ("tiny", "small", "base"):
         assert f"swin-{size}-p4-w7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py" in names
+    # issue 30: mmdet Mask2Former (COCO panoptic and instance) and HTC with SwinV2
+    for task in ("coco-panoptic", "coco"):
+        for size in "tsb":
+            assert f"mask2former_swinv2-{size}-p4-w16_8xb2-lsj-50e_{task}.py" in names
+    assert "htc_swinv2-t-p4-w16_fpn_ms-400-1400-6x_coco.py" in names
     assert {p.name for p in V1} == set(V1_PEERS)
     assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
                                       "upernet_swinv2-compact_toy-shapes.py",
@@ -135,7 +151,7 @@ def test_config_names_an_official_checkpoint_under_checkpoints(path):
         expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
         assert tuple(backbone.pretrained_window_sizes) == expected
     # Larger variants trade compute for memory.
-    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base"))
+    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base", "large"))
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -168,9 +184,12 @@ def _plain(value):
     return value
 
 
-#: Module-level helper variables of the configs (their values are compared where they are used).
+#: Module-level helper variables of the configs (their values are compared where they are used;
+#: mmdet's Mask2Former Swin configs spell their optimizer's ``custom_keys`` out of the last five).
 _HELPER_VARIABLES = ("pretrained", "checkpoint_file", "crop_size", "data_preprocessor",
-                     "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters")
+                     "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters",
+                     "depths", "custom_keys", "backbone_norm_multi", "backbone_embed_multi",
+                     "embed_multi")
 
 
 def _comparable(cfg: Config) -> dict:
@@ -179,7 +198,7 @@ def _comparable(cfg: Config) -> dict:
     data = _plain(cfg.to_dict())
     for key in _HELPER_VARIABLES:
         data.pop(key, None)
-    for part in ("neck", "decode_head", "auxiliary_head"):
+    for part in ("neck", "decode_head", "auxiliary_head", "panoptic_head"):
         data["model"].get(part, {}).pop("in_channels", None)
     return data
 
@@ -197,6 +216,7 @@ def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
     peer["model"].pop("backbone")
     assert ours == peer
     assert our_wrapper["optimizer"] == peer_wrapper["optimizer"]
+    assert our_wrapper.get("clip_grad") == peer_wrapper.get("clip_grad")
     assert our_wrapper["type"] == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
     assert peer_wrapper["type"] == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
     # the no-decay keys: test_v1_weight_decay_per_parameter_equals_mmdet_mmseg
@@ -276,6 +296,8 @@ def _check_channels(cfg: Config, backbone_channels: List[int]) -> None:
     model = cfg.model
     if "neck" in model:
         assert list(model.neck.in_channels) == backbone_channels
+    if "panoptic_head" in model:  # Mask2Former: no neck, its pixel decoder takes the stages
+        assert list(model.panoptic_head.in_channels) == backbone_channels
     if model.get("decode_head", {}).get("type") == "UPerHead":
         head = model.decode_head
         assert list(head.in_channels) == [backbone_channels[i] for i in head.in_index]
@@ -307,12 +329,16 @@ def test_config_builds_and_runs_forward_on_cpu(path):
         if config_task(cfg) == "det":
             data = model.data_preprocessor(_fake_det_batch(h, w), training=False)
             feats = model.extract_feat(data["inputs"])
-            assert len(feats) == cfg.model.neck.num_outs
-            assert all(f.shape[1] == cfg.model.neck.out_channels for f in feats)
-            pred = model.predict(data["inputs"], data["data_samples"])[0].pred_instances
+            if "neck" in cfg.model:
+                assert len(feats) == cfg.model.neck.num_outs
+                assert all(f.shape[1] == cfg.model.neck.out_channels for f in feats)
+            result = model.predict(data["inputs"], data["data_samples"])[0]
+            pred = result.pred_instances
             assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.bboxes).all()
-            if "mask_head" in cfg.model.get("roi_head", {}):
+            if "mask_head" in cfg.model.get("roi_head", {}) or "panoptic_head" in cfg.model:
                 assert pred.masks.shape[1:] == (h, w)
+            if cfg.model.get("test_cfg", {}).get("panoptic_on"):
+                assert result.pred_panoptic_seg.sem_seg.shape == (1, h, w)
         else:
             data = model.data_preprocessor(_fake_seg_batch(h, w), training=False)
             pred = model.predict(data["inputs"], data["data_samples"])[0]
