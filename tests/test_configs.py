@@ -418,6 +418,20 @@ def test_layer_decay_scales_lr_by_depth():
     assert by_name["backbone.layers.2.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
 
 
+def test_backbone_lr_mult_scales_every_backbone_parameter():
+    """Mask2Former's recipe: the backbone (output norms included) at ``mult * lr``, on top of the
+    layer decay; the head at ``lr``; weight decay unchanged."""
+    model = _Detector()
+    plain = _by_name(_groups(model, layer_decay_rate=0.5))
+    by_name = _by_name(_groups(model, layer_decay_rate=0.5, backbone_lr_mult=0.1))
+    for name, group in by_name.items():
+        mult = 0.1 if name.startswith("backbone.") else 1.0
+        assert group["lr"] == pytest.approx(mult * plain[name]["lr"]), name
+        assert group["weight_decay"] == plain[name]["weight_decay"], name
+    assert by_name["backbone.norm3.weight"]["lr"] == pytest.approx(1e-4)
+    assert by_name["head.0.weight"]["lr"] == pytest.approx(1e-3)
+
+
 def test_swin_v1_groups_and_layer_decay():
     """The constructor serves a Swin V1 backbone: no decay on its bias tables and norms, and the same
     depth ids (block / merging / output-norm names are shared by both versions)."""
@@ -455,6 +469,8 @@ def test_frozen_parameters_are_left_out():
     (dict(layer_decay_rate=0.0), "layer_decay_rate must be"),
     (dict(layer_decay_rate=1.5), "layer_decay_rate must be"),
     (dict(no_decay_keys="cpb_mlp"), "no_decay_keys must be"),
+    (dict(backbone_lr_mult=0.0), "backbone_lr_mult must be"),
+    (dict(backbone_lr_mult=True), "backbone_lr_mult must be"),
 ])
 def test_constructor_rejects_bad_paramwise_cfg(paramwise, message):
     with pytest.raises(ValueError, match=message):

@@ -36,10 +36,10 @@ def _load(path: Path) -> Config:
 
 
 def _coco_sample(cfg: Config, seed: int) -> dict:
-    """One image with two thing instances (boxes, bitmap masks, labels) and a semantic map, packed
-    by mmdet's ``PackDetInputs`` as the configs' pipelines end. The map holds the things' labels,
-    a stuff class (Mask2Former panoptic: labels >= the thing classes) or COCO-stuff labels (HTC),
-    and the ignore value 255."""
+    """One image with two thing instances (boxes, bitmap masks, labels), packed by mmdet's
+    ``PackDetInputs`` as the configs' pipelines end; with a semantic map where the config reads
+    one (its data preprocessor pads maps: panoptic Mask2Former, HTC's semantic branch), holding
+    the things' labels, a stuff label (above the thing classes) and the ignore value 255."""
     from mmdet.registry import TRANSFORMS
     from mmdet.structures.mask import BitmapMasks
 
@@ -57,14 +57,15 @@ def _coco_sample(cfg: Config, seed: int) -> dict:
     results = dict(img=gen.integers(0, 256, (h, w, 3), dtype=np.uint8), img_shape=(h, w),
                    ori_shape=(h, w), scale_factor=(1.0, 1.0), img_id=seed, img_path=f"{seed}.jpg",
                    flip=False, flip_direction=None, gt_bboxes=boxes, gt_bboxes_labels=labels,
-                   gt_ignore_flags=np.zeros(2, dtype=bool), gt_masks=BitmapMasks(masks, h, w),
-                   gt_seg_map=seg)
+                   gt_ignore_flags=np.zeros(2, dtype=bool), gt_masks=BitmapMasks(masks, h, w))
+    if cfg.model.data_preprocessor.get("pad_seg"):
+        results["gt_seg_map"] = seg
     return TRANSFORMS.build(dict(type="PackDetInputs"))(results)
 
 
-def _batch(cfg: Config) -> dict:
-    samples = [_coco_sample(cfg, seed) for seed in (0, 1)]
-    return dict(inputs=[s["inputs"] for s in samples], data_samples=[s["data_samples"] for s in samples])
+def _batch(cfg: Config, seed: int) -> dict:
+    sample = _coco_sample(cfg, seed)
+    return dict(inputs=[sample["inputs"]], data_samples=[sample["data_samples"]])
 
 
 def _small_pad(cfg: Config) -> None:
@@ -86,8 +87,7 @@ def test_config_trains_one_iteration_and_tests_one_batch(path):
     init_default_scope(cfg.default_scope)
     _small_pad(cfg)
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model = MODELS.build(cfg.model)  # PyTorch's default init: one step needs no recipe init
     optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     backbone_w = model.backbone.layers[0].blocks[0].norm1.weight
     head = model.panoptic_head if "panoptic_head" in cfg.model else model.neck
@@ -95,31 +95,28 @@ def test_config_trains_one_iteration_and_tests_one_batch(path):
     before = backbone_w.detach().clone(), head_w.detach().clone()
 
     model.train()
-    losses = model.train_step(_batch(cfg), optim_wrapper)
+    losses = model.train_step(_batch(cfg, seed=0), optim_wrapper)
     assert losses and all(torch.isfinite(v).all() for v in losses.values())
     assert any(k.startswith(("loss_mask", "d0.loss_mask", "s0.loss_mask")) for k in losses)
     if "panoptic_head" not in cfg.model:
         assert "loss_semantic_seg" in losses  # HTC's semantic branch trained on the map
+    # AdamW's first step moves each weight by lr * g / (|g| + eps), i.e. by its lr wherever the
+    # gradient is not ~0, plus lr * weight_decay * |w| (< 2 % of lr for these weights).
     lr = cfg.optim_wrapper.optimizer.lr
-    backbone_lr = lr * cfg.optim_wrapper.paramwise_cfg.get("backbone_lr_mult", 1.0)
+    steps = [(w.detach() - b).abs().max().item() for w, b in zip((backbone_w, head_w), before)]
     if cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 1.0:
-        # Adam's first step is lr * g / (|g| + eps): lr wherever the gradient is not ~0
-        step = (backbone_w.detach() - before[0]).abs().max()
-        torch.testing.assert_close(step, torch.tensor(backbone_lr), rtol=2e-2, atol=0.0)
-    head_step = (head_w.detach() - before[1]).abs().max()
-    assert head_step == pytest.approx(lr * (1 - lr * cfg.optim_wrapper.optimizer.weight_decay)
-                                      if head_step > lr else lr, rel=2e-2)
+        backbone_lr = lr * cfg.optim_wrapper.paramwise_cfg.get("backbone_lr_mult", 1.0)
+        assert steps[0] == pytest.approx(backbone_lr, rel=2e-2)  # a norm weight: no decay
+    assert steps[1] == pytest.approx(lr, rel=2e-2)
 
     model.eval()
     with torch.no_grad():
-        out = model.test_step(_batch(cfg))
-    assert len(out) == 2
-    for result in out:
-        pred = result.pred_instances
-        assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.scores).all()
-        assert pred.masks.shape[1:] == SIZE
-        if cfg.model.get("test_cfg", {}).get("panoptic_on"):
-            assert result.pred_panoptic_seg.sem_seg.shape == (1, *SIZE)
+        result, = model.test_step(_batch(cfg, seed=1))
+    pred = result.pred_instances
+    assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.scores).all()
+    assert pred.masks.shape[1:] == SIZE
+    if cfg.model.get("test_cfg", {}).get("panoptic_on"):
+        assert result.pred_panoptic_seg.sem_seg.shape == (1, *SIZE)
 
 
 # ----------------------------------------------------------------------------- mmdet's own model
