@@ -100,14 +100,15 @@ def test_config_trains_one_iteration_and_tests_one_batch(path):
     assert any(k.startswith(("loss_mask", "d0.loss_mask", "s0.loss_mask")) for k in losses)
     if "panoptic_head" not in cfg.model:
         assert "loss_semantic_seg" in losses  # HTC's semantic branch trained on the map
-    # AdamW's first step moves each weight by lr * g / (|g| + eps), i.e. by its lr wherever the
-    # gradient is not ~0, plus lr * weight_decay * |w| (< 2 % of lr for these weights).
+    # AdamW's first step moves each weight by lr * |g| / (|g| + eps): at most its lr, and more
+    # than half of it wherever |g| > eps (clipped gradients of a large model are ~1e-7), plus
+    # lr * weight_decay * |w| (< 2 % of lr for these weights).
     lr = cfg.optim_wrapper.optimizer.lr
     steps = [(w.detach() - b).abs().max().item() for w, b in zip((backbone_w, head_w), before)]
     if cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == 1.0:
         backbone_lr = lr * cfg.optim_wrapper.paramwise_cfg.get("backbone_lr_mult", 1.0)
-        assert steps[0] == pytest.approx(backbone_lr, rel=2e-2)  # a norm weight: no decay
-    assert steps[1] == pytest.approx(lr, rel=2e-2)
+        assert backbone_lr / 2 < steps[0] <= backbone_lr * 1.02  # a norm weight: no decay
+    assert lr / 2 < steps[1] <= lr * 1.02
 
     model.eval()
     with torch.no_grad():
