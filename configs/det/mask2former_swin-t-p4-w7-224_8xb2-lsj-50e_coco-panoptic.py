@@ -1,8 +1,8 @@
 # Mask2Former, Swin V1-T backbone (window 7), COCO panoptic (80 thing + 53 stuff classes),
 # large-scale jitter at 1024x1024, 50 epochs as 368750 iterations, total batch 16 (8 GPUs x 2):
 # mmdet's `mask2former/mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py` with this
-# plugin's SwinBackbone (tests/test_configs.py compares the two). Its pixel decoder is mmcv's multi-scale
-# deformable attention (CUDA kernel on GPU, mmcv's PyTorch path on CPU).
+# plugin's SwinBackbone (tests/test_configs.py compares the two). Its pixel decoder is mmcv's
+# multi-scale deformable attention (CUDA kernel on GPU, mmcv's PyTorch path on CPU).
 # Optimizer as mmdet's: AdamW lr 1e-4, weight decay 0.05, gradient clipping at 0.01, the backbone
 # at 0.1x lr, no weight decay on normalisation layers, position parameters and the query / level
 # embeddings.
