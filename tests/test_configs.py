@@ -41,6 +41,7 @@ OFFICIAL_V1_CHECKPOINTS = {
     "swin_tiny_patch4_window7_224.pth",
     "swin_small_patch4_window7_224.pth",
     "swin_base_patch4_window7_224.pth",
+    "swin_base_patch4_window12_384.pth",
     "swin_base_patch4_window12_384_22k.pth",
     "swin_large_patch4_window12_384_22k.pth",
 }
@@ -77,6 +78,15 @@ V1_PEERS: Dict[str, Tuple[str, dict]] = {
     **{f"mask2former_swin-{size}-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py": (
         f"mmseg::mask2former/mask2former_swin-{size}-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py", {})
        for size in "bl"},
+    # mmdet's Mask2Former configs, each with its own name
+    **{name: (f"mmdet::mask2former/{name}", {}) for name in (
+        "mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-t-p4-w7-224_8xb2-lsj-50e_coco.py",
+        "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-s-p4-w7-224_8xb2-lsj-50e_coco.py",
+        "mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-b-p4-w12-384-in21k_8xb2-lsj-50e_coco-panoptic.py",
+        "mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic.py")},
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -119,6 +129,11 @@ def test_the_issue_configs_exist():
         assert f"mask2former_swinv2-{size}-p4-w16_8xb2-160k_ade20k-512x512.py" in names
     for size in "bl":
         assert f"mask2former_swin-{size}-p4-w12-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py" in names
+    # issue 30: mmdet Mask2Former (COCO panoptic and instance) and HTC with SwinV2
+    for task in ("coco-panoptic", "coco"):
+        for size in "tsb":
+            assert f"mask2former_swinv2-{size}-p4-w16_8xb2-lsj-50e_{task}.py" in names
+    assert "htc_swinv2-t-p4-w16_fpn_ms-400-1400-6x_coco.py" in names
     assert {p.name for p in V1} == set(V1_PEERS)
     assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
                                       "upernet_swinv2-compact_toy-shapes.py",
@@ -182,7 +197,8 @@ def _plain(value):
     return value
 
 
-#: Module-level helper variables of the configs (their values are compared where they are used).
+#: Module-level helper variables of the configs (their values are compared where they are used;
+#: mmdet's Mask2Former Swin configs spell their optimizer's ``custom_keys`` out of the last five).
 _HELPER_VARIABLES = ("pretrained", "checkpoint_file", "crop_size", "data_preprocessor",
                      "custom_imports", "ms_scales", "backbone_norm_cfg", "norm_cfg", "max_iters",
                      # mmseg's Mask2Former configs' and ours (their optimizer wrappers are compared)
@@ -196,7 +212,7 @@ def _comparable(cfg: Config) -> dict:
     data = _plain(cfg.to_dict())
     for key in _HELPER_VARIABLES:
         data.pop(key, None)
-    for part in ("neck", "decode_head", "auxiliary_head"):
+    for part in ("neck", "decode_head", "auxiliary_head", "panoptic_head"):
         data["model"].get(part, {}).pop("in_channels", None)
     return data
 
@@ -296,6 +312,8 @@ def _check_channels(cfg: Config, backbone_channels: List[int]) -> None:
         assert list(model.neck.in_channels) == backbone_channels
     if model.get("decode_head", {}).get("type") == "Mask2FormerHead":  # every stage, no neck
         assert "neck" not in model and list(model.decode_head.in_channels) == backbone_channels
+    if "panoptic_head" in model:  # Mask2Former: no neck, its pixel decoder takes the stages
+        assert list(model.panoptic_head.in_channels) == backbone_channels
     if model.get("decode_head", {}).get("type") == "UPerHead":
         head = model.decode_head
         assert list(head.in_channels) == [backbone_channels[i] for i in head.in_index]
@@ -327,12 +345,16 @@ def test_config_builds_and_runs_forward_on_cpu(path):
         if config_task(cfg) == "det":
             data = model.data_preprocessor(_fake_det_batch(h, w), training=False)
             feats = model.extract_feat(data["inputs"])
-            assert len(feats) == cfg.model.neck.num_outs
-            assert all(f.shape[1] == cfg.model.neck.out_channels for f in feats)
-            pred = model.predict(data["inputs"], data["data_samples"])[0].pred_instances
+            if "neck" in cfg.model:
+                assert len(feats) == cfg.model.neck.num_outs
+                assert all(f.shape[1] == cfg.model.neck.out_channels for f in feats)
+            result = model.predict(data["inputs"], data["data_samples"])[0]
+            pred = result.pred_instances
             assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.bboxes).all()
-            if "mask_head" in cfg.model.get("roi_head", {}):
+            if "mask_head" in cfg.model.get("roi_head", {}) or "panoptic_head" in cfg.model:
                 assert pred.masks.shape[1:] == (h, w)
+            if cfg.model.get("test_cfg", {}).get("panoptic_on"):
+                assert result.pred_panoptic_seg.sem_seg.shape == (1, h, w)
         else:
             data = model.data_preprocessor(_fake_seg_batch(h, w), training=False)
             pred = model.predict(data["inputs"], data["data_samples"])[0]
@@ -412,6 +434,20 @@ def test_layer_decay_scales_lr_by_depth():
     assert by_name["backbone.layers.2.blocks.0.attn.qkv.weight"]["weight_decay"] == 0.05
 
 
+def test_backbone_lr_mult_scales_every_backbone_parameter():
+    """Mask2Former's recipe: the backbone (output norms included) at ``mult * lr``, on top of the
+    layer decay; the head at ``lr``; weight decay unchanged."""
+    model = _Detector()
+    plain = _by_name(_groups(model, layer_decay_rate=0.5))
+    by_name = _by_name(_groups(model, layer_decay_rate=0.5, backbone_lr_mult=0.1))
+    for name, group in by_name.items():
+        mult = 0.1 if name.startswith("backbone.") else 1.0
+        assert group["lr"] == pytest.approx(mult * plain[name]["lr"]), name
+        assert group["weight_decay"] == plain[name]["weight_decay"], name
+    assert by_name["backbone.norm3.weight"]["lr"] == pytest.approx(1e-4)
+    assert by_name["head.0.weight"]["lr"] == pytest.approx(1e-3)
+
+
 def test_swin_v1_groups_and_layer_decay():
     """The constructor serves a Swin V1 backbone: no decay on its bias tables and norms, and the same
     depth ids (block / merging / output-norm names are shared by both versions)."""
@@ -449,6 +485,8 @@ def test_frozen_parameters_are_left_out():
     (dict(layer_decay_rate=0.0), "layer_decay_rate must be"),
     (dict(layer_decay_rate=1.5), "layer_decay_rate must be"),
     (dict(no_decay_keys="cpb_mlp"), "no_decay_keys must be"),
+    (dict(backbone_lr_mult=0.0), "backbone_lr_mult must be"),
+    (dict(backbone_lr_mult=True), "backbone_lr_mult must be"),
 ])
 def test_constructor_rejects_bad_paramwise_cfg(paramwise, message):
     with pytest.raises(ValueError, match=message):

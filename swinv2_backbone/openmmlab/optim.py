@@ -2,7 +2,7 @@
 :class:`SwinBackbone`: no weight decay on normalisation layers and on the position parameters that
 must not be shrunk (SwinV2's ``cpb_mlp`` and ``logit_scale``, V1's ``relative_position_bias_table``,
 both versions' ``absolute_pos_embed``), and optional layer-wise learning-rate decay over the
-backbone's depth or one learning-rate multiplier for the whole backbone (Mask2Former's recipe).
+backbone's depth and one learning-rate multiplier for the whole backbone (Mask2Former's recipe).
 
 Use it from a config::
 
