@@ -36,12 +36,14 @@ OFFICIAL_CHECKPOINTS = {
     "swinv2_small_patch4_window16_256.pth",
     "swinv2_base_patch4_window16_256.pth",
     "swinv2_base_patch4_window12_192_22k.pth",
+    "swinv2_large_patch4_window12_192_22k.pth",
 }
 OFFICIAL_V1_CHECKPOINTS = {
     "swin_tiny_patch4_window7_224.pth",
     "swin_small_patch4_window7_224.pth",
     "swin_base_patch4_window7_224.pth",
     "swin_base_patch4_window12_384_22k.pth",
+    "swin_large_patch4_window12_384_22k.pth",
 }
 #: Swin-B's architecture and detection stochastic depth (the official Swin-B detectors), for the
 #: V1 configs whose size mmdet ships no Mask R-CNN config of.
@@ -69,6 +71,8 @@ V1_PEERS: Dict[str, Tuple[str, dict]] = {
     "swin-base-p4-w12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py": (
         "mmseg::swin/swin-base-patch4-window12-in22k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py",
         {}),
+    **{f"dino-5scale_swin-l-p4-w12-in22k-pre_8xb2-{epochs}_coco.py": (
+        f"mmdet::dino/dino-5scale_swin-l_8xb2-{epochs}_coco.py", {}) for epochs in ("12e", "36e")},
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -109,7 +113,8 @@ def test_the_issue_configs_exist():
     assert {p.name for p in V1} == set(V1_PEERS)
     assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
                                       "upernet_swinv2-compact_toy-shapes.py",
-                                      "upernet_swin-compact_toy-shapes.py"}
+                                      "upernet_swin-compact_toy-shapes.py",
+                                      "dino_swinv2-compact_toy-shapes.py"}
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -135,7 +140,7 @@ def test_config_names_an_official_checkpoint_under_checkpoints(path):
         expected = (12, 12, 12, 6) if "window12" in name else (16, 16, 16, 8)
         assert tuple(backbone.pretrained_window_sizes) == expected
     # Larger variants trade compute for memory.
-    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base"))
+    assert backbone.get("with_cp", False) == (backbone.arch in ("small", "base", "large"))
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -196,10 +201,15 @@ def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
     ours["model"].pop("backbone")
     peer["model"].pop("backbone")
     assert ours == peer
-    assert our_wrapper["optimizer"] == peer_wrapper["optimizer"]
-    assert our_wrapper["type"] == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
-    assert peer_wrapper["type"] == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
-    # the no-decay keys: test_v1_weight_decay_per_parameter_equals_mmdet_mmseg
+    assert our_wrapper.pop("type") == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
+    assert peer_wrapper.pop("type") == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
+    # optimizer and gradient clipping equal; the parameter groups (mmdet/mmseg `custom_keys`, ours
+    # `paramwise_cfg`): test_v1_weight_decay_per_parameter_equals_mmdet_mmseg and, for DINO,
+    # test_dino.py
+    assert our_wrapper.pop("constructor") == "SwinLayerDecayOptimWrapperConstructor"
+    our_wrapper.pop("paramwise_cfg")
+    peer_wrapper.pop("paramwise_cfg")
+    assert our_wrapper == peer_wrapper
 
     expected = dict(peer_cfg.model.backbone, **changes)
     cfg = load(path)

@@ -1,8 +1,9 @@
 """Optimizer-wrapper constructor for models with a :class:`Swinv2Backbone` or a Swin V1
 :class:`SwinBackbone`: no weight decay on normalisation layers and on the position parameters that
 must not be shrunk (SwinV2's ``cpb_mlp`` and ``logit_scale``, V1's ``relative_position_bias_table``,
-both versions' ``absolute_pos_embed``), and optional layer-wise learning-rate decay over the
-backbone's depth.
+both versions' ``absolute_pos_embed``), an optional learning-rate multiplier for the whole backbone
+(the DETR recipes' ``custom_keys={'backbone': dict(lr_mult=0.1)}``) and optional layer-wise
+learning-rate decay over the backbone's depth.
 
 Use it from a config::
 
@@ -30,7 +31,7 @@ from ..models import SwinBackboneBase
 DEFAULT_NO_DECAY_KEYS: Tuple[str, ...] = ("cpb_mlp", "logit_scale", "relative_position_bias_table",
                                           "absolute_pos_embed")
 _NORM_TYPES = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
-_ALLOWED_KEYS = ("layer_decay_rate", "no_decay_keys")
+_ALLOWED_KEYS = ("layer_decay_rate", "backbone_lr_mult", "no_decay_keys")
 
 
 def backbone_layer_id(name: str, depths: Sequence[int]) -> int:
@@ -61,6 +62,10 @@ def backbone_layer_id(name: str, depths: Sequence[int]) -> int:
                      "norm<i>.*")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _norm_parameter_names(model: nn.Module) -> set:
     return {f"{module_name}.{name}" if module_name else name
             for module_name, module in model.named_modules() if isinstance(module, _NORM_TYPES)
@@ -85,17 +90,19 @@ class SwinLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     one of ``no_decay_keys``; the rest get the optimizer's ``weight_decay``. With a
     ``layer_decay_rate`` r < 1 a backbone parameter at depth ``l`` (see :func:`backbone_layer_id`)
     gets the learning rate ``lr * r ** (L + 1 - l)`` with ``L = sum(depths)``; the output norms and
-    everything outside the backbone (neck, heads) keep ``lr``. Parameters are merged into one group
-    per (lr, weight decay) pair; the group holding the full lr and full decay comes first, so the
-    lr that mmengine logs (the first group's) is the base lr. Frozen parameters
-    (``requires_grad=False``) are left out of the optimizer.
+    everything outside the backbone (neck, heads) keep ``lr``. A ``backbone_lr_mult`` m multiplies
+    the lr of every backbone parameter (its output norms included) by m, on top of the layer decay.
+    Parameters are merged into one group per (lr, weight decay) pair; the group holding the full lr
+    and full decay comes first, so the lr that mmengine logs (the first group's) is the base lr.
+    Frozen parameters (``requires_grad=False``) are left out of the optimizer.
 
     Args:
         optim_wrapper_cfg: ``optim_wrapper`` config (``optimizer`` with ``lr`` and usually
             ``weight_decay``).
         paramwise_cfg: Optional dict with ``layer_decay_rate`` (float in (0, 1], default 1: no
-            decay) and ``no_decay_keys`` (parameter-name substrings, default
-            :data:`DEFAULT_NO_DECAY_KEYS`). Other keys are rejected.
+            decay), ``backbone_lr_mult`` (float > 0, default 1) and ``no_decay_keys``
+            (parameter-name substrings, default :data:`DEFAULT_NO_DECAY_KEYS`). Other keys are
+            rejected.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
@@ -105,9 +112,13 @@ class SwinLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f"SwinLayerDecayOptimWrapperConstructor: unknown paramwise_cfg keys "
                              f"{unknown}; allowed keys are {list(_ALLOWED_KEYS)}")
         rate = paramwise_cfg.setdefault("layer_decay_rate", 1.0)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 1.0:
+        if not _is_number(rate) or not 0.0 < rate <= 1.0:
             raise ValueError(f"layer_decay_rate must be a number in (0, 1] (1: no layer decay), "
                              f"got {rate!r}")
+        mult = paramwise_cfg.setdefault("backbone_lr_mult", 1.0)
+        if not _is_number(mult) or not mult > 0.0:
+            raise ValueError(f"backbone_lr_mult must be a number > 0 (e.g. 0.1 as the DETR "
+                             f"recipes; 1: the base lr), got {mult!r}")
         keys = paramwise_cfg.setdefault("no_decay_keys", DEFAULT_NO_DECAY_KEYS)
         if isinstance(keys, str) or not all(isinstance(k, str) and k for k in keys):
             raise ValueError(f"no_decay_keys must be a sequence of non-empty parameter-name "
@@ -117,12 +128,13 @@ class SwinLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def _lr_scales(self, model: nn.Module) -> Dict[str, float]:
         rate = float(self.paramwise_cfg["layer_decay_rate"])
-        if rate == 1.0:
+        mult = float(self.paramwise_cfg["backbone_lr_mult"])
+        if rate == 1.0 and mult == 1.0:
             return {}
         prefix, backbone = _find_backbone(model)
         top = sum(backbone.depths) + 1
         lead = f"{prefix}." if prefix else ""
-        return {lead + name: rate ** (top - backbone_layer_id(name, backbone.depths))
+        return {lead + name: mult * rate ** (top - backbone_layer_id(name, backbone.depths))
                 for name, _ in backbone.named_parameters()}
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = "",
