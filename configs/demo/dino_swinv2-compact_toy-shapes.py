@@ -58,7 +58,7 @@ model = dict(
     bbox_head=dict(
         type='DINOHead',
         embed_dims=embed_dims,
-        num_classes=len({{_base_.classes}}),
+        num_classes=3,  # circle, square, triangle
         sync_cls_avg_factor=True,
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
@@ -78,7 +78,7 @@ model = dict(
 val_evaluator = dict(metric='bbox')
 test_evaluator = val_evaluator
 
-max_iters = 400
+max_iters = 300
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
