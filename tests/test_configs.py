@@ -317,6 +317,9 @@ def test_config_builds_and_runs_forward_on_cpu(path):
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
+    # as the runner does: mmdet's DETRs leave parameters uninitialised until init_weights
+    # (DINO's level_embed is torch.Tensor(levels, dims))
+    model.init_weights()
     _check_channels(cfg, model.backbone.out_channels)
     h, w = input_size(cfg)
     with torch.no_grad():

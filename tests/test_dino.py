@@ -172,6 +172,7 @@ def test_full_size_config_trains_one_iteration_and_tests(path):
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
+    model.init_weights()  # as the runner does (DINO's level_embed is uninitialised before)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     h, w = input_size(cfg)
     sample = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0),
