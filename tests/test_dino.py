@@ -192,12 +192,14 @@ def test_full_size_config_trains_one_iteration_and_tests(path):
     assert not torch.equal(model.backbone.patch_embed.proj.weight, before)
     model.eval()
     pred = model.test_step(dict(inputs=batch["inputs"], data_samples=[sample]))[0].pred_instances
-    assert pred.bboxes.shape[1] == 4 and len(pred) > 0 and torch.isfinite(pred.bboxes).all()
+    assert pred.bboxes.shape[1] == 4 and torch.isfinite(pred.bboxes).all()
+    if "dino" in path.name:  # no score threshold (Cascade R-CNN keeps scores > 0.05: maybe none)
+        assert len(pred) == cfg.model.test_cfg.max_per_img
 
 
 # ----------------------------------------------------------------------------- toy training
 #: bbox mAP the toy DINO reaches through tools/train.py + tools/test.py (see configs/README.md).
-TOY_TARGET = 0.3
+TOY_TARGET = 0.5
 
 
 @pytest.mark.slow
