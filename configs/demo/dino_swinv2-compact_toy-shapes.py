@@ -84,5 +84,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=50, end=max_iters),
 ]
+# DINO's weight decay and clipping; from scratch, the backbone keeps the full lr (no x0.1).
+# 300 iterations reach bbox mAP 0.67 (configs/README.md; lr 1e-3: 0.66)
 optim_wrapper = dict(optimizer=dict(lr=5e-4, weight_decay=1e-4), clip_grad=dict(max_norm=0.1))
 default_hooks = dict(checkpoint=dict(interval=max_iters))
