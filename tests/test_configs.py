@@ -36,6 +36,7 @@ OFFICIAL_CHECKPOINTS = {
     "swinv2_small_patch4_window16_256.pth",
     "swinv2_base_patch4_window16_256.pth",
     "swinv2_base_patch4_window12_192_22k.pth",
+    "swinv2_large_patch4_window12_192_22k.pth",
 }
 OFFICIAL_V1_CHECKPOINTS = {
     "swin_tiny_patch4_window7_224.pth",
@@ -87,6 +88,8 @@ V1_PEERS: Dict[str, Tuple[str, dict]] = {
         "mask2former_swin-b-p4-w12-384_8xb2-lsj-50e_coco-panoptic.py",
         "mask2former_swin-b-p4-w12-384-in21k_8xb2-lsj-50e_coco-panoptic.py",
         "mask2former_swin-l-p4-w12-384-in21k_16xb1-lsj-100e_coco-panoptic.py")},
+    **{f"dino-5scale_swin-l-p4-w12-in22k-pre_8xb2-{epochs}_coco.py": (
+        f"mmdet::dino/dino-5scale_swin-l_8xb2-{epochs}_coco.py", {}) for epochs in ("12e", "36e")},
 }
 #: Configs whose model builds and runs in about a second (the compact demo models).
 FAST = {p.name for p in DEMO}
@@ -138,7 +141,8 @@ def test_the_issue_configs_exist():
     assert {p.name for p in DEMO} == {"mask-rcnn_swinv2-compact_fpn_toy-shapes.py",
                                       "upernet_swinv2-compact_toy-shapes.py",
                                       "upernet_swin-compact_toy-shapes.py",
-                                      "mask2former_swinv2-compact_toy-shapes.py"}
+                                      "mask2former_swinv2-compact_toy-shapes.py",
+                                      "dino_swinv2-compact_toy-shapes.py"}
 
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
@@ -229,11 +233,15 @@ def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
     ours["model"].pop("backbone")
     peer["model"].pop("backbone")
     assert ours == peer
-    assert our_wrapper["optimizer"] == peer_wrapper["optimizer"]
-    assert our_wrapper.get("clip_grad") == peer_wrapper.get("clip_grad")  # Mask2Former: 0.01
-    assert our_wrapper["type"] == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
-    assert peer_wrapper["type"] == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
-    # the no-decay keys: test_v1_weight_decay_per_parameter_equals_mmdet_mmseg
+    assert our_wrapper.pop("type") == "OptimWrapper"  # mmdet's Swin-S 3x is AMP: --amp here
+    assert peer_wrapper.pop("type") == ("AmpOptimWrapper" if "amp" in ref else "OptimWrapper")
+    # optimizer and gradient clipping equal; the parameter groups (mmdet/mmseg `custom_keys`, ours
+    # `paramwise_cfg`): test_v1_weight_decay_per_parameter_equals_mmdet_mmseg and, for DINO,
+    # test_dino.py
+    assert our_wrapper.pop("constructor") == "SwinLayerDecayOptimWrapperConstructor"
+    our_wrapper.pop("paramwise_cfg")
+    peer_wrapper.pop("paramwise_cfg")
+    assert our_wrapper == peer_wrapper
 
     expected = dict(peer_cfg.model.backbone, **changes)
     cfg = load(path)
@@ -333,14 +341,23 @@ def test_neck_and_head_channels_equal_the_built_backbones(path):
     _check_channels(cfg, backbone.out_channels)
 
 
+def input_size(cfg: Config) -> Tuple[int, int]:
+    """A small test input: 64x96, or 192x256 for a two-stage DETR (DINO), whose encoder must hold
+    at least ``num_queries`` tokens (900 for mmdet's DINO; 1020 at 192x256 from stride 8)."""
+    return (192, 256) if cfg.model.get("as_two_stage", False) else (64, 96)
+
+
 @pytest.mark.parametrize("path", marks(DET + SEG + DEMO))
 def test_config_builds_and_runs_forward_on_cpu(path):
     cfg = load(path)
     init_default_scope(cfg.default_scope)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
+    # as the runner does: mmdet's DETRs leave parameters uninitialised until init_weights
+    # (DINO's level_embed is torch.Tensor(levels, dims))
+    model.init_weights()
     _check_channels(cfg, model.backbone.out_channels)
-    h, w = 64, 96
+    h, w = input_size(cfg)
     with torch.no_grad():
         if config_task(cfg) == "det":
             data = model.data_preprocessor(_fake_det_batch(h, w), training=False)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from pycocotools import mask as mask_utils
 
 from swinv2_backbone import SwinBackbone
@@ -120,10 +121,11 @@ def _run(args: List[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def _small_config(tmp_path: Path, base: Path, data_root: Path, name: str) -> Path:
-    """A config deriving from a demo config: the tmp dataset, batch 2, no worker processes."""
+def _small_config(tmp_path: Path, base: Path, data_root: Path, name: str, batch_size: int = 2) -> Path:
+    """A config deriving from a demo config: the tmp dataset, batch ``batch_size``, no worker
+    processes."""
     root = f"{data_root}/"
-    loader = ("dict(batch_size=2, num_workers=0, persistent_workers=False, "
+    loader = (f"dict(batch_size={batch_size}, num_workers=0, persistent_workers=False, "
               f"dataset=dict(data_root={root!r}))")
     lines = [
         f"_base_ = {str(base)!r}",
@@ -132,7 +134,7 @@ def _small_config(tmp_path: Path, base: Path, data_root: Path, name: str) -> Pat
         f"test_dataloader = {loader}",
         "default_hooks = dict(logger=dict(interval=1))",
     ]
-    if "mask-rcnn" in base.name:
+    if "ann_file" in Config.fromfile(str(base)).get("val_evaluator", {}):  # COCO
         ann = f"{root}annotations/instances_val.json"
         lines += [f"val_evaluator = dict(ann_file={ann!r})", f"test_evaluator = dict(ann_file={ann!r})"]
     path = tmp_path / f"{name}.py"

@@ -1,0 +1,8 @@
+# DINO 5-scale, Swin V1-L, COCO 36 epochs (x0.1 after epochs 27 and 33): mmdet's
+# `dino/dino-5scale_swin-l_8xb2-36e_coco.py` with this plugin's SwinBackbone.
+_base_ = './dino-5scale_swin-l-p4-w12-in22k-pre_8xb2-12e_coco.py'
+
+max_epochs = 36
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+                        milestones=[27, 33], gamma=0.1)]
