@@ -504,6 +504,7 @@ def test_frozen_parameters_are_left_out():
     (dict(no_decay_keys="cpb_mlp"), "no_decay_keys must be"),
     (dict(backbone_lr_mult=0.0), "backbone_lr_mult must be"),
     (dict(backbone_lr_mult=True), "backbone_lr_mult must be"),
+    (dict(backbone_lr_mult="0.1"), "backbone_lr_mult must be"),
 ])
 def test_constructor_rejects_bad_paramwise_cfg(paramwise, message):
     with pytest.raises(ValueError, match=message):

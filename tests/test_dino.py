@@ -17,8 +17,8 @@ from torch import nn
 
 from swinv2_backbone import SwinBackbone
 from swinv2_backbone.testing import randomize_
-from test_configs import (CONFIGS, V1_PEERS, _by_name, _Detector, _effective_groups,
-                          _fake_det_batch, _groups, _peer_config, input_size, load)
+from test_configs import (CONFIGS, V1_PEERS, _effective_groups, _fake_det_batch, _peer_config,
+                          input_size, load)
 from test_pipelines import _run, _small_config, _test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,28 +33,6 @@ TRAIN_ONCE = [p for p in FULL_SIZE if "36e" not in p.name]
 
 
 # ----------------------------------------------------------------------------- optimizer
-def test_backbone_lr_mult_scales_every_backbone_parameter_on_top_of_layer_decay():
-    model = _Detector()
-    top = sum((1, 1, 2, 1)) + 1
-    by_name = _by_name(_groups(model, backbone_lr_mult=0.1))
-    for name, group in by_name.items():
-        assert group["lr"] == pytest.approx(1e-4 if name.startswith("backbone.") else 1e-3), name
-    by_name = _by_name(_groups(model, backbone_lr_mult=0.1, layer_decay_rate=0.5))
-    assert by_name["backbone.patch_embed.proj.weight"]["lr"] == pytest.approx(1e-4 * 0.5 ** top)
-    assert by_name["backbone.layers.2.blocks.1.attn.qkv.weight"]["lr"] == pytest.approx(1e-4 * 0.5 ** 2)
-    assert by_name["backbone.norm3.weight"]["lr"] == pytest.approx(1e-4)
-    assert by_name["head.0.weight"]["lr"] == pytest.approx(1e-3)
-    assert by_name["head.1.weight"]["weight_decay"] == 0.0  # the norms' rule is unchanged
-    # the logged lr (the first group's) is the base lr
-    assert _groups(model, backbone_lr_mult=0.1)[0]["lr"] == pytest.approx(1e-3)
-
-
-@pytest.mark.parametrize("value", [0, -0.1, True, "0.1"])
-def test_backbone_lr_mult_rejects_bad_values(value):
-    with pytest.raises(ValueError, match="backbone_lr_mult must be a number > 0"):
-        _groups(_Detector(), backbone_lr_mult=value)
-
-
 def test_dino_configs_keep_dinos_backbone_lr_and_clipping():
     for path in FULL_SIZE:
         cfg = Config.fromfile(str(path))

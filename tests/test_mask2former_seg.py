@@ -21,8 +21,7 @@ from swinv2_backbone.openmmlab.launch import build_runner, load_config
 from swinv2_backbone.openmmlab.toy_data import SEG_CLASSES, write_toy_dataset
 from swinv2_backbone.testing import randomize_
 
-from test_configs import (V1_PEERS, _by_name, _Detector, _effective_groups, _fake_seg_batch, _groups,
-                          _peer_config, load)
+from test_configs import V1_PEERS, _effective_groups, _fake_seg_batch, _peer_config, load
 from test_pipelines import _run, _test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,26 +37,6 @@ def _our_name(mmseg_name: str) -> str:
     if not mmseg_name.startswith("backbone."):
         return mmseg_name
     return "backbone." + _rename(mmseg_name[len("backbone."):], merge_at_start=False)
-
-
-def test_backbone_lr_mult_scales_every_backbone_parameter_on_top_of_layer_decay():
-    model = _Detector()
-    by_name = _by_name(_groups(model, backbone_lr_mult=0.1, layer_decay_rate=0.5))
-    top = sum((1, 1, 2, 1)) + 1
-    assert by_name["backbone.patch_embed.proj.weight"]["lr"] == pytest.approx(1e-3 * 0.1 * 0.5 ** top)
-    assert by_name["backbone.layers.2.blocks.1.attn.cpb_mlp.2.weight"]["lr"] == pytest.approx(
-        1e-3 * 0.1 * 0.5 ** (top - 4))
-    assert by_name["backbone.norm3.weight"]["lr"] == pytest.approx(1e-4)
-    assert by_name["head.0.weight"]["lr"] == 1e-3
-    plain = _by_name(_groups(model, backbone_lr_mult=0.1))
-    assert all(g["lr"] == pytest.approx(1e-4 if n.startswith("backbone.") else 1e-3)
-               for n, g in plain.items())
-
-
-@pytest.mark.parametrize("mult", [0, -0.1, True, "0.1"])
-def test_backbone_lr_mult_must_be_a_positive_number(mult):
-    with pytest.raises(ValueError, match="backbone_lr_mult must be a positive number"):
-        _groups(_Detector(), backbone_lr_mult=mult)
 
 
 #: One config of each optimizer-wrapper source of mmseg's: its 512 (T, S) and its 640 (B, L)
