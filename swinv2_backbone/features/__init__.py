@@ -21,7 +21,8 @@ from .background import (AUTO_DEPTH, AutoDepth, BackgroundConsumer, Prefetcher, 
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ForwardTiming,
                         ImageFeatures, dtype_name, parse_device, parse_dtype)
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
-                     find_images, image_size, read_image, target_size)
+                     find_images, image_size, input_sizes, read_image,
+                     target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
 from .storage import feature_metadata, is_complete, load_features, save_features
 
@@ -47,6 +48,7 @@ __all__ = [
     "feature_metadata",
     "find_images",
     "image_size",
+    "input_sizes",
     "is_complete",
     "load_features",
     "parse_device",
