@@ -17,6 +17,8 @@ from PIL import Image
 
 from capabilities import needs_dynamic_export
 from kit import TINY, load_tool, run_tool, save_backbone
+from swinv2_backbone.benchmark.cases import Measured, Result, compare
+from swinv2_backbone.benchmark.report import markdown
 from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.deploy import ExportError, export, runtime_forward
 from swinv2_backbone.deploy import targets as targets_module
@@ -29,9 +31,10 @@ RUNTIMES = ["onnxruntime", "openvino"]
 #: Two image sizes, neither side a multiple of 32 (nor of the window): one batch each.
 IMAGE_SIZES = [(45, 70), (100, 61)]
 LABELS = ["circle", "square", "triangle", "star", "moon"]
-#: A classifier preprocessing that keeps the aspect ratio: the images above become 40 x 62 and
-#: 66 x 40.
-PREPROCESSOR = {"do_resize": True, "size": {"shortest_edge": 40}, "resample": 2,
+#: A classifier preprocessing that keeps the aspect ratio: the images above become 60 x 93 and
+#: 98 x 60 (above the 57 px floor of the HF checkpoint's small-map rule).
+CLASSIFIER_SIZES = [(60, 93), (98, 60)]
+PREPROCESSOR = {"do_resize": True, "size": {"shortest_edge": 60}, "resample": 2,
                 "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
@@ -174,8 +177,8 @@ def predictions(out: str) -> List[Tuple[str, float]]:
 def test_classify_in_a_runtime_equals_eager(files, classifier, runtime, capsys):
     directory, onnx = classifier
     model, _ = load_classifier(directory)
-    forward = runtime_forward(model, runtime, exported=onnx, sizes=[(40, 62), (66, 40)])
-    for h, w in [(40, 62), (66, 40)]:
+    forward = runtime_forward(model, runtime, exported=onnx, sizes=CLASSIFIER_SIZES)
+    for h, w in CLASSIFIER_SIZES:
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
             assert (forward(x) - model(x)).abs().max().item() < TOLERANCE
@@ -199,3 +202,40 @@ def test_classify_refuses_a_backbone_file_for_a_classifier(files, classifier, ba
                                 "--runtime", "onnxruntime", "--exported", backbone_onnx)
     assert status == 2 and err.count("\n") == 1 and "has 4 outputs" in err, err
     assert out == ""
+
+
+# ------------------------------------------------------------------------------ benchmark
+def test_runtime_rows_add_a_column_only_to_cases_that_have_them():
+    def result(impl, reference=None, runtime=None):
+        return Result(impl, (8, 8), 1, "fp32", "inference", "eager", 1.0, 1.0, 1.0, 1.0, 0.0,
+                      pid=1, reference=reference, runtime=runtime)
+
+    eager = [torch.tensor([3.0, -4.0])]
+    measured = Measured([result("ours"), result("onnxruntime f32: ours", "ours", "onnxruntime f32")],
+                        {"ours": eager, "onnxruntime f32: ours": [eager[0] + 2e-5]}, {})
+    ours, row = compare(measured)
+    assert row.fp32_max_abs == pytest.approx(2e-5, abs=1e-7) and row.agrees and ours.fp32_max_abs is None
+    with_rows, without = markdown([ours, row], "x").splitlines(), markdown([ours], "x").splitlines()
+    assert with_rows[0].endswith("| rel err vs fp32 | max abs vs eager fp32 |")
+    assert with_rows[3].endswith("| 2.0e-05 |") and with_rows[2].endswith("|  |  |  |")
+    assert without[0].endswith("| rel err vs fp32 |") and without[1] == "|" + "---|" * 17
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_benchmark_runtime_rows_run_beside_eager_on_the_same_weights(monkeypatch, capsys):
+    benchmark = load_tool("benchmark")
+    monkeypatch.setattr(benchmark, "variant_of", lambda arch: peers.MINI)  # cheap exports
+    results = benchmark.main(["--sizes", "96x64", "--compare", "hf", "--runtimes",
+                              "torch,onnxruntime,openvino", "--no-floor", "--repeats", "1",
+                              "--warmup", "0"])
+    eager = ["ours", "ours (hf weights)", "hf"]
+    rows = [f"{runtime} f32: {impl}" for runtime in RUNTIMES for impl in ("ours", "hf")]
+    assert [r.impl for r in results] == eager + rows
+    for r in results[3:]:
+        assert r.runtime in ("onnxruntime f32", "openvino f32") and r.median_s > 0
+        assert r.reference == ("ours" if r.impl.endswith("ours") else "ours (hf weights)")
+        assert r.agrees and r.fp32_max_abs < TOLERANCE
+    printed = capsys.readouterr().out
+    assert "| max abs vs eager fp32 |" in printed and "| openvino f32: hf | 96x64 |" in printed
+    assert "WARNING" not in printed
