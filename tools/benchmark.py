@@ -14,20 +14,30 @@ its own instead (``runs=isolated``), since the peers' times depend on the proces
 batch with the smallest. The environment line names, among the machine's settings, the ISA oneDNN
 dispatches to (``onednn_isa``).
 
+``--runtimes onnxruntime openvino`` (or ``torch,onnxruntime,openvino``) adds rows for exported
+copies on the same weights, timed alternating with the eager rows and checked against them: ours
+exported once for every size, and with ``--compare hf timm`` those peers exported at the case's one
+shape (``torch.export`` + the dynamo ONNX exporter), each in onnxruntime and OpenVINO f32 in an fp32
+case and in OpenVINO bf16 in a bf16 case (only where the CPU computes bf16 natively). Their rows
+carry one more column: the max abs difference against the reference run eagerly in fp32.
+
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare
     python tools/benchmark.py --sizes 512 --batch 1 4 8 --compare --isolate
     python tools/benchmark.py --task train --batch 2 --sizes 512x512 --compare --json out.json
     python tools/benchmark.py --model v1 --sizes 224 512 800x1344 --compare   # Swin V1-T, window 7
+    python tools/benchmark.py --sizes 512 800x1344 --dtypes fp32 bf16 --runtimes onnxruntime openvino
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 # The profiler that measures CPU peak memory would log its start and stop at every run.
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -45,6 +55,10 @@ from swinv2_backbone.benchmark.report import (batch_scaling, breakdowns,  # noqa
                                               first_steps, markdown, scaling, to_json)
 from swinv2_backbone.cli import int_at_least  # noqa: E402
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
+from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE,  # noqa: E402
+                                    TOOL_RUNTIMES, ExportError, export, export_fixed_size,
+                                    load_exported, runtime_forward)
+from swinv2_backbone.deploy.forward import output_names  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
                                            build_peer, ours_with_weights, single_window,
@@ -55,6 +69,10 @@ from swinv2_backbone.testing.peers_v1 import (V1_PEER_PACKAGES, V1_PEERS,  # noq
 #: Per model version: the peers that can run beside ours, the distribution providing each, and the
 #: default window (the official one: SwinV2 8 at 256 px, Swin V1 7 at 224 px).
 MODELS = {"v2": (PEERS, PEER_PACKAGES, 8), "v1": (V1_PEERS, V1_PEER_PACKAGES, 7)}
+#: The exported copies timed in a case of each dtype, as (runtime, precision).
+RUNTIME_ROWS = {"fp32": (("onnxruntime", "f32"), ("openvino", "f32")), "bf16": (("openvino", "bf16"),)}
+#: The SwinV2 peers whose fixed-size exports run beside ours.
+EXPORTED_PEERS = ("hf", "timm")
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -96,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runtimes", nargs="+", default=["torch"], metavar="RUNTIME",
+                        help="torch (the eager rows, always run), onnxruntime, openvino: exported "
+                             "copies of ours (and of the hf / timm peers compared) beside the eager "
+                             "rows; names separated by spaces or commas")
     parser.add_argument("--isolate", action="store_true",
                         help="time each implementation in a fresh process of its own (default: "
                         "all in this process, their runs alternating)")
@@ -110,6 +132,14 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse combinations of options that the parser lets through."""
     if (args.run_impl is None) != (args.child_out is None):
         parser.error("--run-impl and --child-out (internal to --isolate) go together")
+    args.runtimes = [n for given in args.runtimes for n in given.split(",") if n]
+    unknown = [n for n in args.runtimes if n not in TOOL_RUNTIMES]
+    if unknown:
+        parser.error(f"--runtimes {' '.join(unknown)}: choose from {', '.join(TOOL_RUNTIMES)}")
+    if set(args.runtimes) - {"torch"} and (args.task != "inference" or args.mode != "eager"
+                                          or args.isolate or args.device != "cpu"):
+        parser.error("--runtimes onnxruntime/openvino time CPU inference next to the eager rows: "
+                     "--task inference, --mode eager, --device cpu, without --isolate")
     if args.run_impl is not None and (args.isolate or len(args.sizes) > 1 or len(args.batch) > 1
                                       or len(args.dtypes) > 1):
         parser.error("--run-impl (internal to --isolate) times one case: one size, one batch, "
@@ -166,6 +196,78 @@ def _twin_name(peer: str) -> str:
     return f"ours ({peer} weights)"
 
 
+class Exports:
+    """The exported copies of one run, written once each into ``folder``: ours once for every size
+    the run has (one dynamic export serves them all), a peer once per case shape (a fixed-size
+    export); and the rows they give a case.
+
+    Args:
+        folder: Where the files go (a temporary directory the caller removes).
+        runtimes: The runtimes asked for (``--runtimes``).
+        sizes: Every input (H, W) of the run.
+        batch: The largest batch of the run.
+    """
+
+    def __init__(self, folder: Path, runtimes: Sequence[str], sizes: Sequence[Tuple[int, int]],
+                 batch: int) -> None:
+        self.folder = folder
+        self.runtimes = runtimes
+        self.sizes = sizes
+        self.batch = batch
+        self.files: Dict[str, Path] = {}
+        self.notes: List[str] = []
+
+    def _ours(self, model: torch.nn.Module) -> Path:
+        """Ours exported for every size and batch of the run (the weights are the same in every
+        case: the same seed)."""
+        if "ours" not in self.files:
+            path = self.folder / "ours.onnx"
+            export(model, path, outputs=output_names(model),
+                   max_side=max(DEFAULT_MAX_SIDE, *(max(s) for s in self.sizes)),
+                   max_batch=max(DEFAULT_MAX_BATCH, self.batch))
+            self.files["ours"] = path
+        return self.files["ours"]
+
+    def _peer(self, impl: Impl, shape: Tuple[int, ...]) -> Path:
+        key = f"{impl.name}-{'x'.join(map(str, shape))}"
+        if key not in self.files:
+            self.files[key] = export_fixed_size(impl.module, impl.forward, torch.zeros(shape),
+                                                self.folder / f"{key}.onnx")
+        return self.files[key]
+
+    def rows(self, impls: Sequence[Impl], dtype_name: str, shape: Tuple[int, ...]) -> List[Impl]:
+        """The exported copies of ``impls``' ours (own weights) and hf / timm peers for a case of
+        ``dtype_name`` and input ``shape``, each referring to the eager implementation it must
+        reproduce (a peer: ours with its weights)."""
+        names = {impl.name for impl in impls}
+        rows = []
+        for runtime, precision in RUNTIME_ROWS.get(dtype_name, ()):
+            if runtime not in self.runtimes:
+                continue
+            threads = torch.get_num_threads()
+            for impl in impls:
+                label = f"{runtime} {precision}"
+                try:
+                    if impl.name == "ours":
+                        forward = runtime_forward(impl.module, runtime, precision,
+                                                  self._ours(impl.module), threads,
+                                                  [shape[2:]], shape[0])
+                        reference = "ours"
+                    elif impl.name in EXPORTED_PEERS:
+                        forward = load_exported(self._peer(impl, shape), runtime, threads, precision)
+                        twin = _twin_name(impl.name)
+                        reference = twin if twin in names else impl.name
+                    else:
+                        continue
+                except ExportError as err:
+                    self.notes.append(f"not run: {label}: {impl.name} at "
+                                      f"{shape[2]}x{shape[3]}: {err}")
+                    continue
+                rows.append(Impl(f"{label}: {impl.name}", impl.module, forward, autocast=False,
+                                 reference=reference, runtime=label))
+        return rows
+
+
 def impl_names(dtype_name: str, peers: Sequence[str], with_cp: bool = False) -> List[str]:
     """The implementations of a case in run order: ours, with ``with_cp`` ours without
     checkpointing (:data:`NO_CP`, the yardstick of its cost), ours cast to a low ``dtype_name``,
@@ -179,13 +281,14 @@ def impl_names(dtype_name: str, peers: Sequence[str], with_cp: bool = False) -> 
 
 def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: Sequence[str],
            hw: Tuple[int, int], dtype_name: str, device: torch.device,
-           only: Optional[str] = None) -> List[Impl]:
+           only: Optional[str] = None, exports: Optional[Exports] = None,
+           batch: int = 1) -> List[Impl]:
     """The implementations :func:`impl_names` lists, ours and each peer's twin of ours with the same
     weights. With ``only`` just that one (a child of ``--isolate``), built with what its weights
     come from, which is dropped when this returns (before the timing): ours cast to the low dtype
     is ours built and cast in place, ours with a peer's weights builds the peer, and under
     ``--model v1`` a peer also builds its twin (``build_v1_peer`` loads ours from the file the peer
-    writes)."""
+    writes). With ``exports``, the exported copies (:meth:`Exports.rows`) of a ``batch`` follow."""
     def wanted(name: str) -> bool:
         return only is None or name == only
 
@@ -226,6 +329,8 @@ def _impls(args: argparse.Namespace, variant: Variant, windows: Windows, peers: 
             impls.append(Impl(reference, mine.to(device), mine))
         if wanted(name):
             impls.append(Impl(name, peer.module.to(device), peer.stages, reference=reference))
+    if exports is not None:
+        impls += exports.rows(impls, dtype_name, (batch, 3, *hw))
     return impls
 
 
@@ -268,13 +373,14 @@ def _run_child(parser: argparse.ArgumentParser, args: argparse.Namespace, varian
 
 
 def _run_case(args: argparse.Namespace, variant: Variant, windows: Windows, peers: List[str],
-              hw: Tuple[int, int], batch: int, dtype_name: str,
-              device: torch.device) -> Tuple[List[Result], List[Failure]]:
+              hw: Tuple[int, int], batch: int, dtype_name: str, device: torch.device,
+              exports: Optional[Exports] = None) -> Tuple[List[Result], List[Failure]]:
     """One case, its implementations alternating in this process or (``--isolate``) each in a
     child process; the results and the implementations that failed (only a child can)."""
     flops = _flops(args, hw, batch)
     if not args.isolate:
-        impls = _impls(args, variant, windows, peers, hw, dtype_name, device)
+        impls = _impls(args, variant, windows, peers, hw, dtype_name, device, exports=exports,
+                       batch=batch)
         return run_case(impls, _input(args, hw, batch, device), dtype_name, args.task, args.mode,
                         args.warmup, args.repeats, not args.no_floor, flops, args.breakdown), []
     measured, failed = run_isolated(
@@ -308,18 +414,26 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
     print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     results: List[Result] = []
     failed: List[Failure] = []
-    for hw in args.sizes:
-        for batch in args.batch:
-            for dtype_name in args.dtypes:
-                case, case_failed = _run_case(args, variant, windows, peers, hw, batch,
-                                              dtype_name, device)
-                results += case
-                failed += case_failed
-                print(markdown(case, env["runs"]), flush=True)
-                for line in failures(case_failed) + disagreements(case) + breakdowns(case):
-                    print(line, flush=True)
-                if args.mode == "compile":
-                    print(first_steps(case), flush=True)
+    with contextlib.ExitStack() as stack:
+        exports = None
+        if set(args.runtimes) - {"torch"}:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swinv2-bench-")))
+            exports = Exports(folder, args.runtimes, args.sizes, max(args.batch))
+        for hw in args.sizes:
+            for batch in args.batch:
+                for dtype_name in args.dtypes:
+                    case, case_failed = _run_case(args, variant, windows, peers, hw, batch,
+                                                  dtype_name, device, exports)
+                    results += case
+                    failed += case_failed
+                    print(markdown(case, env["runs"]), flush=True)
+                    notes = exports.notes if exports is not None else []
+                    for line in (failures(case_failed) + disagreements(case) + breakdowns(case)
+                                 + notes):
+                        print(line, flush=True)
+                    notes.clear()
+                    if args.mode == "compile":
+                        print(first_steps(case), flush=True)
     if len(args.sizes) > 1:
         print(scaling(results), flush=True)
     if args.task == "inference":

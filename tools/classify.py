@@ -2,6 +2,7 @@
 
     python tools/classify.py IMAGE... --checkpoint CKPT [--topk 5] [--device cpu|cuda]
         [--window-size W... [--pretrained-window-sizes W...]] [--in-channels N --mean M... --std S...]
+        [--runtime torch|onnxruntime|openvino [--precision f32|bf16] [--exported FILE]]
 
 IMAGE: image files, folders (their images, not recursive) or glob patterns (quote them). For every
 image the top-k classes are printed with their softmax probabilities, by name when the checkpoint
@@ -9,6 +10,9 @@ names its classes (HF ``config.json`` ``id2label``), by index otherwise. Preproc
 checkpoint's ``preprocessor_config.json`` (HF directories) when there is one, else: RGB, resized to
 the checkpoint's image size, ImageNet mean/std. The training windows come from the checkpoint;
 ``--window-size`` states them for a file that does not record them (a timm state dict).
+``--runtime onnxruntime`` or ``openvino`` runs an exported copy of the classifier (exported on the
+fly for the images' sizes, or ``--exported FILE`` from ``tools/export.py --what model``), fp32 on the
+CPU, or OpenVINO bf16 with ``--precision bf16`` where the CPU computes bf16 natively.
 
 ``--in-channels N`` classifies N-channel inputs with an RGB checkpoint (its patch embedding
 adapted): grey, grey + alpha and RGBA images keep their channels, ``.npy`` and TIFF files are read as
@@ -29,7 +33,8 @@ import torch
 from swinv2_backbone.checkpoint import CheckpointError
 from swinv2_backbone.cli import (EXIT_OK, EXIT_SOME_FAILED, add_channel_options, collect_errors, fail,
                                  int_at_least)
-from swinv2_backbone.features import ImageReadError, each_image, parse_device
+from swinv2_backbone.deploy import add_runtime_arguments, runtime_forward
+from swinv2_backbone.features import ImageReadError, each_image, input_sizes, parse_device
 from swinv2_backbone.features.classify import load_classifier, preprocessing_for, top_k
 
 
@@ -49,6 +54,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--pretrained-window-sizes", type=int, nargs="+", metavar="W", default=[0],
                         help="with --window-size: the windows that normalised the position bias "
                              "in training (0: none; 12 12 12 6 for the *window12to16/24* files)")
+    add_runtime_arguments(parser)
     args = parser.parse_args(argv)
     if args.pretrained_window_sizes != [0] and args.window_size is None:
         parser.error("--pretrained-window-sizes needs --window-size")
@@ -87,6 +93,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model.to(args.device)
     if args.topk > model.num_classes:
         return fail(f"--topk {args.topk} exceeds the checkpoint's {model.num_classes} classes")
+    failed: List[str] = []
+    report = collect_errors(failed)
+    paths = list(each_image(args.images, report))
+    try:
+        forward = runtime_forward(model, args.runtime, args.precision, args.exported,
+                                  torch.get_num_threads(),
+                                  input_sizes(paths, preprocessing.size, preprocessing.short_side))
+    except (ValueError, OSError) as err:
+        return fail(err)
     print(f"{converted.source}: {converted.format}, {model.num_classes} classes"
           f"{', named' if model.class_names else ''}; preprocessing {preprocessing.describe()}")
     if converted.windows_known:
@@ -94,16 +109,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         print(f"training windows unknown (the file does not record them): using window "
               f"{model.backbone.window_size[0]}; pass --window-size if it was trained with another")
-    failed: List[str] = []
-    report = collect_errors(failed)
-    for path in each_image(args.images, report):
+    for path in paths:
         try:
             x = preprocessing.load(path).unsqueeze(0).to(args.device)
         except ImageReadError as err:
             report(err)
             continue
         with torch.no_grad():
-            logits = model(x)[0]
+            logits = forward(x)[0]
         print(str(path))
         for rank, (index, name, prob) in enumerate(top_k(logits, args.topk, model.class_names), 1):
             print(format_prediction(rank, index, name, prob))

@@ -35,6 +35,9 @@ class Impl:
         autocast: Run under autocast of the case's dtype (else the input is cast to it and the
             module must already be in that dtype).
         reference: Name of the implementation whose outputs this one must reproduce (same weights).
+        runtime: The runtime and precision of an exported copy (``'onnxruntime f32'``,
+            ``'openvino bf16'``...), which computes in its own precision from the fp32 input of
+            every case (``forward`` calls it; ``autocast`` must be False); ``None``: eager torch.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Impl:
     forward: Forward
     autocast: bool = True
     reference: Optional[str] = None
+    runtime: Optional[str] = None
 
 
 @dataclass
@@ -73,6 +77,9 @@ class Result:
         ratio_to_ours: ``median_s`` over that of the fastest of ours in the case.
         max_rel_diff: Max abs difference / max abs against the reference's outputs.
         agrees: ``max_rel_diff`` within :data:`AGREE_TOL` of the case's dtype.
+        runtime: An exported copy's runtime and precision (:attr:`Impl.runtime`); ``None``: eager.
+        fp32_max_abs: An exported copy: max abs difference against its reference run eagerly in
+            fp32 (the same weights), worst output.
         fp32_rel_err: Low precision: ``||out - out_fp32|| / ||out_fp32||`` against the same
             weights in fp32, worst stage.
         first_step_s: First call of the timed path: compilation under compile.
@@ -101,6 +108,8 @@ class Result:
     ratio_to_ours: Optional[float] = None
     max_rel_diff: Optional[float] = None
     agrees: Optional[bool] = None
+    runtime: Optional[str] = None
+    fp32_max_abs: Optional[float] = None
     fp32_rel_err: Optional[float] = None
     first_step_s: Optional[float] = None
     times_s: List[float] = field(default_factory=list)
@@ -129,7 +138,7 @@ def make_step(impl: Impl, x: torch.Tensor, dtype: torch.dtype, task: str
     """``(forward, step)``: the forward of the case and the full timed step (inference or train)."""
     device = x.device
     amp = impl.autocast and dtype != torch.float32
-    inp = x if impl.autocast else x.to(dtype)
+    inp = x if impl.autocast or impl.runtime else x.to(dtype)
 
     def forward() -> Sequence[torch.Tensor]:
         ctx = torch.autocast(device.type, dtype=dtype) if amp else contextlib.nullcontext()
@@ -211,7 +220,7 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
             impl=name, size=tuple(x.shape[2:]), batch=x.shape[0], dtype=dtype_name, task=task,
             mode=mode, median_s=median, images_per_s=x.shape[0] / median, gflop=flops / 1e9,
             gflops_per_s=flops / median / 1e9, peak_mem_mib=peak_memory_mib(step, device),
-            pid=os.getpid(), reference=impl.reference,
+            pid=os.getpid(), reference=impl.reference, runtime=impl.runtime,
             rss_peak_mib=rss_peak_mib(step) if device.type == "cpu" else None,
             times_s=times[name],
             first_step_s=first_forward[name] if task == "inference" else first.get(name))
@@ -229,14 +238,18 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
 def compare(measured: Measured) -> List[Result]:
     """Fill in each result's comparisons: its outputs against its reference's (where the reference
     was measured), its low-precision output against its fp32 yardstick (its own, or for a model cast
-    to the low dtype its reference's), and its time against the fastest of ours (where any of ours
-    was measured)."""
+    to the low dtype its reference's), an exported copy's output against its reference in fp32 (max
+    abs), and its time against the fastest of ours run eagerly (where any was measured)."""
     outs, fp32 = measured.outputs, measured.fp32_outputs
     for r in measured.results:
         yardstick = fp32.get(r.impl, fp32.get(r.reference))
         if yardstick is not None:
             r.fp32_rel_err = max((a - b).norm().item() / b.norm().item()
                                  for a, b in zip(outs[r.impl], yardstick))
+        fp32_reference = outs.get(r.reference) if r.dtype == "fp32" else yardstick
+        if r.runtime is not None and fp32_reference is not None:
+            r.fp32_max_abs = max((a - b).abs().max().item()
+                                 for a, b in zip(outs[r.impl], fp32_reference))
         if r.reference in outs:
             r.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
                                  for a, b in zip(outs[r.impl], outs[r.reference]))

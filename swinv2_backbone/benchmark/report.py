@@ -19,18 +19,21 @@ def _opt(value: Optional[float], fmt: str) -> str:
 
 def markdown(results: List[Result], runs: str) -> str:
     """Results as a markdown table, followed by how the implementations shared processes
-    (``runs``: :data:`.isolate.ALTERNATING` or :data:`.isolate.ISOLATED`)."""
+    (``runs``: :data:`.isolate.ALTERNATING` or :data:`.isolate.ISOLATED`). A case with exported
+    copies (runtime rows) has one more column: their max abs difference against eager fp32."""
+    runtimes = any(r.runtime is not None for r in results)
     head = ("| impl | input | batch | dtype | task | mode | median s | s / image | img/s | GFLOP/s"
             " | % GEMM floor | floor GFLOP/s | peak MiB | RSS MiB | time / ours | max rel diff"
-            " | rel err vs fp32 |")
-    rows = [head, "|" + "---|" * 17]
+            " | rel err vs fp32 |" + (" max abs vs eager fp32 |" if runtimes else ""))
+    rows = [head, "|" + "---|" * (18 if runtimes else 17)]
     for r in results:
         rows.append(
             f"| {r.impl} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.dtype} | {r.task} | {r.mode} | "
             f"{r.median_s:.3f} | {r.median_s / r.batch:.3f} | {r.images_per_s:.2f} | "
             f"{r.gflops_per_s:.0f} | {_opt(r.floor_pct, '.0f')} | {_opt(r.floor_gflops_per_s, '.0f')} | "
             f"{r.peak_mem_mib:.0f} | {_opt(r.rss_peak_mib, '.0f')} | {_opt(r.ratio_to_ours, '.2f')} | "
-            f"{_opt(r.max_rel_diff, '.1e')} | {_opt(r.fp32_rel_err, '.1e')} |")
+            f"{_opt(r.max_rel_diff, '.1e')} | {_opt(r.fp32_rel_err, '.1e')} |"
+            + (f" {_opt(r.fp32_max_abs, '.1e')} |" if runtimes else ""))
     return "\n".join(rows + [f"runs={runs}"])
 
 

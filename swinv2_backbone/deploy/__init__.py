@@ -4,80 +4,23 @@
 * :func:`export`: a model (or a source: checkpoint or mmdet/mmseg config, :mod:`.sources`) to a file;
 * :func:`load_exported`: a file to an :class:`ExportedModel` that checks its inputs and returns
   torch tensors;
+* :func:`runtime_forward`: a model's forward in a runtime (the model itself, or an exported copy of
+  it), as the tools run it;
 * :mod:`.tracing`: the one dynamic-shape trace every target starts from.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Optional, Sequence, Union
-
-from torch import nn
-
+from .exporter import export
+from .forward import (TOOL_RUNTIMES, ExportedForward, add_runtime_arguments, export_fixed_size,
+                      runtime_forward)
 from .runtime import PRECISIONS, RUNTIMES, ExportedModel, load_exported
 from .sources import WHAT, Exportable, load_source
-from .targets import OPSETS, TARGETS, check_target, write
+from .targets import OPSETS, TARGETS
 from .tracing import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ExportError, SizeRange,
                     size_oblivious, size_range, trace)
 
 
-def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike], target: str = "onnx",
-           outputs: Optional[Sequence[str]] = None, channels: Optional[int] = None,
-           min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
-           max_batch: Optional[int] = None, opset: int = 18) -> SizeRange:
-    """Export ``model`` for every input in a size range and write it to ``output``.
-
-    The trace takes the reference kernels by itself (the fast CPU paths are eager strategies) and
-    leaves the model's train/eval mode as it was; dropout, drop path and ``with_cp`` do nothing in
-    the exported (eval) graph.
-
-    Args:
-        model: A module taking ``(N, C, H, W)`` images (a backbone, classifier, SimMIM encoder...),
-            or an :class:`Exportable` from :func:`load_source`.
-        output: The file: ``*.onnx``, ``*.xml`` (OpenVINO IR, with its ``.bin``) or ``*.pt2``.
-        target: ``'onnx'``, ``'openvino'`` or ``'torch-export'``.
-        outputs: A name per output (default: a backbone's feature names, else ``output0``...).
-        channels: Input channels (default: the backbone's ``in_channels``).
-        min_side: Smallest height and width to serve (raised to what the backbone's ``small_map``
-            rule allows, see :func:`size_range`).
-        max_side: Largest height and width to serve.
-        max_batch: Largest batch to serve (default: :data:`DEFAULT_MAX_BATCH`, or the most the
-            model takes, 1 for a whole detector).
-        opset: ONNX opset (ONNX and OpenVINO targets).
-
-    Returns:
-        The sizes the file serves (also recorded inside it).
-
-    Raises:
-        ExportError: A bad target, path, opset or size range (a batch above what the model takes
-            included), a missing package, or a failed trace.
-    """
-    path = check_target(target, output, opset)
-    if isinstance(model, Exportable):
-        exportable = model
-    else:
-        backbone = getattr(model, "backbone", model)
-        names = tuple(f.name for f in getattr(model, "feature_info", ())) or None
-        exportable = Exportable(model, getattr(backbone, "in_channels", 3), names or (),
-                                type(model).__name__)
-    channels = channels or exportable.channels
-    if max_batch is None:
-        max_batch = exportable.max_batch
-    elif max_batch > exportable.max_batch:
-        raise ExportError(f"{exportable.description} takes batches of at most "
-                          f"{exportable.max_batch}, not {max_batch}")
-    sizes = size_range(exportable.model, channels, min_side, max_side, max_batch)
-    program = trace(exportable.model, sizes, exportable.least_side)
-    names = list(outputs or exportable.outputs)
-    count = len(program.graph_signature.user_outputs)
-    if not names:
-        names = [f"output{i}" for i in range(count)]
-    if len(names) != count:
-        raise ExportError(f"{len(names)} output names ({', '.join(names)}) for {count} outputs")
-    write(program, target, path, sizes, names, opset)
-    return sizes
-
-
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_SIDE", "DEFAULT_MIN_SIDE", "ExportError", "Exportable",
-           "ExportedModel", "OPSETS", "PRECISIONS", "RUNTIMES", "SizeRange", "TARGETS", "WHAT",
-           "export", "load_exported", "load_source", "size_oblivious", "size_range", "trace"]
+           "ExportedForward", "ExportedModel", "OPSETS", "PRECISIONS", "RUNTIMES", "SizeRange",
+           "TARGETS", "TOOL_RUNTIMES", "WHAT", "add_runtime_arguments", "export", "export_fixed_size",
+           "load_exported", "load_source", "runtime_forward", "size_oblivious", "size_range", "trace"]

@@ -85,9 +85,18 @@ def _onnxruntime(path: Path, threads: Optional[int]) -> Tuple[Any, Callable]:
     return _onnx_metadata(path), lambda x: session.run(None, {INPUT_NAME: x})
 
 
+def openvino_native_bf16(core: Any) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX512-BF16 or AMX): it lists
+    ``BF16`` among its optimization capabilities only then."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Any, Callable]:
     ov = require("openvino", "running OpenVINO")
     core = ov.Core()
+    if precision == "bf16" and not openvino_native_bf16(core):
+        raise ExportError("OpenVINO bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX); this "
+                          "one has none, where bf16 would be emulated and slower: use precision f32")
     model = core.read_model(str(path))
     if path.suffix == ".xml":
         text = model.get_rt_info(METADATA_KEY).astype(str) if model.has_rt_info(METADATA_KEY) else None
@@ -126,11 +135,13 @@ def load_exported(path: Union[str, os.PathLike], runtime: Optional[str] = None,
         path: ``.onnx``, ``.xml`` (OpenVINO IR) or ``.pt2`` (``torch.export``).
         runtime: ``'onnxruntime'``, ``'openvino'`` or ``'torch'``; ``None``: :func:`default_runtime`.
         threads: Intra-op threads (``None``: the runtime's default).
-        precision: OpenVINO's inference precision, ``'f32'`` or ``'bf16'``.
+        precision: OpenVINO's inference precision, ``'f32'`` or ``'bf16'`` (only where the CPU
+            computes bf16 natively).
 
     Raises:
         ExportError: A missing file, a runtime that cannot run this file, a missing package (the
-            message names its install command), or a file without this project's metadata.
+            message names its install command), bf16 on a CPU without native bf16, or a file
+            without this project's metadata.
     """
     path = Path(path)
     if not path.is_file():

@@ -23,7 +23,8 @@ from .background import (AUTO_DEPTH, AutoDepth, BackgroundConsumer, Prefetcher, 
 from .extractor import (DTYPES, IMAGENET_MEAN, IMAGENET_STD, FeatureExtractor, ForwardTiming,
                         ImageFeatures, dtype_name, parse_device, parse_dtype)
 from .images import (IMAGE_EXTENSIONS, MAX_PIXELS, ImageReadError, batches_by_size, each_image,
-                     find_images, image_size, read_image, target_size)
+                     find_images, image_size, input_sizes, read_image,
+                     target_size)
 from .pictures import pca_rgb, save_png, upsample_to_image
 from .pixels import pixels_size, read_pixels
 from .storage import feature_metadata, is_complete, load_features, save_features
@@ -50,6 +51,7 @@ __all__ = [
     "feature_metadata",
     "find_images",
     "image_size",
+    "input_sizes",
     "is_complete",
     "load_features",
     "parse_device",

@@ -223,6 +223,7 @@ class FeatureExtractor:
         self._std_nchw = torch.tensor(self.std).view(1, -1, 1, 1).to(self.device)
         self.out_features = self._requested_outputs(backbone, out_features)
         self.model = backbone.to(device=self.device, dtype=self.dtype).eval()
+        self.forward: Callable[[torch.Tensor], Sequence[torch.Tensor]] = self.model
         strides = dict(zip(backbone.out_features, backbone.strides))
         channels = dict(zip(backbone.out_features, backbone.out_channels))
         self.strides = {name: strides[name] for name in self.out_features}
@@ -269,10 +270,20 @@ class FeatureExtractor:
         """
         return self._forward(self._normalize(images))
 
+    def run_with(self, forward: Callable[[torch.Tensor], Sequence[torch.Tensor]]) -> None:
+        """Compute batches with ``forward`` instead of the model: an exported copy of
+        :attr:`model` in another runtime (:func:`swinv2_backbone.deploy.runtime_forward`). It takes
+        a normalised batch and returns the model's outputs, in its order.
+
+        Args:
+            forward: The model's outputs of a batch.
+        """
+        self.forward = forward
+
     def _forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The requested maps of the model for a normalised batch ``x``."""
+        """The requested maps of the model (or :meth:`run_with`'s forward) for a normalised batch."""
         with torch.inference_mode():
-            outs = self.model(x)
+            outs = self.forward(x)
         named = dict(zip(self.model.out_features, outs))
         return {name: named[name] for name in self.out_features}
 

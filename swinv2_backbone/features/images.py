@@ -230,6 +230,26 @@ def target_size(original: Size, size: Optional[Size] = None, short_side: Optiona
     return original
 
 
+def input_sizes(paths: Sequence[PathLike], size: Optional[Size] = None,
+                short_side: Optional[int] = None, max_pixels: Optional[int] = MAX_PIXELS
+                ) -> Iterator[Size]:
+    """The model input size (:func:`target_size`) of every readable image among ``paths``, from
+    the headers only, read as iterated; an unreadable image is left out (reading it later reports
+    why).
+
+    Args:
+        paths: Image files.
+        size: Fixed output (rows, columns), or ``None``.
+        short_side: Shorter side after resizing, or ``None``.
+        max_pixels: Leave out images with more pixels (``None``: no limit).
+    """
+    for path in paths:
+        try:
+            yield target_size(image_size(path, max_pixels), size, short_side)
+        except ImageReadError:
+            continue
+
+
 def batches_by_size(sizes: Sequence[Size], batch_size: int) -> List[List[int]]:
     """Indices grouped by equal size (sizes in order of first appearance, indices in order), cut
     into batches of at most ``batch_size``.
