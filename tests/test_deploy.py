@@ -350,3 +350,29 @@ def test_exporting_refuses_a_torch_without_dynamic_export(tmp_path, monkeypatch)
     with pytest.raises(ExportError, match=r"exporting needs torch >= 2\.6"):
         export(Swinv2Backbone(**SMALL), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_a_fixed_size_export_serves_that_size_alone(tmp_path, capsys):
+    """``--fixed-size H W``: the graph traced at one size (every size decision folded in), any batch
+    up to the range's; other sizes and a fixed size beside a side range are refused."""
+    state = save_backbone(tmp_path / "backbone.pth", SMALL, seed=8)
+    out = tmp_path / "fixed.onnx"
+    status, stdout, stderr = run_tool(capsys, "export", tmp_path / "backbone.pth", "--fixed-size",
+                                      "70", "90", "--max-batch", "3", "--output", out)
+    assert status == 0, stderr
+    assert "inputs (1..3) x 3 x 70 x 90" in stdout
+    model = Swinv2Backbone(**SMALL).eval()
+    model.load_state_dict(state)
+    exported = load_exported(out)
+    for n in (1, 3):
+        x = torch.randn(n, 3, 70, 90)
+        assert max_difference(exported(x), eager(model, x)) < TOLERANCE
+    for shape in [(1, 3, 70, 91), (1, 3, 69, 90), (4, 3, 70, 90)]:
+        with pytest.raises(ExportError, match="outside the exported range"):
+            exported(torch.zeros(shape))
+    status, _, stderr = run_tool(capsys, "export", tmp_path / "backbone.pth", "--fixed-size", "70",
+                                 "90", "--max-side", "512", "--output", tmp_path / "both.onnx")
+    assert status == 2 and "either a fixed size or min_side/max_side" in stderr
+    assert not (tmp_path / "both.onnx").exists()

@@ -13,10 +13,11 @@ torchvision / mmpretrain / mmdet / mmseg / this project's file) or an mmdet / mm
 weights from --checkpoint). --what: backbone (the selected stages, NCHW), neck (backbone + FPN
 levels, configs only) or model (a checkpoint's classifier logits; a config's segmentor logits at the
 input size; a config's one-stage detector - RetinaNet, or another head on mmdet's shared dense
-post-processing - as boxes, scores and labels after NMS, one image at a time). Every file serves every batch and input size in the printed range
-(32-4096 px per side by default, raised where the backbone's small_map rule shrinks windows on small
-maps); inputs are normalised images, as the backbone takes them. Two-stage detectors (Faster / Mask
-R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only.
+post-processing - as boxes, scores and labels after NMS, one image at a time). Every file serves
+every batch and input size in the printed range (32-4096 px per side by default, raised where the
+backbone's small_map rule shrinks windows on small maps; --fixed-size H W: that one size, which
+OpenVINO runs faster); inputs are normalised images, as the backbone takes them. Two-stage detectors
+(Faster / Mask R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int_at_least(1),
                         help=f"largest batch to serve (default {DEFAULT_MAX_BATCH}; 1 for a whole "
                              "detector)")
+    parser.add_argument("--fixed-size", type=int_at_least(1), nargs=2, metavar=("H", "W"),
+                        help="serve this one size only (faster in OpenVINO than a range)")
     parser.add_argument("--opset", type=int, default=18,
                         help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     parser.add_argument("--check", metavar="FILE",
@@ -80,7 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         exportable = load_source(args.source, args.checkpoint, args.what)
         print(f"exporting {exportable.description} to {args.to}")
         sizes = export(exportable, args.output, args.to, min_side=args.min_side,
-                       max_side=args.max_side, max_batch=args.max_batch, opset=args.opset)
+                       max_side=args.max_side, max_batch=args.max_batch, opset=args.opset,
+                       fixed_size=tuple(args.fixed_size) if args.fixed_size else None)
     except (ExportError, CheckpointError, OSError) as err:
         return fail(err)
     print(f"wrote {args.output} in {time.perf_counter() - start:.0f} s: inputs {sizes.describe()}, "

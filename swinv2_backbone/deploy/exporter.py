@@ -3,7 +3,7 @@ every input size in a range."""
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -16,7 +16,8 @@ from .tracing import (DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, ExportError, SizeRange
 def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike], target: str = "onnx",
            outputs: Optional[Sequence[str]] = None, channels: Optional[int] = None,
            min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
-           max_batch: Optional[int] = None, opset: int = 18) -> SizeRange:
+           max_batch: Optional[int] = None, opset: int = 18,
+           fixed_size: Optional[Tuple[int, int]] = None) -> SizeRange:
     """Export ``model`` for every input in a size range and write it to ``output``.
 
     The trace takes the reference kernels by itself (the fast CPU paths are eager strategies) and
@@ -36,6 +37,9 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
         max_batch: Largest batch to serve (default: :data:`DEFAULT_MAX_BATCH`, or the most the
             model takes, 1 for a whole detector).
         opset: ONNX opset (ONNX and OpenVINO targets).
+        fixed_size: ``(height, width)``: serve that size alone (every size decision folded into the
+            graph; OpenVINO runs it faster than a range); ``min_side``/``max_side`` must then be
+            left at their defaults.
 
     Returns:
         The sizes the file serves (also recorded inside it).
@@ -58,7 +62,15 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
     elif max_batch > exportable.max_batch:
         raise ExportError(f"{exportable.description} takes batches of at most "
                           f"{exportable.max_batch}, not {max_batch}")
-    sizes = size_range(exportable.model, channels, min_side, max_side, max_batch)
+    if fixed_size is None:
+        sizes = size_range(exportable.model, channels, min_side, max_side, max_batch)
+    elif (min_side, max_side) != (DEFAULT_MIN_SIDE, DEFAULT_MAX_SIDE):
+        raise ExportError("give either a fixed size or min_side/max_side, not both")
+    elif len(fixed_size) != 2 or any(not isinstance(s, int) or s < 1 for s in fixed_size):
+        raise ExportError(f"fixed_size must be two positive ints (height, width), got {fixed_size!r}")
+    else:
+        sizes = SizeRange(channels, fixed_size[0], fixed_size[1], max(fixed_size), max_batch,
+                          fixed=True)
     program = trace(exportable.model, sizes, exportable.least_side)
     names = list(outputs or exportable.outputs)
     count = len(program.graph_signature.user_outputs)

@@ -43,7 +43,7 @@ def metadata(sizes: SizeRange, outputs: Sequence[str]) -> Dict[str, Any]:
     """What an exported file records about itself: the sizes it serves and its outputs' names."""
     return {"sizes": {"channels": sizes.channels, "min_height": sizes.min_height,
                       "min_width": sizes.min_width, "max_side": sizes.max_side,
-                      "max_batch": sizes.max_batch},
+                      "max_batch": sizes.max_batch, "fixed": sizes.fixed},
             "input": INPUT_NAME, "outputs": list(outputs)}
 
 

@@ -45,6 +45,8 @@ class SizeRange:
         min_width: Smallest width.
         max_side: Largest height and width.
         max_batch: Largest batch.
+        fixed: Serve ``min_height x min_width`` alone (a graph traced at that size, every size
+            decision folded in: faster in OpenVINO than a range).
     """
 
     channels: int
@@ -52,6 +54,7 @@ class SizeRange:
     min_width: int = DEFAULT_MIN_SIDE
     max_side: int = DEFAULT_MAX_SIDE
     max_batch: int = DEFAULT_MAX_BATCH
+    fixed: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_height <= self.max_side or not 1 <= self.min_width <= self.max_side:
@@ -62,6 +65,8 @@ class SizeRange:
 
     def describe(self) -> str:
         """``N x C x H x W`` with each dimension's range, for messages."""
+        if self.fixed:
+            return f"(1..{self.max_batch}) x {self.channels} x {self.min_height} x {self.min_width}"
         return (f"(1..{self.max_batch}) x {self.channels} x ({self.min_height}..{self.max_side}) x "
                 f"({self.min_width}..{self.max_side})")
 
@@ -77,8 +82,9 @@ class SizeRange:
         if c != self.channels:
             raise ExportError(f"expected {self.channels} input channels, got {c} (shape "
                               f"{tuple(shape)})")
-        if not (1 <= n <= self.max_batch and self.min_height <= h <= self.max_side
-                and self.min_width <= w <= self.max_side):
+        high_h, high_w = (self.min_height, self.min_width) if self.fixed else (self.max_side,) * 2
+        if not (1 <= n <= self.max_batch and self.min_height <= h <= high_h
+                and self.min_width <= w <= high_w):
             raise ExportError(f"input shape {tuple(shape)} is outside the exported range "
                               f"{self.describe()}")
 
@@ -90,6 +96,8 @@ class SizeRange:
             least_side: Trace sides above this (a model whose smallest map must not be 1 pixel
                 in the trace, or the trace takes that as a fixed size).
         """
+        if self.fixed:
+            return 2, self.channels, self.min_height, self.min_width
         side = lambda low: min(max(low, least_side) + 37, self.max_side)  # noqa: E731
         return 2, self.channels, side(self.min_height), side(self.min_width) + 24
 
@@ -150,9 +158,10 @@ def trace(model: nn.Module, sizes: SizeRange, least_side: int = DEFAULT_MIN_SIDE
                           f"torch.export traces without specialising sizes); this is torch "
                           f"{torch.__version__}")
     example = torch.randn(sizes.example_shape(least_side))
-    dims = {0: torch.export.Dim("batch", min=1, max=max(2, sizes.max_batch)),
-            2: torch.export.Dim("height", min=sizes.min_height, max=sizes.max_side),
-            3: torch.export.Dim("width", min=sizes.min_width, max=sizes.max_side)}
+    dims = {0: torch.export.Dim("batch", min=1, max=max(2, sizes.max_batch))}
+    if not sizes.fixed:
+        dims[2] = torch.export.Dim("height", min=sizes.min_height, max=sizes.max_side)
+        dims[3] = torch.export.Dim("width", min=sizes.min_width, max=sizes.max_side)
     was_training = model.training
     model.eval()
     try:
