@@ -175,8 +175,8 @@ def export_fixed_size(module: nn.Module, forward: Callable[[torch.Tensor], Seque
                       example: torch.Tensor, path: PathLike) -> Path:
     """``forward`` (a function of ``module`` returning its outputs) traced at the one shape of
     ``example`` and written as ONNX to ``path``: how a model that decides its windows and padding
-    in Python (the peers) exports. The file records the narrowest range a :class:`SizeRange` can
-    state around that shape; its graph runs that shape only.
+    in Python (the peers) exports. The file records that one size (``SizeRange(fixed=True)``),
+    which is all its graph runs.
 
     Raises:
         ExportError: The trace failed (the cause is chained), or the path is not ``*.onnx``.
@@ -192,5 +192,5 @@ def export_fixed_size(module: nn.Module, forward: Callable[[torch.Tensor], Seque
         raise ExportError(f"tracing {type(module).__name__} at {tuple(example.shape)} failed: "
                           f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
     names = [f"output{i}" for i in range(len(program.graph_signature.user_outputs))]
-    write(program, "onnx", path, SizeRange(c, h, w, max(h, w), n), names)
+    write(program, "onnx", path, SizeRange(c, h, w, max(h, w), n, fixed=True), names)
     return path
