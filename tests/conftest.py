@@ -1,7 +1,21 @@
-"""Shared pytest fixtures (over :mod:`kit`)."""
+"""Shared pytest fixtures (over :mod:`kit`), and the thread budget of pytest-xdist workers."""
+import os
+
 import pytest
+import torch
 
 import kit
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2``) each worker, and every tool subprocess it
+    starts, gets an equal share of the CPUs as intra-op threads: two workers each spinning two
+    OpenMP threads on a 2-core machine would oversubscribe it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -227,6 +227,53 @@ def test_mmdet_mask2former_checkpoint_predicts_as_mmdet(mmdet_mask2former, ours_
         assert (pad_feats[3] - want_feats[3]).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("init_cfg", [None, "small_map from the checkpoint"])
+def test_mmdet_checkpoint_loads_whole_as_tools_test_loads_it(mmdet_mask2former, mmdet_checkpoint,
+                                                             init_cfg, caplog):
+    """What ``tools/test.py CONFIG mmdet.pth`` does (mmengine's ``load_checkpoint`` of the whole
+    model, no ``init_weights``): the backbone's keys in mmdet's layout go through this plugin's
+    adapters (``STATE_DICT_ADAPTERS``), nothing is left missing or unexpected, and the model
+    predicts what mmdet's does. With the default ``small_map='pad'`` a warning names the rule that
+    reproduces mmdet (its features differ on maps of one window); a ``Pretrained`` ``init_cfg``
+    with ``small_map='checkpoint'`` takes mmdet's rule instead."""
+    from mmengine.logging import MMLogger
+    from mmengine.runner.checkpoint import load_checkpoint
+
+    cfg = _load(ROOT / "configs" / "det" / PANOPTIC)
+    backbone_init = None if init_cfg is None else dict(
+        type="Pretrained", checkpoint="never-read.pth", small_map="checkpoint")
+    cfg.model.backbone.update(arch=None, **SMALL_SWIN, init_cfg=backbone_init)
+    cfg.model.panoptic_head.in_channels = [32, 64, 128, 256]
+    init_default_scope("mmdet")
+    ours = MODELS.build(cfg.model).eval()
+    logger = MMLogger.get_instance("test_whole_mmdet_checkpoint", log_level="INFO")
+    logger.propagate = True  # to caplog
+    with caplog.at_level("INFO"):
+        load_checkpoint(ours, mmdet_checkpoint, map_location="cpu", logger=logger)
+    log = caplog.text
+    assert "missing keys" not in log and "unexpected key" not in log
+    assert "load_pretrained: " in log and "mmpretrain" in log
+    theirs_state = mmdet_mask2former.state_dict()
+    for name, value in ours.state_dict().items():  # everything outside the backbone by name
+        if not name.startswith("backbone."):
+            assert torch.equal(value, theirs_state[name]), name
+    data = _image_batch(mmdet_mask2former, 112, 112)
+    want_feats, _, want = _outputs(mmdet_mask2former, data)
+    feats, _, got = _outputs(ours, data)
+    torch.testing.assert_close(feats[1], want_feats[1], rtol=0.0, atol=1e-4)  # maps of > 1 window
+    if init_cfg is None:
+        assert ours.backbone.small_map == "pad"
+        assert "set small_map='mmdet'" in log
+        assert (feats[3] - want_feats[3]).abs().max() > 1e-2
+        return
+    assert ours.backbone.small_map == "mmdet"
+    for f, g in zip(feats, want_feats):
+        torch.testing.assert_close(f, g, rtol=0.0, atol=1e-4)
+    torch.testing.assert_close(got.pred_instances.scores, want.pred_instances.scores, rtol=0.0,
+                               atol=1e-4)
+    assert torch.equal(got.pred_panoptic_seg.sem_seg, want.pred_panoptic_seg.sem_seg)
+
+
 # ----------------------------------------------------------------------------- optimizer groups
 def _groups(model: nn.Module, optim_wrapper: dict) -> Dict[str, Tuple[float, float]]:
     wrapper = build_optim_wrapper(model, optim_wrapper)

@@ -6,7 +6,9 @@ SimMIM), timm, torchvision, mmpretrain, this project and whole mmdet/mmseg model
 * :func:`convert_checkpoint` detects the format, maps it to native keys, validates it and reports
   what it inferred (:class:`ConvertedCheckpoint`).
 * :func:`load_pretrained` fits the result to a model; importing this package registers it as the
-  backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader.
+  backbone's ``init_cfg=dict(type='Pretrained')`` / ``pretrained=`` loader, and
+  :func:`~.state_hook.adapt_foreign_state` as the backbone's ``load_state_dict`` adapter (a whole
+  mmdet/mmseg checkpoint whose backbone was their own Swin loads into a model with ours).
 * :func:`write_atomic` writes a file crash-safely (complete or absent under its name), and
   :class:`AtomicWriteError` names the file and the free space when that fails.
 * :func:`to_hf` / :func:`to_timm` (with :func:`save_hf` / :func:`save_timm`) export;
@@ -25,9 +27,12 @@ from .export import (Exported, HeadExportError, from_model, save_hf, save_native
 from .io import CheckpointFile, load_checkpoint_file, save_state_dict
 from .load import load_pretrained
 from .registry import FORMATS, CheckpointFormat, detect_format
-from ..models import WEIGHT_LOADERS
+from .state_hook import adapt_foreign_state
+from ..models import STATE_DICT_ADAPTERS, WEIGHT_LOADERS
 
 WEIGHT_LOADERS["Pretrained"] = load_pretrained
+if adapt_foreign_state not in STATE_DICT_ADAPTERS:
+    STATE_DICT_ADAPTERS.append(adapt_foreign_state)
 
 __all__ = [
     "FORMATS",

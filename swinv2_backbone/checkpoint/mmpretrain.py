@@ -100,12 +100,12 @@ def to_native(source: Source) -> Mapped:
             value = unfold_to_official(value)
         mapped.state_dict[new] = value
     mapped.read_tables(buffers)
-    mapped.small_map = _small_map(v1, classifier=CLASSIFICATION_HEAD in mapped.heads,
+    mapped.small_map = small_map_of(v1, classifier=CLASSIFICATION_HEAD in mapped.heads,
                                   others=_OTHER_MODULES in mapped.dropped)
     return mapped
 
 
-def _small_map(v1: bool, classifier: bool, others: bool) -> Optional[SmallMapSource]:
+def small_map_of(v1: bool, classifier: bool, others: bool) -> Optional[SmallMapSource]:
     """The rule of the OpenMMLab model that wrote the weights: mmpretrain's SwinV2 pads; its Swin V1
     shrinks the window to a small map (``pad_small_map=False``, the default: ``'official'``); the
     Swin V1 of mmdet/mmseg, told by a whole detector's or segmentor's other modules, shifts even a

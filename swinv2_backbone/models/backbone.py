@@ -27,6 +27,22 @@ from .presets import ARCH_SETTINGS
 #: not import it.
 WEIGHT_LOADERS: Dict[str, Callable[..., object]] = {}
 
+#: Adapters that let ``load_state_dict`` take weights in another implementation's layout:
+#: ``adapter(model, state_dict, prefix)`` rewrites, in place, the keys under ``prefix`` into the
+#: model's own, or leaves them alone when they are the model's already. They run before
+#: ``load_state_dict`` fills the backbone (mmengine's ``load_checkpoint`` of a whole mmdet/mmseg
+#: model whose backbone was mmdet's ``SwinTransformer``: ``tools/test.py`` on such a checkpoint).
+#: :mod:`swinv2_backbone.checkpoint` registers its adapter when imported, as for
+#: :data:`WEIGHT_LOADERS`.
+STATE_DICT_ADAPTERS: List[Callable[[nn.Module, Dict[str, torch.Tensor], str], None]] = []
+
+
+def _adapt_loaded_state(module: nn.Module, state_dict: Dict[str, torch.Tensor], prefix: str,
+                        *_: object) -> None:
+    """``load_state_dict`` pre-hook of every backbone: run :data:`STATE_DICT_ADAPTERS`."""
+    for adapt in STATE_DICT_ADAPTERS:
+        adapt(module, state_dict, prefix)
+
 
 def pretrained_init_cfg(pretrained: Optional[str], init_cfg: Optional[Union[dict, List[dict]]]
                         ) -> Optional[Union[dict, List[dict]]]:
@@ -136,6 +152,7 @@ class SwinBackboneBase(BaseModule):
         if unknown:
             raise TypeError(unknown_arguments_message(type(self), unknown))
         super().__init__(init_cfg=pretrained_init_cfg(pretrained, init_cfg))
+        self._register_load_state_dict_pre_hook(_adapt_loaded_state, with_module=True)
 
         if arch is not None and arch not in ARCH_SETTINGS:
             raise ValueError(f"unknown arch {arch!r}: choose from {sorted(ARCH_SETTINGS)} or give "
