@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), whole files each, the CPUs shared out as threads (tests/conftest.py);
+# TEST_WORKERS=1 runs the suite in this process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 # The oldest supported stack (torch 2.1), in its own venv: `make test-oldest`.
 OLDEST_VENV ?= .venv-torch2.1
 OLDEST_STAMP := $(OLDEST_VENV)/.setup-done
@@ -28,10 +32,10 @@ check: $(STAMP)
 	$(PY) -m swinv2_backbone.env_check
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-oldest: $(OLDEST_STAMP)
-	$(OLDEST_VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(OLDEST_VENV)/bin/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 smoke: $(STAMP)
 	$(PY) tools/smoke.py

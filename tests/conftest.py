@@ -18,6 +18,14 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Files holding a ``long`` test first, the rest in their order: with ``--dist loadfile
+    --no-loadscope-reorder`` (``make test``) each xdist worker takes whole files in this order, so
+    the minutes-long runs start at once beside the rest instead of alone at the end."""
+    long_files = {item.path for item in items if item.get_closest_marker("long")}
+    items.sort(key=lambda item: item.path not in long_files)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test with one intra-op thread (:func:`kit.one_thread`): tiny models on a 2-core machine

@@ -212,10 +212,9 @@ def test_built_from_a_config_dict(timm_classification):
 def test_mmpretrain_image_classifier_around_our_backbone(timm_classification, tmp_path):
     """An mmpretrain ``ImageClassifier`` config with ``Swinv2Backbone`` (last stage), global average
     pooling and a linear head gives the classifier's logits; its checkpoint loads into ours."""
-    models = peers.import_mmpretrain()
     _, path = timm_classification
     backbone = peers.ours(peers.MINI, peers.W8, out_norm=True, out_indices=(3,), small_map="official")
-    net = models.ImageClassifier(
+    net = peers.mmpretrain_image_classifier(
         backbone=dict(type="Swinv2Backbone", **backbone,
                       init_cfg=dict(type="Pretrained", checkpoint=path)),
         neck=dict(type="GlobalAveragePooling"),

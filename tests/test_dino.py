@@ -181,6 +181,7 @@ TOY_TARGET = 0.5
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_toy_dino_trains_and_tests_to_its_target(tmp_path):
     """The toy DINO config through the tools on the demo's toy data (240 / 60 images, 128 px), its
     full schedule: tools/test.py on the saved checkpoint reaches the bbox mAP target."""

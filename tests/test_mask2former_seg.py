@@ -170,6 +170,7 @@ def test_config_trains_one_iteration_and_tests(tmp_path, path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_toy_mask2former_trains_to_its_target_through_the_tools(tmp_path, monkeypatch):
     """The reduced Mask2Former of configs/demo trained from scratch on the demo's toy shapes (240
     training images, batch 8) through tools/train.py with the config's own schedule, then evaluated
