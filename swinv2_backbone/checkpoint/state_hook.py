@@ -1,6 +1,6 @@
 """``load_state_dict`` with another implementation's backbone weights: the adapter
 :mod:`swinv2_backbone.checkpoint` registers in
-:data:`~swinv2_backbone.models.backbone.STATE_DICT_ADAPTERS`.
+:data:`~swinv2_backbone.models.weights.STATE_DICT_ADAPTERS`.
 
 mmengine loads a whole model's checkpoint (``tools/test.py CONFIG CHECKPOINT``, ``load_from``)
 with ``load_state_dict``, which knows nothing of formats: a checkpoint of mmdet's own Swin

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .args import check_flag, check_int, check_number
-from .backbone import load_registered_weights, pretrained_init_cfg
+from .weights import load_registered_weights, pretrained_init_cfg
 from .base_module import BaseModule
 from .versions import backbone_class
 

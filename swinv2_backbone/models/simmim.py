@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .args import check_int, check_number
-from .backbone import SwinBackboneBase, check_patch_mask, load_registered_weights, pretrained_init_cfg
+from .backbone import SwinBackboneBase, check_patch_mask
+from .weights import load_registered_weights, pretrained_init_cfg
 from .base_module import BaseModule
 from .versions import backbone_class
 

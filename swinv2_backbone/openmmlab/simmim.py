@@ -20,7 +20,7 @@ from mmengine.registry import DATASETS, METRICS, MODELS, TRANSFORMS
 
 from ..features.images import find_images
 
-from ..models.backbone import load_registered_weights, pretrained_init_cfg
+from ..models.weights import load_registered_weights, pretrained_init_cfg
 from ..models.simmim import SimMIM, reconstruct, simmim_loss, simmim_mask
 
 #: ImageNet mean and std in RGB, 0-255 (the official SimMIM normalisation).
