@@ -229,11 +229,14 @@ def test_benchmark_runtime_rows_run_beside_eager_on_the_same_weights(monkeypatch
     benchmark = load_tool("benchmark")
     monkeypatch.setattr(benchmark, "variant_of", lambda arch: peers.MINI)  # cheap exports
     results = benchmark.main(["--sizes", "96x64", "--compare", "hf", "--runtimes",
-                              "torch,onnxruntime,openvino", "--no-floor", "--repeats", "1",
-                              "--warmup", "0"])
+                              "torch,onnxruntime,openvino", "openvino-int8", "--no-floor",
+                              "--repeats", "1", "--warmup", "0"])
     eager = ["ours", "ours (hf weights)", "hf"]
     rows = [f"{runtime} f32: {impl}" for runtime in RUNTIMES for impl in ("ours", "hf")]
-    assert [r.impl for r in results] == eager + rows
+    assert [r.impl for r in results] == eager + rows + ["openvino int8: ours"]
+    int8 = results.pop()
+    assert int8.reference == "ours" and int8.agrees and 1e-4 < int8.fp32_max_abs
+    assert int8.max_rel_diff <= 0.25
     for r in results[3:]:
         assert r.runtime in ("onnxruntime f32", "openvino f32") and r.median_s > 0
         assert r.reference == ("ours" if r.impl.endswith("ours") else "ours (hf weights)")

@@ -57,7 +57,7 @@ from swinv2_backbone.cli import int_at_least  # noqa: E402
 from swinv2_backbone.complexity import analyze, spec_from_config  # noqa: E402
 from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE,  # noqa: E402
                                     TOOL_RUNTIMES, ExportError, export, export_fixed_size,
-                                    load_exported, runtime_forward)
+                                    load_exported, quantize_int8, runtime_forward)
 from swinv2_backbone.deploy.forward import output_names  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
@@ -69,8 +69,16 @@ from swinv2_backbone.testing.peers_v1 import (V1_PEER_PACKAGES, V1_PEERS,  # noq
 #: Per model version: the peers that can run beside ours, the distribution providing each, and the
 #: default window (the official one: SwinV2 8 at 256 px, Swin V1 7 at 224 px).
 MODELS = {"v2": (PEERS, PEER_PACKAGES, 8), "v1": (V1_PEERS, V1_PEER_PACKAGES, 7)}
-#: The exported copies timed in a case of each dtype, as (runtime, precision).
-RUNTIME_ROWS = {"fp32": (("onnxruntime", "f32"), ("openvino", "f32")), "bf16": (("openvino", "bf16"),)}
+#: The exported copies timed in a case of each dtype, as (runtime, precision); ``int8`` is ours
+#: quantized by NNCF (``--runtimes openvino-int8``), its other operations in f32.
+RUNTIME_ROWS = {"fp32": (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "int8")),
+                "bf16": (("openvino", "bf16"),)}
+#: The runtime names ``--runtimes`` takes: the tools' runtimes and ours quantized to int8.
+INT8_RUNTIME = "openvino-int8"
+BENCH_RUNTIMES = TOOL_RUNTIMES + (INT8_RUNTIME,)
+#: Random-normal inputs the benchmark's int8 file is calibrated on (speed only: its accuracy
+#: against f32 is that of random weights on random data, and the row shows it).
+INT8_CALIBRATION = 4
 #: The SwinV2 peers whose fixed-size exports run beside ours.
 EXPORTED_PEERS = ("hf", "timm")
 
@@ -117,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtimes", nargs="+", default=["torch"], metavar="RUNTIME",
                         help="torch (the eager rows, always run), onnxruntime, openvino: exported "
                              "copies of ours (and of the hf / timm peers compared) beside the eager "
-                             "rows; names separated by spaces or commas")
+                             f"rows; {INT8_RUNTIME}: ours quantized to int8 (NNCF, calibrated on "
+                             f"{INT8_CALIBRATION} random inputs) in fp32 cases; names separated by "
+                             "spaces or commas")
     parser.add_argument("--isolate", action="store_true",
                         help="time each implementation in a fresh process of its own (default: "
                         "all in this process, their runs alternating)")
@@ -133,9 +143,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.run_impl is None) != (args.child_out is None):
         parser.error("--run-impl and --child-out (internal to --isolate) go together")
     args.runtimes = [n for given in args.runtimes for n in given.split(",") if n]
-    unknown = [n for n in args.runtimes if n not in TOOL_RUNTIMES]
+    unknown = [n for n in args.runtimes if n not in BENCH_RUNTIMES]
     if unknown:
-        parser.error(f"--runtimes {' '.join(unknown)}: choose from {', '.join(TOOL_RUNTIMES)}")
+        parser.error(f"--runtimes {' '.join(unknown)}: choose from {', '.join(BENCH_RUNTIMES)}")
     if set(args.runtimes) - {"torch"} and (args.task != "inference" or args.mode != "eager"
                                           or args.isolate or args.device != "cpu"):
         parser.error("--runtimes onnxruntime/openvino time CPU inference next to the eager rows: "
@@ -228,6 +238,21 @@ class Exports:
             self.files["ours"] = path
         return self.files["ours"]
 
+    def _ours_int8(self, model: torch.nn.Module) -> Path:
+        """Ours as an OpenVINO IR for every size of the run, quantized to int8 on random-normal
+        inputs of the run's first size."""
+        if "ours-int8" not in self.files:
+            f32 = self.folder / "ours-f32.xml"
+            export(model, f32, "openvino", outputs=output_names(model),
+                   max_side=max(DEFAULT_MAX_SIDE, *(max(s) for s in self.sizes)),
+                   max_batch=max(DEFAULT_MAX_BATCH, self.batch))
+            gen = torch.Generator().manual_seed(0)
+            calibration = [torch.randn(1, model.in_channels, *self.sizes[0], generator=gen)
+                           for _ in range(INT8_CALIBRATION)]
+            quantize_int8(f32, self.folder / "ours-int8.xml", calibration)
+            self.files["ours-int8"] = self.folder / "ours-int8.xml"
+        return self.files["ours-int8"]
+
     def _peer(self, impl: Impl, shape: Tuple[int, ...]) -> Path:
         key = f"{impl.name}-{'x'.join(map(str, shape))}"
         if key not in self.files:
@@ -242,13 +267,21 @@ class Exports:
         names = {impl.name for impl in impls}
         rows = []
         for runtime, precision in RUNTIME_ROWS.get(dtype_name, ()):
-            if runtime not in self.runtimes:
+            int8 = precision == "int8"
+            if (INT8_RUNTIME if int8 else runtime) not in self.runtimes:
                 continue
             threads = torch.get_num_threads()
             for impl in impls:
                 label = f"{runtime} {precision}"
                 try:
-                    if impl.name == "ours":
+                    if int8 and impl.name == "ours":
+                        forward = runtime_forward(impl.module, runtime, "f32",
+                                                  self._ours_int8(impl.module), threads,
+                                                  [shape[2:]], shape[0])
+                        reference = "ours"
+                    elif int8:
+                        continue
+                    elif impl.name == "ours":
                         forward = runtime_forward(impl.module, runtime, precision,
                                                   self._ours(impl.module), threads,
                                                   [shape[2:]], shape[0])

@@ -6,6 +6,7 @@
     python tools/export.py CONFIG.py --checkpoint W.pth --what neck --to onnx --output fpn.onnx
     python tools/export.py CONFIG.py --checkpoint W.pth --what model --to onnx --output seg.onnx
     python tools/export.py RETINANET.py --checkpoint W.pth --what model --to openvino --output det.xml
+    python tools/export.py CKPT --to openvino --int8 calib_images/ --output backbone_int8.xml
     python tools/export.py --check backbone.onnx --runtime onnxruntime   # run it once, print its range
 
 SOURCE is a checkpoint of any supported format (Hugging Face directory, official / timm /
@@ -17,21 +18,30 @@ post-processing - as boxes, scores and labels after NMS, one image at a time). E
 every batch and input size in the printed range (32-4096 px per side by default, raised where the
 backbone's small_map rule shrinks windows on small maps; --fixed-size H W: that one size, which
 OpenVINO runs faster); inputs are normalised images, as the backbone takes them. Two-stage detectors
-(Faster / Mask R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only.
+(Faster / Mask R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only. --int8 IMAGES
+(OpenVINO only; needs nncf): the file quantized to int8 by NNCF, its activation ranges measured on
+those images (files, folders, globs; normalised with --mean/--std, ImageNet's by default, as
+extract_features.py does); unreadable images or images outside the file's sizes are reported and
+skipped.
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from swinv2_backbone.checkpoint import CheckpointError
-from swinv2_backbone.cli import EXIT_OK, fail, int_at_least
+from swinv2_backbone.cli import EXIT_OK, EXIT_SOME_FAILED, collect_errors, fail, int_at_least
 from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, OPSETS,
-                                    PRECISIONS, RUNTIMES, TARGETS, WHAT, ExportError, export,
+                                    PRECISIONS, RUNTIMES, TARGETS, WHAT, Exportable, ExportError,
+                                    SizeRange, export,
                                     load_exported, load_source)
+from swinv2_backbone.deploy.quantize import calibration_images, quantize_int8
+from swinv2_backbone.deploy.targets import check_target
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -52,6 +62,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                              "detector)")
     parser.add_argument("--fixed-size", type=int_at_least(1), nargs=2, metavar=("H", "W"),
                         help="serve this one size only (faster in OpenVINO than a range)")
+    parser.add_argument("--int8", nargs="+", metavar="IMAGES",
+                        help="quantize to int8 (OpenVINO), calibrated on these images")
+    parser.add_argument("--mean", type=float, nargs="+",
+                        help="per-channel mean of [0, 1] pixels for --int8 (default ImageNet's)")
+    parser.add_argument("--std", type=float, nargs="+", help="per-channel std for --int8")
     parser.add_argument("--opset", type=int, default=18,
                         help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     parser.add_argument("--check", metavar="FILE",
@@ -62,7 +77,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.check is None and (args.source is None or args.output is None):
         parser.error("give SOURCE and --output (or --check FILE)")
+    if args.int8 and args.to != "openvino":
+        parser.error(f"--int8 writes an OpenVINO IR: add --to openvino (got --to {args.to})")
+    if (args.mean or args.std) and not args.int8:
+        parser.error("--mean/--std normalise the --int8 calibration images; give --int8 too")
     return args
+
+
+def export_int8(exportable: Exportable, args: argparse.Namespace,
+                fixed_size: Optional[Tuple[int, int]]) -> Tuple[SizeRange, int]:
+    """Export to a temporary f32 IR beside the output, then quantize it into the output (the
+    calibration images that cannot be used are reported and skipped); returns the sizes served and
+    the number of images skipped."""
+    output = check_target("openvino", args.output, args.opset)
+    skipped = []
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        f32 = Path(tmp) / "f32.xml"
+        sizes = export(exportable, f32, "openvino", min_side=args.min_side, max_side=args.max_side,
+                       max_batch=args.max_batch, opset=args.opset, fixed_size=fixed_size)
+        images = list(calibration_images(args.int8, sizes, args.mean, args.std,
+                                         collect_errors(skipped)))
+        if not images:
+            raise ExportError(f"none of the {len(skipped)} --int8 inputs could calibrate the "
+                              "quantization (each reported above)")
+        print(f"quantizing to int8, calibrated on {len(images)} image(s)"
+              + (f" ({len(skipped)} skipped)" if skipped else ""))
+        quantize_int8(f32, output, images)
+    return sizes, len(skipped)
 
 
 def check(path: str, runtime: Optional[str], precision: str) -> None:
@@ -82,14 +123,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         start = time.perf_counter()
         exportable = load_source(args.source, args.checkpoint, args.what)
         print(f"exporting {exportable.description} to {args.to}")
-        sizes = export(exportable, args.output, args.to, min_side=args.min_side,
-                       max_side=args.max_side, max_batch=args.max_batch, opset=args.opset,
-                       fixed_size=tuple(args.fixed_size) if args.fixed_size else None)
-    except (ExportError, CheckpointError, OSError) as err:
+        fixed_size = tuple(args.fixed_size) if args.fixed_size else None
+        skipped = 0
+        if args.int8:
+            sizes, skipped = export_int8(exportable, args, fixed_size)
+        else:
+            sizes = export(exportable, args.output, args.to, min_side=args.min_side,
+                           max_side=args.max_side, max_batch=args.max_batch, opset=args.opset,
+                           fixed_size=fixed_size)
+    except (ExportError, CheckpointError, OSError, ValueError) as err:
         return fail(err)
     print(f"wrote {args.output} in {time.perf_counter() - start:.0f} s: inputs {sizes.describe()}, "
           f"outputs {', '.join(exportable.outputs)}")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if skipped else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
   torch tensors;
 * :func:`runtime_forward`: a model's forward in a runtime (the model itself, or an exported copy of
   it), as the tools run it;
+* :func:`quantize_int8`: an exported OpenVINO IR to int8 (NNCF), calibrated on given inputs;
 * :mod:`.tracing`: the one dynamic-shape trace every target starts from.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from .exporter import export
 from .forward import (TOOL_RUNTIMES, ExportedForward, add_runtime_arguments, export_fixed_size,
                       runtime_forward)
+from .quantize import quantize_int8
 from .runtime import PRECISIONS, RUNTIMES, ExportedModel, load_exported
 from .sources import WHAT, Exportable, load_source
 from .targets import OPSETS, TARGETS
@@ -23,4 +25,4 @@ from .tracing import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT_MIN_SIDE, Exp
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_SIDE", "DEFAULT_MIN_SIDE", "ExportError", "Exportable",
            "ExportedForward", "ExportedModel", "OPSETS", "PRECISIONS", "RUNTIMES", "SizeRange",
            "TARGETS", "TOOL_RUNTIMES", "WHAT", "add_runtime_arguments", "export", "export_fixed_size",
-           "load_exported", "load_source", "runtime_forward", "size_oblivious", "size_range", "trace"]
+           "load_exported", "load_source", "quantize_int8", "runtime_forward", "size_oblivious", "size_range", "trace"]
