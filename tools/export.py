@@ -40,6 +40,7 @@ from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT
                                     PRECISIONS, RUNTIMES, TARGETS, WHAT, Exportable, ExportError,
                                     SizeRange, export,
                                     load_exported, load_source)
+from swinv2_backbone.deploy.exporter import planned_sizes
 from swinv2_backbone.deploy.quantize import calibration_images, quantize_int8
 from swinv2_backbone.deploy.targets import check_target
 
@@ -90,16 +91,17 @@ def export_int8(exportable: Exportable, args: argparse.Namespace,
     calibration images that cannot be used are reported and skipped); returns the sizes served and
     the number of images skipped."""
     output = check_target("openvino", args.output, args.opset)
+    options = dict(min_side=args.min_side, max_side=args.max_side, max_batch=args.max_batch,
+                   fixed_size=fixed_size)
     skipped = []
+    images = list(calibration_images(args.int8, planned_sizes(exportable, **options), args.mean,
+                                     args.std, collect_errors(skipped)))
+    if not images:
+        raise ExportError(f"none of the {len(skipped)} --int8 inputs could calibrate the "
+                          "quantization (each reported above)")
     with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
         f32 = Path(tmp) / "f32.xml"
-        sizes = export(exportable, f32, "openvino", min_side=args.min_side, max_side=args.max_side,
-                       max_batch=args.max_batch, opset=args.opset, fixed_size=fixed_size)
-        images = list(calibration_images(args.int8, sizes, args.mean, args.std,
-                                         collect_errors(skipped)))
-        if not images:
-            raise ExportError(f"none of the {len(skipped)} --int8 inputs could calibrate the "
-                              "quantization (each reported above)")
+        sizes = export(exportable, f32, "openvino", opset=args.opset, **options)
         print(f"quantizing to int8, calibrated on {len(images)} image(s)"
               + (f" ({len(skipped)} skipped)" if skipped else ""))
         quantize_int8(f32, output, images)

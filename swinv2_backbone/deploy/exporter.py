@@ -49,28 +49,8 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
             included), a missing package, or a failed trace.
     """
     path = check_target(target, output, opset)
-    if isinstance(model, Exportable):
-        exportable = model
-    else:
-        backbone = getattr(model, "backbone", model)
-        names = tuple(f.name for f in getattr(model, "feature_info", ())) or None
-        exportable = Exportable(model, getattr(backbone, "in_channels", 3), names or (),
-                                type(model).__name__)
-    channels = channels or exportable.channels
-    if max_batch is None:
-        max_batch = exportable.max_batch
-    elif max_batch > exportable.max_batch:
-        raise ExportError(f"{exportable.description} takes batches of at most "
-                          f"{exportable.max_batch}, not {max_batch}")
-    if fixed_size is None:
-        sizes = size_range(exportable.model, channels, min_side, max_side, max_batch)
-    elif (min_side, max_side) != (DEFAULT_MIN_SIDE, DEFAULT_MAX_SIDE):
-        raise ExportError("give either a fixed size or min_side/max_side, not both")
-    elif len(fixed_size) != 2 or any(not isinstance(s, int) or s < 1 for s in fixed_size):
-        raise ExportError(f"fixed_size must be two positive ints (height, width), got {fixed_size!r}")
-    else:
-        sizes = SizeRange(channels, fixed_size[0], fixed_size[1], max(fixed_size), max_batch,
-                          fixed=True)
+    exportable = as_exportable(model)
+    sizes = planned_sizes(exportable, channels, min_side, max_side, max_batch, fixed_size)
     program = trace(exportable.model, sizes, exportable.least_side)
     names = list(outputs or exportable.outputs)
     count = len(program.graph_signature.user_outputs)
@@ -80,3 +60,39 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
         raise ExportError(f"{len(names)} output names ({', '.join(names)}) for {count} outputs")
     write(program, target, path, sizes, names, opset)
     return sizes
+
+
+def as_exportable(model: Union[nn.Module, Exportable]) -> Exportable:
+    """``model`` as an :class:`Exportable` (a module: its backbone's channels and feature names)."""
+    if isinstance(model, Exportable):
+        return model
+    backbone = getattr(model, "backbone", model)
+    names = tuple(f.name for f in getattr(model, "feature_info", ()))
+    return Exportable(model, getattr(backbone, "in_channels", 3), names, type(model).__name__)
+
+
+def planned_sizes(model: Union[nn.Module, Exportable], channels: Optional[int] = None,
+                  min_side: int = DEFAULT_MIN_SIDE, max_side: int = DEFAULT_MAX_SIDE,
+                  max_batch: Optional[int] = None,
+                  fixed_size: Optional[Tuple[int, int]] = None) -> SizeRange:
+    """The sizes :func:`export` with these arguments serves, decided before any tracing (a tool
+    checks its inputs against them first).
+
+    Raises:
+        ExportError: A batch above what the model takes, a fixed size with a range, or a bad fixed
+            size.
+    """
+    exportable = as_exportable(model)
+    channels = channels or exportable.channels
+    if max_batch is None:
+        max_batch = exportable.max_batch
+    elif max_batch > exportable.max_batch:
+        raise ExportError(f"{exportable.description} takes batches of at most "
+                          f"{exportable.max_batch}, not {max_batch}")
+    if fixed_size is None:
+        return size_range(exportable.model, channels, min_side, max_side, max_batch)
+    if (min_side, max_side) != (DEFAULT_MIN_SIDE, DEFAULT_MAX_SIDE):
+        raise ExportError("give either a fixed size or min_side/max_side, not both")
+    if len(fixed_size) != 2 or any(not isinstance(s, int) or s < 1 for s in fixed_size):
+        raise ExportError(f"fixed_size must be two positive ints (height, width), got {fixed_size!r}")
+    return SizeRange(channels, fixed_size[0], fixed_size[1], max(fixed_size), max_batch, fixed=True)
