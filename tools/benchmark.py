@@ -240,15 +240,15 @@ class Exports:
 
     def _ours_int8(self, model: torch.nn.Module) -> Path:
         """Ours as an OpenVINO IR for every size of the run, quantized to int8 on random-normal
-        inputs of the run's first size."""
+        inputs of the run's sizes in turn."""
         if "ours-int8" not in self.files:
             f32 = self.folder / "ours-f32.xml"
             export(model, f32, "openvino", outputs=output_names(model),
                    max_side=max(DEFAULT_MAX_SIDE, *(max(s) for s in self.sizes)),
                    max_batch=max(DEFAULT_MAX_BATCH, self.batch))
             gen = torch.Generator().manual_seed(0)
-            calibration = [torch.randn(1, model.in_channels, *self.sizes[0], generator=gen)
-                           for _ in range(INT8_CALIBRATION)]
+            calibration = [torch.randn(1, model.in_channels, *self.sizes[i % len(self.sizes)],
+                                       generator=gen) for i in range(INT8_CALIBRATION)]
             quantize_int8(f32, self.folder / "ours-int8.xml", calibration)
             self.files["ours-int8"] = self.folder / "ours-int8.xml"
         return self.files["ours-int8"]
