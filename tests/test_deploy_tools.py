@@ -114,6 +114,23 @@ def test_extract_features_exports_on_the_fly(files, tmp_path, capsys):
 
 @needs_dynamic_export
 @pytest.mark.slow
+def test_inputs_of_one_size_get_a_fixed_size_copy_on_the_fly(files):
+    """All inputs of one size: the copy exported on the fly serves that size alone (the faster
+    graph) and computes what the model does; two sizes: a range."""
+    model = build_backbone(checkpoint=files["checkpoint"]).eval()
+    x = torch.randn(2, 3, *IMAGE_SIZES[0], generator=torch.Generator().manual_seed(1))
+    forward = runtime_forward(model, "openvino", sizes=[IMAGE_SIZES[0]] * 3, batch=2)
+    assert forward.sizes.fixed and (forward.sizes.min_height, forward.sizes.min_width) == IMAGE_SIZES[0]
+    with torch.no_grad():
+        for got, want in zip(forward(x), model(x)):
+            assert (got - want).abs().max().item() < TOLERANCE
+    with pytest.raises(ExportError, match="outside the exported range"):
+        forward(torch.zeros(1, 3, *IMAGE_SIZES[1]))
+    assert not runtime_forward(model, "onnxruntime", sizes=IMAGE_SIZES).sizes.fixed
+
+
+@needs_dynamic_export
+@pytest.mark.slow
 def test_an_exported_file_that_does_not_serve_an_input_is_refused_before_any_output(
         files, backbone_onnx, tmp_path, capsys):
     big = files["root"] / "big.png"  # wider than the file's 512 px
@@ -234,9 +251,9 @@ def test_benchmark_runtime_rows_run_beside_eager_on_the_same_weights(monkeypatch
     eager = ["ours", "ours (hf weights)", "hf"]
     rows = [f"{runtime} f32: {impl}" for runtime in RUNTIMES for impl in ("ours", "hf")]
     assert [r.impl for r in results] == eager + rows + ["openvino int8: ours"]
-    int8 = results.pop()
-    assert int8.reference == "ours" and int8.agrees and 1e-4 < int8.fp32_max_abs
-    assert int8.max_rel_diff <= 0.25
+    int8 = results.pop()  # quantized (not f32 under another name); random weights: not judged
+    assert int8.reference == "ours" and int8.agrees is None and int8.median_s > 0
+    assert 1e-4 < int8.fp32_max_abs and 0 < int8.max_rel_diff < 1
     for r in results[3:]:
         assert r.runtime in ("onnxruntime f32", "openvino f32") and r.median_s > 0
         assert r.reference == ("ours" if r.impl.endswith("ours") else "ours (hf weights)")

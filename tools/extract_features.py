@@ -37,8 +37,9 @@ the same source, stages, checkpoint, dtype, normalisation and input size; ``--ov
 them all. Temporary files of a killed run are removed.
 
 ``--runtime onnxruntime`` or ``openvino`` computes the features with an exported copy of the model
-(exported on the fly into a temporary directory for every input size of the run, or ``--exported
-FILE`` from ``tools/export.py``; fp32 on the CPU, equal to eager PyTorch within 1e-4), OpenVINO
+(exported on the fly into a temporary directory, for the run's one input size when all inputs
+have it, as with ``--size H W``, else for every size; or ``--exported FILE`` from
+``tools/export.py``; fp32 on the CPU, equal to eager PyTorch within 1e-4), OpenVINO
 in bf16 with ``--precision bf16`` where the CPU computes bf16 natively. Every input size is checked
 against the file's range before the first image is computed.
 

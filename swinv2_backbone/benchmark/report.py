@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Dict, List, Optional
 
 from .breakdown import format_breakdown
-from .cases import Result, agree_tol
+from .cases import AGREE_TOL, Result
 from .isolate import Failure
 
 
@@ -93,10 +93,10 @@ def checkpoint_cost(results: List[Result], plain: str) -> List[str]:
 
 def disagreements(results: List[Result]) -> List[str]:
     """One warning per implementation whose outputs differ from its reference's beyond
-    :data:`~.cases.AGREE_TOL` (:func:`~.cases.agree_tol`)."""
+    :data:`AGREE_TOL`."""
     return [f"WARNING: {r.impl} disagrees with ours on the same weights at "
             f"{r.size[0]}x{r.size[1]} {r.dtype}: max rel diff {r.max_rel_diff:.1e} > "
-            f"{agree_tol(r):g}" for r in results if r.agrees is False]
+            f"{AGREE_TOL[r.dtype]:g}" for r in results if r.agrees is False]
 
 
 def failures(failed: List[Failure]) -> List[str]:
