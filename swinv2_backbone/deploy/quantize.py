@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..checkpoint.atomic import write_atomic
 from ..features.extractor import channel_stats
 from ..features.images import ImageReadError, each_image
 from ..features.pixels import as_float, read_pixels
-from .targets import METADATA_KEY, read_metadata, require
+from .targets import METADATA_KEY, read_metadata, require, save_openvino
 from .tracing import ExportError, SizeRange
 
 #: What quantization needs installed, for the messages.
@@ -84,18 +82,13 @@ def quantize_int8(source: Union[str, os.PathLike], output: Union[str, os.PathLik
     if not model.has_rt_info(METADATA_KEY):
         raise ExportError(f"{str(source)!r} has no {METADATA_KEY} metadata: export it with "
                           "tools/export.py (or swinv2_backbone.deploy.export)")
-    info = json.loads(model.get_rt_info(METADATA_KEY).astype(str))
-    sizes = read_metadata(json.dumps(info))["sizes"]
+    text = model.get_rt_info(METADATA_KEY).astype(str)
+    sizes = read_metadata(text)["sizes"]
     arrays = _calibration_arrays(calibration, sizes)
     quantized = nncf.quantize(model, nncf.Dataset(arrays), subset_size=len(arrays),
                               model_type=nncf.ModelType.TRANSFORMER)
-    quantized.set_rt_info(json.dumps({**info, "precision": "int8", "calibration_inputs": len(arrays)}),
-                          METADATA_KEY)
-    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
-        xml = Path(tmp) / output.name
-        ov.save_model(quantized, str(xml), compress_to_fp16=False)
-        write_atomic(output.with_suffix(".bin"), xml.with_suffix(".bin").read_bytes())
-        write_atomic(output, xml.read_bytes())
+    save_openvino(quantized, output, {**json.loads(text), "precision": "int8",
+                                      "calibration_inputs": len(arrays)})
     return sizes
 
 

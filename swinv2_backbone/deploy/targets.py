@@ -107,10 +107,18 @@ def write(program: "torch.export.ExportedProgram", target: str, path: Path, size
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.with_suffix(".onnx").name
         staged.write_bytes(data)
-        model = ov.convert_model(str(staged))
-        model.set_rt_info(json.dumps(info), METADATA_KEY)
+        save_openvino(ov.convert_model(str(staged)), path, info)
+    return path
+
+
+def save_openvino(model: Any, path: Path, info: Dict[str, Any]) -> None:
+    """Write an OpenVINO model with ``info`` as its :data:`METADATA_KEY` record to ``path``
+    (``.xml`` and its ``.bin``, each atomically, the weights first, so an ``.xml`` under its name
+    always has its weights beside it)."""
+    ov = require("openvino", "writing OpenVINO IR")
+    model.set_rt_info(json.dumps(info), METADATA_KEY)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         xml = Path(tmp) / path.name
         ov.save_model(model, str(xml), compress_to_fp16=False)
         write_atomic(path.with_suffix(".bin"), xml.with_suffix(".bin").read_bytes())
         write_atomic(path, xml.read_bytes())
-    return path
