@@ -11,7 +11,7 @@ XDIST = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --n
 # The oldest supported stack (torch 2.1), in its own venv: `make test-oldest`.
 OLDEST_VENV ?= .venv-torch2.1
 OLDEST_STAMP := $(OLDEST_VENV)/.setup-done
-SETUP_INPUTS := tools/setup_env.sh tools/env/without-mmcv.txt tools/env/mmcv_source.py swinv2_backbone/testing/mmpretrain_stub.py \
+SETUP_INPUTS := tools/setup_env.sh tools/env/without-mmcv.txt tools/env/mmcv_source.py tools/env/mmcv_unity.py swinv2_backbone/testing/mmpretrain_stub.py \
 	setup.cfg pyproject.toml
 
 .PHONY: setup setup-oldest check test test-oldest demo smoke benchmark

@@ -3,7 +3,7 @@
 # built from source with its compiled ops), the parity peers and this package in editable mode.
 # Idempotent: a second run only checks and fills what is missing. The mmcv wheel is built once per
 # machine and cached outside the clone, keyed by the torch and Python versions; the compiler's
-# objects are cached too (ccache), so a build with an empty wheel cache takes a minute or two.
+# objects are cached too (ccache), so a build with an empty wheel cache is mostly packaging.
 #
 #   bash tools/setup_env.sh                     # everything (runtime + tests + peers)
 #   VENV=path/to/venv bash tools/setup_env.sh   # relative paths are taken from the current directory
@@ -28,12 +28,14 @@ pinned() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
 TORCH_VERSION=$(pinned torch) TORCHVISION_VERSION=$(pinned torchvision) MMCV_VERSION=$(pinned mmcv)
 [ -n "$TORCH_VERSION" ] && [ -n "$TORCHVISION_VERSION" ] && [ -n "$MMCV_VERSION" ] \
   || die "$CONSTRAINTS must pin torch==, torchvision== and mmcv=="
-# mmcv's C++ ops: 77 translation units, 13-26 CPU-seconds each without a compiler cache, by the CPU
-# (2 cores: 8 min on 2026-12-01, AMD EPYC with AVX-512; 16 min 43 s on 2026-12-02, an AVX2-only
-# EPYC, with the other installs beside it); with ccache hits the build is mostly linking and packaging.
-MMCV_UNITS=77 MMCV_CPU_SECONDS_LOW=13 MMCV_CPU_SECONDS_HIGH=26
+# mmcv's C++ ops: 77 sources, compiled as a few unity files (tools/env/mmcv_unity.py), which spends
+# a tenth of the CPU time of one compiler run per source: most of a run parses torch's headers.
+# CPU-seconds of the whole compile without a compiler cache, by the CPU (docs/setup.md); file by
+# file (the fallback) 13-26 per source. With ccache hits the build is mostly linking and packaging.
+MMCV_CPU_SECONDS_LOW=90 MMCV_CPU_SECONDS_HIGH=240
+MMCV_FILE_CPU_SECONDS_LOW=$((77 * 13)) MMCV_FILE_CPU_SECONDS_HIGH=$((77 * 26))
 JOBS="${MAX_JOBS:-$(nproc)}"
-compile_minutes() { echo $(( (MMCV_UNITS * $1 / JOBS + 59) / 60 )); }  # $1: CPU-seconds per unit
+compile_minutes() { echo $(( ($1 / JOBS + 59) / 60 )); }  # $1: CPU-seconds of the whole compile
 export PIP_CONSTRAINT="$CONSTRAINTS"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -106,6 +108,16 @@ PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1
 WHEEL_DIR="$CACHE_DIR/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$PYTAG"
 STAGE="$(abspath "${TMPDIR:-/tmp}")/swinv2-backbone-mmcv-build-$(id -u)"
 
+# Compiles mmcv's sources in $1 into a wheel in $STAGE/wheel, the log appended to $STAGE/build.log.
+# -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
+compile_mmcv() {
+  ( cd "$1" && \
+    PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/venv/bin:$PATH" PYTHONPATH="$STAGE/overlay" \
+    CFLAGS="-g0" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros \
+    MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$JOBS" \
+    "$STAGE/venv/bin/python" setup.py bdist_wheel -d "$STAGE/wheel" >>"$STAGE/build.log" 2>&1 )
+}
+
 # Builds the wheel into $WHEEL_DIR. The build runs in a fixed directory with the venv seen through a
 # fixed link ($STAGE/venv), so every compiler command line is the same whatever the clone and venv
 # paths are: that is what lets ccache hit across fresh clones. A lock serialises builds.
@@ -113,7 +125,7 @@ build_mmcv() {
   mkdir -p "$STAGE"
   exec 9>"$STAGE.lock"
   flock 9
-  rm -rf "$STAGE"/{src,overlay,wheel,build.log,venv}
+  rm -rf "$STAGE"/{src,overlay,wheel,build.log,build-unity.log,setup.py.file-by-file,venv}
   mkdir -p "$STAGE/src"
   ln -s "$VENV" "$STAGE/venv"
   # mmcv's setup.py imports pkg_resources (setuptools < 70); the venv keeps its newer setuptools,
@@ -131,17 +143,26 @@ build_mmcv() {
     std=c++20
   fi
   "$PY" "$ROOT/tools/env/mmcv_source.py" patch "$src/setup.py" ${std:+--cxx-std "$std"}
-  # -g0: Python's default CFLAGS carry -g; the debug info costs compile time and no user needs it.
-  ( cd "$src" && \
-    PATH="${CCACHE_BIN:+$CCACHE_BIN:}$STAGE/venv/bin:$PATH" PYTHONPATH="$STAGE/overlay" \
-    CFLAGS="-g0" CCACHE_NOHASHDIR=1 CCACHE_SLOPPINESS=time_macros \
-    MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$JOBS" \
-    "$STAGE/venv/bin/python" setup.py bdist_wheel -d "$STAGE/wheel" >"$STAGE/build.log" 2>&1 ) || {
+  cp "$src/setup.py" "$STAGE/setup.py.file-by-file"
+  if "$PY" "$ROOT/tools/env/mmcv_unity.py" "$src" --groups "$JOBS" >"$STAGE/build.log" 2>&1 \
+      && compile_mmcv "$src"; then
+    :
+  else
+    # Not expected for the pinned mmcv (its unity files compile); for another version it costs time,
+    # not the build.
+    say "mmcv: the unity build failed (log kept as $STAGE/build-unity.log); compiling file by \
+file instead, about $(compile_minutes "$MMCV_FILE_CPU_SECONDS_LOW")-$(compile_minutes \
+"$MMCV_FILE_CPU_SECONDS_HIGH") minutes"
+    mv "$STAGE/build.log" "$STAGE/build-unity.log"
+    cp "$STAGE/setup.py.file-by-file" "$src/setup.py"
+    rm -rf "$src/build" "$src/mmcv/ops/csrc/unity" "$STAGE/wheel"
+    compile_mmcv "$src" || {
       tail -n 40 "$STAGE/build.log" >&2; echo "setup: the mmcv build failed (last 40 lines above; \
 full log $STAGE/build.log)" >&2; return 1; }
+  fi
   mkdir -p "$WHEEL_DIR"
   mv "$STAGE"/wheel/mmcv-*.whl "$WHEEL_DIR/"
-  rm -rf "$STAGE"/{src,overlay,wheel,venv}
+  rm -rf "$STAGE"/{src,overlay,wheel,venv,setup.py.file-by-file}
 }
 
 # Streams ninja's "[n/N]" counter from the build log while the build runs.
@@ -151,7 +172,7 @@ show_progress() {
     sleep 3
     local now
     now=$(grep -o '^\[[0-9]*/[0-9]*\]' "$STAGE/build.log" 2>/dev/null | tail -n 1 || true)
-    if [ -n "$now" ] && [ "$now" != "$last" ]; then say "mmcv ops: compiled ${now//[\[\]]/} units"; last=$now; fi
+    if [ -n "$now" ] && [ "$now" != "$last" ]; then say "mmcv ops: compiled ${now//[\[\]]/} files"; last=$now; fi
   done
 }
 
@@ -164,11 +185,10 @@ if ! have "mmcv==$MMCV_VERSION" || ! "$PY" -c "import mmcv._ext" 2>/dev/null; th
       cached=$(ccache --print-stats 2>/dev/null | awk '$1 == "files_in_cache" {print $2}' || true)
     fi
     if [ "${cached:-0}" -gt 0 ]; then
-      say "ccache holds $cached files from earlier builds: 1-3 minutes where they were compiled against \
-this torch and Python, else about $minutes minutes"
+      say "expect about $minutes minutes with $JOBS parallel jobs, less where ccache's $cached files \
+from earlier builds were compiled against this torch and Python"
     else
-      say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs; \
-this happens once per machine"
+      say "no compiled objects cached yet: expect about $minutes minutes with $JOBS parallel jobs"
     fi
     build_mmcv &
     BUILD_PID=$!
