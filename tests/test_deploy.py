@@ -18,6 +18,7 @@ from swinv2_backbone.compat import TORCH_RELEASE
 from swinv2_backbone.deploy import (ExportError, export, load_exported, size_oblivious, size_range,
                                     trace)
 from swinv2_backbone.deploy import targets as targets_module
+from swinv2_backbone.deploy.detectors import DenseDetections, meshgrid_by_repeat
 from swinv2_backbone.deploy import tracing as trace_module
 from swinv2_backbone.deploy.rewrites import PoolByMatrices
 from swinv2_backbone.deploy.targets import write
@@ -228,6 +229,7 @@ model = dict(
 ONE_STAGE = {
     "retinanet": ("{root}/configs/det/retinanet_swinv2-t-p4-w16_fpn_1x_coco.py", "retina_cls", 5.0),
     "atss": ("mmdet::atss/atss_r50_fpn_1x_coco.py", "atss_cls", 1.0),
+    "fcos": ("mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", "conv_cls", 1.0),
 }
 
 
@@ -283,6 +285,29 @@ def test_a_whole_one_stage_detector_exports_with_its_nms_and_equals_mmdet(head, 
                                  "--output", tmp_path / "two.onnx")
     assert status == 2 and "takes batches of at most 1, not 2" in stderr
     assert not (tmp_path / "two.onnx").exists()
+
+
+def test_point_priors_by_repeat_equal_mmdets_meshgrid_and_leave_the_detector_alone():
+    """FCOS's point generator flattens ``torch.meshgrid`` views, which a trace guards on (no level
+    side may be 1); the exported detector's copy of it repeats instead, with the same priors."""
+    from mmdet.models.task_modules.prior_generators import MlvlPointGenerator
+
+    config = ONE_STAGE["retinanet"][0].format(root=Path(__file__).resolve().parents[1])
+    model = _built(config, "mmdet", 0)
+    generator = MlvlPointGenerator([8, 16, 32, 64], offset=0.5)
+    model.bbox_head.prior_generator = generator
+    wrapped = DenseDetections(model)
+    assert model.bbox_head.prior_generator is generator and "_meshgrid" not in vars(generator)
+    sizes = [(1, 1), (1, 7), (5, 1), (13, 9)]
+    for with_stride in (False, True):
+        want = generator.grid_priors(sizes, device="cpu", with_stride=with_stride)
+        got = wrapped.prior_generator.grid_priors(sizes, device="cpu", with_stride=with_stride)
+        for w, g in zip(want, got):
+            assert torch.equal(w, g)
+    for row_major in (False, True):
+        x, y = torch.arange(3.0), torch.arange(4.0) * 10
+        for w, g in zip(generator._meshgrid(x, y, row_major), meshgrid_by_repeat(x, y, row_major)):
+            assert torch.equal(w, g)
 
 
 def test_adaptive_pooling_stand_in_equals_torch():

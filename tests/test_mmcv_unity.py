@@ -139,7 +139,8 @@ def test_written_unity_files_compile_where_one_file_of_everything_does_not(tmp_p
     failed = _compile(everything, root)
     assert failed.returncode != 0 and "redefinition" in failed.stderr
     leaking = unity_dir / "leaking.cpp"
-    leaking.write_text('#include "../pytorch/cpu/psamask.cpp"\n#include "../pytorch/cpu/sparse.cpp"\n')
+    leaking.write_text("".join(f'#include "../pytorch/cpu/{name}"\n'
+                               for name in ("psamask.cpp", "sparse.cpp")))
     failed = _compile(leaking, root)
     assert failed.returncode != 0 and "std::min" in failed.stderr
 

@@ -6,6 +6,7 @@ which no exporter here can trace: they export backbone + neck (:class:`.sources.
 """
 from __future__ import annotations
 
+import copy
 from typing import Tuple
 
 import torch
@@ -46,6 +47,17 @@ def check_detector(detector: nn.Module) -> None:
                                      f"{dict(cfg)})")
 
 
+def meshgrid_by_repeat(x: torch.Tensor, y: torch.Tensor,
+                       row_major: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A prior generator's ``_meshgrid`` (flattened ``x`` and ``y`` of every grid cell, row by row)
+    built by repeating, as mmdet's ``AnchorGenerator`` does. ``MlvlPointGenerator`` (FCOS, ...)
+    flattens ``torch.meshgrid``'s expanded views instead, and whether that is a view or a copy
+    depends on a side being 1: a trace takes a guard that no level is one pixel high or wide."""
+    xx = x.repeat(y.shape[0])
+    yy = y.view(-1, 1).repeat(1, x.shape[0]).view(-1)
+    return (xx, yy) if row_major else (yy, xx)
+
+
 class DenseDetections(nn.Module):
     """A one-stage mmdet detector as ``images (1, C, H, W) -> (boxes (K, 4), scores (K,),
     labels (K,))``, K <= ``max_per_img``, sorted by score: what its ``predict(..., rescale=False)``
@@ -67,6 +79,9 @@ class DenseDetections(nn.Module):
         super().__init__()
         check_detector(detector)
         self.detector = detector
+        # the head's prior generator with the traceable meshgrid (a copy: the detector is unchanged)
+        self.prior_generator = copy.copy(detector.bbox_head.prior_generator)
+        self.prior_generator._meshgrid = meshgrid_by_repeat
 
     @property
     def backbone(self) -> nn.Module:
@@ -77,7 +92,7 @@ class DenseDetections(nn.Module):
         cfg = head.test_cfg
         outs = head(self.detector.extract_feat(images))
         factors = outs[2] if len(outs) > 2 else [None] * len(outs[0])
-        priors = head.prior_generator.grid_priors([s.shape[-2:] for s in outs[0]],
+        priors = self.prior_generator.grid_priors([s.shape[-2:] for s in outs[0]],
                                                   dtype=images.dtype, device=images.device)
         picked = [self._top_k(s[0], b[0], f if f is None else f[0], p, head, cfg["nms_pre"],
                               cfg.get("score_thr", 0))
