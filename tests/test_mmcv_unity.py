@@ -89,6 +89,7 @@ def _tree(root: Path, kernels: Dict[str, str] = KERNELS) -> Path:
 
 def _compile(unity: Path, root: Path) -> subprocess.CompletedProcess:
     compiler = shutil.which("c++") or shutil.which("g++")
+    assert compiler, "no C++ compiler (c++ or g++) on PATH; the setup needs one to build mmcv"
     return subprocess.run([compiler, "-std=c++17", "-fsyntax-only", "-Wall", "-Werror",
                            f"-I{root / 'mmcv/ops/csrc/common'}", str(unity)],
                           capture_output=True, text=True)
