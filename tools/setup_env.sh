@@ -144,10 +144,8 @@ build_mmcv() {
   fi
   "$PY" "$ROOT/tools/env/mmcv_source.py" patch "$src/setup.py" ${std:+--cxx-std "$std"}
   cp "$src/setup.py" "$STAGE/setup.py.file-by-file"
-  if "$PY" "$ROOT/tools/env/mmcv_unity.py" "$src" --groups "$JOBS" >"$STAGE/build.log" 2>&1 \
-      && compile_mmcv "$src"; then
-    :
-  else
+  if ! { "$PY" "$ROOT/tools/env/mmcv_unity.py" "$src" --groups "$JOBS" >"$STAGE/build.log" 2>&1 \
+      && compile_mmcv "$src"; }; then
     # Not expected for the pinned mmcv (its unity files compile); for another version it costs time,
     # not the build.
     say "mmcv: the unity build failed (log kept as $STAGE/build-unity.log); compiling file by \

@@ -90,8 +90,7 @@ def defined_names(text: str) -> Set[str]:
 
 
 def _definition_name(head: str) -> Optional[str]:
-    head = re.sub(r"^template\s*<.*?>\s*", "", head, flags=re.S)
-    head = re.sub(r"^template\s*<.*?>\s*", "", head, flags=re.S)   # a member template's second
+    head = re.sub(r"^(?:template\s*<.*?>\s*)+", "", head, flags=re.S)  # member templates: several
     kind = re.match(r"^(?:struct|class|union|enum(?:\s+class)?)\s+(\w+)", head)
     if kind:
         return kind.group(1)
