@@ -44,9 +44,9 @@ def eager(model: torch.nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
 
 
 @pytest.fixture(scope="module")
-def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path]]:
-    """A random SwinV2 backbone (fast paths on, as users run it) and one trace of it written as
-    ONNX and as a torch.export archive."""
+def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path], "torch.export.ExportedProgram"]:
+    """A random SwinV2 backbone (fast paths on, as users run it), one trace of it, and that trace
+    written as ONNX and as a torch.export archive."""
     torch.manual_seed(0)
     model = randomize_(Swinv2Backbone(**SMALL), seed=1).eval()
     folder = tmp_path_factory.mktemp("export")
@@ -56,7 +56,7 @@ def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path]]:
     files = {"onnx": folder / "backbone.onnx", "torch-export": folder / "backbone.pt2"}
     for target, path in files.items():
         write(program, target, path, sizes, names)
-    return model, files
+    return model, files, program
 
 
 @needs_dynamic_export
@@ -64,7 +64,7 @@ def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path]]:
 @pytest.mark.parametrize("runtime, target", [("onnxruntime", "onnx"), ("openvino", "onnx"),
                                              ("torch", "torch-export")])
 def test_one_file_serves_every_size(v2_files, runtime, target):
-    model, files = v2_files
+    model, files, _ = v2_files
     exported = load_exported(files[target], runtime)
     assert exported.outputs == ["stage1", "stage2", "stage3", "stage4"]
     assert (exported.sizes.min_height, exported.sizes.max_side) == (32, 4096)
@@ -78,7 +78,7 @@ def test_one_file_serves_every_size(v2_files, runtime, target):
 @needs_dynamic_export
 @pytest.mark.slow
 def test_exported_files_refuse_inputs_outside_their_range(v2_files):
-    model, files = v2_files
+    model, files, _ = v2_files
     exported = load_exported(files["onnx"], "onnxruntime")
     for shape, what in [((1, 4, 64, 64), "expected 3 input channels, got 4"),
                         ((1, 3, 31, 64), "outside the exported range"),
@@ -93,6 +93,28 @@ def test_exported_files_refuse_inputs_outside_their_range(v2_files):
     program = torch.export.load(str(files["torch-export"])).module()
     with pytest.raises(Exception, match="height|32|range|constraint|Expected"):
         program(torch.zeros(1, 3, 31, 64))
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_onnx_written_without_the_quadratic_rewrite_equals_torchs_default(v2_files):
+    """The ONNX optimizer without onnxscript's SlicesSplit rule (:func:`lean_onnx_rewrites`)
+    writes the graph torch's default optimizer writes, and the rule list is restored after."""
+    import onnx
+    from onnxscript import rewriter
+
+    program = v2_files[2]
+    names = [f"stage{i}" for i in range(1, 5)]
+    default = torch.onnx.export(program, (), dynamo=True, opset_version=18,
+                                input_names=[targets_module.INPUT_NAME],
+                                output_names=names, verbose=False).model_proto
+    ours = onnx.load_from_string(targets_module._onnx_bytes(program, {"outputs": names}, 18))
+    assert ours.graph == default.graph and len(ours.graph.node) > 100
+    rules = rewriter._DEFAULT_REWRITE_RULES
+    with targets_module.lean_onnx_rewrites():
+        lean = {rule.name for rule in rewriter._DEFAULT_REWRITE_RULES}
+    assert rewriter._DEFAULT_REWRITE_RULES is rules
+    assert {rule.name for rule in rules} - lean == targets_module.SKIPPED_ONNX_REWRITES
 
 
 @needs_dynamic_export
