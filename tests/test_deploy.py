@@ -117,6 +117,20 @@ def test_onnx_written_without_the_quadratic_rewrite_equals_torchs_default(v2_fil
     assert {rule.name for rule in rules} - lean == targets_module.SKIPPED_ONNX_REWRITES
 
 
+def test_the_rule_list_swap_nests_and_leaves_an_onnxscript_without_it_alone(monkeypatch):
+    rewriter = pytest.importorskip("onnxscript.rewriter")
+    rules = rewriter._DEFAULT_REWRITE_RULES
+    with targets_module.lean_onnx_rewrites():
+        lean = rewriter._DEFAULT_REWRITE_RULES
+        with targets_module.lean_onnx_rewrites():
+            assert rewriter._DEFAULT_REWRITE_RULES == lean
+        assert rewriter._DEFAULT_REWRITE_RULES is lean
+    assert rewriter._DEFAULT_REWRITE_RULES is rules and len(lean) == len(rules) - 1
+    monkeypatch.delattr(rewriter, "_DEFAULT_REWRITE_RULES")
+    with targets_module.lean_onnx_rewrites():
+        assert not hasattr(rewriter, "_DEFAULT_REWRITE_RULES")
+
+
 @needs_dynamic_export
 @pytest.mark.slow
 def test_a_v1_classifier_with_a_window_shrinking_rule_serves_from_its_floor(tmp_path):

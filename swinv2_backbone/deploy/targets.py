@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
@@ -26,6 +27,9 @@ METADATA_KEY = "swinv2_backbone"
 INPUT_NAME = "images"
 #: onnxscript rewrite rules that torch's ONNX optimizer runs without here (:func:`lean_onnx_rewrites`).
 SKIPPED_ONNX_REWRITES = frozenset({"SlicesSplit"})
+#: Held while onnxscript's rule list is swapped, so that exports in two threads cannot restore each
+#: other's swapped list (reentrant: nested exports in one thread restore in order).
+_REWRITES_LOCK = threading.RLock()
 
 
 def require(module: str, purpose: str) -> Any:
@@ -87,16 +91,19 @@ def lean_onnx_rewrites() -> Iterator[None]:
     """
     try:
         from onnxscript import rewriter
-        rules = rewriter._DEFAULT_REWRITE_RULES
-    except (ImportError, AttributeError):
+    except ImportError:
+        rewriter = None
+    if not hasattr(rewriter, "_DEFAULT_REWRITE_RULES"):
         yield
         return
-    rewriter._DEFAULT_REWRITE_RULES = tuple(
-        rule for rule in rules if getattr(rule, "name", None) not in SKIPPED_ONNX_REWRITES)
-    try:
-        yield
-    finally:
-        rewriter._DEFAULT_REWRITE_RULES = rules
+    with _REWRITES_LOCK:
+        rules = rewriter._DEFAULT_REWRITE_RULES
+        rewriter._DEFAULT_REWRITE_RULES = tuple(
+            rule for rule in rules if getattr(rule, "name", None) not in SKIPPED_ONNX_REWRITES)
+        try:
+            yield
+        finally:
+            rewriter._DEFAULT_REWRITE_RULES = rules
 
 
 def _onnx_bytes(program: "torch.export.ExportedProgram", info: Dict[str, Any], opset: int) -> bytes:
