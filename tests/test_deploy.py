@@ -44,7 +44,8 @@ def eager(model: torch.nn.Module, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
 
 
 @pytest.fixture(scope="module")
-def v2_files(tmp_path_factory) -> Tuple[torch.nn.Module, Dict[str, Path], "torch.export.ExportedProgram"]:
+def v2_files(tmp_path_factory
+             ) -> Tuple[torch.nn.Module, Dict[str, Path], "torch.export.ExportedProgram"]:
     """A random SwinV2 backbone (fast paths on, as users run it), one trace of it, and that trace
     written as ONNX and as a torch.export archive."""
     torch.manual_seed(0)

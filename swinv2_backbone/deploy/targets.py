@@ -25,7 +25,7 @@ OPSETS = range(18, 24)
 METADATA_KEY = "swinv2_backbone"
 #: The input's name in every exported file.
 INPUT_NAME = "images"
-#: onnxscript rewrite rules that torch's ONNX optimizer runs without here (:func:`lean_onnx_rewrites`).
+#: onnxscript rewrite rules that torch's ONNX optimizer runs without (:func:`lean_onnx_rewrites`).
 SKIPPED_ONNX_REWRITES = frozenset({"SlicesSplit"})
 #: Held while onnxscript's rule list is swapped, so that exports in two threads cannot restore each
 #: other's swapped list (reentrant: nested exports in one thread restore in order).
