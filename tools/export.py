@@ -16,9 +16,9 @@ levels, configs only) or model (a checkpoint's classifier logits; a config's seg
 input size; a config's one-stage detector - RetinaNet, ATSS or FCOS (tested) - as boxes, scores
 and labels after NMS, one image at a time). Every file serves every batch and input size in the
 printed range (32-4096 px per side by default, raised where the backbone's small_map rule shrinks
-windows on small maps; --fixed-size H W: that one size, which
-OpenVINO runs faster); inputs are normalised images, as the backbone takes them. Two-stage detectors
-(Faster / Mask R-CNN, Cascade, HTC: mmcv's RoIAlign) export backbone + neck only. --int8 IMAGES
+windows on small maps; --fixed-size H W: that one size, which OpenVINO runs faster); inputs are
+normalised images, as the backbone takes them. Two-stage detectors (Faster / Mask R-CNN, Cascade,
+HTC: mmcv's RoIAlign) export backbone + neck only. --int8 IMAGES
 (OpenVINO only; needs nncf): the file quantized to int8 by NNCF, its activation ranges measured on
 those images (files, folders, globs; normalised with --mean/--std, ImageNet's by default, as
 extract_features.py does); unreadable images or images outside the file's sizes are reported and
