@@ -61,7 +61,9 @@ train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # iteration-based training draws from an endless sampler (as mmdet's iteration-based
+    # configs): mmengine's loop pauses 2 s at every end of a finite one (30 iterations here)
+    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
         type='CocoDataset',
         data_root=data_root,
