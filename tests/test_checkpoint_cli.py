@@ -16,7 +16,7 @@ from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.models import SimMIM
 from swinv2_backbone.models.simmim import simmim_mask
 from swinv2_backbone.testing import peers
-from kit import load_tool, run_script
+from kit import load_tool, run_script, run_tool
 
 TOOL = "convert_checkpoint"
 TOL = 1e-4
@@ -80,21 +80,22 @@ def test_convert_official_prints_report_and_config(tmp_path):
     assert max(diffs) <= TOL, diffs
 
 
-def exported(native: dict, out: str, to: str) -> str:
+def exported(capsys: pytest.CaptureFixture, native: dict, out: str, to: str) -> str:
     """The tool's stdout after it exported the native checkpoint ``native`` to ``out`` ``--to``
-    ``to`` (exit status 0 checked)."""
-    done = run_script(TOOL, native["path"], out, "--to", to)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    ``to`` in this process (exit status 0 checked; the script itself runs in
+    :func:`test_convert_official_prints_report_and_config`)."""
+    status, stdout, stderr = run_tool(capsys, TOOL, native["path"], out, "--to", to)
+    assert status == 0, stderr
+    return stdout
 
 
 @pytest.mark.slow
-def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16):
+def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16, capsys):
     from transformers import Swinv2Backbone as HFBackbone
     from transformers import Swinv2Model
 
     out_dir = str(native_w16["dir"] / "hf")
-    assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in exported(native_w16, out_dir, "hf")
+    assert "left out output norm(s) ['norm0', 'norm1', 'norm2']" in exported(capsys, native_w16, out_dir, "hf")
     assert sorted(os.listdir(out_dir)) == ["config.json", "model.safetensors"]
     x = peers.image()
     hf_model = Swinv2Model.from_pretrained(out_dir).eval()
@@ -112,11 +113,11 @@ def test_export_to_hf_loads_in_transformers_and_round_trips(native_w16):
 
 
 @pytest.mark.slow
-def test_export_to_timm_loads_in_timm_and_round_trips(native_w16):
+def test_export_to_timm_loads_in_timm_and_round_trips(native_w16, capsys):
     import timm
 
     out_file = str(native_w16["dir"] / "timm.safetensors")
-    stdout = exported(native_w16, out_file, "timm")
+    stdout = exported(capsys, native_w16, out_file, "timm")
     assert "window_size=(16, 16, 16, 8), pretrained_window_sizes=(12, 12, 12, 6)" in stdout
     mini = peers.MINI
     timm_model = timm.create_model(
@@ -147,7 +148,7 @@ def simmim_training_checkpoint(tmp_path_factory) -> Dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
+def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path, capsys):
     from transformers import Swinv2ForImageClassification, Swinv2Model
 
     labels = {i: f"class {i}" for i in range(10)}
@@ -155,10 +156,10 @@ def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
                             num_labels=len(labels), id2label=labels)
     source.save_pretrained(tmp_path / "src")
     out_dir = str(tmp_path / "hf")
-    done = run_script(TOOL, tmp_path / "src", out_dir, "--to", "hf")
-    assert done.returncode == 0, done.stderr
-    assert "(hf Swinv2ForImageClassification," in done.stdout
-    assert "classification head" not in done.stdout.split("wrote:")[0]  # written, so not dropped
+    status, out, err = run_tool(capsys, TOOL, tmp_path / "src", out_dir, "--to", "hf")
+    assert status == 0, err
+    assert "(hf Swinv2ForImageClassification," in out
+    assert "classification head" not in out.split("wrote:")[0]  # written, so not dropped
     exported, info = Swinv2ForImageClassification.from_pretrained(out_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     assert exported.config.id2label == labels
@@ -171,10 +172,11 @@ def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
     assert diff <= TOL
 
     encoder_dir = str(tmp_path / "encoder")
-    done = run_script(TOOL, tmp_path / "src", encoder_dir, "--to", "hf", "--encoder-only")
-    assert done.returncode == 0, done.stderr
-    assert "(hf Swinv2Model," in done.stdout
-    assert "left out:         classification head (--encoder-only)" in done.stdout
+    status, out, err = run_tool(capsys, TOOL, tmp_path / "src", encoder_dir, "--to", "hf",
+                                "--encoder-only")
+    assert status == 0, err
+    assert "(hf Swinv2Model," in out
+    assert "left out:         classification head (--encoder-only)" in out
     with open(os.path.join(encoder_dir, "config.json"), encoding="utf-8") as handle:
         assert json.load(handle)["architectures"] == ["Swinv2Model"]
     _, info = Swinv2Model.from_pretrained(encoder_dir, output_loading_info=True)
@@ -182,15 +184,17 @@ def test_hf_classifier_exports_as_classifier_with_its_labels(tmp_path):
 
 
 @pytest.mark.slow
-def test_simmim_checkpoint_exports_as_masked_image_modeling(simmim_training_checkpoint, tmp_path):
+def test_simmim_checkpoint_exports_as_masked_image_modeling(simmim_training_checkpoint, tmp_path,
+                                                            capsys):
     from transformers import Swinv2ForMaskedImageModeling
 
     out_dir = str(tmp_path / "hf")
     # the training checkpoint does not record its windows
-    done = run_script(TOOL, simmim_training_checkpoint["path"], out_dir, "--to", "hf", "--window-size", "8")
-    assert done.returncode == 0, done.stderr
-    assert "(hf Swinv2ForMaskedImageModeling," in done.stdout
-    assert "load with:        transformers.Swinv2ForMaskedImageModeling.from_pretrained(" in done.stdout
+    status, out, err = run_tool(capsys, TOOL, simmim_training_checkpoint["path"], out_dir, "--to",
+                                "hf", "--window-size", "8")
+    assert status == 0, err
+    assert "(hf Swinv2ForMaskedImageModeling," in out
+    assert "load with:        transformers.Swinv2ForMaskedImageModeling.from_pretrained(" in out
     hf, info = Swinv2ForMaskedImageModeling.from_pretrained(out_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     size = hf.config.image_size

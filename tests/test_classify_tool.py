@@ -1,6 +1,8 @@
 """tools/classify.py on generated images and a saved HF classification directory (``id2label`` and a
 ``preprocessor_config.json`` that differs from the defaults): the printed top-k equals the HF model's
-on HF's own preprocessing; an unreadable image is reported without stopping the others."""
+on HF's own preprocessing; an unreadable image is reported without stopping the others. The first
+run is the script in a fresh interpreter; the rest call its ``main`` in this process (3 s less
+each)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +16,7 @@ import torch
 from swinv2_backbone.checkpoint import convert_checkpoint
 from swinv2_backbone.features.classify import preprocessing_for
 from swinv2_backbone.testing import peers
-from kit import run_script
+from kit import run_script, run_tool
 
 TOOL = "classify"
 LABELS = ["circle", "square", "triangle", "star", "moon"]
@@ -90,13 +92,13 @@ def test_prints_named_top_k_and_survives_a_bad_image(hf_dir, images, tmp_path):
         assert lines[start + 1:start + 4] == expected_lines(model, pixels, 3)
 
 
-def test_indices_without_names_and_default_preprocessing(images, tmp_path):
+def test_indices_without_names_and_default_preprocessing(images, tmp_path, capsys):
     timm_model = peers.timm_model(peers.MINI, peers.W8, 72, num_classes=7)
     path = peers.save_torch(peers.official_checkpoint(timm_model), str(tmp_path), "official.pth")
-    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "2")
-    assert result.returncode == 0, result.stderr
-    assert "7 classes;" in result.stdout and "256 px" in result.stdout
-    assert result.stdout.splitlines()[-2].startswith("  1. class ")
+    status, out, err = run_tool(capsys, TOOL, images[0], "--checkpoint", path, "--topk", "2")
+    assert status == 0, err
+    assert "7 classes;" in out and "256 px" in out
+    assert out.splitlines()[-2].startswith("  1. class ")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -104,47 +106,48 @@ def test_indices_without_names_and_default_preprocessing(images, tmp_path):
     (["--topk", "9"], "--topk 9 exceeds the checkpoint's 5 classes"),
     (["--device", "tpu"], "invalid device 'tpu'"),
 ])
-def test_bad_arguments(hf_dir, images, args, message):
+def test_bad_arguments(hf_dir, images, args, message, capsys):
     directory, _ = hf_dir
-    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory), *args)
-    assert result.returncode == 2 and message in result.stderr, result.stderr
+    status, _, err = run_tool(capsys, TOOL, images[0], "--checkpoint", directory, *args)
+    assert status == 2 and message in err, err
 
 
-def test_checkpoint_without_head_or_missing(images, tmp_path):
+def test_checkpoint_without_head_or_missing(images, tmp_path, capsys):
     headless = peers.timm_model(peers.MINI, peers.W8, 73, num_classes=0)
     path = peers.save_torch(headless.state_dict(), str(tmp_path), "headless.pth")
-    result = run_script(TOOL, str(images[0]), "--checkpoint", path)
-    assert result.returncode == 2 and "has no classification head" in result.stderr
-    result = run_script(TOOL, str(images[0]), "--checkpoint", str(tmp_path / "nope.pth"))
-    assert result.returncode == 2 and "nope.pth" in result.stderr
+    status, _, err = run_tool(capsys, TOOL, images[0], "--checkpoint", path)
+    assert status == 2 and "has no classification head" in err
+    status, _, err = run_tool(capsys, TOOL, images[0], "--checkpoint", tmp_path / "nope.pth")
+    assert status == 2 and "nope.pth" in err
 
 
-def test_window_size_for_a_file_that_does_not_record_it(images, tmp_path):
+def test_window_size_for_a_file_that_does_not_record_it(images, tmp_path, capsys):
     """A timm state dict holds no window (its coordinate buffers are not persistent): the tool says
     so and runs its default window; ``--window-size`` gives the right one, and the logits then equal
     timm's on the same input."""
     timm_model = peers.timm_model(peers.MINI, peers.single_window(4), 74, num_classes=6)
     path = peers.save_torch(timm_model.state_dict(), str(tmp_path), "model.pth")
-    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "6")
-    assert result.returncode == 0, result.stderr
-    assert "training windows unknown" in result.stdout and "using window 8" in result.stdout
-    result = run_script(TOOL, str(images[0]), "--checkpoint", path, "--topk", "6", "--window-size", "4")
-    assert result.returncode == 0, result.stderr
-    assert "training windows (4, 4, 4, 4) (from given explicitly)" in result.stdout
+    status, out, err = run_tool(capsys, TOOL, images[0], "--checkpoint", path, "--topk", "6")
+    assert status == 0, err
+    assert "training windows unknown" in out and "using window 8" in out
+    status, out, err = run_tool(capsys, TOOL, images[0], "--checkpoint", path, "--topk", "6",
+                                "--window-size", "4")
+    assert status == 0, err
+    assert "training windows (4, 4, 4, 4) (from given explicitly)" in out
     pixels = preprocessing_for(path, convert_checkpoint(path)).load(images[0]).unsqueeze(0)
     with torch.no_grad():
         probs = timm_model(pixels)[0].softmax(-1)
     printed = {int(line.split("class ")[1].split()[0]): float(line.split()[-1])
-               for line in result.stdout.splitlines() if line.startswith("  ") and "class " in line}
+               for line in out.splitlines() if line.startswith("  ") and "class " in line}
     assert len(printed) == 6
     for index, prob in printed.items():
         assert abs(prob - float(probs[index])) < 2e-4
 
 
-def test_window_size_that_contradicts_the_checkpoint(hf_dir, images):
+def test_window_size_that_contradicts_the_checkpoint(hf_dir, images, capsys):
     directory, _ = hf_dir
-    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory), "--window-size", "4")
-    assert result.returncode == 2 and "disagree" in result.stderr, result.stderr
-    result = run_script(TOOL, str(images[0]), "--checkpoint", str(directory),
-                      "--pretrained-window-sizes", "6")
-    assert result.returncode == 2 and "needs --window-size" in result.stderr
+    status, _, err = run_tool(capsys, TOOL, images[0], "--checkpoint", directory, "--window-size", "4")
+    assert status == 2 and "disagree" in err, err
+    status, _, err = run_tool(capsys, TOOL, images[0], "--checkpoint", directory,
+                              "--pretrained-window-sizes", "6")
+    assert status == 2 and "needs --window-size" in err

@@ -22,7 +22,7 @@ from swinv2_backbone.models.simmim import normalize_targets, pixel_mask
 from swinv2_backbone.openmmlab.simmim_pictures import (GAP, LABEL_HEIGHT, MASK_GREY, MaskSettings,
                                                        mask_settings, panel_labels,
                                                        reconstruction_panels, seeded_mask)
-from kit import SHALLOW
+from kit import SHALLOW, run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "simmim_pictures.py"
@@ -126,13 +126,12 @@ def test_tool_draws_every_readable_image_and_fails_at_the_end(tmp_path):
     assert not np.array_equal((a0 == MASK_GREY).all(-1), (a1 == MASK_GREY).all(-1))
 
 
-def test_tool_refuses_a_checkpoint_of_another_model(tmp_path):
+def test_tool_refuses_a_checkpoint_of_another_model(tmp_path, capsys):
+    """In this process (the script itself runs in the test above)."""
     checkpoint = tmp_path / "other.pth"
     torch.save({"state_dict": {"weight": torch.zeros(1)}}, checkpoint)
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)
-    cmd = [sys.executable, str(TOOL), str(DEMO_CONFIG), str(checkpoint), str(image),
-           "--out", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ),
-                          timeout=300)
-    assert proc.returncode == 2 and "error:" in proc.stderr, proc.stdout + proc.stderr
+    status, out, err = run_tool(capsys, "simmim_pictures", DEMO_CONFIG, checkpoint, image, "--out",
+                                tmp_path / "out")
+    assert status == 2 and "error:" in err, out + err
