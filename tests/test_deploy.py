@@ -21,7 +21,7 @@ from swinv2_backbone.deploy import targets as targets_module
 from swinv2_backbone.deploy.detectors import DenseDetections, meshgrid_by_repeat
 from swinv2_backbone.deploy import tracing as trace_module
 from swinv2_backbone.deploy.rewrites import PoolByMatrices
-from swinv2_backbone.deploy.targets import write
+from swinv2_backbone.deploy.targets import onnx_to_openvino, write
 from swinv2_backbone.testing import randomize_
 
 #: Sizes none of which an export traces at (those trace batch 2 at 69 x 117 and up): not multiples
@@ -94,6 +94,28 @@ def test_exported_files_refuse_inputs_outside_their_range(v2_files):
     program = torch.export.load(str(files["torch-export"])).module()
     with pytest.raises(Exception, match="height|32|range|constraint|Expected"):
         program(torch.zeros(1, 3, 31, 64))
+
+
+@needs_dynamic_export
+@pytest.mark.slow
+def test_an_onnx_file_converts_to_openvino_ir_with_its_record(v2_files, tmp_path):
+    """The IR that ``write`` gives for a program, from its ONNX file (no second trace): the same
+    record (sizes, outputs) and the same outputs; an ONNX file without the record is refused."""
+    import onnx
+
+    _, files, _ = v2_files
+    xml = onnx_to_openvino(files["onnx"], tmp_path / "backbone.xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.bin", "backbone.xml"]
+    ir, source = load_exported(xml), load_exported(files["onnx"], "openvino")
+    assert (ir.runtime, ir.sizes, ir.outputs) == ("openvino", source.sizes, source.outputs)
+    x = torch.randn(2, 3, 45, 70)
+    assert max_difference(ir(x), source(x)) == 0.0
+    proto = onnx.load(str(files["onnx"]))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ExportError, match="has no swinv2_backbone metadata"):
+        onnx_to_openvino(tmp_path / "bare.onnx", tmp_path / "bare.xml")
+    assert not (tmp_path / "bare.xml").exists()
 
 
 @needs_dynamic_export

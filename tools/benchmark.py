@@ -59,6 +59,7 @@ from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE,  # noqa
                                     TOOL_RUNTIMES, ExportError, export, export_fixed_size,
                                     load_exported, quantize_int8, runtime_forward)
 from swinv2_backbone.deploy.forward import output_names  # noqa: E402
+from swinv2_backbone.deploy.targets import onnx_to_openvino  # noqa: E402
 from swinv2_backbone.testing import randomize_  # noqa: E402
 from swinv2_backbone.testing.peers import (PEER_PACKAGES, PEERS, Variant, Windows,  # noqa: E402
                                            build_peer, ours_with_weights, single_window,
@@ -239,13 +240,10 @@ class Exports:
         return self.files["ours"]
 
     def _ours_int8(self, model: torch.nn.Module) -> Path:
-        """Ours as an OpenVINO IR for every size of the run, quantized to int8 on random-normal
-        inputs of the run's sizes in turn."""
+        """Ours as an OpenVINO IR for every size of the run (the ONNX export's, converted: no
+        second trace), quantized to int8 on random-normal inputs of the run's sizes in turn."""
         if "ours-int8" not in self.files:
-            f32 = self.folder / "ours-f32.xml"
-            export(model, f32, "openvino", outputs=output_names(model),
-                   max_side=max(DEFAULT_MAX_SIDE, *(max(s) for s in self.sizes)),
-                   max_batch=max(DEFAULT_MAX_BATCH, self.batch))
+            f32 = onnx_to_openvino(self._ours(model), self.folder / "ours-f32.xml")
             gen = torch.Generator().manual_seed(0)
             calibration = [torch.randn(1, model.in_channels, *self.sizes[i % len(self.sizes)],
                                        generator=gen) for i in range(INT8_CALIBRATION)]

@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .targets import INPUT_NAME, METADATA_KEY, TARGETS, read_metadata, require
+from .targets import INPUT_NAME, METADATA_KEY, TARGETS, onnx_metadata, read_metadata, require
 from .tracing import ExportError, SizeRange
 
 #: The runtimes, and the targets each runs.
@@ -69,20 +69,13 @@ def default_runtime(target: str) -> str:
     return "torch" if target == "torch-export" else "openvino"
 
 
-def _onnx_metadata(path: Path) -> Optional[str]:
-    """The :data:`~.targets.METADATA_KEY` entry of an ONNX file's metadata (weights not read)."""
-    onnx = require("onnx", "reading ONNX metadata")
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
-
-
 def _onnxruntime(path: Path, threads: Optional[int]) -> Tuple[Any, Callable]:
     ort = require("onnxruntime", "running ONNX with onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return _onnx_metadata(path), lambda x: session.run(None, {INPUT_NAME: x})
+    return onnx_metadata(path), lambda x: session.run(None, {INPUT_NAME: x})
 
 
 def openvino_native_bf16(core: Any) -> bool:
@@ -101,7 +94,7 @@ def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Any, 
     if path.suffix == ".xml":
         text = model.get_rt_info(METADATA_KEY).astype(str) if model.has_rt_info(METADATA_KEY) else None
     else:
-        text = _onnx_metadata(path)
+        text = onnx_metadata(path)
     config = {"INFERENCE_PRECISION_HINT": precision}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads

@@ -10,7 +10,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 
@@ -137,11 +137,32 @@ def write(program: "torch.export.ExportedProgram", target: str, path: Path, size
     if target == "onnx":
         write_atomic(path, data)
         return path
-    ov = require("openvino", "writing OpenVINO IR")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.with_suffix(".onnx").name
         staged.write_bytes(data)
-        save_openvino(ov.convert_model(str(staged)), path, info)
+        return onnx_to_openvino(staged, path)
+
+
+def onnx_metadata(path: Path) -> Optional[str]:
+    """The :data:`METADATA_KEY` entry of an ONNX file's metadata (weights not read)."""
+    onnx = require("onnx", "reading ONNX metadata")
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
+
+
+def onnx_to_openvino(source: Path, path: Path) -> Path:
+    """An ONNX file written by :func:`write` as OpenVINO IR at ``path`` (``.xml`` and ``.bin``), its
+    metadata record kept: the IR :func:`write` gives for the same program, without a new trace.
+
+    Raises:
+        ExportError: ``source`` has no :data:`METADATA_KEY` record.
+    """
+    ov = require("openvino", "writing OpenVINO IR")
+    text = onnx_metadata(source)
+    if text is None:
+        raise ExportError(f"{str(source)!r} has no {METADATA_KEY} metadata: export it with "
+                          "tools/export.py (or swinv2_backbone.deploy.export)")
+    save_openvino(ov.convert_model(str(source)), path, json.loads(text))
     return path
 
 
