@@ -5,6 +5,7 @@ sizes that are no multiple of 32; a missing runtime package, a file whose range 
 and a model the runtimes cannot run are refused with one line and no output."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -22,6 +23,7 @@ from swinv2_backbone.benchmark.cases import Measured, Result, compare
 from swinv2_backbone.benchmark.report import markdown
 from swinv2_backbone.checkpoint.build import build_backbone
 from swinv2_backbone.deploy import ExportError, export, runtime_forward
+from swinv2_backbone.deploy import forward as forward_module
 from swinv2_backbone.features import load_features
 from swinv2_backbone.features.classify import load_classifier
 from swinv2_backbone.testing import peers
@@ -114,9 +116,10 @@ def test_extract_features_exports_on_the_fly(files, tmp_path, capsys):
 
 @needs_dynamic_export
 @pytest.mark.slow
-def test_inputs_of_one_size_get_a_fixed_size_copy_on_the_fly(files):
+def test_inputs_of_one_size_get_a_fixed_size_copy_on_the_fly(files, backbone_onnx, monkeypatch):
     """All inputs of one size: the copy exported on the fly serves that size alone (the faster
-    graph) and computes what the model does; two sizes: a range."""
+    graph) and computes what the model does; two sizes: a range (the export asked for is recorded
+    and the range file of ``backbone_onnx`` stands in for it)."""
     model = build_backbone(checkpoint=files["checkpoint"]).eval()
     x = torch.randn(2, 3, *IMAGE_SIZES[0], generator=torch.Generator().manual_seed(1))
     forward = runtime_forward(model, "openvino", sizes=[IMAGE_SIZES[0]] * 3, batch=2)
@@ -126,7 +129,16 @@ def test_inputs_of_one_size_get_a_fixed_size_copy_on_the_fly(files):
             assert (got - want).abs().max().item() < TOLERANCE
     with pytest.raises(ExportError, match="outside the exported range"):
         forward(torch.zeros(1, 3, *IMAGE_SIZES[1]))
+    asked = []
+
+    @contextlib.contextmanager
+    def range_file(model, max_side, max_batch, fixed_size=None):
+        asked.append((max_side, max_batch, fixed_size))
+        yield backbone_onnx
+
+    monkeypatch.setattr(forward_module, "exported_copy", range_file)
     assert not runtime_forward(model, "onnxruntime", sizes=IMAGE_SIZES).sizes.fixed
+    assert asked == [(4096, 64, None)]
 
 
 @needs_dynamic_export
