@@ -137,14 +137,17 @@ def write(program: "torch.export.ExportedProgram", target: str, path: Path, size
     if target == "onnx":
         write_atomic(path, data)
         return path
+    ov = require("openvino", "writing OpenVINO IR")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = Path(tmp) / path.with_suffix(".onnx").name
         staged.write_bytes(data)
-        return onnx_to_openvino(staged, path)
+        save_openvino(ov.convert_model(str(staged)), path, info)
+    return path
 
 
 def onnx_metadata(path: Path) -> Optional[str]:
-    """The :data:`METADATA_KEY` entry of an ONNX file's metadata (weights not read)."""
+    """The :data:`METADATA_KEY` entry of an ONNX file's metadata (external weight files not read;
+    our exports hold their weights inline, so the whole file is parsed)."""
     onnx = require("onnx", "reading ONNX metadata")
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props}.get(METADATA_KEY)
@@ -152,7 +155,8 @@ def onnx_metadata(path: Path) -> Optional[str]:
 
 def onnx_to_openvino(source: Path, path: Path) -> Path:
     """An ONNX file written by :func:`write` as OpenVINO IR at ``path`` (``.xml`` and ``.bin``), its
-    metadata record kept: the IR :func:`write` gives for the same program, without a new trace.
+    metadata record kept: the IR :func:`write` gives for the same program (the same conversion),
+    without a new trace.
 
     Raises:
         ExportError: ``source`` has no :data:`METADATA_KEY` record.
