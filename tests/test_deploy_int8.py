@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 from capabilities import needs_dynamic_export
 from kit import SHALLOW, run_tool, save_backbone
 from swinv2_backbone import Swinv2Backbone
-from swinv2_backbone.deploy import ExportError, export, load_exported, quantize_int8
+from swinv2_backbone.deploy import ExportError, export, load_exported, quantize_int8, runtime
 from swinv2_backbone.deploy.targets import METADATA_KEY
 
 pytestmark = needs_dynamic_export
@@ -52,17 +53,54 @@ def test_the_int8_file_serves_the_exported_sizes_close_to_f32(files):
                    for a, b in zip(got, want)]
         assert [a.shape for a in got] == [b.shape for b in want]
         # quantized (not f32 under another name), and still the same features: the error grows
-        # with depth in this 16-channel model of random weights (stage 4: 0.18-0.31 mean relative,
-        # cosine 0.95-0.98, 2026-12-07; SwinV2-T at 512 px: 0.07 at most, docs/speed.md)
+        # with depth in this 16-channel model of random weights (2026-12-07, stage 1 / stage 4 mean
+        # relative: AMX Xeon -/0.18-0.31, AVX2-only EPYC 0.028-0.029/0.19-0.33, where 8-bit weights
+        # gave 0.13-0.14 in stage 1: INT8_CPUS; SwinV2-T at 512 px: 0.07 at most, docs/speed.md)
         assert min(rels) > 1e-4 and rels[0] < 0.06 and min(cosines) > 0.85, (h, w, rels, cosines)
     import openvino as ov
 
     quantized = ov.Core().read_model(str(files["int8"]))
     assert sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops()) > 10
     info = json.loads(quantized.get_rt_info(METADATA_KEY).astype(str))
-    assert info["precision"] == "int8" and info["calibration_inputs"] == 4
+    assert info["precision"] == "int8" and info["calibration_inputs"] == 4 and info["int8_cpu"] == "any"
     with pytest.raises(ExportError, match="expected 3 input channels"):
         int8(torch.zeros(1, 4, 64, 64))
+
+
+def _int8_weight_magnitudes(path) -> set:
+    """The largest magnitude of each int8 weight constant of an IR."""
+    import openvino as ov
+
+    return {int(np.abs(op.get_data()).max()) for op in ov.Core().read_model(str(path)).get_ops()
+            if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8}
+
+
+def test_a_file_for_any_cpu_has_7_bit_weights_and_a_vnni_file_warns_where_it_would_saturate(
+        files, tmp_path, monkeypatch):
+    assert max(_int8_weight_magnitudes(files["int8"])) <= 64  # 7 bits in every layer (the default)
+    vnni = tmp_path / "vnni.xml"
+    quantize_int8(files["f32"], vnni, _calibration(2), cpu="vnni")
+    assert max(_int8_weight_magnitudes(vnni)) == 127  # 8 bits
+    monkeypatch.setattr(runtime, "int8_dot_products", lambda: False)
+    with pytest.warns(UserWarning, match=r"quantized for CPUs with int8 dot products.*cpu='any'"):
+        load_exported(vnni, "openvino")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_exported(files["int8"], "openvino")  # a file for any CPU runs anywhere
+        monkeypatch.setattr(runtime, "int8_dot_products", lambda: True)
+        load_exported(vnni, "openvino")
+    with pytest.raises(ExportError, match="cpu must be one of any, vnni .*, got 'avx2'"):
+        quantize_int8(files["f32"], tmp_path / "x.xml", _calibration(1), cpu="avx2")
+    assert not (tmp_path / "x.xml").exists()
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 fma", False), ("avx2 avx512f avx512_vnni", True),
+                                             ("avx2 avx_vnni", True), ("amx_tile amx_int8", True)])
+def test_int8_dot_products_are_read_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert runtime.int8_dot_products(str(cpuinfo)) is expected
+    assert runtime.int8_dot_products(str(tmp_path / "missing")) is None
 
 
 def test_bad_calibration_and_paths_are_refused(files, tmp_path):
@@ -88,7 +126,7 @@ def test_missing_nncf_names_the_install_command(files, tmp_path, monkeypatch):
         quantize_int8(files["f32"], tmp_path / "q.xml", _calibration(1))
 
 
-def test_the_tool_quantizes_with_images_and_skips_the_bad_ones(tmp_path, capsys):
+def test_the_tool_quantizes_with_images_and_skips_the_bad_ones(tmp_path, capsys, monkeypatch):
     checkpoint = tmp_path / "small.pth"
     save_backbone(checkpoint, SHALLOW, seed=4)
     images = tmp_path / "calib"
@@ -99,17 +137,22 @@ def test_the_tool_quantizes_with_images_and_skips_the_bad_ones(tmp_path, capsys)
     (images / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "int8.xml"
     status, stdout, stderr = run_tool(capsys, "export", checkpoint, "--to", "openvino", "--int8",
-                                      images, "--max-side", "128", "--output", out)
+                                      images, "--int8-cpu", "vnni", "--max-side", "128", "--output", out)
     assert status == 1, stderr  # written, with two images reported
     assert "calibrated on 2 image(s) (2 skipped)" in stdout
     assert "broken.png" in stderr and "2.png" in stderr and stderr.count("error: ") == 2
+    monkeypatch.setattr(runtime, "int8_dot_products", lambda: True)  # no warning on any CPU
     model = load_exported(out, "openvino")
+    assert max(_int8_weight_magnitudes(out)) == 127  # --int8-cpu vnni: 8-bit weights
     assert model.sizes.max_side == 128 and len(model(torch.zeros(1, 3, 48, 40))) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "int8.bin", "int8.xml", "small.pth"]
 
     status, _, stderr = run_tool(capsys, "export", checkpoint, "--to", "onnx", "--int8", images,
                                  "--output", tmp_path / "x.onnx")
     assert status == 2 and "--int8 writes an OpenVINO IR: add --to openvino" in stderr
+    status, _, stderr = run_tool(capsys, "export", checkpoint, "--int8-cpu", "vnni", "--output",
+                                 tmp_path / "x.onnx")
+    assert status == 2 and "--int8-cpu chooses the CPUs of an --int8 file; give --int8 too" in stderr
     status, _, stderr = run_tool(capsys, "export", checkpoint, "--to", "openvino", "--int8",
                                  images / "broken.png", "--output", tmp_path / "y.xml")
     assert status == 2 and "none of the 1 --int8 inputs could calibrate" in stderr

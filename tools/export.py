@@ -22,7 +22,8 @@ HTC: mmcv's RoIAlign) export backbone + neck only. --int8 IMAGES
 (OpenVINO only; needs nncf): the file quantized to int8 by NNCF, its activation ranges measured on
 those images (files, folders, globs; normalised with --mean/--std, ImageNet's by default, as
 extract_features.py does); unreadable images or images outside the file's sizes are reported and
-skipped.
+skipped. --int8-cpu: the CPUs the int8 file is for (any, the default, or vnni; see
+swinv2_backbone.deploy.quantize.INT8_CPUS).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from swinv2_backbone.deploy import (DEFAULT_MAX_BATCH, DEFAULT_MAX_SIDE, DEFAULT
                                     SizeRange, export,
                                     load_exported, load_source)
 from swinv2_backbone.deploy.exporter import planned_sizes
-from swinv2_backbone.deploy.quantize import calibration_images, quantize_int8
+from swinv2_backbone.deploy.quantize import INT8_CPUS, calibration_images, quantize_int8
 from swinv2_backbone.deploy.targets import check_target
 
 
@@ -68,6 +69,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--mean", type=float, nargs="+",
                         help="per-channel mean of [0, 1] pixels for --int8 (default ImageNet's)")
     parser.add_argument("--std", type=float, nargs="+", help="per-channel std for --int8")
+    parser.add_argument("--int8-cpu", choices=INT8_CPUS, default="any",
+                        help="the CPUs the --int8 file is for: any (7-bit weights, exact on AVX2 "
+                             "too) or vnni (8-bit weights; only CPUs with AVX512-VNNI, AVX-VNNI or "
+                             "AMX, on others its int8 sums saturate)")
     parser.add_argument("--opset", type=int, default=18,
                         help=f"ONNX opset ({OPSETS.start}-{OPSETS.stop - 1})")
     parser.add_argument("--check", metavar="FILE",
@@ -80,6 +85,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("give SOURCE and --output (or --check FILE)")
     if args.int8 and args.to != "openvino":
         parser.error(f"--int8 writes an OpenVINO IR: add --to openvino (got --to {args.to})")
+    if args.int8_cpu != "any" and not args.int8:
+        parser.error("--int8-cpu chooses the CPUs of an --int8 file; give --int8 too")
     if (args.mean or args.std) and not args.int8:
         parser.error("--mean/--std normalise the --int8 calibration images; give --int8 too")
     return args
@@ -104,7 +111,7 @@ def export_int8(exportable: Exportable, args: argparse.Namespace,
         sizes = export(exportable, f32, "openvino", opset=args.opset, **options)
         print(f"quantizing to int8, calibrated on {len(images)} image(s)"
               + (f" ({len(skipped)} skipped)" if skipped else ""))
-        quantize_int8(f32, output, images)
+        quantize_int8(f32, output, images, args.int8_cpu)
     return sizes, len(skipped)
 
 

@@ -3,9 +3,9 @@
 The quantized file keeps everything the exported one records (the sizes it serves, its outputs) and
 adds ``"precision": "int8"`` and the number of calibration images; it serves the same sizes (the
 quantization statistics are per channel, not per position, so one calibration at any sizes holds
-for all). The Linear layers and attention products run in int8 where the CPU has int8 dot products
-(AVX512-VNNI, AVX-VNNI, AMX); ``load_exported(..., precision=...)`` sets the precision of the rest.
-NNCF's transformer preset keeps the softmax, the norms and the GELU in floating point.
+for all). The Linear layers and attention products run in int8 (the rest in the precision
+``load_exported(..., precision=...)`` sets); NNCF's transformer preset keeps the softmax, the norms
+and the GELU in floating point. Which CPUs a file is made for: :data:`INT8_CPUS`.
 """
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ from .tracing import ExportError, SizeRange
 
 #: What quantization needs installed, for the messages.
 NNCF_PURPOSE = "int8 quantization"
+#: The CPUs an int8 file can be made for. ``'any'`` (the default) quantizes the weights to 7 bits in
+#: every layer (NNCF's overflow fix): a CPU without int8 dot-product instructions (AVX2, AVX-512
+#: without VNNI) adds pairs of int8 products into 16 bits, which 8-bit weights can saturate.
+#: ``'vnni'`` keeps 8-bit weights, for CPUs with AVX512-VNNI, AVX-VNNI or AMX only. On the AVX2-only
+#: EPYC (2026-12-07; tests/test_deploy_int8.py's model) a ``'vnni'`` file's stage-1 features were
+#: 0.14 off f32 (mean relative), an ``'any'`` file's 0.029.
+INT8_CPUS = ("any", "vnni")
 
 
 def _calibration_arrays(images: Iterable[Union[np.ndarray, torch.Tensor]], sizes: SizeRange
@@ -48,7 +55,8 @@ def _calibration_arrays(images: Iterable[Union[np.ndarray, torch.Tensor]], sizes
 
 
 def quantize_int8(source: Union[str, os.PathLike], output: Union[str, os.PathLike],
-                  calibration: Iterable[Union[np.ndarray, torch.Tensor]]) -> SizeRange:
+                  calibration: Iterable[Union[np.ndarray, torch.Tensor]], cpu: str = "any"
+                  ) -> SizeRange:
     """Quantize an exported OpenVINO IR to int8 and write it to ``output``.
 
     Args:
@@ -58,15 +66,21 @@ def quantize_int8(source: Union[str, os.PathLike], output: Union[str, os.PathLik
         calibration: Inputs as the model takes them (normalised ``(C, H, W)`` or ``(N, C, H, W)``
             floats, inside the file's sizes): the activation ranges are measured on them, so they
             should look like the images it will serve. Each is used once.
+        cpu: The CPUs the file is for, one of :data:`INT8_CPUS` (recorded in the file as
+            ``int8_cpu``; :func:`~swinv2_backbone.deploy.load_exported` warns where a ``'vnni'``
+            file runs on a CPU without int8 dot products).
 
     Returns:
         The sizes the file serves (those of ``source``).
 
     Raises:
         ExportError: ``source`` is not such a file, ``output`` is not a new ``.xml`` in an existing
-            directory, a calibration input the file does not serve, or NNCF / OpenVINO missing (the
-            message names the install command).
+            directory, a calibration input the file does not serve, an unknown ``cpu``, or NNCF /
+            OpenVINO missing (the message names the install command).
     """
+    if cpu not in INT8_CPUS:
+        raise ExportError(f"cpu must be one of {', '.join(INT8_CPUS)} (the CPUs the int8 file is "
+                          f"for), got {cpu!r}")
     source, output = Path(source), Path(output)
     if source.suffix != ".xml" or not source.is_file():
         raise ExportError(f"int8 quantization takes an exported OpenVINO IR (*.xml), got {str(source)!r}")
@@ -85,9 +99,12 @@ def quantize_int8(source: Union[str, os.PathLike], output: Union[str, os.PathLik
     text = model.get_rt_info(METADATA_KEY).astype(str)
     sizes = read_metadata(text)["sizes"]
     arrays = _calibration_arrays(calibration, sizes)
+    overflow = nncf.OverflowFix.ENABLE if cpu == "any" else nncf.OverflowFix.FIRST_LAYER
     quantized = nncf.quantize(model, nncf.Dataset(arrays), subset_size=len(arrays),
-                              model_type=nncf.ModelType.TRANSFORMER)
-    save_openvino(quantized, output, {**json.loads(text), "precision": "int8",
+                              model_type=nncf.ModelType.TRANSFORMER,
+                              advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                  overflow_fix=overflow))
+    save_openvino(quantized, output, {**json.loads(text), "precision": "int8", "int8_cpu": cpu,
                                       "calibration_inputs": len(arrays)})
     return sizes
 

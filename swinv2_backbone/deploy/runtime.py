@@ -3,6 +3,7 @@ against the sizes the file records and returns torch tensors."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple, Union
 
@@ -84,6 +85,16 @@ def openvino_native_bf16(core: Any) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def int8_dot_products(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
+    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), read
+    from ``cpuinfo``; ``None`` where that cannot be read (not Linux)."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return None
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def _openvino(path: Path, threads: Optional[int], precision: str) -> Tuple[Any, Callable]:
     ov = require("openvino", "running OpenVINO")
     core = ov.Core()
@@ -135,6 +146,10 @@ def load_exported(path: Union[str, os.PathLike], runtime: Optional[str] = None,
         ExportError: A missing file, a runtime that cannot run this file, a missing package (the
             message names its install command), bf16 on a CPU without native bf16, or a file
             without this project's metadata.
+
+    Warns:
+        UserWarning: An int8 file made for CPUs with int8 dot products (``cpu='vnni'``) on a CPU
+            without them.
     """
     path = Path(path)
     if not path.is_file():
@@ -160,5 +175,10 @@ def load_exported(path: Union[str, os.PathLike], runtime: Optional[str] = None,
         raise ExportError(f"{str(path)!r} has no {METADATA_KEY} metadata: export it with "
                           "tools/export.py (or swinv2_backbone.deploy.export)")
     info = read_metadata(text)
+    if info.get("int8_cpu") == "vnni" and int8_dot_products() is False:
+        warnings.warn(f"{path} was quantized for CPUs with int8 dot products (quantize_int8(cpu="
+                      "'vnni')); this one has none (no avx512_vnni, avx_vnni or amx_int8), where its "
+                      "int8 sums saturate and the outputs drift far from f32: quantize it with "
+                      "cpu='any' (tools/export.py --int8-cpu any) for this CPU", stacklevel=2)
     return ExportedModel(path, runtime, info["sizes"], info["outputs"], run)
 
