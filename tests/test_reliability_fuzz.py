@@ -28,8 +28,10 @@ VALID_EXAMPLES = 400
 LAYOUT_EXAMPLES = 100
 INVALID_CONFIG_EXAMPLES = 500
 INVALID_INPUT_EXAMPLES = 100
-#: channels-last runs the patch convolution with another kernel, which sums in another order.
-CHANNELS_LAST_TOL = dict(rtol=1e-5, atol=1e-5)
+#: channels-last runs the patch convolution with another kernel, which sums in another order; the
+#: largest difference over this test's examples (outputs up to 3.8 in magnitude) was 1.2e-5 on the
+#: AVX2-only EPYC (2026-12-07), under 1e-5 on AVX-512: a layout bug would be off by far more.
+CHANNELS_LAST_TOL = dict(rtol=1e-5, atol=5e-5)
 
 FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -117,6 +119,7 @@ def test_any_valid_config_and_input_gives_ceil_shaped_finite_maps(cfg, batch, h,
     assert all(o.dtype == torch.float32 and torch.isfinite(o).all() for o in outs)
 
 
+@pytest.mark.isa  # the convolution kernels, and their sums, depend on the CPU
 @settings(max_examples=LAYOUT_EXAMPLES, **FUZZ)
 @given(window=windows, rule=st.sampled_from(SMALL_MAP_RULES), patch_size=st.sampled_from([2, 4]),
        batch=st.integers(1, 3), h=st.integers(1, 64), w=st.integers(1, 64), seed=st.integers(0, 2**16))
