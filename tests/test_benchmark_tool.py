@@ -237,6 +237,8 @@ def test_compare_takes_yardsticks_and_references_from_other_runs():
     (["--runtimes", "openvino", "--task", "train"],
      "--runtimes onnxruntime/openvino time CPU inference next to the eager rows"),
     (["--runtimes", "onnxruntime", "--isolate"], "without --isolate"),
+    (["--fixed-size-rows"], "--fixed-size-rows adds exported rows: give --runtimes onnxruntime"),
+    (["--runtimes", "openvino-int8", "--fixed-size-rows"], "--fixed-size-rows adds exported rows"),
     (["--run-impl", "ours"], "--run-impl and --child-out (internal to --isolate) go together"),
     (["--run-impl", "ours", "--child-out", "x.pt", "--sizes", "64", "96"],
      "--run-impl (internal to --isolate) times one case"),

@@ -259,18 +259,24 @@ def test_benchmark_runtime_rows_run_beside_eager_on_the_same_weights(monkeypatch
     # cheap exports: one block per stage, 16 channels in stage 1
     micro = peers.Variant("micro", 16, (1, 1, 1, 1), (1, 1, 2, 2))
     monkeypatch.setattr(benchmark, "variant_of", lambda arch: micro)
+    exported = []  # the sizes each of our exports serves: every size, then the case's one size
+    export = benchmark.export
+    monkeypatch.setattr(benchmark, "export", lambda *a, **kw: exported.append(
+        kw.get("fixed_size")) or export(*a, **kw))
     results = benchmark.main(["--sizes", "96x64", "--compare", "hf", "--runtimes",
-                              "torch,onnxruntime,openvino", "openvino-int8", "--no-floor",
-                              "--repeats", "1", "--warmup", "0"])
+                              "torch,onnxruntime,openvino", "openvino-int8", "--fixed-size-rows",
+                              "--no-floor", "--repeats", "1", "--warmup", "0"])
+    assert exported == [None, (96, 64)]  # one file per kind, run in both runtimes
     eager = ["ours", "ours (hf weights)", "hf"]
-    rows = [f"{runtime} f32: {impl}" for runtime in RUNTIMES for impl in ("ours", "hf")]
+    rows = [f"{runtime} f32: {impl}" for runtime in RUNTIMES
+            for impl in ("ours", "ours (fixed size)", "hf")]
     assert [r.impl for r in results] == eager + rows + ["openvino int8: ours"]
     int8 = results.pop()  # quantized (not f32 under another name); random weights: not judged
     assert int8.reference == "ours" and int8.agrees is None and int8.median_s > 0
     assert 1e-4 < int8.fp32_max_abs and 0 < int8.max_rel_diff < 1
     for r in results[3:]:
         assert r.runtime in ("onnxruntime f32", "openvino f32") and r.median_s > 0
-        assert r.reference == ("ours" if r.impl.endswith("ours") else "ours (hf weights)")
+        assert r.reference == ("ours (hf weights)" if r.impl.endswith("hf") else "ours")
         assert r.agrees and r.fp32_max_abs < TOLERANCE
     printed = capsys.readouterr().out
     assert "| max abs vs eager fp32 |" in printed and "| openvino f32: hf | 96x64 |" in printed

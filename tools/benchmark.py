@@ -20,12 +20,16 @@ exported once for every size, and with ``--compare hf timm`` those peers exporte
 shape (``torch.export`` + the dynamo ONNX exporter), each in onnxruntime and OpenVINO f32 in an fp32
 case and in OpenVINO bf16 in a bf16 case (only where the CPU computes bf16 natively). Their rows
 carry one more column: the max abs difference against the reference run eagerly in fp32.
+``--fixed-size-rows`` adds ours exported at each case's one shape (``tools/export.py --fixed-size``,
+every size decision folded into the graph) in the same runtimes: the path the README recommends
+where the serving size is known, timed beside the file that serves every size.
 
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare
     python tools/benchmark.py --sizes 512 --batch 1 4 8 --compare --isolate
     python tools/benchmark.py --task train --batch 2 --sizes 512x512 --compare --json out.json
     python tools/benchmark.py --model v1 --sizes 224 512 800x1344 --compare   # Swin V1-T, window 7
     python tools/benchmark.py --sizes 512 800x1344 --dtypes fp32 bf16 --runtimes onnxruntime openvino
+    python tools/benchmark.py --sizes 512 --runtimes openvino openvino-int8 --fixed-size-rows
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # The profiler that measures CPU peak memory would log its start and stop at every run.
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
@@ -82,6 +86,8 @@ BENCH_RUNTIMES = TOOL_RUNTIMES + (INT8_RUNTIME,)
 INT8_CALIBRATION = 4
 #: The SwinV2 peers whose fixed-size exports run beside ours.
 EXPORTED_PEERS = ("hf", "timm")
+#: The name of ours exported at the case's one shape (``--fixed-size-rows``).
+FIXED = "ours (fixed size)"
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -129,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
                              f"rows; {INT8_RUNTIME}: ours quantized to int8 (NNCF, calibrated on "
                              f"{INT8_CALIBRATION} random inputs) in fp32 cases; names separated by "
                              "spaces or commas")
+    parser.add_argument("--fixed-size-rows", action="store_true",
+                        help="with --runtimes: also ours exported at each case's one input shape "
+                             "(tools/export.py --fixed-size), in each runtime row but int8")
     parser.add_argument("--isolate", action="store_true",
                         help="time each implementation in a fresh process of its own (default: "
                         "all in this process, their runs alternating)")
@@ -151,6 +160,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                                           or args.isolate or args.device != "cpu"):
         parser.error("--runtimes onnxruntime/openvino time CPU inference next to the eager rows: "
                      "--task inference, --mode eager, --device cpu, without --isolate")
+    if args.fixed_size_rows and not set(args.runtimes) - {"torch", INT8_RUNTIME}:
+        parser.error("--fixed-size-rows adds exported rows: give --runtimes onnxruntime and/or "
+                     "openvino")
     if args.run_impl is not None and (args.isolate or len(args.sizes) > 1 or len(args.batch) > 1
                                       or len(args.dtypes) > 1):
         parser.error("--run-impl (internal to --isolate) times one case: one size, one batch, "
@@ -217,12 +229,15 @@ class Exports:
         runtimes: The runtimes asked for (``--runtimes``).
         sizes: Every input (H, W) of the run.
         batch: The largest batch of the run.
+        fixed: Also ours exported at each case's one shape (:data:`FIXED`), in each row's runtime
+            and precision but int8.
     """
 
     def __init__(self, folder: Path, runtimes: Sequence[str], sizes: Sequence[Tuple[int, int]],
-                 batch: int) -> None:
+                 batch: int, fixed: bool = False) -> None:
         self.folder = folder
         self.runtimes = runtimes
+        self.fixed = fixed
         self.sizes = sizes
         self.batch = batch
         self.files: Dict[str, Path] = {}
@@ -251,6 +266,16 @@ class Exports:
             self.files["ours-int8"] = self.folder / "ours-int8.xml"
         return self.files["ours-int8"]
 
+    def _ours_fixed(self, model: torch.nn.Module, shape: Tuple[int, ...]) -> Path:
+        """Ours exported at the one ``shape`` (N, C, H, W), as ``tools/export.py --fixed-size``."""
+        key = f"ours-fixed-{'x'.join(map(str, shape))}"
+        if key not in self.files:
+            path = self.folder / f"{key}.onnx"
+            export(model, path, outputs=output_names(model), max_batch=shape[0],
+                   fixed_size=(shape[2], shape[3]))
+            self.files[key] = path
+        return self.files[key]
+
     def _peer(self, impl: Impl, shape: Tuple[int, ...]) -> Path:
         key = f"{impl.name}-{'x'.join(map(str, shape))}"
         if key not in self.files:
@@ -258,10 +283,22 @@ class Exports:
                                                 self.folder / f"{key}.onnx")
         return self.files[key]
 
+    def _row(self, label: str, name: str, reference: str, shape: Tuple[int, ...],
+             load: Callable[[], Callable], module: torch.nn.Module) -> List[Impl]:
+        """The row ``label: name`` running what ``load()`` returns, or none (and a note) when the
+        export or the loading fails."""
+        try:
+            forward = load()
+        except ExportError as err:
+            self.notes.append(f"not run: {label}: {name} at {shape[2]}x{shape[3]}: {err}")
+            return []
+        return [Impl(f"{label}: {name}", module, forward, autocast=False, reference=reference,
+                     runtime=label)]
+
     def rows(self, impls: Sequence[Impl], dtype_name: str, shape: Tuple[int, ...]) -> List[Impl]:
-        """The exported copies of ``impls``' ours (own weights) and hf / timm peers for a case of
-        ``dtype_name`` and input ``shape``, each referring to the eager implementation it must
-        reproduce (a peer: ours with its weights)."""
+        """The exported copies of ``impls``' ours (own weights; with ``fixed`` also at the one
+        shape) and hf / timm peers for a case of ``dtype_name`` and input ``shape``, each referring
+        to the eager implementation it must reproduce (a peer: ours with its weights)."""
         names = {impl.name for impl in impls}
         rows = []
         for runtime, precision in RUNTIME_ROWS.get(dtype_name, ()):
@@ -269,33 +306,22 @@ class Exports:
             if (INT8_RUNTIME if int8 else runtime) not in self.runtimes:
                 continue
             threads = torch.get_num_threads()
+            label = f"{runtime} {precision}"
             for impl in impls:
-                label = f"{runtime} {precision}"
-                try:
-                    if int8 and impl.name == "ours":
-                        forward = runtime_forward(impl.module, runtime, "f32",
-                                                  self._ours_int8(impl.module), threads,
-                                                  [shape[2:]], shape[0])
-                        reference = "ours"
-                    elif int8:
-                        continue
-                    elif impl.name == "ours":
-                        forward = runtime_forward(impl.module, runtime, precision,
-                                                  self._ours(impl.module), threads,
-                                                  [shape[2:]], shape[0])
-                        reference = "ours"
-                    elif impl.name in EXPORTED_PEERS:
-                        forward = load_exported(self._peer(impl, shape), runtime, threads, precision)
-                        twin = _twin_name(impl.name)
-                        reference = twin if twin in names else impl.name
-                    else:
-                        continue
-                except ExportError as err:
-                    self.notes.append(f"not run: {label}: {impl.name} at "
-                                      f"{shape[2]}x{shape[3]}: {err}")
-                    continue
-                rows.append(Impl(f"{label}: {impl.name}", impl.module, forward, autocast=False,
-                                 reference=reference, runtime=label))
+                if impl.name == "ours":
+                    # an int8 file holds its own precision: its other operations run in f32
+                    files = [("ours", self._ours_int8 if int8 else self._ours)]
+                    if self.fixed and not int8:
+                        files.append((FIXED, lambda m: self._ours_fixed(m, shape)))
+                    for name, file_of in files:
+                        rows += self._row(label, name, "ours", shape, lambda: runtime_forward(
+                            impl.module, runtime, "f32" if int8 else precision,
+                            file_of(impl.module), threads, [shape[2:]], shape[0]), impl.module)
+                elif impl.name in EXPORTED_PEERS and not int8:
+                    twin = _twin_name(impl.name)
+                    rows += self._row(label, impl.name, twin if twin in names else impl.name,
+                                      shape, lambda: load_exported(self._peer(impl, shape), runtime,
+                                                                   threads, precision), impl.module)
         return rows
 
 
@@ -449,7 +475,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Result]:
         exports = None
         if set(args.runtimes) - {"torch"}:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swinv2-bench-")))
-            exports = Exports(folder, args.runtimes, args.sizes, max(args.batch))
+            exports = Exports(folder, args.runtimes, args.sizes, max(args.batch),
+                              args.fixed_size_rows)
         for hw in args.sizes:
             for batch in args.batch:
                 for dtype_name in args.dtypes:
