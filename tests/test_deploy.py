@@ -469,7 +469,7 @@ def test_a_fixed_size_export_serves_that_size_alone(tmp_path, capsys):
     model = Swinv2Backbone(**SMALL).eval()
     model.load_state_dict(state)
     exported = load_exported(out)
-    for n in (1, 3):
+    for n in (1, 3, 1):  # OpenVINO compiles a one-size file for each batch it meets
         x = torch.randn(n, 3, 70, 90)
         assert max_difference(exported(x), eager(model, x)) < TOLERANCE
     for shape in [(1, 3, 70, 91), (1, 3, 69, 90), (4, 3, 70, 90)]:
