@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -221,13 +221,18 @@ def _cpuinfo() -> str:
     return ""
 
 
-def isa_flags(cpuinfo: str) -> Tuple[str, ...]:
-    """The :data:`ISA_FLAGS` of the first processor in a ``/proc/cpuinfo`` text, in that order."""
+def cpu_flags(cpuinfo: str) -> FrozenSet[str]:
+    """Every flag of the first processor in a ``/proc/cpuinfo`` text (none without a flags line)."""
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
-            present = set(line.split(":", 1)[1].split())
-            return tuple(f for f in ISA_FLAGS if f in present)
-    return ()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def isa_flags(cpuinfo: str) -> Tuple[str, ...]:
+    """The :data:`ISA_FLAGS` of the first processor in a ``/proc/cpuinfo`` text, in that order."""
+    present = cpu_flags(cpuinfo)
+    return tuple(f for f in ISA_FLAGS if f in present)
 
 
 def native_bf16(flags: Tuple[str, ...]) -> bool:

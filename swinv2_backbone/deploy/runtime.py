@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..benchmark.measure import cpu_flags
 from .targets import INPUT_NAME, METADATA_KEY, TARGETS, onnx_metadata, read_metadata, require
 from .tracing import ExportError, SizeRange
 
@@ -89,10 +90,10 @@ def int8_dot_products(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
     """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), read
     from ``cpuinfo``; ``None`` where that cannot be read (not Linux)."""
     try:
-        flags = Path(cpuinfo).read_text().split()
+        flags = cpu_flags(Path(cpuinfo).read_text())
     except OSError:
         return None
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return not flags.isdisjoint(("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def _outputs(compiled: Any, x: np.ndarray) -> List[np.ndarray]:
