@@ -4,6 +4,8 @@ installed mmdet / mmseg Swin configs they mirror; the optimizer-wrapper construc
 intended parameter groups."""
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -99,9 +101,20 @@ def ids(paths: List[Path]) -> List[str]:
     return [p.stem for p in paths]
 
 
+@functools.lru_cache(maxsize=None)
+def _read(path: Path) -> Config:
+    return Config.fromfile(str(path))
+
+
+def read(path: Path) -> Config:
+    """``Config.fromfile(path)``, a fresh copy of one parse per process: reading a config with
+    installed bases (``mmdet::``) takes about a second, and several tests check each file."""
+    return copy.deepcopy(_read(Path(path)))
+
+
 def load(path: Path) -> Config:
     """The config with its checkpoint loading switched off (tests must not load weights)."""
-    cfg = Config.fromfile(str(path))
+    cfg = read(path)
     cfg.model.backbone.init_cfg = None
     return cfg
 
@@ -154,7 +167,7 @@ def test_the_issue_configs_exist():
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
 def test_config_names_an_official_checkpoint_under_checkpoints(path):
-    cfg = Config.fromfile(str(path))
+    cfg = read(path)
     backbone = cfg.model.backbone
     assert cfg.custom_imports["imports"] == ["swinv2_backbone"]
     init = backbone.init_cfg
@@ -180,7 +193,7 @@ def test_config_names_an_official_checkpoint_under_checkpoints(path):
 
 @pytest.mark.parametrize("path", DET + SEG, ids=ids(DET + SEG))
 def test_optimizer_is_adamw_without_decay_on_swinv2_specials(path):
-    cfg = Config.fromfile(str(path))
+    cfg = read(path)
     wrapper = cfg.optim_wrapper
     assert wrapper.constructor == "SwinLayerDecayOptimWrapperConstructor"
     assert wrapper.optimizer.type == "AdamW" and wrapper.optimizer.weight_decay > 0
@@ -194,7 +207,7 @@ def _peer_config(ref: str) -> Config:
     """An installed mmdet / mmseg config, named ``'mmdet::swin/NAME.py'``."""
     package, relative = ref.split("::")
     root = Path(importlib.import_module(package).__file__).parent / ".mim" / "configs"
-    return Config.fromfile(str(root / relative))
+    return read(root / relative)
 
 
 def _plain(value):
@@ -235,7 +248,7 @@ def test_v1_config_is_the_mmdet_mmseg_swin_config_with_our_backbone(path):
     optimizer, runtime; the built backbone has the peer's architecture and layer settings."""
     ref, changes = V1_PEERS[path.name]
     peer_cfg = _peer_config(ref)
-    ours, peer = _comparable(Config.fromfile(str(path))), _comparable(peer_cfg)
+    ours, peer = _comparable(read(path)), _comparable(peer_cfg)
     our_wrapper, peer_wrapper = ours.pop("optim_wrapper"), peer.pop("optim_wrapper")
     ours["model"].pop("backbone")
     peer["model"].pop("backbone")
