@@ -113,10 +113,11 @@ def test_toy_dataset_rejects_bad_arguments(tmp_path, kwargs, message):
 
 
 # ----------------------------------------------------------------------------- tools
-def _run(args: List[str], cwd: Path) -> str:
-    """Run a tool with this interpreter; fail with its output if it fails."""
+def _run(args: List[str], cwd: Path, timeout: float = 600) -> str:
+    """Run a tool with this interpreter (stopped after ``timeout`` seconds); fail with its output
+    if it fails."""
     proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ), timeout=600)
+                          env=dict(os.environ), timeout=timeout)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
     return proc.stdout + proc.stderr
 
