@@ -1,24 +1,18 @@
-"""Modules that do not trace for a range of sizes, or that a runtime runs slowly as traced, and their
-exact stand-ins used only while exporting.
+"""Modules of the heads that do not trace for a range of sizes, and their exact stand-ins used only
+while exporting.
 
 ``nn.AdaptiveAvgPool2d`` (UPerNet's pyramid pooling) is decomposed by the tracer into gathers whose
 kernel extent is fixed at the traced size: at other sizes the exported graph reads out of bounds or
 averages the wrong pixels. :class:`PoolByMatrices` computes the same bins with averaging matrices
 built from the input's size inside the graph.
-
-``nn.LayerNorm`` on a channels-last ``(B, H, W, C)`` map exports as a rank-4 ``LayerNormalization``,
-which OpenVINO runs as ReduceMean + RMS + elementwise nodes; on ``(B, H*W, C)`` tokens it becomes
-one MVN node (see docs/speed.md). :class:`TokenLayerNorm` normalises the same rows as tokens.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
 from torch import nn
-
-from ..models.ops import dense
 
 
 def bin_matrix(length: int, bins: int, like: torch.Tensor) -> torch.Tensor:
@@ -57,50 +51,19 @@ class PoolByMatrices(nn.Module):
         return (x[..., None, :] * cols).sum(-1)  # (N, C, out_h, out_w)
 
 
-class TokenLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` that normalises an input of rank above 3 as ``(B, tokens, C)`` rows and
-    gives it back in its shape: the same rows, so the same values, in the graph a runtime fuses.
-
-    Args:
-        norm: The LayerNorm whose parameters (the same tensors, under the same names) it uses.
-    """
-
-    def __init__(self, norm: nn.LayerNorm) -> None:
-        super().__init__(norm.normalized_shape, norm.eps, elementwise_affine=False)
-        self.weight, self.bias = norm.weight, norm.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() <= 3 or len(self.normalized_shape) != 1:
-            return super().forward(x)
-        # A contiguous copy first: flattening a view (a cropped map) would make the trace decide
-        # from the batch size whether a view suffices. Exporters write the copy as nothing.
-        return super().forward(dense(x).flatten(1, -2)).view(x.shape)
-
-
-def _stand_in(module: nn.Module) -> Optional[nn.Module]:
-    """The export stand-in of ``module``, or ``None`` where it traces as it is."""
-    if type(module) is nn.AdaptiveAvgPool2d:
-        return PoolByMatrices(module.output_size)
-    if type(module) is nn.LayerNorm:
-        return TokenLayerNorm(module)
-    return None
-
-
 @contextlib.contextmanager
 def traceable(model: nn.Module) -> Iterator[int]:
-    """Swap every ``nn.AdaptiveAvgPool2d`` of ``model`` for :class:`PoolByMatrices` and every
-    ``nn.LayerNorm`` for :class:`TokenLayerNorm` while the ``with`` block runs (yields how many);
-    the originals are put back afterwards."""
-    swapped: List[Tuple[nn.Module, str, nn.Module, nn.Module]] = []
+    """Swap every ``nn.AdaptiveAvgPool2d`` of ``model`` for :class:`PoolByMatrices` while the
+    ``with`` block runs (yields how many); the originals are put back afterwards."""
+    swapped: List[Tuple[nn.Module, str, nn.Module]] = []
     for parent in model.modules():
         for name, child in parent.named_children():
-            stand_in = _stand_in(child)
-            if stand_in is not None:
-                swapped.append((parent, name, child, stand_in))
+            if type(child) is nn.AdaptiveAvgPool2d:
+                swapped.append((parent, name, child))
     try:
-        for parent, name, _, stand_in in swapped:
-            setattr(parent, name, stand_in)
+        for parent, name, child in swapped:
+            setattr(parent, name, PoolByMatrices(child.output_size))
         yield len(swapped)
     finally:
-        for parent, name, child, _ in swapped:
+        for parent, name, child in swapped:
             setattr(parent, name, child)
