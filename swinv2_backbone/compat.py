@@ -38,14 +38,6 @@ else:
         return dynamo_is_compiling()
 
 
-def is_exporting() -> bool:
-    """Whether ``torch.export`` traces the caller (``torch.compiler.is_exporting``, torch >= 2.4;
-    False before). An export's sizes that it was not told are dynamic reach Python as plain ints
-    that stay fixed, where ``torch.compile`` may still make them symbolic."""
-    exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)
-    return exporting is not None and exporting()
-
-
 def tracing() -> bool:
     """Whether the model is being traced into a graph rather than run: ``torch.compile`` /
     ``torch.export`` (dynamo, or export's non-strict mode), ``torch.jit.trace`` (the TorchScript ONNX
@@ -53,7 +45,8 @@ def tracing() -> bool:
     not graph content: a trace takes the reference kernels."""
     if is_compiling() or torch.jit.is_tracing():
         return True
-    if is_exporting():
+    is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)  # torch >= 2.4
+    if is_exporting is not None and is_exporting():
         return True
     from torch.fx import _symbolic_trace
 

@@ -51,25 +51,6 @@ def test_is_compiling_is_true_only_under_torch_compile():
     assert torch.equal(torch.compile(f, backend="eager")(x), x + 1)
 
 
-def test_is_exporting_is_true_only_under_torch_export():
-    """True inside a ``torch.export`` trace (from torch 2.4, which can say so), never in eager or
-    under ``torch.compile``."""
-    seen = []
-
-    class Probe(torch.nn.Module):
-        def forward(self, x):
-            seen.append(compat.is_exporting())
-            return x + 1
-
-    x = torch.zeros(3)
-    Probe()(x)
-    torch.compile(Probe(), backend="eager")(x)
-    assert seen == [False, False]
-    if compat.TORCH_RELEASE >= (2, 4):  # older: no way to tell, always False
-        torch.export.export(Probe(), (x,), strict=False)
-        assert len(seen) > 2 and all(seen[2:])
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=needs_cpu_fp16)])
 def test_autocast_state_and_dtype_on_cpu(dtype):
     assert not compat.autocast_enabled("cpu")

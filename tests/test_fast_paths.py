@@ -10,7 +10,7 @@ import torch
 from swinv2_backbone import SwinBackbone, Swinv2Backbone
 from swinv2_backbone.models import blocks, fast, kernels
 from swinv2_backbone.models.fast import chunked, mlp, scores, windows
-from swinv2_backbone.models.ops import pad_to_multiple, roll, window_partition
+from swinv2_backbone.models.ops import pad_to_multiple, window_partition
 from kit import SMALL
 
 
@@ -51,15 +51,6 @@ def test_the_switch():
             assert fast.active() is fast.FAST
         assert fast.active() is kernels.REFERENCE
     assert fast.active() is fast.FAST
-
-
-@pytest.mark.parametrize("shift", [(0, 0), (1, 0), (0, -2), (3, -5), (-7, 9), (14, 0), (-3, 3)])
-def test_the_reference_roll_by_slices_equals_torch_roll(shift):
-    """Int shifts, negative and beyond the side included (sides 7 and 5), are two slices joined."""
-    x = torch.randn(2, 7, 5, 3)
-    assert torch.equal(roll(x, shift, (1, 2)), torch.roll(x, shift, (1, 2)))
-    view = x[:, 1:, :4]  # a cropped map, as the blocks roll
-    assert torch.equal(roll(view, shift, (1, 2)), torch.roll(view, shift, (1, 2)))
 
 
 @pytest.mark.parametrize("batch, h, w, window, shift", [

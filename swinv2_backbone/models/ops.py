@@ -12,7 +12,7 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from ..compat import autocast_dtype, autocast_enabled, is_compiling, is_exporting
+from ..compat import autocast_dtype, autocast_enabled, is_compiling
 
 #: Additive value the official SwinV2 uses for masked (cross-region) attention logits. It is finite on
 #: purpose: the published weights were trained with it, so parity needs the same value.
@@ -34,10 +34,8 @@ def padded_size(hw: Tuple[Size, Size], window: int) -> Tuple[Size, Size]:
 def symbolic(size: Size) -> bool:
     """Whether a size may change without a new trace: a ``torch.SymInt`` of a dynamic-shape trace,
     or any size under ``torch.compile`` (dynamo hands symbolic sizes to Python as ints, and a test of
-    their value becomes a guard that recompiles on other sizes). A ``torch.export`` trace's int
-    sizes are fixed: decisions on them fold into the program (a fixed-size export pads, crops and
-    rolls only where that size needs it)."""
-    return not isinstance(size, int) or (is_compiling() and not is_exporting())
+    their value becomes a guard that recompiles on other sizes)."""
+    return not isinstance(size, int) or is_compiling()
 
 
 def static_zero(*amounts: Size) -> bool:
@@ -75,18 +73,10 @@ def index_scalar(n: Union[Size, torch.Tensor], device: torch.device) -> torch.Te
 
 
 def roll(x: torch.Tensor, shift: Tuple[Offset, Offset], dims: Tuple[int, int]) -> torch.Tensor:
-    """``torch.roll(x, shift, dims)``. Int shifts are done as two slices joined (exporters write
-    Slice + Concat, where ``torch.roll`` becomes gathers that OpenVINO runs by a reference kernel);
-    a shift given as a 0-d tensor (decided from a symbolic size while tracing) as a gather,
-    ``out[i] = x[(i - s) mod n]``."""
+    """``torch.roll(x, shift, dims)``; a shift given as a 0-d tensor (decided from a symbolic size
+    while tracing) is done as a gather, ``out[i] = x[(i - s) mod n]``."""
     if all(isinstance(s, int) for s in shift):
-        for s, d in zip(shift, dims):
-            n = x.shape[d]
-            if symbolic(n):
-                x = torch.roll(x, s, d)
-            elif s % n:
-                x = torch.cat((x.narrow(d, n - s % n, s % n), x.narrow(d, 0, n - s % n)), d)
-        return x
+        return torch.roll(x, shift, dims)
     for s, d in zip(shift, dims):
         n = x.shape[d]
         source = torch.arange(n, device=x.device) - index_scalar(s, x.device)
