@@ -458,7 +458,7 @@ def test_exporting_refuses_a_torch_without_dynamic_export(tmp_path, monkeypatch)
 @needs_dynamic_export
 @pytest.mark.slow
 def test_a_fixed_size_export_serves_that_size_alone(tmp_path, capsys):
-    """``--fixed-size H W``: the graph traced at one size (every size decision folded in), any batch
+    """``--fixed-size H W``: the graph traced with one static height and width, any batch
     up to the range's; other sizes and a fixed size beside a side range are refused."""
     state = save_backbone(tmp_path / "backbone.pth", SMALL, seed=8)
     out = tmp_path / "fixed.onnx"

@@ -21,7 +21,7 @@ shape (``torch.export`` + the dynamo ONNX exporter), each in onnxruntime and Ope
 case and in OpenVINO bf16 in a bf16 case (only where the CPU computes bf16 natively). Their rows
 carry one more column: the max abs difference against the reference run eagerly in fp32.
 ``--fixed-size-rows`` adds ours exported at each case's one shape (``tools/export.py --fixed-size``,
-every size decision folded into the graph) in the same runtimes: the path the README recommends
+static height and width) in the same runtimes: the path the README recommends
 where the serving size is known, timed beside the file that serves every size.
 
     python tools/benchmark.py --arch tiny --sizes 512x512 800x1344 --dtypes fp32 bf16 --compare

@@ -37,8 +37,8 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
         max_batch: Largest batch to serve (default: :data:`DEFAULT_MAX_BATCH`, or the most the
             model takes, 1 for a whole detector).
         opset: ONNX opset (ONNX and OpenVINO targets).
-        fixed_size: ``(height, width)``: serve that size alone (every size decision folded into the
-            graph; OpenVINO runs it faster than a range); ``min_side``/``max_side`` must then be
+        fixed_size: ``(height, width)``: serve that size alone (static height and width: OpenVINO
+            folds the graph's size arithmetic and runs it faster than a range); ``min_side``/``max_side`` must then be
             left at their defaults.
 
     Returns:

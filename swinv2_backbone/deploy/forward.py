@@ -116,8 +116,8 @@ def runtime_forward(model: nn.Module, runtime: str = "torch", precision: str = "
         precision: ``'f32'``, or ``'bf16'`` with OpenVINO where the CPU computes it natively.
         exported: An exported file of ``model`` to run (``.onnx`` / ``.xml``; ``.pt2`` with
             ``'torch'``); ``None`` exports one on the fly, for batches up to ``batch`` (at least
-            the default 64): at that one size when all of ``sizes`` are the same (every size
-            decision folded in, which OpenVINO runs ~1.3x faster), else serving 32 px (or the
+            the default 64): at that one size when all of ``sizes`` are the same (static height and
+            width, which OpenVINO runs ~1.3x faster), else serving 32 px (or the
             backbone's floor) up to the largest of ``sizes`` (at least the default 4096).
         threads: Intra-op threads of the runtime (``None``: its default).
         sizes: The ``(height, width)`` of the inputs to come.

@@ -45,8 +45,8 @@ class SizeRange:
         min_width: Smallest width.
         max_side: Largest height and width.
         max_batch: Largest batch.
-        fixed: Serve ``min_height x min_width`` alone (a graph traced at that size, every size
-            decision folded in: faster in OpenVINO than a range).
+        fixed: Serve ``min_height x min_width`` alone (a graph traced with static height and
+            width, whose size arithmetic OpenVINO folds: faster there than a range).
     """
 
     channels: int
