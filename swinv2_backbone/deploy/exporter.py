@@ -38,8 +38,8 @@ def export(model: Union[nn.Module, Exportable], output: Union[str, os.PathLike],
             model takes, 1 for a whole detector).
         opset: ONNX opset (ONNX and OpenVINO targets).
         fixed_size: ``(height, width)``: serve that size alone (static height and width: OpenVINO
-            folds the graph's size arithmetic and runs it faster than a range); ``min_side``/``max_side`` must then be
-            left at their defaults.
+            folds the graph's size arithmetic and runs it faster than a range);
+            ``min_side``/``max_side`` must then be left at their defaults.
 
     Returns:
         The sizes the file serves (also recorded inside it).
