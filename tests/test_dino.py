@@ -18,7 +18,7 @@ from torch import nn
 from swinv2_backbone import SwinBackbone
 from swinv2_backbone.testing import randomize_
 from test_configs import (CONFIGS, V1_PEERS, _effective_groups, _fake_det_batch, _peer_config,
-                          input_size, load)
+                          input_size, load, read)
 from test_pipelines import _run, _small_config, _test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ TRAIN_ONCE = [p for p in FULL_SIZE if "36e" not in p.name]
 # ----------------------------------------------------------------------------- optimizer
 def test_dino_configs_keep_dinos_backbone_lr_and_clipping():
     for path in FULL_SIZE:
-        cfg = Config.fromfile(str(path))
+        cfg = read(path)
         wrapper = cfg.optim_wrapper
         if "dino" in path.name:
             assert wrapper.paramwise_cfg.backbone_lr_mult == 0.1, path.name
@@ -83,7 +83,7 @@ def _small_dino(backbone: dict) -> Config:
     transformer (6 + 6 layers, 5 levels, 256 channels) as it is. With 900 queries x 80 classes
     the 300 kept scores of a random model lie about 1e-6 apart, so float rounding alone reorders
     them; 20 of 30 x 3 lie 1e-5 or more apart."""
-    cfg = Config.fromfile(str(DINO_V1_L))
+    cfg = read(DINO_V1_L)
     cfg.model.backbone = backbone
     cfg.model.neck.in_channels = [32, 64, 128, 256]
     cfg.model.num_queries = 30
@@ -192,7 +192,7 @@ def test_toy_dino_trains_and_tests_to_its_target(tmp_path):
     work = tmp_path / "work"
     # 300 iterations of 1.1 s (quiet 2-core AVX2 EPYC) to 2.5 s (beside the other test worker)
     _run(["tools/train.py", str(config), "--work-dir", str(work)], ROOT, timeout=1500)
-    iters = Config.fromfile(str(TOY)).train_cfg.max_iters
+    iters = read(TOY).train_cfg.max_iters
     test_dir = tmp_path / "test"
     _run(["tools/test.py", str(config), str(work / f"iter_{iters}.pth"), "--work-dir", str(test_dir)], ROOT)
     assert _test_metrics(test_dir)["coco/bbox_mAP"] >= TOY_TARGET
