@@ -121,13 +121,15 @@ def test_an_onnx_file_converts_to_openvino_ir_with_its_record(v2_files, tmp_path
 @pytest.mark.slow
 def test_onnx_written_without_the_quadratic_rewrite_equals_torchs_default():
     """The ONNX optimizer without onnxscript's SlicesSplit rule (:func:`lean_onnx_rewrites`)
-    writes the graph torch's default optimizer writes (for a one-block-per-stage backbone: the
-    default's time grows with the square of the graph)."""
+    writes the graph torch's default optimizer writes. The backbone is cut to its first two
+    stages of one block each (padding, masks, patch merging: 339 nodes): the default's time grows
+    with the square of the graph (all four stages: 98 s of this test on the AVX2 EPYC, two: 35 s)."""
     import onnx
 
-    model = randomize_(Swinv2Backbone(**SHALLOW), seed=1).eval()
+    model = randomize_(Swinv2Backbone(**SHALLOW, out_indices=(0, 1)), seed=1).eval()
+    assert model.num_built_stages == 2  # stages past the last selected one are not built
     program = trace(model, size_range(model, 3))
-    names = [f"stage{i}" for i in range(1, 5)]
+    names = ["stage1", "stage2"]
     default = torch.onnx.export(program, (), dynamo=True, opset_version=18,
                                 input_names=[targets_module.INPUT_NAME],
                                 output_names=names, verbose=False).model_proto

@@ -190,7 +190,7 @@ def test_toy_dino_trains_and_tests_to_its_target(tmp_path):
     data = write_toy_dataset(tmp_path / "data")
     config = _small_config(tmp_path, TOY, data.root, "toy_dino", batch_size=8)
     work = tmp_path / "work"
-    # 300 iterations of 1.1 s (quiet 2-core AVX2 EPYC) to 2.5 s (beside the other test worker)
+    # 300 iterations of 0.83 s (quiet 2-core AVX2 EPYC) to about 2 s (beside the other test worker)
     _run(["tools/train.py", str(config), "--work-dir", str(work)], ROOT, timeout=1500)
     iters = read(TOY).train_cfg.max_iters
     test_dir = tmp_path / "test"
