@@ -361,10 +361,24 @@ def test_neck_and_head_channels_equal_the_built_backbones(path):
     _check_channels(cfg, backbone.out_channels)
 
 
+def detr_tokens(cfg: Config, h: int, w: int) -> int:
+    """The tokens a DETR encoder holds for an h x w input: one per cell of each backbone map it
+    takes (stride 4 * 2**i for out index i) and of each extra level (each half the size of the
+    one before)."""
+    strides = [4 * 2 ** i for i in cfg.model.backbone.out_indices]
+    extra = cfg.model.get("num_feature_levels", 4) - len(strides)  # DeformableDETR's default: 4
+    strides += [strides[-1] * 2 ** (k + 1) for k in range(extra)]
+    return sum(-(-h // s) * -(-w // s) for s in strides)
+
+
 def input_size(cfg: Config) -> Tuple[int, int]:
-    """A small test input: 64x96, or 192x256 for a two-stage DETR (DINO), whose encoder must hold
-    at least ``num_queries`` tokens (900 for mmdet's DINO; 1020 at 192x256 from stride 8)."""
-    return (192, 256) if cfg.model.get("as_two_stage", False) else (64, 96)
+    """A small test input: 64x96, or for a two-stage DETR (DINO), whose encoder must hold at least
+    ``num_queries`` tokens (900 for mmdet's DINO), the smaller of 128x160 (1706 tokens from stride
+    4) and 192x256 (1020 from stride 8) that does; both hold the test boxes (up to 120 x 90)."""
+    if not cfg.model.get("as_two_stage", False):
+        return (64, 96)
+    return next(hw for hw in [(128, 160), (192, 256)]
+                if detr_tokens(cfg, *hw) >= cfg.model.num_queries)
 
 
 @pytest.mark.parametrize("path", marks([p for p in DET + SEG + DEMO if p.name not in TRAINED_ELSEWHERE]))
