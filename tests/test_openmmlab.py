@@ -124,6 +124,26 @@ def test_runner_checkpoint_resumes_with_weights_only_loading(tmp_path):
     assert (tmp_path / "iter_4.pth").is_file()
 
 
+def test_a_runner_formats_each_config_text_once_and_it_reads_the_same(monkeypatch):
+    import mmengine.config.config as mmengine_config
+    from mmengine.config import Config
+
+    from swinv2_backbone.openmmlab import launch
+
+    cfg = Config(dict(model=dict(type="Toy", depths=[2, 2, 6, 2], norm=dict(type="LN"))))
+    calls = []
+    yapf_format = mmengine_config.FormatCode
+    monkeypatch.setattr(mmengine_config, "FormatCode",
+                        lambda text, **kw: calls.append(text) or yapf_format(text, **kw))
+    want = cfg.pretty_text  # formatted as mmengine does
+    launch.format_configs_once()
+    launch.format_configs_once()  # idempotent: one wrapper
+    calls.clear()
+    assert [cfg.pretty_text for _ in range(3)] == [want] * 3 and len(calls) == 1
+    cfg.model.depths = [2, 2, 18, 2]  # another text is formatted anew
+    assert "depths=[\n" in want and "18," in cfg.pretty_text and len(calls) == 2
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))
