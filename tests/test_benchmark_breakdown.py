@@ -11,7 +11,8 @@ from swinv2_backbone import Swinv2Backbone
 from swinv2_backbone.benchmark import breakdown as breakdown_module
 from swinv2_backbone.benchmark.breakdown import (BOOKKEEPING, CATEGORIES, OTHER, OUTSIDE, breakdown,
                                                  categorize, format_breakdown)
-from swinv2_backbone.benchmark.measure import GemmRecorder
+from swinv2_backbone.benchmark import measure
+from swinv2_backbone.benchmark.measure import GemmRecorder, gemm_floor
 
 
 def test_categorize_sums_operators_per_category():
@@ -86,3 +87,22 @@ def test_the_floor_records_every_gemm_of_a_training_step():
     assert any(k == 2 for _, k, _ in forward.shapes)  # the position-bias MLP's first layer
     coords = sum(2 * m * k * n for m, k, n in forward.shapes if k == 2)
     assert _work(step) == 3 * _work(forward) - coords
+
+
+def test_the_floor_times_each_shape_once_and_counts_every_occurrence(monkeypatch):
+    """Shapes timed for one row are reused by the next (the rows of a case share their GEMMs);
+    each occurrence of a shape adds its time, and a new shape is timed with the run's settings."""
+    timed = []
+    monkeypatch.setattr(measure, "_fastest_gemm", lambda shape, dtype, device, warmup, repeats:
+                        timed.append((shape, warmup, repeats)) or 1e-3 * shape[0])
+    a, b, w = torch.randn(3, 4), torch.randn(5, 4), torch.randn(6, 4)
+
+    def step(*inputs):
+        return lambda: [F.linear(x, w) for x in inputs]
+
+    timings = {}
+    first = gemm_floor(step(a, a, b), torch.float32, torch.device("cpu"), 0, 1, timings)
+    assert timed == [((3, 4, 6), 1, 1), ((5, 4, 6), 1, 1)]  # one warm-up call at least
+    assert first.seconds == pytest.approx(2 * 3e-3 + 5e-3) and first.flop == 2 * (2 * 3 + 5) * 4 * 6
+    second = gemm_floor(step(b, torch.randn(7, 4)), torch.float32, torch.device("cpu"), 2, 5, timings)
+    assert timed[2:] == [((7, 4, 6), 2, 5)] and second.seconds == pytest.approx(5e-3 + 7e-3)

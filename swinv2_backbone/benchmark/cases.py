@@ -217,6 +217,7 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
         for name, (_, _, step) in steps.items():
             times[name].append(elapsed(step, device)[0])
     results = []
+    gemm_timings: Dict[Tuple[int, int, int], float] = {}  # one timing per shape for every row
     for name, (impl, _, step) in steps.items():
         median = statistics.median(times[name])
         res = Result(
@@ -228,7 +229,7 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
             times_s=times[name],
             first_step_s=first_forward[name] if task == "inference" else first.get(name))
         if name.startswith("ours") and floor and dtype != torch.float16:
-            gemms = gemm_floor(step, dtype, device)
+            gemms = gemm_floor(step, dtype, device, warmup, repeats, gemm_timings)
             res.floor_s, res.floor_gflop = gemms.seconds, gemms.flop / 1e9
             res.floor_gflops_per_s = res.floor_gflop / gemms.seconds
             res.floor_pct = 100.0 * gemms.seconds / median

@@ -63,23 +63,44 @@ class GemmFloor(NamedTuple):
     flop: float
 
 
-def gemm_floor(run: Callable[[], None], dtype: torch.dtype, device: torch.device) -> GemmFloor:
+def gemm_floor(run: Callable[[], None], dtype: torch.dtype, device: torch.device,
+               warmup: int = 2, repeats: int = 5,
+               timings: Optional[Dict[Shape, float]] = None) -> GemmFloor:
     """The run's Linear GEMMs recorded, then each distinct shape timed alone with the fastest
-    kernel here (every occurrence counted)."""
+    kernel here (every occurrence counted).
+
+    Args:
+        run: One step.
+        dtype: The GEMMs' dtype.
+        device: Where they run.
+        warmup: Untimed calls of each kernel first (at least one: oneDNN creates its primitive then).
+        repeats: Timed calls of each kernel (the median counts).
+        timings: Seconds per shape already timed (same ``dtype``, ``device`` and thread count),
+            filled in here: the rows of one case share their shapes, so each is timed once.
+    """
     rec = GemmRecorder()
     with rec:
         run()
+    timings = {} if timings is None else timings
     total = 0.0
-    for (m, k, n), count in Counter(rec.shapes).items():
-        a = torch.randn(m, k, device=device, dtype=dtype)
-        w = torch.randn(n, k, device=device, dtype=dtype)
-        candidates = [lambda: torch.nn.functional.linear(a, w)]
-        if device.type == "cpu" and onednn.onednn_available(dtype):
-            candidates.append(lambda: onednn.onednn_linear(a, w, None))
-            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
-            candidates.append(lambda: onednn.onednn_linear(a, packed, None))
-        total += count * min(median_time(c, 2, 5, device) for c in candidates)
+    for shape, count in Counter(rec.shapes).items():
+        if shape not in timings:
+            timings[shape] = _fastest_gemm(shape, dtype, device, max(warmup, 1), repeats)
+        total += count * timings[shape]
     return GemmFloor(total, float(sum(2 * m * k * n for m, k, n in rec.shapes)))
+
+
+def _fastest_gemm(shape: Shape, dtype: torch.dtype, device: torch.device, warmup: int,
+                  repeats: int) -> float:
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    w = torch.randn(n, k, device=device, dtype=dtype)
+    candidates = [lambda: torch.nn.functional.linear(a, w)]
+    if device.type == "cpu" and onednn.onednn_available(dtype):
+        candidates.append(lambda: onednn.onednn_linear(a, w, None))
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+        candidates.append(lambda: onednn.onednn_linear(a, packed, None))
+    return min(median_time(c, warmup, repeats, device) for c in candidates)
 
 
 def _sync(device: torch.device) -> None:
