@@ -16,7 +16,7 @@ from .args import (IntOrSeq, check_flag, check_int, check_number, check_stage_in
 from .base_module import BaseModule
 from .blocks import (SMALL_MAP_RULES, PatchEmbed, SwinBlock, SwinStage, recompute_plan,
                      stochastic_depth_schedule, traced_input_floor)
-from .ops import dense
+from .ops import dense, stage_sizes
 from .outputs import FeatureInfo, output_records, resolve_outputs
 from .presets import ARCH_SETTINGS
 from .weights import adapt_loaded_state, load_registered_weights, pretrained_init_cfg
@@ -389,6 +389,8 @@ class SwinBackboneBase(BaseModule):
                 mask token (needs ``use_mask_token=True``).
         """
         self._check_input(x)
+        # each stage's map size from the input's (see stage_sizes): the merges pad to them
+        sizes = stage_sizes(tuple(x.shape[2:]), self.patch_size, len(self.stages) + 1)
         x = self.patch_embed(x)
         if mask is not None:
             x = self._masked(x, mask)
@@ -400,7 +402,7 @@ class SwinBackboneBase(BaseModule):
             outs.append(dense(x.permute(0, 3, 1, 2)))
         plan = self._recompute_plan(x) if self.with_cp and torch.is_grad_enabled() else None
         for i, stage in enumerate(self.stages):
-            out, x = stage(x, plan[i] if plan is not None else ())
+            out, x = stage(x, plan[i] if plan is not None else (), sizes[i + 1])
             if i in self.out_indices:
                 if self.out_norm:
                     out = getattr(self, f"norm{i}")(out)

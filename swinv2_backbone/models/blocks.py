@@ -11,8 +11,7 @@ from torch import nn
 
 from .attention import WindowAttention, WindowAttentionV1, WindowAttentionV2
 from .kernels import BlockParts, Shift, active
-from .ops import (Size, dense, drop_path, index_scalar, pad_to_multiple, padded_size, static_zero,
-                  symbolic)
+from .ops import Size, dense, drop_path, index_scalar, pad_to, padded_size, static_zero, symbolic
 
 #: Rules for feature maps not larger than the window (defined at :func:`window_and_shift`).
 SMALL_MAP_RULES = ("pad", "official", "hf", "timm", "mmdet")
@@ -337,14 +336,17 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
-def merge_neighbourhoods(x: torch.Tensor) -> torch.Tensor:
+def merge_neighbourhoods(x: torch.Tensor, out_hw: Optional[Tuple[Size, Size]] = None
+                         ) -> torch.Tensor:
     """``(B, H, W, C)`` -> ``(B, ceil(H/2), ceil(W/2), 4C)``: each 2x2 neighbourhood's tokens
     concatenated in the official order ``(0,0), (1,0), (0,1), (1,1)`` (row offset fastest); odd
-    sizes are zero-padded bottom/right."""
-    x = pad_to_multiple(x, 2)
+    sizes are zero-padded bottom/right. ``out_hw``: that output size where the caller has it in
+    a simpler form (:func:`~swinv2_backbone.models.ops.stage_sizes`)."""
     b, h, w, c = x.shape
+    oh, ow = out_hw if out_hw is not None else ((h + 1) // 2, (w + 1) // 2)
+    x = pad_to(x, 2 * oh, 2 * ow)
     # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): index dw*2 + dh gives x0..x3.
-    return dense(x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)).view(b, h // 2, w // 2, 4 * c)
+    return dense(x.view(b, oh, 2, ow, 2, c).permute(0, 1, 3, 4, 2, 5)).view(b, oh, ow, 4 * c)
 
 
 class PatchMergingV2(nn.Module):
@@ -360,8 +362,9 @@ class PatchMergingV2(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(active().linear(merge_neighbourhoods(x), self.reduction))
+    def forward(self, x: torch.Tensor, out_hw: Optional[Tuple[Size, Size]] = None) -> torch.Tensor:
+        """``out_hw``: as in :func:`merge_neighbourhoods`."""
+        return self.norm(active().linear(merge_neighbourhoods(x, out_hw), self.reduction))
 
 
 class PatchMergingV1(nn.Module):
@@ -378,8 +381,9 @@ class PatchMergingV1(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return active().linear(self.norm(merge_neighbourhoods(x)), self.reduction)
+    def forward(self, x: torch.Tensor, out_hw: Optional[Tuple[Size, Size]] = None) -> torch.Tensor:
+        """``out_hw``: as in :func:`merge_neighbourhoods`."""
+        return active().linear(self.norm(merge_neighbourhoods(x, out_hw)), self.reduction)
 
 
 class SwinStage(nn.Module):
@@ -396,16 +400,17 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor, recomputed: Sequence[bool] = ()
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, recomputed: Sequence[bool] = (),
+                out_hw: Optional[Tuple[Size, Size]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """``recomputed``: per block, whether it runs with activation checkpointing (its
-        activations recomputed in the backward pass; missing entries: no)."""
+        activations recomputed in the backward pass; missing entries: no). ``out_hw``: the
+        downsampled map's size, as in :func:`merge_neighbourhoods`."""
         for j, block in enumerate(self.blocks):
             if j < len(recomputed) and recomputed[j]:
                 x = active().recompute(block, x)
             else:
                 x = block(x)
-        return x, (self.downsample(x) if self.downsample is not None else x)
+        return x, (self.downsample(x, out_hw) if self.downsample is not None else x)
 
 
 def recompute_plan(sizes: Sequence[float], recorded: Sequence[bool]) -> List[bool]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +45,28 @@ def static_zero(*amounts: Size) -> bool:
     return not any(symbolic(a) for a in amounts) and all(a == 0 for a in amounts)
 
 
-def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
-    """Zero-pad a ``(B, H, W, C)`` map at the bottom/right so H and W are multiples of ``window``."""
+def pad_to(x: torch.Tensor, hp: Size, wp: Size) -> torch.Tensor:
+    """Zero-pad a ``(B, H, W, C)`` map at the bottom/right to ``hp x wp`` (not smaller than it)."""
     _, h, w, _ = x.shape
-    hp, wp = padded_size((h, w), window)
     if not static_zero(hp - h, wp - w):
         x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
     return x
+
+
+def pad_to_multiple(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Zero-pad a ``(B, H, W, C)`` map at the bottom/right so H and W are multiples of ``window``."""
+    return pad_to(x, *padded_size(tuple(x.shape[1:3]), window))
+
+
+def stage_sizes(hw: Tuple[Size, Size], patch_size: int, stages: int) -> List[Tuple[Size, Size]]:
+    """Each stage's map size for an ``H x W`` input: ``ceil(H / (patch_size * 2**i))`` rows.
+
+    Each is computed from the input size, not by halving the previous stage's (equal values): a
+    trace on symbolic sizes then holds one short expression per stage instead of roundings nested
+    as deep as the stage, which ``torch.export``, its ONNX conversion and the loading of a ``.pt2``
+    spend their time simplifying (docs/speed.md, "Export time")."""
+    strides = [patch_size * 2 ** i for i in range(stages)]
+    return [tuple((n + s - 1) // s for n in hw) for s in strides]
 
 
 def crop(x: torch.Tensor, h: Size, w: Size) -> torch.Tensor:
