@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .breakdown import breakdown as time_breakdown
-from .measure import elapsed, gemm_floor, peak_memory_mib, rss_peak_mib
+from .measure import Shape, elapsed, gemm_floor, peak_memory_mib, rss_peak_mib
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: Largest max-abs-difference / max-abs an implementation may show against its reference (the
@@ -217,7 +217,7 @@ def measure(impls: List[Impl], x: torch.Tensor, dtype_name: str, task: str, mode
         for name, (_, _, step) in steps.items():
             times[name].append(elapsed(step, device)[0])
     results = []
-    gemm_timings: Dict[Tuple[int, int, int], float] = {}  # one timing per shape for every row
+    gemm_timings: Dict[Shape, float] = {}  # one timing per shape for every row
     for name, (impl, _, step) in steps.items():
         median = statistics.median(times[name])
         res = Result(

@@ -362,18 +362,17 @@ class SwinBackboneBase(BaseModule):
         the stem output ``x`` (channels last): a block's activations are sized as its map's
         tokens times channels, and it records a graph once ``x`` or any parameter up to it needs a
         gradient."""
-        h, w = x.shape[1:3]
+        maps = stage_sizes(tuple(x.shape[1:3]), 1, len(self.stages))  # x is stage 1's map
         needs_grad = x.requires_grad
         sizes: List[float] = []
         recorded: List[bool] = []
-        for i, stage in enumerate(self.stages):
+        for i, (stage, (h, w)) in enumerate(zip(self.stages, maps)):
             for block in stage.blocks:
                 needs_grad = needs_grad or any(p.requires_grad for p in block.parameters())
                 sizes.append(float(h * w * self.stage_channels[i]))
                 recorded.append(needs_grad)
             if stage.downsample is not None:
                 needs_grad = needs_grad or any(p.requires_grad for p in stage.downsample.parameters())
-            h, w = -(-h // 2), -(-w // 2)
         flat = iter(recompute_plan(sizes, recorded))
         return [[next(flat) for _ in stage.blocks] for stage in self.stages]
 
