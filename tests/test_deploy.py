@@ -20,8 +20,10 @@ from swinv2_backbone.deploy import (ExportError, export, load_exported, size_obl
 from swinv2_backbone.deploy import targets as targets_module
 from swinv2_backbone.deploy.detectors import DenseDetections, meshgrid_by_repeat
 from swinv2_backbone.deploy import tracing as trace_module
-from swinv2_backbone.deploy.rewrites import PoolByMatrices
+from swinv2_backbone.deploy.rewrites import GRAPH, PoolByMatrices, TokenLayerNorm, traceable
 from swinv2_backbone.deploy.targets import onnx_to_openvino, write
+from swinv2_backbone.models import kernels
+from swinv2_backbone.models.attention import WindowAttentionV1, WindowAttentionV2
 from swinv2_backbone.testing import randomize_
 
 #: Sizes none of which an export traces at (those trace batch 2 at 69 x 117 and up): not multiples
@@ -384,6 +386,56 @@ def test_point_priors_by_repeat_equal_mmdets_meshgrid_and_leave_the_detector_alo
         x, y = torch.arange(3.0), torch.arange(4.0) * 10
         for w, g in zip(generator._meshgrid(x, y, row_major), meshgrid_by_repeat(x, y, row_major)):
             assert torch.equal(w, g)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_exported_attention_equals_the_reference(version):
+    """:data:`GRAPH`'s attention (q, k, v projected apart, rank-4 products) against the reference,
+    run eagerly: unshifted and shifted masks, a batch of 2, V1's own qkv bias and V2's q/v biases;
+    a bf16 input is handed to the reference itself."""
+    torch.manual_seed(0)
+    module = (WindowAttentionV2(32, 4, pretrained_window_size=4) if version == 2
+              else WindowAttentionV1(32, 4, window_size=4))
+    randomize_(module, seed=2).eval()
+    windows = torch.randn(2, 6, 16, 32)
+    for shift in [(0, 0), (2, 2)]:
+        mask = module.attention_mask(4, (8, 12), shift, torch.float32)
+        assert mask.shape[0] == (1 if shift == (0, 0) else 6)
+        with torch.no_grad(), kernels.using(kernels.REFERENCE):
+            want = module(windows, mask)
+        with torch.no_grad(), kernels.using(GRAPH):
+            got = module(windows, mask)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    half = windows.bfloat16()
+    args = module.bfloat16().attention_args(half)
+    with torch.no_grad():
+        assert torch.equal(GRAPH.attention(half, mask, args), kernels.attention(half, mask, args))
+
+
+@needs_dynamic_export
+def test_an_export_traces_rank_4_attention_and_rank_3_layer_norms_and_leaves_eager_alone():
+    """The graph OpenVINO runs fastest (docs/speed.md): attention products and softmax on
+    ``(B*nW, heads, N, ·)`` tensors, every LayerNorm on ``(B, tokens, C)`` rows; eager forwards
+    inside :func:`traceable` keep the selected kernels and the model gets its LayerNorms back."""
+    model = Swinv2Backbone(**dict(SHALLOW, embed_dims=8, window_size=2)).eval()
+    selected = kernels.active()
+    with traceable(model) as swapped:
+        assert kernels.active() is selected
+        assert swapped == sum(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    assert not any(isinstance(m, TokenLayerNorm) for m in model.modules())
+    program = trace(model, size_range(model, 3))
+    ranks: Dict[str, set] = {}
+    for node in program.graph.nodes:
+        val = node.meta.get("val")
+        if node.op == "call_function" and isinstance(val, torch.Tensor):
+            op = getattr(node.target, "__name__", str(node.target)).split(".")[0]  # softmax.int
+            ranks.setdefault(op, set()).add(val.dim())
+            if op == "layer_norm":
+                ranks.setdefault("layer_norm input", set()).add(node.args[0].meta["val"].dim())
+    assert ranks["softmax"] == ranks["matmul"] == {4}, ranks
+    assert ranks["layer_norm input"] == {3}, ranks
+    # rank 5 only where the mask is copied out to the batch's windows
+    assert {op for op, r in ranks.items() if 5 in r} == {"expand", "clone"}, ranks
 
 
 def test_adaptive_pooling_stand_in_equals_torch():

@@ -224,14 +224,15 @@ REFERENCE = Kernels("reference", linear=linear, to_windows=to_windows, from_wind
                     scores=scores, mlp=mlp, attention=attention, block=block, recompute=recompute)
 
 _active = REFERENCE
+#: The kernels a trace takes: the reference, or those an exporter selects (:func:`traced_with`).
+_traced = REFERENCE
 
 
 def active() -> Kernels:
-    """The kernels the model runs with now: the reference while it is traced into a graph
-    (:func:`~swinv2_backbone.compat.tracing`), else the selected ones."""
-    if _active is not REFERENCE and tracing():
-        return REFERENCE
-    return _active
+    """The kernels the model runs with now: while it is traced into a graph
+    (:func:`~swinv2_backbone.compat.tracing`) the reference (or what :func:`traced_with` selects),
+    else the selected ones."""
+    return _traced if tracing() else _active
 
 
 def use(kernels: Kernels) -> None:
@@ -240,6 +241,20 @@ def use(kernels: Kernels) -> None:
     if not isinstance(kernels, Kernels):
         raise TypeError(f"expected a Kernels, got {type(kernels).__name__}")
     _active = kernels
+
+
+@contextlib.contextmanager
+def traced_with(kernels: Kernels) -> Iterator[None]:
+    """Traces inside the ``with`` block take ``kernels`` instead of the reference (an exporter's
+    graph-friendly strategies; the eager selection is unchanged)."""
+    global _traced
+    if not isinstance(kernels, Kernels):
+        raise TypeError(f"expected a Kernels, got {type(kernels).__name__}")
+    previous, _traced = _traced, kernels
+    try:
+        yield
+    finally:
+        _traced = previous
 
 
 @contextlib.contextmanager
