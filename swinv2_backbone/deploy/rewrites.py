@@ -95,11 +95,13 @@ def graph_attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionAr
     b, nw, n, c = windows.shape
     h, d = args.num_heads, c // args.num_heads
     bias = args.qkv_bias if args.qkv_bias is not None else args.qkv.bias
-    weights = args.qkv.weight.chunk(3)
-    biases = (None,) * 3 if bias is None else bias.chunk(3)
 
     def heads(i: int) -> torch.Tensor:  # (B*nW, heads, N, d)
-        return F.linear(windows, weights[i], biases[i]).view(b * nw, n, h, d).transpose(1, 2)
+        # narrow, not chunk: for a Split of a weight the exporter logs a line per block (runtimes
+        # fold either at load)
+        third = lambda t: None if t is None else t.narrow(0, i * c, c)  # noqa: E731
+        out = F.linear(windows, third(args.qkv.weight), third(bias))
+        return out.view(b * nw, n, h, d).transpose(1, 2)
 
     q, k = heads(0), heads(1)
     if args.cosine:
