@@ -42,7 +42,8 @@ def tracing() -> bool:
     """Whether the model is being traced into a graph rather than run: ``torch.compile`` /
     ``torch.export`` (dynamo, or export's non-strict mode), ``torch.jit.trace`` (the TorchScript ONNX
     exporter, FLOP counters) or ``torch.fx`` symbolic tracing. The fast kernels are eager strategies,
-    not graph content: a trace takes the reference kernels."""
+    not graph content: a trace takes the reference kernels (or an exporter's,
+    :func:`swinv2_backbone.models.kernels.traced_with`)."""
     if is_compiling() or torch.jit.is_tracing():
         return True
     is_exporting = getattr(getattr(torch, "compiler", None), "is_exporting", None)  # torch >= 2.4
