@@ -16,9 +16,8 @@ write the same math in rank 4 and rank 3.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Tuple
-
 import dataclasses
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -94,13 +93,14 @@ def graph_attention(windows: torch.Tensor, mask: torch.Tensor, args: AttentionAr
         return kernels.attention(windows, mask, args)
     b, nw, n, c = windows.shape
     h, d = args.num_heads, c // args.num_heads
+    weight = args.qkv.weight
     bias = args.qkv_bias if args.qkv_bias is not None else args.qkv.bias
 
     def heads(i: int) -> torch.Tensor:  # (B*nW, heads, N, d)
-        # narrow, not chunk: for a Split of a weight the exporter logs a line per block (runtimes
-        # fold either at load)
-        third = lambda t: None if t is None else t.narrow(0, i * c, c)  # noqa: E731
-        out = F.linear(windows, third(args.qkv.weight), third(bias))
+        # Sliced, not chunked: for a Split of a weight the exporter logs a line per block
+        # (runtimes fold either at load).
+        rows = slice(i * c, (i + 1) * c)
+        out = F.linear(windows, weight[rows], None if bias is None else bias[rows])
         return out.view(b * nw, n, h, d).transpose(1, 2)
 
     q, k = heads(0), heads(1)
